@@ -1,2 +1,21 @@
-//! vigild: keeps long-lived TCP sessions, puts kernel keepalive on each, and reaps dead peers
-//! within seconds with a reason. The binary in `main.rs` is a thin wrapper around [`cli::main`].
+//! vigild: keeps long-lived TCP sessions, puts kernel keepalive and `TCP_USER_TIMEOUT` on each,
+//! and reaps dead peers within seconds with a reason, counted in reaper statistics.
+//!
+//! The binary (`main.rs`) is a thin wrapper around [`cli::main`]. `docs/architecture.md` tells
+//! the life of one session from accept to reap.
+
+pub mod cli;
+mod client_info;
+mod command;
+pub mod config;
+pub mod duration;
+mod histogram;
+mod listener;
+mod logging;
+pub mod reap;
+pub mod resp;
+mod server;
+mod session;
+mod sockopt;
+mod stats;
+mod sys;

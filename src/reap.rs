@@ -1,0 +1,291 @@
+//! Why a session ended, and the one place where socket errors are interpreted.
+//!
+//! Every session ends with exactly one [`ReapReason`]. Its name is what logs, statistics and
+//! (later) metrics show. [`classify`] is the only function that looks inside an `io::Error`;
+//! [`reason_for_errno`] turns a fatal errno into a reason, using the `TCP_INFO` snapshot to tell
+//! a keepalive death from a retransmission death (after the kernel gives up, `tcpi_unacked`
+//! already reads 0, but `tcpi_retransmits` survives: 0 for keepalive, > 0 for retransmission).
+
+use std::fmt;
+use std::io;
+
+use log::Level;
+
+use crate::sys::TcpInfo;
+
+/// Why a session was reaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReapReason {
+    /// `recv` returned 0: the peer sent FIN.
+    Closed,
+    /// The client sent `QUIT`.
+    Quit,
+    /// `ECONNRESET` / `EPIPE`: the peer rebooted or aborted.
+    Reset,
+    /// `ETIMEDOUT` with keepalive probes unanswered.
+    KeepaliveTimeout,
+    /// `ETIMEDOUT` with data unacknowledged: `TCP_USER_TIMEOUT` or retries ran out.
+    RetransmitTimeout,
+    /// `ETIMEDOUT` while replies were waiting for a peer that stopped reading (zero window):
+    /// the peer may be alive but it is not consuming.
+    Stalled,
+    /// `EHOSTUNREACH` / `ENETUNREACH`.
+    Unreachable,
+    /// Nothing received for `session.idle_timeout`.
+    IdleTimeout,
+    /// A malformed or oversized request.
+    ProtocolError,
+    /// Pending output above `session.max_output_bytes`.
+    SlowConsumer,
+    /// An operator's `CLIENT KILL`.
+    Killed,
+    /// Another session took its name.
+    Replaced,
+    /// The daemon is stopping.
+    Shutdown,
+    /// Any other socket error.
+    Error,
+}
+
+impl ReapReason {
+    /// Every reason, in the order statistics list them.
+    pub const ALL: [ReapReason; 14] = [
+        ReapReason::Closed,
+        ReapReason::Quit,
+        ReapReason::Reset,
+        ReapReason::KeepaliveTimeout,
+        ReapReason::RetransmitTimeout,
+        ReapReason::Stalled,
+        ReapReason::Unreachable,
+        ReapReason::IdleTimeout,
+        ReapReason::ProtocolError,
+        ReapReason::SlowConsumer,
+        ReapReason::Killed,
+        ReapReason::Replaced,
+        ReapReason::Shutdown,
+        ReapReason::Error,
+    ];
+
+    /// The name used in logs, `INFO` and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ReapReason::Closed => "closed",
+            ReapReason::Quit => "quit",
+            ReapReason::Reset => "reset",
+            ReapReason::KeepaliveTimeout => "keepalive-timeout",
+            ReapReason::RetransmitTimeout => "retransmit-timeout",
+            ReapReason::Stalled => "stalled",
+            ReapReason::Unreachable => "unreachable",
+            ReapReason::IdleTimeout => "idle-timeout",
+            ReapReason::ProtocolError => "protocol-error",
+            ReapReason::SlowConsumer => "slow-consumer",
+            ReapReason::Killed => "killed",
+            ReapReason::Replaced => "replaced",
+            ReapReason::Shutdown => "shutdown",
+            ReapReason::Error => "error",
+        }
+    }
+
+    /// Index into per-reason tables.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Reasons where the peer went silent and vigild had to detect it: their detection
+    /// latency (last data received → reap) is what vigild exists to keep small.
+    pub const fn is_detection(self) -> bool {
+        matches!(
+            self,
+            ReapReason::KeepaliveTimeout
+                | ReapReason::RetransmitTimeout
+                | ReapReason::Stalled
+                | ReapReason::Unreachable
+                | ReapReason::IdleTimeout
+                | ReapReason::Reset
+        )
+    }
+
+    /// The log level of the reap line: ordinary endings are debug, aborts info, and
+    /// everything that means a peer vanished or misbehaved is a warning.
+    pub const fn log_level(self) -> Level {
+        match self {
+            ReapReason::Closed | ReapReason::Quit | ReapReason::Shutdown => Level::Debug,
+            ReapReason::Reset | ReapReason::Killed | ReapReason::Replaced => Level::Info,
+            ReapReason::KeepaliveTimeout
+            | ReapReason::RetransmitTimeout
+            | ReapReason::Stalled
+            | ReapReason::Unreachable
+            | ReapReason::IdleTimeout
+            | ReapReason::ProtocolError
+            | ReapReason::SlowConsumer
+            | ReapReason::Error => Level::Warn,
+        }
+    }
+}
+
+impl fmt::Display for ReapReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What an I/O error means for the socket it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoClass {
+    /// Interrupted by a signal: try the same call again.
+    Retry,
+    /// Nothing more to do until the next readiness event.
+    WouldBlock,
+    /// The process or system ran out of a resource (descriptors, buffers, memory); the
+    /// socket itself may be fine. Accept backs off on this.
+    Exhausted(i32),
+    /// The connection is unusable; the errno (0 when the error carried none).
+    Fatal(i32),
+}
+
+/// The one place that interprets `io::Error` for session sockets.
+pub fn classify(err: &io::Error) -> IoClass {
+    match err.kind() {
+        // A signal landed mid-call; nothing is lost by repeating it.
+        io::ErrorKind::Interrupted => IoClass::Retry,
+        // Readiness was a hint and is used up.
+        io::ErrorKind::WouldBlock => IoClass::WouldBlock,
+        _ => match err.raw_os_error().unwrap_or(0) {
+            e @ (libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                IoClass::Exhausted(e)
+            }
+            e => IoClass::Fatal(e),
+        },
+    }
+}
+
+/// The reason for a session whose socket failed with `errno`.
+///
+/// `info` is the `TCP_INFO` snapshot taken before close; `output_pending` says whether replies
+/// were still queued in user space (the kernel's send buffer was full).
+pub fn reason_for_errno(errno: i32, info: Option<&TcpInfo>, output_pending: bool) -> ReapReason {
+    match errno {
+        libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED => ReapReason::Reset,
+        libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN => {
+            ReapReason::Unreachable
+        }
+        libc::ETIMEDOUT => {
+            let retransmitted = info.is_some_and(|i| i.retransmits > 0 || i.unacked > 0);
+            if retransmitted {
+                ReapReason::RetransmitTimeout
+            } else if output_pending {
+                // Nothing was in flight, yet replies waited: the peer's window stayed shut
+                // (zero-window probes answered, or not) until the user timeout fired.
+                ReapReason::Stalled
+            } else {
+                ReapReason::KeepaliveTimeout
+            }
+        }
+        _ => ReapReason::Error,
+    }
+}
+
+/// A short symbolic name for the errnos a reap line is likely to show.
+pub fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        0 => "-",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::EPIPE => "EPIPE",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::EHOSTDOWN => "EHOSTDOWN",
+        libc::ENETDOWN => "ENETDOWN",
+        libc::ENOTCONN => "ENOTCONN",
+        libc::EMFILE => "EMFILE",
+        libc::ENFILE => "ENFILE",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ENOMEM => "ENOMEM",
+        libc::EBADF => "EBADF",
+        _ => "errno",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_indexes_match_all() {
+        let mut names: Vec<_> = ReapReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ReapReason::ALL.len());
+        for (i, r) in ReapReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+    }
+
+    #[test]
+    fn classify_splits_retry_wouldblock_fatal() {
+        assert_eq!(
+            classify(&io::Error::from(io::ErrorKind::Interrupted)),
+            IoClass::Retry
+        );
+        assert_eq!(
+            classify(&io::Error::from(io::ErrorKind::WouldBlock)),
+            IoClass::WouldBlock
+        );
+        assert_eq!(
+            classify(&io::Error::from_raw_os_error(libc::ETIMEDOUT)),
+            IoClass::Fatal(libc::ETIMEDOUT)
+        );
+        assert_eq!(
+            classify(&io::Error::from_raw_os_error(libc::EMFILE)),
+            IoClass::Exhausted(libc::EMFILE)
+        );
+    }
+
+    #[test]
+    fn timeouts_are_told_apart_by_tcp_info() {
+        let keepalive = TcpInfo {
+            probes: 3,
+            ..TcpInfo::default()
+        };
+        let retrans = TcpInfo {
+            retransmits: 4,
+            ..TcpInfo::default()
+        };
+        assert_eq!(
+            reason_for_errno(libc::ETIMEDOUT, Some(&keepalive), false),
+            ReapReason::KeepaliveTimeout
+        );
+        assert_eq!(
+            reason_for_errno(libc::ETIMEDOUT, Some(&retrans), false),
+            ReapReason::RetransmitTimeout
+        );
+        assert_eq!(
+            reason_for_errno(libc::ETIMEDOUT, Some(&keepalive), true),
+            ReapReason::Stalled
+        );
+        assert_eq!(
+            reason_for_errno(libc::ETIMEDOUT, None, false),
+            ReapReason::KeepaliveTimeout
+        );
+    }
+
+    #[test]
+    fn other_errnos() {
+        assert_eq!(
+            reason_for_errno(libc::ECONNRESET, None, false),
+            ReapReason::Reset
+        );
+        assert_eq!(reason_for_errno(libc::EPIPE, None, true), ReapReason::Reset);
+        assert_eq!(
+            reason_for_errno(libc::EHOSTUNREACH, None, false),
+            ReapReason::Unreachable
+        );
+        assert_eq!(
+            reason_for_errno(libc::EINVAL, None, false),
+            ReapReason::Error
+        );
+        assert_eq!(errno_name(libc::ETIMEDOUT), "ETIMEDOUT");
+        assert_eq!(errno_name(0), "-");
+    }
+}

@@ -1,0 +1,261 @@
+//! Accepting connections: limits, rejections, and descriptor exhaustion.
+//!
+//! Over `max_connections` (or `max_connections_per_ip`) a connection is accepted, told
+//! `-ERR max connections reached`, closed and counted as rejected. When the process runs out
+//! of descriptors (`EMFILE`/`ENFILE`), a reserve descriptor held for the purpose is released,
+//! the waiting connection is accepted, told why, and closed, and the reserve is taken again:
+//! clients learn at once instead of hanging in the backlog, and the loop cannot spin on a
+//! listener that stays readable. If even that fails, accepting pauses briefly. The condition is
+//! logged at most once a second, with a count.
+
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::conn::Cause;
+use super::{Listener, Server, LISTENER_BASE};
+use crate::listener;
+use crate::reap::{classify, IoClass};
+use crate::session::Session;
+use crate::sockopt;
+use crate::stats::RejectCause;
+
+/// Accepts per listener per turn, so a connection storm cannot starve live sessions.
+const MAX_ACCEPTS_PER_TURN: usize = 256;
+/// How long to stop accepting when descriptors are gone and the reserve could not help.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// At most one warning of each kind per this period.
+const WARN_EVERY: Duration = Duration::from_secs(1);
+
+/// A warning that is logged at most once per [`WARN_EVERY`], with the count it stood for.
+#[derive(Debug, Default)]
+struct RateLimited {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimited {
+    /// `Some(n)` when a line should be logged now, `n` being the occurrences it covers.
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        self.suppressed += 1;
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < WARN_EVERY)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Accept-side state: the reserve descriptor, the pause, and the rate limits.
+#[derive(Debug)]
+pub(super) struct AcceptState {
+    reserve: Option<File>,
+    retry_at: Option<Instant>,
+    exhausted_warn: RateLimited,
+    limit_warn: RateLimited,
+    error_warn: RateLimited,
+}
+
+impl AcceptState {
+    pub(super) fn new() -> AcceptState {
+        AcceptState {
+            reserve: File::open("/dev/null").ok(),
+            retry_at: None,
+            exhausted_warn: RateLimited::default(),
+            limit_warn: RateLimited::default(),
+            error_warn: RateLimited::default(),
+        }
+    }
+
+    pub(super) fn retry_at(&self) -> Option<Instant> {
+        self.retry_at
+    }
+
+    pub(super) fn clear_retry(&mut self) {
+        self.retry_at = None;
+    }
+}
+
+/// Writes a one-line error to a connection that is about to be closed. Best effort: the
+/// socket is fresh, so the line fits in its send buffer; a failure changes nothing.
+fn refuse(mut stream: TcpStream, line: &[u8]) {
+    let _ = stream.write(line);
+}
+
+impl Server {
+    /// Binds a listener and registers it.
+    pub(super) fn add_listener(&mut self, addr: SocketAddr) -> io::Result<()> {
+        let mut socket = listener::bind(addr, self.config.server.backlog)?;
+        let entry = self.listeners.vacant_entry();
+        let token = Token(LISTENER_BASE + entry.key());
+        self.poll
+            .registry()
+            .register(&mut socket, token, Interest::READABLE)?;
+        let bound = socket.local_addr().unwrap_or(addr);
+        entry.insert(Listener { addr, socket });
+        info!("listening on {bound}");
+        Ok(())
+    }
+
+    /// Accepts from every listener (after a pause, or when descriptors were freed).
+    pub(super) fn accept_all(&mut self, now: Instant) {
+        let keys: Vec<usize> = self.listeners.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.accept_from(key, now);
+        }
+    }
+
+    /// Accepts until `WouldBlock`, the per-turn cap, or descriptor exhaustion.
+    pub(super) fn accept_from(&mut self, key: usize, now: Instant) {
+        if self.stopping || self.accept.retry_at.is_some() {
+            return;
+        }
+        for _ in 0..MAX_ACCEPTS_PER_TURN {
+            let Some(listener) = self.listeners.get(key) else {
+                return;
+            };
+            match listener.socket.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, now),
+                Err(e) => match classify(&e) {
+                    IoClass::WouldBlock => return,
+                    IoClass::Retry => continue,
+                    IoClass::Exhausted(errno) => {
+                        if !self.shed_one(key, errno, now) {
+                            return;
+                        }
+                    }
+                    // The peer gave up between SYN and accept: nothing to do.
+                    IoClass::Fatal(errno) if errno == libc::ECONNABORTED => continue,
+                    IoClass::Fatal(_) => {
+                        if let Some(n) = self.accept.error_warn.hit(now) {
+                            warn!("accept on {} failed ({n} times): {e}", listener.addr);
+                        }
+                        // Unknown trouble: do not spin on it; try again shortly.
+                        self.accept.retry_at = Some(now + ACCEPT_PAUSE);
+                        return;
+                    }
+                },
+            }
+        }
+        // The cap was reached with connections still waiting: come back next turn.
+        self.accept_revisit = true;
+    }
+
+    /// Out of descriptors: frees the reserve, accepts one waiting connection, tells it why and
+    /// closes it. Returns false when accepting should stop for now.
+    fn shed_one(&mut self, key: usize, errno: i32, now: Instant) -> bool {
+        if let Some(n) = self.accept.exhausted_warn.hit(now) {
+            warn!(
+                "out of file descriptors ({}), live={}: refusing new connections until sessions end ({n} refused since the last warning)",
+                crate::reap::errno_name(errno),
+                self.sessions.len()
+            );
+        }
+        let Some(reserve) = self.accept.reserve.take() else {
+            self.accept.retry_at = Some(now + ACCEPT_PAUSE);
+            return false;
+        };
+        drop(reserve);
+        let accepted = self.listeners.get(key).map(|l| l.socket.accept());
+        self.accept.reserve = File::open("/dev/null").ok();
+        match accepted {
+            Some(Ok((stream, peer))) => {
+                debug!("refused {peer}: out of file descriptors");
+                refuse(
+                    stream,
+                    b"-ERR server out of file descriptors, try again later\r\n",
+                );
+                self.stats.on_reject(RejectCause::Descriptors);
+                true
+            }
+            _ => {
+                self.accept.retry_at = Some(now + ACCEPT_PAUSE);
+                false
+            }
+        }
+    }
+
+    /// Takes in one accepted connection, or refuses it over a limit.
+    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let limits = &self.config.server;
+        let cause = if self.sessions.len() >= limits.max_connections {
+            Some(RejectCause::MaxConnections)
+        } else if limits.max_connections_per_ip > 0
+            && self.sessions.count_for_ip(peer.ip()) as usize >= limits.max_connections_per_ip
+        {
+            Some(RejectCause::PerIp)
+        } else {
+            None
+        };
+        if let Some(cause) = cause {
+            self.stats.on_reject(cause);
+            debug!("refused {peer}: {}", cause.name());
+            if let Some(n) = self.accept.limit_warn.hit(now) {
+                warn!(
+                    "refusing connections: {} reached ({n} refused since the last warning; live={})",
+                    match cause {
+                        RejectCause::PerIp => "server.max_connections_per_ip",
+                        _ => "server.max_connections",
+                    },
+                    self.sessions.len()
+                );
+            }
+            let line: &[u8] = match cause {
+                RejectCause::PerIp => b"-ERR max connections per address reached\r\n",
+                _ => b"-ERR max connections reached\r\n",
+            };
+            refuse(stream, line);
+            return;
+        }
+
+        let token = self
+            .sessions
+            .insert(|id| Session::new(id, stream, peer, now));
+        self.stats.on_accept();
+        let Some(session) = self.sessions.get_mut(token) else {
+            return;
+        };
+        let id = session.id;
+        let setup = sockopt::apply(&session.stream, &self.config.keepalive).and_then(|()| {
+            self.poll
+                .registry()
+                .register(&mut session.stream, token, Interest::READABLE)
+        });
+        if let Err(e) = setup {
+            // The socket died before it could be set up (or the poller refused it): it is
+            // accounted for like any other session that ended in error.
+            self.reap(token, Cause::Errno(e.raw_os_error().unwrap_or(0)), now);
+            return;
+        }
+        debug!("accepted id={id} peer={peer}");
+        if let Some(limit) = self.config.session.idle_timeout {
+            self.idle_heap
+                .push(std::cmp::Reverse((now + limit, token, id)));
+        }
+        // Bytes that arrived before registration are not lost: adding a ready socket to
+        // epoll reports it at once, so the first request is read on the next turn.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_counts_what_it_suppressed() {
+        let t0 = Instant::now();
+        let mut r = RateLimited::default();
+        assert_eq!(r.hit(t0), Some(1));
+        assert_eq!(r.hit(t0 + Duration::from_millis(10)), None);
+        assert_eq!(r.hit(t0 + Duration::from_millis(500)), None);
+        assert_eq!(r.hit(t0 + Duration::from_millis(1001)), Some(3));
+    }
+}

@@ -1,0 +1,303 @@
+//! One session's I/O: reading and answering requests, writing replies, and reaping.
+//!
+//! Reads land in the loop's buffer and are parsed in place; only an unfinished request is
+//! copied into the session. Replies go into the loop's output buffer and are written straight
+//! away; only what the kernel does not take is copied into the session. So an idle session
+//! holds no buffers, and a fast client costs no allocation per request.
+
+use std::io::{Read as _, Write as _};
+use std::ops::Range;
+use std::time::Instant;
+
+use log::log;
+
+use super::Server;
+use crate::command::{self, Args, Step};
+use crate::reap::{classify, errno_name, reason_for_errno, IoClass, ReapReason};
+use crate::resp::{self, Parsed};
+use crate::session::Session;
+use crate::sys;
+use mio::Token;
+
+/// Reads per session per turn: a client that keeps its socket full cannot starve the others.
+const MAX_READS_PER_TURN: usize = 16;
+
+/// Why a session is being reaped: a decided reason, or a socket error still to interpret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cause {
+    Reason(ReapReason),
+    Errno(i32),
+}
+
+/// What happened to a session's input this turn.
+enum Input {
+    /// Drained to `WouldBlock`.
+    Drained,
+    /// The per-turn cap was reached; more may be waiting.
+    Capped,
+    /// The session must end (after its pending output is delivered, for `Closing`).
+    Closing(ReapReason),
+    /// The socket failed.
+    Failed(i32),
+}
+
+/// Parses and runs every complete request in `input`, appending replies to `out`. Returns the
+/// number of bytes consumed and what to do next.
+fn run_requests(
+    input: &[u8],
+    session: &mut Session,
+    args: &mut Vec<Range<usize>>,
+    out: &mut Vec<u8>,
+    max_request_bytes: usize,
+    now: Instant,
+) -> (usize, Step) {
+    let mut pos = 0;
+    while pos < input.len() {
+        let rest = &input[pos..];
+        match resp::parse(rest, max_request_bytes, args) {
+            Ok(Parsed::Incomplete) => break,
+            Ok(Parsed::Request { consumed }) => {
+                pos += consumed;
+                if args.is_empty() {
+                    continue;
+                }
+                let step = command::execute(Args::new(rest, args), session, now, out);
+                if step != Step::Continue {
+                    return (pos, step);
+                }
+            }
+            Err(e) => {
+                resp::write_error(out, &format!("ERR {e}"));
+                return (input.len(), Step::Close(ReapReason::ProtocolError));
+            }
+        }
+    }
+    (pos, Step::Continue)
+}
+
+/// Writes `data` until done or `WouldBlock`. Returns the bytes written, or the fatal errno.
+fn write_some(session: &mut Session, data: &[u8]) -> Result<usize, i32> {
+    let mut written = 0;
+    while written < data.len() {
+        match session.stream.write(&data[written..]) {
+            Ok(0) => return Err(libc::EPIPE),
+            Ok(n) => written += n,
+            Err(e) => match classify(&e) {
+                IoClass::Retry => continue,
+                IoClass::WouldBlock => break,
+                IoClass::Exhausted(errno) | IoClass::Fatal(errno) => return Err(errno),
+            },
+        }
+    }
+    session.bytes_out += written as u64;
+    Ok(written)
+}
+
+impl Server {
+    /// Handles readiness (or a revisit) for one session: flush, read, answer, re-arm.
+    pub(super) fn service(&mut self, token: Token, now: Instant) {
+        if self.sessions.get(token).is_none() {
+            // A stale event for a session reaped earlier this turn.
+            return;
+        }
+        if let Err(errno) = self.flush_pending(token) {
+            return self.reap(token, Cause::Errno(errno), now);
+        }
+        match self.read_input(token, now) {
+            Input::Failed(errno) => return self.reap(token, Cause::Errno(errno), now),
+            Input::Capped => self.revisit.push(token),
+            Input::Closing(reason) => {
+                if let Some(s) = self.sessions.get_mut(token) {
+                    s.closing.get_or_insert(reason);
+                }
+            }
+            Input::Drained => {}
+        }
+        self.settle(token, now);
+    }
+
+    /// Reads until `WouldBlock` (or the cap), answering requests as they complete.
+    fn read_input(&mut self, token: Token, now: Instant) -> Input {
+        let max_request = self.config.session.max_request_bytes;
+        for _ in 0..MAX_READS_PER_TURN {
+            let Server {
+                sessions,
+                read_buf,
+                out_buf,
+                args,
+                ..
+            } = self;
+            let Some(session) = sessions.get_mut(token) else {
+                return Input::Drained;
+            };
+            if session.closing.is_some() {
+                return Input::Drained;
+            }
+            let n = match session.stream.read(read_buf) {
+                // FIN: answer what was already received, then close.
+                Ok(0) => return Input::Closing(ReapReason::Closed),
+                Ok(n) => n,
+                Err(e) => match classify(&e) {
+                    IoClass::Retry => continue,
+                    IoClass::WouldBlock => return Input::Drained,
+                    IoClass::Exhausted(errno) | IoClass::Fatal(errno) => {
+                        return Input::Failed(errno)
+                    }
+                },
+            };
+            session.bytes_in += n as u64;
+            session.last_rx = now;
+            out_buf.clear();
+            let step = if session.partial.is_empty() {
+                let input = &read_buf[..n];
+                let (used, step) = run_requests(input, session, args, out_buf, max_request, now);
+                if step == Step::Continue && used < n {
+                    session.partial.extend_from_slice(&input[used..]);
+                }
+                step
+            } else {
+                let mut pending = std::mem::take(&mut session.partial);
+                pending.extend_from_slice(&read_buf[..n]);
+                let (used, step) = run_requests(&pending, session, args, out_buf, max_request, now);
+                if step == Step::Continue && used < pending.len() {
+                    pending.drain(..used);
+                    session.partial = pending;
+                }
+                step
+            };
+            if let Err(errno) = self.queue_output(token) {
+                return Input::Failed(errno);
+            }
+            if let Step::Close(reason) = step {
+                return Input::Closing(reason);
+            }
+        }
+        Input::Capped
+    }
+
+    /// Sends the replies in `out_buf`: straight to the socket when nothing is queued before
+    /// them, otherwise behind the queue. What the kernel refuses is kept in the session.
+    fn queue_output(&mut self, token: Token) -> Result<(), i32> {
+        let Server {
+            sessions, out_buf, ..
+        } = self;
+        if out_buf.is_empty() {
+            return Ok(());
+        }
+        let Some(session) = sessions.get_mut(token) else {
+            return Ok(());
+        };
+        if session.pending_output() == 0 {
+            let written = write_some(session, out_buf)?;
+            if written < out_buf.len() {
+                session.output.clear();
+                session.output_pos = 0;
+                session.output.extend_from_slice(&out_buf[written..]);
+            }
+        } else {
+            session.output.extend_from_slice(out_buf);
+        }
+        out_buf.clear();
+        Ok(())
+    }
+
+    /// Writes queued output. Frees the queue's memory once it is empty.
+    fn flush_pending(&mut self, token: Token) -> Result<(), i32> {
+        let Some(session) = self.sessions.get_mut(token) else {
+            return Ok(());
+        };
+        if session.pending_output() == 0 {
+            return Ok(());
+        }
+        let queued = std::mem::take(&mut session.output);
+        let written = write_some(session, &queued[session.output_pos..])?;
+        session.output = queued;
+        session.output_pos += written;
+        if session.output_pos == session.output.len() {
+            session.output = Vec::new();
+            session.output_pos = 0;
+        } else if session.output_pos > session.output.len() / 2 {
+            let pos = session.output_pos;
+            session.output.drain(..pos);
+            session.output_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// After I/O: reap a session that is done or over its output limit, else re-arm interest.
+    fn settle(&mut self, token: Token, now: Instant) {
+        let max_output = self.config.session.max_output_bytes;
+        let Some(session) = self.sessions.get_mut(token) else {
+            return;
+        };
+        let pending = session.pending_output();
+        if pending > max_output {
+            return self.reap(token, Cause::Reason(ReapReason::SlowConsumer), now);
+        }
+        if let (Some(reason), 0) = (session.closing, pending) {
+            return self.reap(token, Cause::Reason(reason), now);
+        }
+        let wanted = session.wanted_interest();
+        if wanted != session.interest {
+            session.interest = wanted;
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut session.stream, token, wanted)
+            {
+                let errno = e.raw_os_error().unwrap_or(0);
+                self.reap(token, Cause::Errno(errno), now);
+            }
+        }
+    }
+
+    /// Ends a session: snapshot `TCP_INFO`, decide the reason, deregister, close, count, log.
+    /// The only place a session ends.
+    pub(super) fn reap(&mut self, token: Token, cause: Cause, now: Instant) {
+        let Some(mut session) = self.sessions.remove(token) else {
+            return;
+        };
+        let info = sys::tcp_info(&session.stream).ok();
+        let (reason, errno) = match cause {
+            Cause::Reason(r) => (r, 0),
+            Cause::Errno(errno) => (
+                reason_for_errno(errno, info.as_ref(), session.pending_output() > 0),
+                errno,
+            ),
+        };
+        // Deregistering a socket whose peer is gone still succeeds; closing it (the drop
+        // below) would remove it from epoll anyway.
+        let _ = self.poll.registry().deregister(&mut session.stream);
+        let lifetime = session.age(now);
+        let silent = session.idle_for(now);
+        self.stats.on_reap(reason, lifetime, silent);
+        let i = info.unwrap_or_default();
+        log!(
+            reason.log_level(),
+            "reap id={} peer={} name={} reason={} errno={} lifetime_ms={} silent_ms={} \
+             tcpi_state={} tcpi_probes={} tcpi_retransmits={} tcpi_backoff={} tcpi_unacked={} \
+             tcpi_rtt_us={} tcpi_total_retrans={} tcpi_last_data_recv_ms={}",
+            session.id,
+            session.peer,
+            session.name.as_deref().unwrap_or("-"),
+            reason,
+            errno_name(errno),
+            lifetime.as_millis(),
+            silent.as_millis(),
+            i.state,
+            i.probes,
+            i.retransmits,
+            i.backoff,
+            i.unacked,
+            i.rtt_us,
+            i.total_retrans,
+            i.last_data_recv_ms,
+        );
+        drop(session);
+        // A descriptor came free: connections refused for lack of them can be taken now.
+        if self.accept.retry_at().is_some() {
+            self.accept.clear_retry();
+            self.accept_revisit = true;
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Control of the running daemon: signals, config reload, statistics lines, shutdown.
+//!
+//! `SIGTERM`/`SIGINT` stop the loop (every session is reaped with `shutdown` and the final
+//! statistics are logged). `SIGHUP` reloads the config file: a bad file is logged and the
+//! running config stays; a good one is applied to live sessions too (keepalive options on
+//! every socket, idle timeout, limits, log level) and listeners are added or closed to match.
+//! `SIGUSR1` logs the statistics now.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use log::{error, info, warn};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+
+use super::conn::Cause;
+use super::Server;
+use crate::config::Config;
+use crate::logging::LevelSource;
+use crate::reap::ReapReason;
+use crate::sockopt;
+
+impl Server {
+    pub(super) fn handle_signals(&mut self, now: Instant) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for signal in pending {
+            match signal {
+                SIGTERM | SIGINT => {
+                    info!(
+                        "received {}, shutting down",
+                        if signal == SIGTERM {
+                            "SIGTERM"
+                        } else {
+                            "SIGINT"
+                        }
+                    );
+                    self.stopping = true;
+                }
+                SIGHUP => self.reload(now),
+                SIGUSR1 => self.log_stats(),
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn log_stats(&self) {
+        info!("{}", self.stats.line());
+    }
+
+    /// Re-reads the config file and applies it, or keeps the running config.
+    fn reload(&mut self, now: Instant) {
+        let loaded = match Config::load(&self.config_path) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                error!("reload failed, keeping the running config: {e}");
+                return;
+            }
+        };
+        for w in &loaded.warnings {
+            warn!("config: {w}");
+        }
+        let new = loaded.config;
+        let old = std::mem::replace(&mut self.config, new.clone());
+
+        if old.server.listen != new.server.listen || old.server.backlog != new.server.backlog {
+            self.reconcile_listeners(&old.server.listen);
+        }
+        if old.keepalive != new.keepalive {
+            let mut failed = 0;
+            for (_, s) in self.sessions.iter() {
+                if sockopt::apply(&s.stream, &new.keepalive).is_err() {
+                    failed += 1;
+                }
+            }
+            info!(
+                "reload: keepalive idle={}s interval={}s probes={} user_timeout={:?} applied to {} live sessions ({failed} failed)",
+                new.keepalive.idle.as_secs(),
+                new.keepalive.interval.as_secs(),
+                new.keepalive.probes,
+                new.keepalive.effective_user_timeout(),
+                self.sessions.len() - failed,
+            );
+        }
+        if old.session.idle_timeout != new.session.idle_timeout {
+            self.rebuild_idle_heap();
+        }
+        if old.stats.interval != new.stats.interval {
+            self.next_stats = new.stats.interval.map(|i| now + i);
+        }
+        if old.log.level != new.log.level {
+            match self.level_source {
+                LevelSource::Config => log::set_max_level(new.log.level),
+                LevelSource::Environment => {
+                    warn!("reload: log.level ignored because RUST_LOG is set")
+                }
+            }
+        }
+        info!("reloaded {}", self.config_path.display());
+    }
+
+    /// Opens listeners the new config adds and closes those it dropped. A listener that cannot
+    /// be bound is logged and left out; the others keep working.
+    fn reconcile_listeners(&mut self, old: &[SocketAddr]) {
+        let wanted: HashSet<SocketAddr> = self.config.server.listen.iter().copied().collect();
+        let backlog_changed = self
+            .listeners
+            .iter()
+            .next()
+            .is_some_and(|_| old.iter().copied().collect::<HashSet<_>>() == wanted);
+        let stale: Vec<usize> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| !wanted.contains(&l.addr))
+            .map(|(k, _)| k)
+            .collect();
+        for key in stale {
+            let mut l = self.listeners.remove(key);
+            let _ = self.poll.registry().deregister(&mut l.socket);
+            info!("reload: closed listener {}", l.addr);
+        }
+        let have: HashSet<SocketAddr> = self.listeners.iter().map(|(_, l)| l.addr).collect();
+        for addr in self.config.server.listen.clone() {
+            if have.contains(&addr) {
+                continue;
+            }
+            if let Err(e) = self.add_listener(addr) {
+                error!("reload: cannot listen on {addr}: {e}; other listeners keep running");
+            }
+        }
+        if backlog_changed {
+            warn!("reload: server.backlog applies to listeners opened from now on; restart to change it on existing ones");
+        }
+    }
+
+    /// Stops accepting, reaps every session with `shutdown`, logs the final statistics.
+    pub(super) fn shutdown(&mut self, now: Instant) {
+        for (_, mut l) in std::mem::take(&mut self.listeners) {
+            let _ = self.poll.registry().deregister(&mut l.socket);
+        }
+        let live = self.sessions.len();
+        for token in self.sessions.tokens() {
+            self.reap(token, Cause::Reason(ReapReason::Shutdown), now);
+        }
+        info!("closed {live} sessions; final {}", self.stats.line());
+    }
+}

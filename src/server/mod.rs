@@ -1,0 +1,297 @@
+//! The event loop: one thread, one `mio::Poll`, and a `Server` that owns every piece of state.
+//!
+//! Invariants kept here:
+//! - Readiness is a hint. Accept, read and write loops run until `WouldBlock` (or a per-turn
+//!   cap, after which the token is revisited on the next turn with a zero poll timeout).
+//! - Time is read once per turn and passed down as `now`.
+//! - The poll timeout is the nearest deadline (idle reaps, statistics, accept retry); the loop
+//!   never sleeps and never busy-waits.
+//! - A session ends only in [`Server::reap`].
+//!
+//! Submodules add `impl Server` blocks: `accept` (listeners, limits, descriptor exhaustion),
+//! `conn` (reading, writing, reaping), `control` (signals, reload, statistics, shutdown).
+
+mod accept;
+mod conn;
+mod control;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::config::Config;
+use crate::logging::LevelSource;
+use crate::session::{SessionTable, SESSION_BASE};
+use crate::stats::Stats;
+
+/// Token of the signal pipe.
+const SIGNAL: Token = Token(0);
+/// Listener tokens are `LISTENER_BASE + slab key`.
+const LISTENER_BASE: usize = 1;
+/// Bytes read per `read` call, into the loop's own buffer.
+const READ_BUF_BYTES: usize = 64 * 1024;
+/// Events handled per `poll`.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Bind { addr: SocketAddr, source: io::Error },
+    Poll(io::Error),
+    Signals(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Bind { addr, source } => {
+                let hint = match source.kind() {
+                    io::ErrorKind::AddrInUse => {
+                        " (another process holds it: stop it or change server.listen)"
+                    }
+                    io::ErrorKind::PermissionDenied => {
+                        " (ports below 1024 need CAP_NET_BIND_SERVICE)"
+                    }
+                    io::ErrorKind::AddrNotAvailable => " (no local interface has that address)",
+                    _ => "",
+                };
+                write!(f, "cannot listen on {addr}: {source}{hint}")
+            }
+            StartError::Poll(e) => write!(f, "cannot create the poller: {e}"),
+            StartError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A bound client listener.
+struct Listener {
+    addr: SocketAddr,
+    socket: TcpListener,
+}
+
+/// An entry of the idle-deadline heap. Entries go stale when a session receives data or is
+/// reaped; they are checked against the session when they come due.
+type IdleEntry = Reverse<(Instant, Token, u64)>;
+
+/// The event loop and everything it owns.
+pub struct Server {
+    poll: Poll,
+    config_path: PathBuf,
+    config: Config,
+    level_source: LevelSource,
+    listeners: Slab<Listener>,
+    signals: Signals,
+    sessions: SessionTable,
+    stats: Stats,
+    /// Reads land here; only unfinished requests are copied into a session.
+    read_buf: Vec<u8>,
+    /// Replies of the current request batch; only what the kernel refuses is copied.
+    out_buf: Vec<u8>,
+    /// Argument ranges of the request being executed.
+    args: Vec<Range<usize>>,
+    idle_heap: BinaryHeap<IdleEntry>,
+    next_stats: Option<Instant>,
+    /// Sessions whose input was not drained this turn (per-turn read cap).
+    revisit: Vec<Token>,
+    /// Listeners to accept from again next turn (per-turn accept cap).
+    accept_revisit: bool,
+    accept: accept::AcceptState,
+    stopping: bool,
+}
+
+impl Server {
+    /// Binds the listeners and installs signal handlers. Nothing is served until [`run`].
+    ///
+    /// [`run`]: Server::run
+    pub fn new(
+        config: Config,
+        config_path: PathBuf,
+        level_source: LevelSource,
+    ) -> Result<Server, StartError> {
+        let poll = Poll::new().map_err(StartError::Poll)?;
+        let mut signals = Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
+            signal_hook::consts::SIGUSR1,
+        ])
+        .map_err(StartError::Signals)?;
+        poll.registry()
+            .register(&mut signals, SIGNAL, Interest::READABLE)
+            .map_err(StartError::Signals)?;
+        let mut server = Server {
+            poll,
+            config_path,
+            level_source,
+            listeners: Slab::new(),
+            signals,
+            sessions: SessionTable::with_capacity(config.server.max_connections.min(65_536)),
+            stats: Stats::default(),
+            read_buf: vec![0; READ_BUF_BYTES],
+            out_buf: Vec::with_capacity(READ_BUF_BYTES),
+            args: Vec::with_capacity(16),
+            idle_heap: BinaryHeap::new(),
+            next_stats: None,
+            revisit: Vec::new(),
+            accept_revisit: false,
+            accept: accept::AcceptState::new(),
+            stopping: false,
+            config,
+        };
+        for addr in server.config.server.listen.clone() {
+            server
+                .add_listener(addr)
+                .map_err(|source| StartError::Bind { addr, source })?;
+        }
+        Ok(server)
+    }
+
+    /// Runs until SIGTERM or SIGINT, then closes every session and returns.
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut now = Instant::now();
+        self.next_stats = self.config.stats.interval.map(|i| now + i);
+        loop {
+            let timeout = self.poll_timeout(now);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                // A signal interrupted the wait; the signal pipe reports it on the next turn.
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            now = Instant::now();
+            for event in events.iter() {
+                self.dispatch(event.token(), now);
+            }
+            self.revisit_pending(now);
+            self.run_timers(now);
+            if self.stopping {
+                self.shutdown(now);
+                return Ok(());
+            }
+        }
+    }
+
+    fn dispatch(&mut self, token: Token, now: Instant) {
+        if token == SIGNAL {
+            self.handle_signals(now);
+        } else if token.0 >= SESSION_BASE {
+            self.service(token, now);
+        } else if let Some(key) = token.0.checked_sub(LISTENER_BASE) {
+            self.accept_from(key, now);
+        }
+    }
+
+    /// Time until the nearest deadline; zero when work was left over from this turn.
+    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.revisit.is_empty() || self.accept_revisit {
+            return Some(Duration::ZERO);
+        }
+        let deadlines = [
+            self.idle_heap.peek().map(|Reverse((at, _, _))| *at),
+            self.next_stats,
+            self.accept.retry_at(),
+        ];
+        deadlines
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(now))
+    }
+
+    fn revisit_pending(&mut self, now: Instant) {
+        for token in std::mem::take(&mut self.revisit) {
+            self.service(token, now);
+        }
+        if std::mem::take(&mut self.accept_revisit) {
+            self.accept_all(now);
+        }
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        self.reap_idle(now);
+        if self.accept.retry_at().is_some_and(|at| at <= now) {
+            self.accept.clear_retry();
+            self.accept_all(now);
+        }
+        if let Some(at) = self.next_stats {
+            if at <= now {
+                self.log_stats();
+                self.next_stats = self.config.stats.interval.map(|i| now + i);
+            }
+        }
+    }
+
+    /// Reaps sessions whose idle deadline passed; re-queues those that received data since.
+    fn reap_idle(&mut self, now: Instant) {
+        let Some(limit) = self.config.session.idle_timeout else {
+            self.idle_heap.clear();
+            return;
+        };
+        while let Some(Reverse((at, token, id))) = self.idle_heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.idle_heap.pop();
+            let Some(session) = self.sessions.get(token) else {
+                continue;
+            };
+            if session.id != id {
+                continue;
+            }
+            let due = session.last_rx + limit;
+            if due <= now {
+                self.reap(
+                    token,
+                    conn::Cause::Reason(crate::reap::ReapReason::IdleTimeout),
+                    now,
+                );
+            } else {
+                self.idle_heap.push(Reverse((due, token, id)));
+            }
+        }
+    }
+
+    /// Rebuilds the idle heap from the live sessions (after a reload changed the timeout).
+    fn rebuild_idle_heap(&mut self) {
+        self.idle_heap.clear();
+        if let Some(limit) = self.config.session.idle_timeout {
+            for (token, s) in self.sessions.iter() {
+                self.idle_heap
+                    .push(Reverse((s.last_rx + limit, token, s.id)));
+            }
+        }
+    }
+}
+
+impl Server {
+    /// The effective keepalive settings, for the start-up line.
+    pub fn keepalive_summary(&self) -> String {
+        let ka = &self.config.keepalive;
+        if !ka.enabled {
+            return "keepalive off".into();
+        }
+        format!(
+            "keepalive idle={}s interval={}s probes={} user_timeout={} (an idle dead peer is found after {}s)",
+            ka.idle.as_secs(),
+            ka.interval.as_secs(),
+            ka.probes,
+            ka.effective_user_timeout()
+                .map_or_else(|| "off".to_string(), |d| format!("{}ms", d.as_millis())),
+            ka.detection_bound().as_secs(),
+        )
+    }
+}

@@ -1,0 +1,220 @@
+//! One client session, and the table of live sessions keyed by mio `Token`.
+//!
+//! A session holds no heap buffers while it is idle: requests are read into a buffer the event
+//! loop owns, and a session keeps only the unfinished tail of a request (`partial`) and output
+//! the kernel did not take yet (`output`). Both are empty `Vec`s (no allocation) when idle.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use slab::Slab;
+
+/// Tokens below this belong to listeners and signals; session tokens are `SESSION_BASE + key`.
+pub const SESSION_BASE: usize = 1 << 16;
+
+/// The client library a session announced with `CLIENT SETINFO`.
+#[derive(Debug, Default, Clone)]
+pub struct LibInfo {
+    pub name: Box<str>,
+    pub version: Box<str>,
+}
+
+/// One live client connection.
+#[derive(Debug)]
+pub struct Session {
+    /// Unique for the daemon's lifetime (tokens are reused, ids never).
+    pub id: u64,
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub name: Option<Box<str>>,
+    pub lib: Option<Box<LibInfo>>,
+    pub connected_at: Instant,
+    pub last_rx: Instant,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub commands: u64,
+    /// The unfinished tail of a request, kept between reads.
+    pub partial: Vec<u8>,
+    /// Output the kernel has not taken yet, from `output_pos` on.
+    pub output: Vec<u8>,
+    pub output_pos: usize,
+    /// The peer sent FIN (or the session asked to close): no more reading; reap once the
+    /// pending output is delivered.
+    pub closing: Option<crate::reap::ReapReason>,
+    /// The interest currently registered with the poller.
+    pub interest: Interest,
+}
+
+impl Session {
+    pub fn new(id: u64, stream: TcpStream, peer: SocketAddr, now: Instant) -> Session {
+        Session {
+            id,
+            stream,
+            peer,
+            name: None,
+            lib: None,
+            connected_at: now,
+            last_rx: now,
+            bytes_in: 0,
+            bytes_out: 0,
+            commands: 0,
+            partial: Vec::new(),
+            output: Vec::new(),
+            output_pos: 0,
+            closing: None,
+            interest: Interest::READABLE,
+        }
+    }
+
+    /// Bytes queued for the peer and not yet written.
+    pub fn pending_output(&self) -> usize {
+        self.output.len() - self.output_pos
+    }
+
+    /// The interest this session needs now: readable until it is closing, writable while
+    /// output is pending. The one place interest is derived from state.
+    pub fn wanted_interest(&self) -> Interest {
+        let writable = self.pending_output() > 0;
+        match (self.closing.is_some(), writable) {
+            (false, false) => Interest::READABLE,
+            (false, true) => Interest::READABLE | Interest::WRITABLE,
+            // Closing with nothing to write is reaped at once; WRITABLE keeps the registration
+            // valid until then.
+            (true, _) => Interest::WRITABLE,
+        }
+    }
+
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_rx)
+    }
+
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.connected_at)
+    }
+}
+
+/// The live sessions, plus the per-address counts `max_connections_per_ip` needs.
+#[derive(Debug, Default)]
+pub struct SessionTable {
+    slab: Slab<Session>,
+    per_ip: HashMap<IpAddr, u32>,
+    next_id: u64,
+}
+
+impl SessionTable {
+    pub fn with_capacity(n: usize) -> SessionTable {
+        SessionTable {
+            slab: Slab::with_capacity(n),
+            per_ip: HashMap::new(),
+            next_id: 1,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    pub fn count_for_ip(&self, ip: IpAddr) -> u32 {
+        self.per_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// Inserts a session built by `make` from its id; returns its token.
+    pub fn insert(&mut self, make: impl FnOnce(u64) -> Session) -> Token {
+        let id = self.next_id;
+        self.next_id += 1;
+        let session = make(id);
+        *self.per_ip.entry(session.peer.ip()).or_insert(0) += 1;
+        Token(SESSION_BASE + self.slab.insert(session))
+    }
+
+    pub fn get(&self, token: Token) -> Option<&Session> {
+        token
+            .0
+            .checked_sub(SESSION_BASE)
+            .and_then(|k| self.slab.get(k))
+    }
+
+    pub fn get_mut(&mut self, token: Token) -> Option<&mut Session> {
+        token
+            .0
+            .checked_sub(SESSION_BASE)
+            .and_then(|k| self.slab.get_mut(k))
+    }
+
+    pub fn remove(&mut self, token: Token) -> Option<Session> {
+        let key = token.0.checked_sub(SESSION_BASE)?;
+        let session = self.slab.try_remove(key)?;
+        let ip = session.peer.ip();
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+        Some(session)
+    }
+
+    pub fn tokens(&self) -> Vec<Token> {
+        self.slab
+            .iter()
+            .map(|(k, _)| Token(SESSION_BASE + k))
+            .collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Token, &Session)> {
+        self.slab.iter().map(|(k, s)| (Token(SESSION_BASE + k), s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> (std::net::TcpStream, TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        (c, TcpStream::from_std(s))
+    }
+
+    #[test]
+    fn insert_remove_keeps_per_ip_counts_and_unique_ids() {
+        let now = Instant::now();
+        let mut table = SessionTable::with_capacity(4);
+        let (_c1, s1) = stream();
+        let (_c2, s2) = stream();
+        let peer: SocketAddr = "127.0.0.9:1000".parse().unwrap();
+        let t1 = table.insert(|id| Session::new(id, s1, peer, now));
+        let t2 = table.insert(|id| Session::new(id, s2, peer, now));
+        assert_eq!(table.count_for_ip(peer.ip()), 2);
+        assert_ne!(table.get(t1).unwrap().id, table.get(t2).unwrap().id);
+        let removed = table.remove(t1).unwrap();
+        assert_eq!(removed.id, 1);
+        assert!(table.remove(t1).is_none(), "a stale token finds nothing");
+        assert_eq!(table.count_for_ip(peer.ip()), 1);
+        table.remove(t2).unwrap();
+        assert_eq!(table.count_for_ip(peer.ip()), 0);
+        assert!(table.per_ip.is_empty());
+        assert!(
+            table.get(Token(3)).is_none(),
+            "listener tokens are not sessions"
+        );
+    }
+
+    #[test]
+    fn interest_follows_pending_output() {
+        let (_c, s) = stream();
+        let mut session = Session::new(1, s, "127.0.0.1:1".parse().unwrap(), Instant::now());
+        assert_eq!(session.wanted_interest(), Interest::READABLE);
+        session.output.extend_from_slice(b"+PONG\r\n");
+        assert_eq!(
+            session.wanted_interest(),
+            Interest::READABLE | Interest::WRITABLE
+        );
+        session.closing = Some(crate::reap::ReapReason::Quit);
+        assert_eq!(session.wanted_interest(), Interest::WRITABLE);
+    }
+}

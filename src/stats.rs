@@ -1,0 +1,212 @@
+//! Reaper statistics: one struct, owned by the event loop, updated on accept, reject and reap.
+//!
+//! The statistics line is logfmt (`key=value`, space separated, no spaces inside values), so
+//! `grep 'stats '` and any logfmt parser read it:
+//!
+//! ```text
+//! stats live=3 peak=5 accepted=12 rejected=1 reaped=8 reap.closed=6 reap.keepalive-timeout=2 \
+//!   latency_ms.keepalive-timeout=5012/5030/5101/5101 lifetime_ms.closed=20/41/90/90 ...
+//! ```
+//!
+//! `latency_ms.R` (detection reasons only) is the time from the last byte received to the reap;
+//! `lifetime_ms.R` is accept to reap. Both are `min/p50/p99/max`. Reasons with no reaps are
+//! left out of the line.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::histogram::Histogram;
+use crate::reap::ReapReason;
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectCause {
+    /// `server.max_connections` reached.
+    MaxConnections,
+    /// `server.max_connections_per_ip` reached for the peer's address.
+    PerIp,
+    /// The process ran out of descriptors (`EMFILE`/`ENFILE`).
+    Descriptors,
+}
+
+impl RejectCause {
+    pub const ALL: [RejectCause; 3] = [
+        RejectCause::MaxConnections,
+        RejectCause::PerIp,
+        RejectCause::Descriptors,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            RejectCause::MaxConnections => "max-connections",
+            RejectCause::PerIp => "per-ip",
+            RejectCause::Descriptors => "descriptors",
+        }
+    }
+}
+
+/// Counters and distributions for one reap reason.
+#[derive(Debug, Clone, Default)]
+pub struct ReasonStats {
+    pub count: u64,
+    /// Last byte received → reap; kept for detection reasons only.
+    pub latency: Histogram,
+    /// Accept → reap.
+    pub lifetime: Histogram,
+}
+
+/// All reaper statistics.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub live: u64,
+    pub peak: u64,
+    pub accepted: u64,
+    rejected: [u64; RejectCause::ALL.len()],
+    reasons: [ReasonStats; ReapReason::ALL.len()],
+}
+
+impl Stats {
+    pub fn on_accept(&mut self) {
+        self.accepted += 1;
+        self.live += 1;
+        self.peak = self.peak.max(self.live);
+    }
+
+    pub fn on_reject(&mut self, cause: RejectCause) {
+        self.rejected[cause as usize] += 1;
+    }
+
+    /// Records one reap. `silent` is the time since the session last received data.
+    pub fn on_reap(&mut self, reason: ReapReason, lifetime: Duration, silent: Duration) {
+        self.live = self.live.saturating_sub(1);
+        let r = &mut self.reasons[reason.index()];
+        r.count += 1;
+        r.lifetime.record(lifetime);
+        if reason.is_detection() {
+            r.latency.record(silent);
+        }
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    pub fn rejected(&self, cause: RejectCause) -> u64 {
+        self.rejected[cause as usize]
+    }
+
+    pub fn reaped_total(&self) -> u64 {
+        self.reasons.iter().map(|r| r.count).sum()
+    }
+
+    pub fn reason(&self, reason: ReapReason) -> &ReasonStats {
+        &self.reasons[reason.index()]
+    }
+
+    /// The statistics line (without a trailing newline).
+    pub fn line(&self) -> String {
+        let mut s = String::with_capacity(256);
+        let _ = write!(
+            s,
+            "stats live={} peak={} accepted={} rejected={} reaped={}",
+            self.live,
+            self.peak,
+            self.accepted,
+            self.rejected_total(),
+            self.reaped_total()
+        );
+        for cause in RejectCause::ALL {
+            let n = self.rejected(cause);
+            if n > 0 {
+                let _ = write!(s, " rejected.{}={n}", cause.name());
+            }
+        }
+        for reason in ReapReason::ALL {
+            let r = self.reason(reason);
+            if r.count > 0 {
+                let _ = write!(s, " reap.{}={}", reason.name(), r.count);
+            }
+        }
+        for reason in ReapReason::ALL {
+            if let Some(q) = self.reason(reason).latency.summary() {
+                let _ = write!(
+                    s,
+                    " latency_ms.{}={}/{}/{}/{}",
+                    reason.name(),
+                    q.min,
+                    q.p50,
+                    q.p99,
+                    q.max
+                );
+            }
+        }
+        for reason in ReapReason::ALL {
+            if let Some(q) = self.reason(reason).lifetime.summary() {
+                let _ = write!(
+                    s,
+                    " lifetime_ms.{}={}/{}/{}/{}",
+                    reason.name(),
+                    q.min,
+                    q.p50,
+                    q.p99,
+                    q.max
+                );
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn counts_add_up() {
+        let mut st = Stats::default();
+        for _ in 0..5 {
+            st.on_accept();
+        }
+        st.on_reject(RejectCause::MaxConnections);
+        st.on_reap(ReapReason::Closed, secs(1.0), secs(0.1));
+        st.on_reap(ReapReason::KeepaliveTimeout, secs(10.0), secs(5.02));
+        assert_eq!(st.live, 3);
+        assert_eq!(st.peak, 5);
+        assert_eq!(st.accepted, st.live + st.reaped_total());
+        assert_eq!(st.rejected_total(), 1);
+        assert_eq!(st.reason(ReapReason::KeepaliveTimeout).latency.count(), 1);
+        // `closed` is not a detection: no latency is kept for it.
+        assert_eq!(st.reason(ReapReason::Closed).latency.count(), 0);
+    }
+
+    #[test]
+    fn line_is_logfmt_and_lists_only_seen_reasons() {
+        let mut st = Stats::default();
+        st.on_accept();
+        st.on_accept();
+        st.on_reap(ReapReason::KeepaliveTimeout, secs(7.0), secs(5.02));
+        let line = st.line();
+        assert!(
+            line.starts_with("stats live=1 peak=2 accepted=2 rejected=0 reaped=1"),
+            "{line}"
+        );
+        assert!(line.contains(" reap.keepalive-timeout=1"), "{line}");
+        assert!(
+            line.contains(" latency_ms.keepalive-timeout=5020/5020/5020/5020"),
+            "{line}"
+        );
+        assert!(
+            line.contains(" lifetime_ms.keepalive-timeout=7000/7000/7000/7000"),
+            "{line}"
+        );
+        assert!(!line.contains("reap.closed"), "{line}");
+        for field in line.split(' ').skip(1) {
+            let (k, v) = field.split_once('=').expect("key=value");
+            assert!(!k.is_empty() && !v.is_empty(), "{field}");
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The only module with `unsafe`: the few system calls no safe crate covers here.
+//!
+//! - `getsockopt(TCP_INFO)`: the kernel's view of a connection, snapshotted just before a reaped
+//!   socket is closed. It is what tells a keepalive death from a retransmission death.
+//! - `getrlimit`/`setrlimit(RLIMIT_NOFILE)`: raise the soft descriptor limit to the hard one.
+//!
+//! Every `unsafe` block carries a `SAFETY:` comment. Nothing here panics.
+
+use std::io;
+use std::mem;
+use std::os::fd::AsRawFd;
+
+/// The leading part of Linux's `struct tcp_info` (stable since 2.6; the kernel copies at most
+/// the length we pass, so a shorter struct is always safe to ask for).
+#[repr(C)]
+#[derive(Default)]
+struct RawTcpInfo {
+    state: u8,
+    ca_state: u8,
+    retransmits: u8,
+    probes: u8,
+    backoff: u8,
+    options: u8,
+    wscale: u8,
+    app_limited: u8,
+    rto: u32,
+    ato: u32,
+    snd_mss: u32,
+    rcv_mss: u32,
+    unacked: u32,
+    sacked: u32,
+    lost: u32,
+    retrans: u32,
+    fackets: u32,
+    last_data_sent: u32,
+    last_ack_sent: u32,
+    last_data_recv: u32,
+    last_ack_recv: u32,
+    pmtu: u32,
+    rcv_ssthresh: u32,
+    rtt: u32,
+    rttvar: u32,
+    snd_ssthresh: u32,
+    snd_cwnd: u32,
+    advmss: u32,
+    reordering: u32,
+    rcv_rtt: u32,
+    rcv_space: u32,
+    total_retrans: u32,
+}
+
+/// What vigild keeps of `TCP_INFO`: the fields that explain how a session died or why it is
+/// suspect. Times are the kernel's (microseconds for RTT and RTO, milliseconds for `last_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpInfo {
+    /// `TCP_ESTABLISHED` = 1, `TCP_CLOSE` = 7, ...
+    pub state: u8,
+    /// Retransmissions of the current unacknowledged segment (0 after a keepalive death).
+    pub retransmits: u8,
+    /// Keepalive or zero-window probes sent without an answer.
+    pub probes: u8,
+    /// Exponential backoff count of the retransmission timer.
+    pub backoff: u8,
+    /// Segments sent and not yet acknowledged (reads 0 once the kernel gave up).
+    pub unacked: u32,
+    pub rtt_us: u32,
+    pub rttvar_us: u32,
+    pub rto_us: u32,
+    /// Milliseconds since the last data segment was received.
+    pub last_data_recv_ms: u32,
+    /// Milliseconds since the last ACK was received.
+    pub last_ack_recv_ms: u32,
+    pub total_retrans: u32,
+}
+
+/// Reads `TCP_INFO` from a TCP socket.
+pub fn tcp_info(socket: &impl AsRawFd) -> io::Result<TcpInfo> {
+    let mut raw = RawTcpInfo::default();
+    let mut len = mem::size_of::<RawTcpInfo>() as libc::socklen_t;
+    // SAFETY: `raw` is a plain-old-data struct that lives for the whole call, `len` holds its
+    // exact size, and the kernel writes at most `len` bytes into it and updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut raw as *mut RawTcpInfo).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TcpInfo {
+        state: raw.state,
+        retransmits: raw.retransmits,
+        probes: raw.probes,
+        backoff: raw.backoff,
+        unacked: raw.unacked,
+        rtt_us: raw.rtt,
+        rttvar_us: raw.rttvar,
+        rto_us: raw.rto,
+        last_data_recv_ms: raw.last_data_recv,
+        last_ack_recv_ms: raw.last_ack_recv,
+        total_retrans: raw.total_retrans,
+    })
+}
+
+/// The descriptor limit after [`raise_nofile_limit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NofileLimit {
+    pub before: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, so capacity is what the operator (or
+/// systemd's `LimitNOFILE=`) granted rather than the historical soft default of 1024.
+pub fn raise_nofile_limit() -> io::Result<NofileLimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit struct for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit struct; the kernel only reads it.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim.rlim_cur = lim.rlim_max;
+    }
+    Ok(NofileLimit {
+        before,
+        soft: lim.rlim_cur,
+        hard: lim.rlim_max,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn tcp_info_of_a_live_loopback_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let info = tcp_info(&client).unwrap();
+        assert_eq!(info.state, 1, "a connected socket is ESTABLISHED");
+        assert_eq!(info.probes, 0);
+        assert_eq!(info.unacked, 0);
+    }
+
+    #[test]
+    fn tcp_info_on_a_non_socket_is_an_error() {
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(tcp_info(&file).is_err());
+    }
+
+    #[test]
+    fn nofile_limit_is_raised_to_hard() {
+        let lim = raise_nofile_limit().unwrap();
+        assert_eq!(lim.soft, lim.hard);
+        assert!(lim.before <= lim.soft);
+    }
+}
