@@ -1,0 +1,306 @@
+//! Shared helpers for the integration tests: start the real `vigild` binary with a temporary
+//! config, capture its log, wait for log lines, parse `key=value` fields, and send signals.
+//!
+//! Every test gets its own port (the config listens on `127.0.0.1:0`; the bound port is read
+//! from the "listening on" log line) and its own temporary directory, removed on drop. The
+//! daemon process is killed on drop if the test did not stop it.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn vigild_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vigild")
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "vigild-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Log lines collected from the daemon's stderr by a reader thread.
+#[derive(Default)]
+struct LogState {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+#[derive(Clone, Default)]
+pub struct Log(Arc<(Mutex<LogState>, Condvar)>);
+
+impl Log {
+    fn push(&self, line: String) {
+        let (m, c) = &*self.0;
+        m.lock().unwrap().lines.push(line);
+        c.notify_all();
+    }
+
+    fn close(&self) {
+        let (m, c) = &*self.0;
+        m.lock().unwrap().closed = true;
+        c.notify_all();
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0 .0.lock().unwrap().lines.clone()
+    }
+
+    pub fn text(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    /// Waits for a line (from the start of the log) matching `pred`.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let (m, c) = &*self.0;
+        let mut st = m.lock().unwrap();
+        loop {
+            if let Some(l) = st.lines.iter().find(|l| pred(l)) {
+                return Some(l.clone());
+            }
+            let now = Instant::now();
+            if st.closed || now >= deadline {
+                return None;
+            }
+            st = c.wait_timeout(st, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Waits until `n` lines match `pred`; returns them.
+    pub fn wait_for_n(
+        &self,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let (m, c) = &*self.0;
+        let mut st = m.lock().unwrap();
+        loop {
+            let found: Vec<String> = st.lines.iter().filter(|l| pred(l)).cloned().collect();
+            let now = Instant::now();
+            if found.len() >= n || st.closed || now >= deadline {
+                return found;
+            }
+            st = c.wait_timeout(st, deadline - now).unwrap().0;
+        }
+    }
+}
+
+/// Parses the `key=value` fields of a log line (values contain no spaces).
+pub fn fields(line: &str) -> HashMap<String, String> {
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The reap line of session `id`, if logged.
+pub fn is_reap_of(line: &str, id: i64) -> bool {
+    line.contains(" reap ") && line.contains(&format!(" id={id} "))
+}
+
+/// Adds `listen = ["127.0.0.1:0"]` and `[log] level = "debug"` to a config unless it sets
+/// them itself.
+pub fn complete_config(body: &str) -> String {
+    let mut text = String::new();
+    if !body.contains("listen") {
+        if body.contains("[server]") {
+            text = body.replacen("[server]", "[server]\nlisten = [\"127.0.0.1:0\"]", 1);
+        } else {
+            text.push_str("[server]\nlisten = [\"127.0.0.1:0\"]\n");
+            text.push_str(body);
+        }
+    } else {
+        text.push_str(body);
+    }
+    if !body.contains("[log]") {
+        text.push_str("\n[log]\nlevel = \"debug\"\n");
+    }
+    text
+}
+
+/// A running `vigild`.
+pub struct Daemon {
+    pub child: Child,
+    pub log: Log,
+    pub addr: SocketAddr,
+    pub config_path: PathBuf,
+    pub dir: TempDir,
+}
+
+/// How long start-up may take before a test gives up.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Daemon {
+    /// Starts vigild with `config` (completed by [`complete_config`]) and waits until it is
+    /// ready.
+    pub fn start(config: &str) -> Daemon {
+        Daemon::start_with(config, |_| {})
+    }
+
+    /// Like [`Daemon::start`], letting the caller adjust the command (environment, limits).
+    pub fn start_with(config: &str, adjust: impl FnOnce(&mut Command)) -> Daemon {
+        let dir = TempDir::new("daemon");
+        let config_path = dir.path().join("vigild.toml");
+        std::fs::write(&config_path, complete_config(config)).unwrap();
+        let mut cmd = Command::new(vigild_bin());
+        cmd.arg("--config")
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        adjust(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn vigild");
+        let log = Log::default();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                match line {
+                    Ok(l) => sink.push(l),
+                    Err(_) => break,
+                }
+            }
+            sink.close();
+        });
+        let mut daemon = Daemon {
+            child,
+            log,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            config_path,
+            dir,
+        };
+        let ready = daemon
+            .log
+            .wait_for(START_TIMEOUT, |l| l.contains(" ready: "));
+        assert!(
+            ready.is_some(),
+            "vigild did not become ready; log:\n{}",
+            daemon.log.text()
+        );
+        let listening = daemon
+            .log
+            .wait_for(Duration::ZERO, |l| l.contains("listening on "))
+            .expect("a listening line");
+        daemon.addr = listening
+            .rsplit("listening on ")
+            .next()
+            .and_then(|a| a.trim().parse().ok())
+            .expect("listening address");
+        daemon
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    /// A connection from the `redis` crate.
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("connect with redis")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({sig})");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Asks for a statistics line (SIGUSR1) and returns it parsed.
+    pub fn stats(&self) -> HashMap<String, String> {
+        let before = self.log.lines().len();
+        self.signal(libc::SIGUSR1);
+        let log = self.log.clone();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = log.lines();
+            if let Some(l) = lines
+                .iter()
+                .skip(before)
+                .find(|l| l.contains(" INFO  stats "))
+            {
+                return fields(l);
+            }
+            assert!(Instant::now() < deadline, "no stats line:\n{}", log.text());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for the reap line of session `id`, returns its fields.
+    pub fn wait_reap(&self, id: i64, timeout: Duration) -> HashMap<String, String> {
+        let line = self
+            .log
+            .wait_for(timeout, |l| is_reap_of(l, id))
+            .unwrap_or_else(|| panic!("session {id} not reaped; log:\n{}", self.log.text()));
+        fields(&line)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends a raw RESP command and reads one reply line-level (for tests that want raw bytes).
+pub fn client_id(con: &mut redis::Connection) -> i64 {
+    redis::cmd("CLIENT")
+        .arg("ID")
+        .query(con)
+        .expect("CLIENT ID")
+}
