@@ -48,7 +48,11 @@ fn linger_zero_close_is_reaped_as_reset_within_100ms() {
     s.write_all(b"CLIENT ID\r\n").unwrap();
     let mut buf = [0u8; 32];
     let n = s.read(&mut buf).unwrap();
-    let id: i64 = std::str::from_utf8(&buf[1..n]).unwrap().trim().parse().unwrap();
+    let id: i64 = std::str::from_utf8(&buf[1..n])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     socket2::SockRef::from(&s)
         .set_linger(Some(Duration::ZERO))
         .unwrap();
@@ -146,7 +150,9 @@ fn sigterm_closes_every_session_and_exits_zero_with_final_statistics() {
     }
     let t0 = Instant::now();
     d.signal(libc::SIGTERM);
-    let status = d.wait_exit(Duration::from_secs(5)).expect("exit after SIGTERM");
+    let status = d
+        .wait_exit(Duration::from_secs(5))
+        .expect("exit after SIGTERM");
     assert!(status.success(), "{status:?}");
     assert!(t0.elapsed() < Duration::from_secs(1));
     let last = d
@@ -253,7 +259,10 @@ fn bad_config_is_refused_with_one_clear_line() {
 fn check_config_prints_the_effective_config() {
     let (code, out, err) = run_vigild(&["--check-config", "config/vigild.toml"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("[keepalive]") && out.contains("probes = 6"), "{out}");
+    assert!(
+        out.contains("[keepalive]") && out.contains("probes = 6"),
+        "{out}"
+    );
     let (code, out, _) = run_vigild(&["--version"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("vigild "));
