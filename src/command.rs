@@ -2,7 +2,9 @@
 //!
 //! [`execute`] runs one parsed request against its own session and writes the reply into the
 //! loop's output buffer. It returns a [`Step`]: carry on, or close the session with a reason.
-//! Commands that read or change other sessions are not here: they belong to the admin listener.
+//! Commands that read or change other sessions are not here: they belong to the admin listener
+//! (src/admin.rs), which shares the connection commands below ([`common`], [`set_name`],
+//! [`set_lib_info`], [`hello`]) and refuses nothing that is refused here by accident.
 
 use std::ops::Range;
 use std::time::Instant;
@@ -10,7 +12,7 @@ use std::time::Instant;
 use crate::client_info;
 use crate::reap::ReapReason;
 use crate::resp;
-use crate::session::Session;
+use crate::session::{LibInfo, Session};
 
 /// What the event loop does after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,17 +51,15 @@ impl<'a> Args<'a> {
             .unwrap_or(&[])
     }
 
-    fn is(&self, i: usize, word: &str) -> bool {
+    /// Whether argument `i` is `word`, ignoring ASCII case.
+    pub fn is(&self, i: usize, word: &str) -> bool {
         self.get(i).eq_ignore_ascii_case(word.as_bytes())
     }
 }
 
-/// Runs one request. `out` receives the reply.
-pub fn execute(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>) -> Step {
-    if args.is_empty() {
-        return Step::Continue;
-    }
-    session.commands += 1;
+/// Commands that touch no connection state, answered the same on every listener: `PING`,
+/// `ECHO`, `SELECT`, `COMMAND`. Returns false (and writes nothing) for any other command.
+pub(crate) fn common(args: Args<'_>, out: &mut Vec<u8>) -> bool {
     let n = args.len();
     if args.is(0, "PING") {
         match n {
@@ -73,13 +73,6 @@ pub fn execute(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Ve
         } else {
             wrong_arity(out, "echo");
         }
-    } else if args.is(0, "QUIT") {
-        resp::write_simple(out, "OK");
-        return Step::Close(ReapReason::Quit);
-    } else if args.is(0, "CLIENT") {
-        client(args, session, now, out);
-    } else if args.is(0, "HELLO") {
-        hello(args, session, out);
     } else if args.is(0, "SELECT") {
         if n != 2 {
             wrong_arity(out, "select");
@@ -96,6 +89,34 @@ pub fn execute(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Ve
             resp::write_array_len(out, 0);
         }
     } else {
+        return false;
+    }
+    true
+}
+
+/// Runs one request. `out` receives the reply.
+pub fn execute(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>) -> Step {
+    if args.is_empty() {
+        return Step::Continue;
+    }
+    session.commands += 1;
+    if common(args, out) {
+        return Step::Continue;
+    }
+    if args.is(0, "QUIT") {
+        resp::write_simple(out, "OK");
+        return Step::Close(ReapReason::Quit);
+    } else if args.is(0, "CLIENT") {
+        client(args, session, now, out);
+    } else if args.is(0, "HELLO") {
+        hello(args, session.id, out);
+    } else if args.is(0, "INFO") || args.is(0, "CONFIG") {
+        let cmd = printable(args.get(0)).to_ascii_uppercase();
+        resp::write_error(
+            out,
+            &format!("ERR {cmd} is only available on the admin listener"),
+        );
+    } else {
         unknown_command(args, out);
     }
     Step::Continue
@@ -104,20 +125,7 @@ pub fn execute(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Ve
 fn client(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>) {
     let n = args.len();
     if args.is(1, "SETNAME") && n == 3 {
-        let name = args.get(2);
-        if !valid_token(name) {
-            resp::write_error(
-                out,
-                "ERR Client names cannot contain spaces, newlines or special characters.",
-            );
-            return;
-        }
-        session.name = if name.is_empty() {
-            None
-        } else {
-            Some(String::from_utf8_lossy(name).into())
-        };
-        resp::write_simple(out, "OK");
+        set_name(&mut session.name, args.get(2), out);
     } else if args.is(1, "GETNAME") && n == 2 {
         match &session.name {
             Some(name) => resp::write_bulk(out, name.as_bytes()),
@@ -131,26 +139,7 @@ fn client(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>
         line.push('\n');
         resp::write_bulk(out, line.as_bytes());
     } else if args.is(1, "SETINFO") && n == 4 {
-        let value = args.get(3);
-        if !valid_token(value) {
-            resp::write_error(
-                out,
-                "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.",
-            );
-            return;
-        }
-        let value: Box<str> = String::from_utf8_lossy(value).into();
-        let lib = session.lib.get_or_insert_with(Box::default);
-        if args.is(2, "LIB-NAME") {
-            lib.name = value;
-        } else if args.is(2, "LIB-VER") {
-            lib.version = value;
-        } else {
-            let attr = printable(args.get(2));
-            resp::write_error(out, &format!("ERR Unrecognized option '{attr}'"));
-            return;
-        }
-        resp::write_simple(out, "OK");
+        set_lib_info(&mut session.lib, args, out);
     } else if args.is(1, "LIST") || args.is(1, "KILL") {
         resp::write_error(
             out,
@@ -165,13 +154,55 @@ fn client(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>
     }
 }
 
-fn hello(args: Args<'_>, session: &Session, out: &mut Vec<u8>) {
+/// `CLIENT SETNAME name`: an empty name clears it.
+pub(crate) fn set_name(slot: &mut Option<Box<str>>, name: &[u8], out: &mut Vec<u8>) {
+    if !valid_token(name) {
+        resp::write_error(
+            out,
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        );
+        return;
+    }
+    *slot = if name.is_empty() {
+        None
+    } else {
+        Some(String::from_utf8_lossy(name).into())
+    };
+    resp::write_simple(out, "OK");
+}
+
+/// `CLIENT SETINFO LIB-NAME|LIB-VER value` (args 2 and 3).
+pub(crate) fn set_lib_info(lib: &mut Option<Box<LibInfo>>, args: Args<'_>, out: &mut Vec<u8>) {
+    let value = args.get(3);
+    if !valid_token(value) {
+        resp::write_error(
+            out,
+            "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.",
+        );
+        return;
+    }
+    let value: Box<str> = String::from_utf8_lossy(value).into();
+    let lib = lib.get_or_insert_with(Box::default);
+    if args.is(2, "LIB-NAME") {
+        lib.name = value;
+    } else if args.is(2, "LIB-VER") {
+        lib.version = value;
+    } else {
+        let attr = printable(args.get(2));
+        resp::write_error(out, &format!("ERR Unrecognized option '{attr}'"));
+        return;
+    }
+    resp::write_simple(out, "OK");
+}
+
+/// `HELLO [2]` for the connection with `id`.
+pub(crate) fn hello(args: Args<'_>, id: u64, out: &mut Vec<u8>) {
     if args.len() >= 2 && args.get(1) != b"2" {
         // What redis-server 7 answers; clients fall back to RESP2.
         resp::write_error(out, "NOPROTO unsupported protocol version");
         return;
     }
-    let id = session.id.to_string();
+    let id = id.to_string();
     let fields: [(&str, &[u8]); 6] = [
         ("server", b"vigild"),
         ("version", env!("CARGO_PKG_VERSION").as_bytes()),
@@ -204,7 +235,7 @@ fn valid_token(v: &[u8]) -> bool {
 
 /// A byte string made safe for an error line: printable ASCII kept, the rest escaped, and cut
 /// to 128 bytes.
-fn printable(v: &[u8]) -> String {
+pub(crate) fn printable(v: &[u8]) -> String {
     let mut s = String::new();
     for &b in v.iter().take(128) {
         if (b' '..=b'~').contains(&b) && b != b'\'' {
@@ -216,14 +247,14 @@ fn printable(v: &[u8]) -> String {
     s
 }
 
-fn wrong_arity(out: &mut Vec<u8>, cmd: &str) {
+pub(crate) fn wrong_arity(out: &mut Vec<u8>, cmd: &str) {
     resp::write_error(
         out,
         &format!("ERR wrong number of arguments for '{cmd}' command"),
     );
 }
 
-fn unknown_command(args: Args<'_>, out: &mut Vec<u8>) {
+pub(crate) fn unknown_command(args: Args<'_>, out: &mut Vec<u8>) {
     let mut msg = format!(
         "ERR unknown command '{}', with args beginning with:",
         printable(args.get(0))
@@ -330,5 +361,13 @@ mod tests {
         assert!(run(&mut s, &[b"HELLO"]).1.starts_with("*14\r\n"));
         assert_eq!(run(&mut s, &[b"SELECT", b"0"]).1, "+OK\r\n");
         assert_eq!(run(&mut s, &[b"COMMAND", b"DOCS"]).1, "*0\r\n");
+        for admin_only in [&[&b"INFO"[..]][..], &[b"config", b"get", b"*"]] {
+            let (step, reply) = run(&mut s, admin_only);
+            assert_eq!(step, Step::Continue);
+            assert!(
+                reply.contains("only available on the admin listener"),
+                "{reply}"
+            );
+        }
     }
 }

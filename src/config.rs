@@ -28,6 +28,9 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::duration::{format_duration, DurationValue, ACCEPTED_FORMS};
 
+mod endpoints;
+pub use endpoints::{Endpoint, OpsListenerConfig};
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vigild/vigild.toml";
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 7379));
@@ -58,6 +61,8 @@ pub struct Config {
     pub session: SessionConfig,
     pub stats: StatsConfig,
     pub log: LogConfig,
+    pub admin: OpsListenerConfig,
+    pub metrics: OpsListenerConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -234,12 +239,16 @@ impl Config {
             message: describe_toml_error(text, &err),
         })?;
         let check = Check { path };
+        let server = ServerConfig::from_raw(raw.server, &check)?;
+        let (admin, metrics) = endpoints::from_raw(raw.admin, raw.metrics, &server, &check)?;
         let config = Config {
-            server: ServerConfig::from_raw(raw.server, &check)?,
+            server,
             keepalive: KeepaliveConfig::from_raw(raw.keepalive, &check)?,
             session: SessionConfig::from_raw(raw.session, &check)?,
             stats: StatsConfig::from_raw(raw.stats, &check)?,
             log: LogConfig::from_raw(raw.log, &check)?,
+            admin,
+            metrics,
         };
         let warnings = config.warnings();
         Ok(Loaded { config, warnings })
@@ -255,6 +264,7 @@ impl Config {
 
     fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        endpoints::warnings(&self.admin, &mut out);
         let server = &self.server;
         if server.max_connections_per_ip > server.max_connections {
             out.push(format!(
@@ -675,6 +685,10 @@ struct RawConfig {
     stats: RawStats,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    admin: endpoints::RawOpsListener,
+    #[serde(default)]
+    metrics: endpoints::RawOpsListener,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -792,6 +806,8 @@ impl From<&Config> for RawConfig {
             log: RawLog {
                 level: Some(config.log.level.as_str().to_ascii_lowercase()),
             },
+            admin: endpoints::to_raw(&config.admin),
+            metrics: endpoints::to_raw(&config.metrics),
         }
     }
 }

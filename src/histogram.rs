@@ -29,17 +29,18 @@ pub struct Summary {
     pub max: u64,
 }
 
-fn index(v: u64) -> usize {
+const fn index(v: u64) -> usize {
     if v < EXACT {
         return v as usize;
     }
     let exp = 63 - v.leading_zeros(); // >= 6
     let sub = (v >> (exp - SUB_BITS)) & (SUB - 1);
-    (EXACT + u64::from(exp - 6) * SUB + sub) as usize
+    // `as` casts, not `From`, so that this can be a `const fn`; both are lossless here.
+    (EXACT + (exp - 6) as u64 * SUB + sub) as usize
 }
 
 /// The smallest value that lands in bucket `i`.
-fn lower_bound(i: usize) -> u64 {
+const fn lower_bound(i: usize) -> u64 {
     let i = i as u64;
     if i < EXACT {
         return i;
@@ -47,8 +48,12 @@ fn lower_bound(i: usize) -> u64 {
     let exp = (i - EXACT) / SUB + 6;
     let sub = (i - EXACT) % SUB;
     // The bucket after the last one starts past u64::MAX: saturate instead of wrapping.
-    let bound = u128::from(SUB + sub) << (exp - u64::from(SUB_BITS));
-    u64::try_from(bound).unwrap_or(u64::MAX)
+    let bound = ((SUB + sub) as u128) << (exp - SUB_BITS as u64);
+    if bound > u64::MAX as u128 {
+        u64::MAX
+    } else {
+        bound as u64
+    }
 }
 
 impl Histogram {
@@ -71,6 +76,30 @@ impl Histogram {
         self.count
     }
 
+    /// The sum of the recorded values, in whole milliseconds (saturating).
+    pub fn sum_ms(&self) -> u64 {
+        self.sum_ms
+    }
+
+    /// How many recorded values are below `ms`. Exact when `ms` is a bucket boundary (see
+    /// [`is_boundary`]); otherwise the bucket holding `ms` is left out, an undercount.
+    ///
+    /// "Below" rather than "at most" because values are durations cut to whole milliseconds:
+    /// a recorded value is below `ms` exactly when the true duration was, so this is a
+    /// Prometheus `le` bucket of `ms` (apart from durations of exactly `ms`, to the nanosecond).
+    pub fn count_below(&self, ms: u64) -> u64 {
+        self.buckets.iter().take(index(ms)).sum()
+    }
+}
+
+/// Whether a bucket starts at `ms`, so that [`Histogram::count_below`] is exact there: every
+/// value below 64, and above that every value with at most six significant bits (100, 200,
+/// 400, 800, 1600, ... are; 1000 is not).
+pub const fn is_boundary(ms: u64) -> bool {
+    lower_bound(index(ms)) == ms
+}
+
+impl Histogram {
     /// The value below which a fraction `q` (0..=1) of the samples lie, within a bucket's width,
     /// clamped to the exact min and max. `None` when empty.
     pub fn quantile(&self, q: f64) -> Option<u64> {
@@ -152,6 +181,41 @@ mod tests {
                 max: 5034
             }
         );
+    }
+
+    #[test]
+    fn boundaries_have_at_most_six_significant_bits() {
+        for ms in [0, 1, 63, 64, 66, 100, 200, 400, 800, 1600, 3200, 102_400] {
+            assert!(is_boundary(ms), "{ms}");
+        }
+        for ms in [65, 250, 500, 1000, 1001, 5000, 60_000] {
+            assert!(!is_boundary(ms), "{ms}");
+        }
+    }
+
+    #[test]
+    fn count_below_a_boundary_is_exact() {
+        let mut h = Histogram::default();
+        for v in [0, 5, 99, 100, 101, 150, 199, 200, 1599, 1600, 1_000_000] {
+            h.record(ms(v));
+        }
+        assert_eq!(h.count_below(0), 0);
+        assert_eq!(h.count_below(6), 2);
+        assert_eq!(h.count_below(100), 3);
+        assert_eq!(h.count_below(200), 7);
+        assert_eq!(h.count_below(1600), 9);
+        assert_eq!(h.count_below(u64::MAX), 11);
+        assert_eq!(h.sum_ms(), 1_004_053);
+        // Every value, and every boundary against a brute-force count.
+        let values: Vec<u64> = (0..5000).map(|i| i * 7 % 3001).collect();
+        let mut h = Histogram::default();
+        for &v in &values {
+            h.record(ms(v));
+        }
+        for b in (0..4000).filter(|&b| is_boundary(b)) {
+            let want = values.iter().filter(|&&v| v < b).count() as u64;
+            assert_eq!(h.count_below(b), want, "below {b}");
+        }
     }
 
     #[test]

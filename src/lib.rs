@@ -4,14 +4,20 @@
 //! The binary (`main.rs`) is a thin wrapper around [`cli::main`]. `docs/architecture.md` tells
 //! the life of one session from accept to reap.
 
+mod admin;
 pub mod cli;
 mod client_info;
 mod command;
 pub mod config;
 pub mod duration;
+mod glob;
 mod histogram;
+mod http;
+mod info;
 mod listener;
 mod logging;
+mod metrics;
+mod ops_listener;
 pub mod reap;
 pub mod resp;
 mod server;

@@ -63,6 +63,10 @@ pub struct Stats {
     pub accepted: u64,
     rejected: [u64; RejectCause::ALL.len()],
     reasons: [ReasonStats; ReapReason::ALL.len()],
+    /// SIGHUP reloads attempted, successful or not.
+    pub reloads: u64,
+    /// Stored negated so that `Default` means "the start-up load succeeded".
+    last_reload_failed: bool,
 }
 
 impl Stats {
@@ -85,6 +89,17 @@ impl Stats {
         if reason.is_detection() {
             r.latency.record(silent);
         }
+    }
+
+    /// Records one reload attempt and whether the new file was taken.
+    pub fn on_reload(&mut self, ok: bool) {
+        self.reloads += 1;
+        self.last_reload_failed = !ok;
+    }
+
+    /// Whether the last reload (or, before any, the start-up load) succeeded.
+    pub fn last_reload_ok(&self) -> bool {
+        !self.last_reload_failed
     }
 
     pub fn rejected_total(&self) -> u64 {
@@ -181,6 +196,12 @@ mod tests {
         assert_eq!(st.reason(ReapReason::KeepaliveTimeout).latency.count(), 1);
         // `closed` is not a detection: no latency is kept for it.
         assert_eq!(st.reason(ReapReason::Closed).latency.count(), 0);
+        assert!(st.last_reload_ok(), "the start-up load counts as a success");
+        st.on_reload(false);
+        assert!(!st.last_reload_ok());
+        st.on_reload(true);
+        assert!(st.last_reload_ok());
+        assert_eq!(st.reloads, 2);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! - `getsockopt(TCP_INFO)`: the kernel's view of a connection, snapshotted just before a reaped
 //!   socket is closed. It is what tells a keepalive death from a retransmission death.
 //! - `getrlimit`/`setrlimit(RLIMIT_NOFILE)`: raise the soft descriptor limit to the hard one.
+//! - `umask`: create the admin unix socket with mode 0600 from its first moment.
 //!
 //! Every `unsafe` block carries a `SAFETY:` comment. Nothing here panics.
 
@@ -142,6 +143,19 @@ pub fn raise_nofile_limit() -> io::Result<NofileLimit> {
         soft: lim.rlim_cur,
         hard: lim.rlim_max,
     })
+}
+
+/// Runs `f` with the process umask set to `mask`, then restores the previous one. `bind(2)` of
+/// a unix socket applies the umask to the socket file, so this creates it with the right mode
+/// from the start: there is no moment, as there would be before a `chmod`, in which another
+/// user could connect. The umask is process-wide; vigild calls this from its only thread.
+pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask(2) swaps one integer of process state; it cannot fail and takes no pointers.
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    let out = f();
+    // SAFETY: as above; this puts the previous mask back.
+    unsafe { libc::umask(old) };
+    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,176 @@
+//! `INFO [section ...]` on the admin listener, in Redis's format: `# Section` headers, then
+//! `key:value` lines, CRLF line ends, one blank line between sections.
+//!
+//! Keys are unique across sections (redis-py folds every section into one dictionary), and
+//! reason names are the same as in logs and metrics (`reaped_keepalive-timeout`). Distribution
+//! lines use Redis's `key:field=value,field=value` form, which Redis clients parse into maps.
+//! Counters list every reason, zeros included; distributions only the reasons seen so far.
+
+use std::fmt::Write as _;
+
+use crate::admin::View;
+use crate::config::UserTimeout;
+use crate::duration::format_duration;
+use crate::histogram::Histogram;
+use crate::reap::ReapReason;
+use crate::stats::RejectCause;
+
+/// The sections, in order. `INFO`, `INFO all`, `INFO default` and `INFO everything` give all.
+pub const SECTIONS: [&str; 5] = ["server", "clients", "stats", "keepalive", "reaper"];
+
+/// Renders the sections named in `wanted` (case-insensitive; all of them when empty). An
+/// unknown name selects nothing, as in Redis.
+pub fn render(view: &View<'_>, wanted: &[&[u8]], out: &mut String) {
+    let all = wanted.is_empty()
+        || wanted.iter().any(|w| {
+            [&b"all"[..], b"default", b"everything"]
+                .iter()
+                .any(|a| w.eq_ignore_ascii_case(a))
+        });
+    let mut first = true;
+    for section in SECTIONS {
+        if !all
+            && !wanted
+                .iter()
+                .any(|w| w.eq_ignore_ascii_case(section.as_bytes()))
+        {
+            continue;
+        }
+        if !first {
+            out.push_str("\r\n");
+        }
+        first = false;
+        let mut title = section.to_string();
+        title[..1].make_ascii_uppercase();
+        let _ = write!(out, "# {title}\r\n");
+        match section {
+            "server" => server(view, out),
+            "clients" => clients(view, out),
+            "stats" => stats(view, out),
+            "keepalive" => keepalive(view, out),
+            _ => reaper(view, out),
+        }
+    }
+}
+
+fn line(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    let _ = write!(out, "{key}:{value}\r\n");
+}
+
+fn server(v: &View<'_>, out: &mut String) {
+    let uptime = v.now.saturating_duration_since(v.started).as_secs();
+    line(out, "vigild_version", env!("CARGO_PKG_VERSION"));
+    line(
+        out,
+        "os",
+        format_args!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+    );
+    line(out, "arch_bits", usize::BITS);
+    line(out, "multiplexing_api", "epoll");
+    line(out, "process_id", std::process::id());
+    line(out, "uptime_in_seconds", uptime);
+    line(out, "uptime_in_days", uptime / 86_400);
+    line(out, "config_file", v.config_path.display());
+    line(out, "tcp_port", v.listeners.first().map_or(0, |a| a.port()));
+    let listeners: Vec<String> = v.listeners.iter().map(|a| a.to_string()).collect();
+    line(out, "listeners", listeners.join(","));
+    line(out, "admin_listener", v.admin_listener.unwrap_or("off"));
+    line(out, "metrics_listener", v.metrics_listener.unwrap_or("off"));
+}
+
+fn clients(v: &View<'_>, out: &mut String) {
+    line(out, "connected_clients", v.sessions.len());
+    line(out, "peak_clients", v.stats.peak);
+    line(out, "maxclients", v.config.server.max_connections);
+    line(
+        out,
+        "maxclients_per_ip",
+        v.config.server.max_connections_per_ip,
+    );
+    line(out, "admin_clients", v.admin_clients);
+}
+
+fn stats(v: &View<'_>, out: &mut String) {
+    let s = v.stats;
+    line(out, "total_connections_received", s.accepted);
+    line(out, "rejected_connections", s.rejected_total());
+    for cause in RejectCause::ALL {
+        line(
+            out,
+            &format!("rejected_{}", cause.name()),
+            s.rejected(cause),
+        );
+    }
+    line(out, "reaped_sessions", s.reaped_total());
+    for reason in ReapReason::ALL {
+        line(
+            out,
+            &format!("reaped_{}", reason.name()),
+            s.reason(reason).count,
+        );
+    }
+    line(out, "config_reloads", s.reloads);
+    line(out, "last_reload_ok", u8::from(s.last_reload_ok()));
+}
+
+fn keepalive(v: &View<'_>, out: &mut String) {
+    let ka = &v.config.keepalive;
+    line(out, "keepalive_enabled", u8::from(ka.enabled));
+    line(out, "keepalive_idle_seconds", ka.idle.as_secs());
+    line(out, "keepalive_interval_seconds", ka.interval.as_secs());
+    line(out, "keepalive_probes", ka.probes);
+    let configured = match ka.user_timeout {
+        UserTimeout::Auto => "auto".to_string(),
+        UserTimeout::Off => "off".to_string(),
+        UserTimeout::Fixed(d) => format_duration(d),
+    };
+    line(out, "keepalive_user_timeout", configured);
+    line(
+        out,
+        "keepalive_user_timeout_ms",
+        ka.effective_user_timeout().map_or(0, |d| d.as_millis()),
+    );
+    line(
+        out,
+        "keepalive_detection_bound_seconds",
+        ka.detection_bound().as_secs(),
+    );
+    line(
+        out,
+        "session_idle_timeout_ms",
+        v.config.session.idle_timeout.map_or(0, |d| d.as_millis()),
+    );
+}
+
+fn reaper(v: &View<'_>, out: &mut String) {
+    let detections: u64 = ReapReason::ALL
+        .into_iter()
+        .filter(|r| r.is_detection())
+        .map(|r| v.stats.reason(r).count)
+        .sum();
+    line(out, "reaped_detections", detections);
+    for reason in ReapReason::ALL {
+        distribution(out, "latency", reason, &v.stats.reason(reason).latency);
+    }
+    for reason in ReapReason::ALL {
+        distribution(out, "lifetime", reason, &v.stats.reason(reason).lifetime);
+    }
+}
+
+/// `latency_keepalive-timeout:count=2,min_ms=5012,p50_ms=5030,p99_ms=5101,max_ms=5101,mean_ms=5056`
+fn distribution(out: &mut String, what: &str, reason: ReapReason, h: &Histogram) {
+    let Some(q) = h.summary() else {
+        return;
+    };
+    let _ = write!(
+        out,
+        "{what}_{}:count={},min_ms={},p50_ms={},p99_ms={},max_ms={},mean_ms={}\r\n",
+        reason.name(),
+        h.count(),
+        q.min,
+        q.p50,
+        q.p99,
+        q.max,
+        h.sum_ms() / h.count().max(1),
+    );
+}

@@ -1,0 +1,318 @@
+//! Prometheus metrics: every metric name (as constants, here and nowhere else), the histogram
+//! bucket bounds, and the rendering of the statistics in the text exposition format 0.0.4.
+//!
+//! Every label value is listed on every scrape, zeros included (all reap reasons, all reject
+//! causes, all detection reasons), so `rate()` and alerts see a series from the first scrape
+//! instead of one that appears with its first event.
+//!
+//! The histograms come from the statistics' own log-linear millisecond histograms
+//! (src/histogram.rs). Their bucket bounds are chosen on that histogram's bucket boundaries
+//! (0.1 s × 2^k has at most six significant bits in milliseconds), so every cumulative count is
+//! exact, not interpolated; a compile-time check keeps it so. Durations are whole milliseconds.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::histogram::{self, Histogram};
+use crate::reap::ReapReason;
+use crate::stats::{RejectCause, Stats};
+
+/// The metric names.
+pub mod names {
+    pub const SESSIONS_LIVE: &str = "vigild_sessions_live";
+    pub const SESSIONS_PEAK: &str = "vigild_sessions_peak";
+    pub const ACCEPTED: &str = "vigild_accepted_total";
+    pub const REJECTED: &str = "vigild_rejected_total";
+    pub const REAPED: &str = "vigild_reaped_total";
+    pub const DETECTION_LATENCY: &str = "vigild_detection_latency_seconds";
+    pub const SESSION_LIFETIME: &str = "vigild_session_lifetime_seconds";
+    pub const RELOADS: &str = "vigild_reloads_total";
+    pub const LAST_RELOAD_SUCCESS: &str = "vigild_last_reload_success";
+    pub const BUILD_INFO: &str = "vigild_build_info";
+    pub const START_TIME: &str = "vigild_start_time_seconds";
+}
+
+/// The `Content-Type` of a scrape: the text format, version 0.0.4.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `first`, `2 × first`, `4 × first`, ...: Prometheus's exponential buckets.
+const fn doubling<const N: usize>(first: u64) -> [u64; N] {
+    let mut out = [0; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = first << i;
+        i += 1;
+    }
+    out
+}
+
+/// Detection latency bounds: 0.1 s to 13107.2 s (3.6 h, beyond the kernel's 2 h 11 min
+/// keepalive default), doubling.
+pub const LATENCY_BUCKETS_MS: [u64; 18] = doubling(100);
+/// Session lifetime bounds: 0.1 s to 419430.4 s (4.9 days), doubling.
+pub const LIFETIME_BUCKETS_MS: [u64; 23] = doubling(100);
+
+const fn all_on_boundaries(bounds: &[u64]) -> bool {
+    let mut i = 0;
+    while i < bounds.len() {
+        if !histogram::is_boundary(bounds[i]) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const _: () = assert!(all_on_boundaries(&LATENCY_BUCKETS_MS));
+const _: () = assert!(all_on_boundaries(&LIFETIME_BUCKETS_MS));
+
+/// Appends the whole exposition. `started` is when the daemon started.
+pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
+    family(
+        out,
+        names::SESSIONS_LIVE,
+        "gauge",
+        "Client sessions open now.",
+    );
+    let _ = writeln!(out, "{} {}", names::SESSIONS_LIVE, stats.live);
+    family(
+        out,
+        names::SESSIONS_PEAK,
+        "gauge",
+        "Most client sessions open at once since start.",
+    );
+    let _ = writeln!(out, "{} {}", names::SESSIONS_PEAK, stats.peak);
+    family(
+        out,
+        names::ACCEPTED,
+        "counter",
+        "Client sessions accepted (accepted = reaped + live).",
+    );
+    let _ = writeln!(out, "{} {}", names::ACCEPTED, stats.accepted);
+    family(
+        out,
+        names::REJECTED,
+        "counter",
+        "Client connections refused at accept, by cause.",
+    );
+    for cause in RejectCause::ALL {
+        let _ = writeln!(
+            out,
+            "{}{{cause=\"{}\"}} {}",
+            names::REJECTED,
+            cause.name(),
+            stats.rejected(cause)
+        );
+    }
+    family(
+        out,
+        names::REAPED,
+        "counter",
+        "Client sessions ended, by reap reason.",
+    );
+    for reason in ReapReason::ALL {
+        let _ = writeln!(
+            out,
+            "{}{{reason=\"{}\"}} {}",
+            names::REAPED,
+            reason.name(),
+            stats.reason(reason).count
+        );
+    }
+    family(
+        out,
+        names::DETECTION_LATENCY,
+        "histogram",
+        "Time from the last byte received to the reap, for reasons where a silent or dead peer had to be detected.",
+    );
+    for reason in ReapReason::ALL.into_iter().filter(|r| r.is_detection()) {
+        let h = &stats.reason(reason).latency;
+        histogram(
+            out,
+            names::DETECTION_LATENCY,
+            reason,
+            h,
+            &LATENCY_BUCKETS_MS,
+        );
+    }
+    family(
+        out,
+        names::SESSION_LIFETIME,
+        "histogram",
+        "Time from accept to reap of ended client sessions, by reap reason.",
+    );
+    for reason in ReapReason::ALL {
+        let h = &stats.reason(reason).lifetime;
+        histogram(
+            out,
+            names::SESSION_LIFETIME,
+            reason,
+            h,
+            &LIFETIME_BUCKETS_MS,
+        );
+    }
+    family(
+        out,
+        names::RELOADS,
+        "counter",
+        "Config reloads attempted (SIGHUP), successful or not.",
+    );
+    let _ = writeln!(out, "{} {}", names::RELOADS, stats.reloads);
+    family(
+        out,
+        names::LAST_RELOAD_SUCCESS,
+        "gauge",
+        "1 if the last config reload (or the start-up load) succeeded, 0 if it was refused.",
+    );
+    let _ = writeln!(
+        out,
+        "{} {}",
+        names::LAST_RELOAD_SUCCESS,
+        u8::from(stats.last_reload_ok())
+    );
+    family(
+        out,
+        names::BUILD_INFO,
+        "gauge",
+        "Always 1; the version is in the label.",
+    );
+    let _ = writeln!(
+        out,
+        "{}{{version=\"{}\"}} 1",
+        names::BUILD_INFO,
+        env!("CARGO_PKG_VERSION")
+    );
+    family(
+        out,
+        names::START_TIME,
+        "gauge",
+        "Start time of the daemon, in seconds since the Unix epoch.",
+    );
+    let since_epoch = started.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let _ = write!(out, "{} ", names::START_TIME);
+    seconds(
+        out,
+        u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
+    );
+    out.push('\n');
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// One labelled histogram: cumulative buckets, `+Inf`, `_sum` and `_count`.
+fn histogram(out: &mut String, name: &str, reason: ReapReason, h: &Histogram, bounds_ms: &[u64]) {
+    let reason = reason.name();
+    for &bound in bounds_ms {
+        let _ = write!(out, "{name}_bucket{{reason=\"{reason}\",le=\"");
+        seconds(out, bound);
+        let _ = writeln!(out, "\"}} {}", h.count_below(bound));
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{reason=\"{reason}\",le=\"+Inf\"}} {}",
+        h.count()
+    );
+    let _ = write!(out, "{name}_sum{{reason=\"{reason}\"}} ");
+    seconds(out, h.sum_ms());
+    let _ = writeln!(out, "\n{name}_count{{reason=\"{reason}\"}} {}", h.count());
+}
+
+/// Milliseconds as decimal seconds, exactly and without trailing zeros: 1600 → `1.6`.
+fn seconds(out: &mut String, ms: u64) {
+    let (whole, frac) = (ms / 1000, ms % 1000);
+    let _ = write!(out, "{whole}");
+    if frac != 0 {
+        let digits = format!("{frac:03}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn secs_text(ms: u64) -> String {
+        let mut s = String::new();
+        seconds(&mut s, ms);
+        s
+    }
+
+    #[test]
+    fn seconds_are_exact_decimals() {
+        assert_eq!(secs_text(0), "0");
+        assert_eq!(secs_text(100), "0.1");
+        assert_eq!(secs_text(1600), "1.6");
+        assert_eq!(secs_text(1005), "1.005");
+        assert_eq!(secs_text(102_400), "102.4");
+        assert_eq!(secs_text(419_430_400), "419430.4");
+    }
+
+    #[test]
+    fn bounds() {
+        assert_eq!(LATENCY_BUCKETS_MS[0], 100);
+        assert_eq!(LATENCY_BUCKETS_MS[17], 13_107_200);
+        assert_eq!(LIFETIME_BUCKETS_MS[22], 419_430_400);
+    }
+
+    #[test]
+    fn every_series_is_present_with_zeros() {
+        let mut out = String::new();
+        render(&Stats::default(), SystemTime::now(), &mut out);
+        for reason in ReapReason::ALL {
+            assert!(
+                out.contains(&format!("vigild_reaped_total{{reason=\"{}\"}} 0\n", reason)),
+                "{reason}"
+            );
+            assert!(out.contains(&format!(
+                "vigild_session_lifetime_seconds_count{{reason=\"{reason}\"}} 0\n"
+            )));
+            assert_eq!(
+                out.contains(&format!(
+                    "vigild_detection_latency_seconds_count{{reason=\"{reason}\"}}"
+                )),
+                reason.is_detection()
+            );
+        }
+        for cause in RejectCause::ALL {
+            assert!(out.contains(&format!(
+                "vigild_rejected_total{{cause=\"{}\"}} 0\n",
+                cause.name()
+            )));
+        }
+        assert!(out.contains("vigild_last_reload_success 1\n"));
+        assert!(out.contains("vigild_build_info{version=\""));
+        assert!(out.ends_with('\n'));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_exact() {
+        let mut stats = Stats::default();
+        for _ in 0..3 {
+            stats.on_accept();
+        }
+        let ka = ReapReason::KeepaliveTimeout;
+        stats.on_reap(ka, Duration::from_millis(9000), Duration::from_millis(5031));
+        stats.on_reap(ka, Duration::from_millis(9000), Duration::from_millis(6399));
+        stats.on_reap(ka, Duration::from_millis(9000), Duration::from_millis(6400));
+        let mut out = String::new();
+        render(&stats, SystemTime::now(), &mut out);
+        let l = "vigild_detection_latency_seconds_bucket{reason=\"keepalive-timeout\",le=";
+        assert!(out.contains(&format!("{l}\"3.2\"}} 0\n")), "{out}");
+        assert!(
+            out.contains(&format!("{l}\"6.4\"}} 2\n")),
+            "6.4 s itself is not below 6.4 s"
+        );
+        assert!(out.contains(&format!("{l}\"12.8\"}} 3\n")));
+        assert!(out.contains(&format!("{l}\"+Inf\"}} 3\n")));
+        assert!(out.contains(
+            "vigild_detection_latency_seconds_sum{reason=\"keepalive-timeout\"} 17.83\n"
+        ));
+        assert!(out.contains("vigild_reaped_total{reason=\"keepalive-timeout\"} 3\n"));
+        assert!(out.contains("vigild_sessions_live 0\n"));
+        assert!(out.contains("vigild_sessions_peak 3\n"));
+    }
+}
