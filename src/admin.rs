@@ -263,14 +263,14 @@ struct KillFilter {
 impl KillFilter {
     fn matches(&self, s: &Session, now: Instant) -> bool {
         self.any_type
-            && self.id.is_none_or(|id| s.id == id)
-            && self.addr.is_none_or(|a| a == Some(s.peer))
+            && self.id.map_or(true, |id| s.id == id)
+            && self.addr.map_or(true, |a| a == Some(s.peer))
             && self
                 .laddr
-                .is_none_or(|a| a.is_some() && a == s.stream.local_addr().ok())
+                .map_or(true, |a| a.is_some() && a == s.stream.local_addr().ok())
             && self
                 .max_age_secs
-                .is_none_or(|max| s.age(now).as_secs() >= max)
+                .map_or(true, |max| s.age(now).as_secs() >= max)
     }
 }
 

@@ -53,9 +53,11 @@ impl Server {
             Ok(loaded) => loaded,
             Err(e) => {
                 error!("reload failed, keeping the running config: {e}");
+                self.stats.on_reload(false);
                 return;
             }
         };
+        self.stats.on_reload(true);
         for w in &loaded.warnings {
             warn!("config: {w}");
         }
@@ -80,6 +82,9 @@ impl Server {
                 new.keepalive.effective_user_timeout(),
                 self.sessions.len() - failed,
             );
+        }
+        if old.admin != new.admin || old.metrics != new.metrics {
+            self.reconcile_ops(&old);
         }
         if old.session.idle_timeout != new.session.idle_timeout {
             self.rebuild_idle_heap();
@@ -137,6 +142,7 @@ impl Server {
         for (_, mut l) in std::mem::take(&mut self.listeners) {
             let _ = self.poll.registry().deregister(&mut l.socket);
         }
+        self.close_ops();
         let live = self.sessions.len();
         for token in self.sessions.tokens() {
             self.reap(token, Cause::Reason(ReapReason::Shutdown), now);

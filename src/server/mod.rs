@@ -14,6 +14,7 @@
 mod accept;
 mod conn;
 mod control;
+mod ops;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -46,9 +47,18 @@ const EVENTS_CAPACITY: usize = 1024;
 /// Why the server could not start.
 #[derive(Debug)]
 pub enum StartError {
-    Bind { addr: SocketAddr, source: io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: io::Error,
+    },
     Poll(io::Error),
     Signals(io::Error),
+    /// The admin or metrics listener could not be opened.
+    Ops {
+        role: &'static str,
+        endpoint: crate::config::Endpoint,
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -69,6 +79,24 @@ impl fmt::Display for StartError {
             }
             StartError::Poll(e) => write!(f, "cannot create the poller: {e}"),
             StartError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            StartError::Ops {
+                role,
+                endpoint,
+                source,
+            } => {
+                let hint = match source.kind() {
+                    io::ErrorKind::AddrInUse => format!(" (stop it or change {role}.listen)"),
+                    io::ErrorKind::NotFound => {
+                        " (create the directory first, e.g. RuntimeDirectory= in the unit)".into()
+                    }
+                    io::ErrorKind::PermissionDenied => " (vigild's user cannot bind there)".into(),
+                    _ => String::new(),
+                };
+                write!(
+                    f,
+                    "cannot open the {role} listener on {endpoint}: {source}{hint}"
+                )
+            }
         }
     }
 }
@@ -108,6 +136,8 @@ pub struct Server {
     /// Listeners to accept from again next turn (per-turn accept cap).
     accept_revisit: bool,
     accept: accept::AcceptState,
+    /// The admin and metrics listeners and their connections.
+    ops: ops::Ops,
     stopping: bool,
 }
 
@@ -147,6 +177,7 @@ impl Server {
             revisit: Vec::new(),
             accept_revisit: false,
             accept: accept::AcceptState::new(),
+            ops: ops::Ops::new(),
             stopping: false,
             config,
         };
@@ -155,6 +186,7 @@ impl Server {
                 .add_listener(addr)
                 .map_err(|source| StartError::Bind { addr, source })?;
         }
+        server.open_ops_listeners()?;
         Ok(server)
     }
 
@@ -190,6 +222,8 @@ impl Server {
             self.handle_signals(now);
         } else if token.0 >= SESSION_BASE {
             self.service(token, now);
+        } else if ops::owns(token) {
+            self.ops_event(token, now);
         } else if let Some(key) = token.0.checked_sub(LISTENER_BASE) {
             self.accept_from(key, now);
         }
@@ -204,6 +238,7 @@ impl Server {
             self.idle_heap.peek().map(|Reverse((at, _, _))| *at),
             self.next_stats,
             self.accept.retry_at(),
+            self.ops_deadline(),
         ];
         deadlines
             .into_iter()
@@ -214,7 +249,7 @@ impl Server {
 
     fn revisit_pending(&mut self, now: Instant) {
         for token in std::mem::take(&mut self.revisit) {
-            self.service(token, now);
+            self.dispatch(token, now);
         }
         if std::mem::take(&mut self.accept_revisit) {
             self.accept_all(now);
@@ -223,6 +258,7 @@ impl Server {
 
     fn run_timers(&mut self, now: Instant) {
         self.reap_idle(now);
+        self.ops_timers(now);
         if self.accept.retry_at().is_some_and(|at| at <= now) {
             self.accept.clear_retry();
             self.accept_all(now);

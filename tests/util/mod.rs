@@ -134,7 +134,7 @@ pub fn is_reap_of(line: &str, id: i64) -> bool {
 /// them itself.
 pub fn complete_config(body: &str) -> String {
     let mut text = String::new();
-    if !body.contains("listen") {
+    if !sets_server_listen(body) {
         if body.contains("[server]") {
             text = body.replacen("[server]", "[server]\nlisten = [\"127.0.0.1:0\"]", 1);
         } else {
@@ -148,6 +148,19 @@ pub fn complete_config(body: &str) -> String {
         text.push_str("\n[log]\nlevel = \"debug\"\n");
     }
     text
+}
+
+/// Whether `body` has a `listen` key in its `[server]` table (other tables have one too).
+fn sets_server_listen(body: &str) -> bool {
+    let mut table = "";
+    for line in body.lines().map(str::trim) {
+        if line.starts_with('[') {
+            table = line;
+        } else if table == "[server]" && line.starts_with("listen") {
+            return true;
+        }
+    }
+    false
 }
 
 /// A running `vigild`.
@@ -276,6 +289,21 @@ impl Daemon {
             assert!(Instant::now() < deadline, "no stats line:\n{}", log.text());
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Where the `admin` or `metrics` listener listens (`ip:port` or a socket path), from its
+    /// start-up line.
+    pub fn ops_listener(&self, role: &str) -> String {
+        let marker = format!(" {role} listener on ");
+        let line = self
+            .log
+            .wait_for(Duration::ZERO, |l| l.contains(&marker))
+            .unwrap_or_else(|| panic!("no {role} listener line; log:\n{}", self.log.text()));
+        let rest = line.rsplit(&marker).next().unwrap_or_default();
+        rest.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Waits for the reap line of session `id`, returns its fields.
