@@ -166,15 +166,18 @@ fn client_info_shows_the_keepalive_options_read_back_from_the_kernel() {
     let peer = f["addr"].clone(); // the client's address, as the daemon sees it
     let mut last = String::new();
     for _ in 0..100 {
+        // Only the daemon's side: the client's line holds the same two addresses, swapped.
+        let filter = format!("sport = :{}", d.addr.port());
         let out = std::process::Command::new("ss")
-            .args(["-tno", "state", "established"])
+            .args(["-tno", "state", "established", &filter])
             .output()
             .expect("ss (iproute2) is installed by the test script");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.contains(&format!("{} ", d.addr)) && l.contains(&peer))
-        {
+        let (local, remote) = (d.addr.to_string(), peer.as_str());
+        if let Some(line) = text.lines().find(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(2) == Some(&local.as_str()) && cols.get(3) == Some(&remote)
+        }) {
             if line.contains("timer:(keepalive") {
                 return;
             }
