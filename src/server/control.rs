@@ -83,9 +83,7 @@ impl Server {
                 self.sessions.len() - failed,
             );
         }
-        if old.admin != new.admin || old.metrics != new.metrics {
-            self.reconcile_ops(&old);
-        }
+        self.reconcile_ops(&old);
         if old.session.idle_timeout != new.session.idle_timeout {
             self.rebuild_idle_heap();
         }

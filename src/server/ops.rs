@@ -286,12 +286,14 @@ impl Server {
         }
     }
 
-    /// After a reload: moves a listener whose `listen` changed. A listener that cannot be
-    /// opened is logged and stays off; everything else keeps running.
+    /// After a reload: moves a listener whose `listen` changed, and retries one that could not
+    /// be opened by an earlier reload. A listener that cannot be opened is logged and stays
+    /// off; everything else keeps running.
     pub(super) fn reconcile_ops(&mut self, old: &Config) {
         for role in Role::ALL {
             let new = role.endpoint(&self.config).cloned();
-            if role.endpoint(old) == new.as_ref() {
+            let open = self.ops.bound(role).is_some();
+            if role.endpoint(old) == new.as_ref() && open == new.is_some() {
                 continue;
             }
             self.unbind_ops(role);
