@@ -62,8 +62,11 @@ impl Server {
         let new = loaded.config;
         let old = std::mem::replace(&mut self.config, new.clone());
 
-        if old.server.listen != new.server.listen || old.server.backlog != new.server.backlog {
-            self.reconcile_listeners(&old.server.listen);
+        if old.server.listen != new.server.listen {
+            self.reconcile_listeners();
+        }
+        if old.server.backlog != new.server.backlog {
+            warn!("reload: server.backlog applies to listeners opened from now on; restart to change it on existing ones");
         }
         if old.keepalive != new.keepalive {
             let mut failed = 0;
@@ -100,13 +103,8 @@ impl Server {
 
     /// Opens listeners the new config adds and closes those it dropped. A listener that cannot
     /// be bound is logged and left out; the others keep working.
-    fn reconcile_listeners(&mut self, old: &[SocketAddr]) {
+    fn reconcile_listeners(&mut self) {
         let wanted: HashSet<SocketAddr> = self.config.server.listen.iter().copied().collect();
-        let backlog_changed = self
-            .listeners
-            .iter()
-            .next()
-            .is_some_and(|_| old.iter().copied().collect::<HashSet<_>>() == wanted);
         let stale: Vec<usize> = self
             .listeners
             .iter()
@@ -126,9 +124,6 @@ impl Server {
             if let Err(e) = self.add_listener(addr) {
                 error!("reload: cannot listen on {addr}: {e}; other listeners keep running");
             }
-        }
-        if backlog_changed {
-            warn!("reload: server.backlog applies to listeners opened from now on; restart to change it on existing ones");
         }
     }
 
