@@ -79,6 +79,13 @@ impl fmt::Display for ActivationError {
 
 impl std::error::Error for ActivationError {}
 
+/// One passed descriptor and its name, before it is taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passed {
+    pub fd: RawFd,
+    pub name: Option<String>,
+}
+
 /// The activation variables as given.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ListenEnv<'a> {
@@ -89,10 +96,7 @@ pub struct ListenEnv<'a> {
 
 /// The passed descriptors and their names; `None` when vigild was not socket-activated (no
 /// variables, `LISTEN_FDS=0`, or `LISTEN_PID` naming another process).
-pub fn parse(
-    env: ListenEnv<'_>,
-    own_pid: u32,
-) -> Result<Option<Vec<(RawFd, Option<String>)>>, ActivationError> {
+pub fn parse(env: ListenEnv<'_>, own_pid: u32) -> Result<Option<Vec<Passed>>, ActivationError> {
     let (Some(pid), Some(fds)) = (env.listen_pid, env.listen_fds) else {
         return Ok(None);
     };
@@ -134,7 +138,12 @@ pub fn parse(
             names
         }
     };
-    Ok(Some((LISTEN_FDS_START..).zip(names).collect()))
+    Ok(Some(
+        (LISTEN_FDS_START..)
+            .zip(names)
+            .map(|(fd, name)| Passed { fd, name })
+            .collect(),
+    ))
 }
 
 /// Checks that `socket` is a listening TCP socket and makes it non-blocking; returns its
@@ -170,7 +179,7 @@ fn check_listener(fd: RawFd, socket: &Socket) -> Result<SocketAddr, ActivationEr
 }
 
 /// Takes one passed descriptor as a listener.
-fn take(fd: RawFd, name: Option<String>) -> Result<Activated, ActivationError> {
+fn take(Passed { fd, name }: Passed) -> Result<Activated, ActivationError> {
     let owned = sys::take_inherited_fd(fd).map_err(|source| ActivationError::Fd { fd, source })?;
     let socket = Socket::from(owned);
     let addr = check_listener(fd, &socket)?;
@@ -203,7 +212,7 @@ pub fn from_env() -> Result<Option<Vec<Activated>>, ActivationError> {
     };
     passed
         .into_iter()
-        .map(|(fd, name)| take(fd, name))
+        .map(take)
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
@@ -221,6 +230,13 @@ mod tests {
         }
     }
 
+    fn passed(fd: RawFd, name: Option<&str>) -> Passed {
+        Passed {
+            fd,
+            name: name.map(str::to_string),
+        }
+    }
+
     #[test]
     fn parse_variables() {
         assert!(parse(ListenEnv::default(), 42).unwrap().is_none());
@@ -231,13 +247,13 @@ mod tests {
         assert!(parse(env("42", "0", None), 42).unwrap().is_none());
         assert_eq!(
             parse(env("42", "2", None), 42).unwrap().unwrap(),
-            vec![(3, None), (4, None)]
+            vec![passed(3, None), passed(4, None)]
         );
         assert_eq!(
             parse(env("42", "2", Some("vigild.socket:")), 42)
                 .unwrap()
                 .unwrap(),
-            vec![(3, Some("vigild.socket".into())), (4, None)]
+            vec![passed(3, Some("vigild.socket")), passed(4, None)]
         );
         assert!(matches!(
             parse(env("42", "2", Some("one")), 42),

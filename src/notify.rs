@@ -344,7 +344,7 @@ mod tests {
             },
             1,
         );
-        assert!(!n.target.is_some());
+        assert!(n.target.is_none());
         let now = Instant::now();
         n.ready(now, "live=0");
         n.status("live=1");
@@ -363,7 +363,7 @@ mod tests {
             },
             1,
         );
-        assert!(!n.target.is_some());
+        assert!(n.target.is_none());
         // A path nobody listens on: sends fail quietly, the daemon goes on.
         let mut n = Notifier::new(
             NotifyEnv {
