@@ -17,6 +17,7 @@ use super::conn::Cause;
 use super::Server;
 use crate::config::Config;
 use crate::logging::LevelSource;
+use crate::notify::status_line;
 use crate::reap::ReapReason;
 use crate::sockopt;
 
@@ -43,12 +44,21 @@ impl Server {
         }
     }
 
-    pub(super) fn log_stats(&self) {
+    pub(super) fn log_stats(&mut self) {
         info!("{}", self.stats.line());
+        self.notify.status(&status_line(&self.stats));
+    }
+
+    /// A reload, told to the service manager (`RELOADING=1` ... `READY=1`, whatever the
+    /// outcome: the running config stays in force when the new one is refused).
+    fn reload(&mut self, now: Instant) {
+        self.notify.reloading();
+        self.apply_reload(now);
+        self.notify.ready(now, &status_line(&self.stats));
     }
 
     /// Re-reads the config file and applies it, or keeps the running config.
-    fn reload(&mut self, now: Instant) {
+    fn apply_reload(&mut self, now: Instant) {
         let loaded = match Config::load(&self.config_path) {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -62,7 +72,11 @@ impl Server {
         let new = loaded.config;
         let old = std::mem::replace(&mut self.config, new.clone());
 
-        if old.server.listen != new.server.listen {
+        if self.socket_activated {
+            if old.server.listen != new.server.listen {
+                warn!("reload: server.listen ignored: the listeners come from socket activation (change the socket unit)");
+            }
+        } else if old.server.listen != new.server.listen {
             self.reconcile_listeners();
         }
         if old.server.backlog != new.server.backlog {
@@ -129,6 +143,7 @@ impl Server {
 
     /// Stops accepting, reaps every session with `shutdown`, logs the final statistics.
     pub(super) fn shutdown(&mut self, now: Instant) {
+        self.notify.stopping();
         for (_, mut l) in std::mem::take(&mut self.listeners) {
             let _ = self.poll.registry().deregister(&mut l.socket);
         }

@@ -4,8 +4,8 @@
 //! - Readiness is a hint. Accept, read and write loops run until `WouldBlock` (or a per-turn
 //!   cap, after which the token is revisited on the next turn with a zero poll timeout).
 //! - Time is read once per turn and passed down as `now`.
-//! - The poll timeout is the nearest deadline (idle reaps, statistics, accept retry); the loop
-//!   never sleeps and never busy-waits.
+//! - The poll timeout is the nearest deadline (idle reaps, statistics, accept retry, the
+//!   systemd watchdog ping); the loop never sleeps and never busy-waits.
 //! - A session ends only in [`Server::reap`].
 //!
 //! Submodules add `impl Server` blocks: `accept` (listeners, limits, descriptor exhaustion),
@@ -29,8 +29,10 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::activation::Activated;
 use crate::config::Config;
 use crate::logging::LevelSource;
+use crate::notify::{status_line, Notifier};
 use crate::session::{SessionTable, SESSION_BASE};
 use crate::stats::Stats;
 
@@ -109,16 +111,22 @@ pub struct Server {
     accept_revisit: bool,
     accept: accept::AcceptState,
     stopping: bool,
+    /// The service manager (`sd_notify`); a no-op without `NOTIFY_SOCKET`.
+    notify: Notifier,
+    /// Listeners came from socket activation: reloads leave them alone.
+    socket_activated: bool,
 }
 
 impl Server {
-    /// Binds the listeners and installs signal handlers. Nothing is served until [`run`].
+    /// Binds the listeners (or takes the socket-activated ones) and installs signal
+    /// handlers. Nothing is served until [`run`].
     ///
     /// [`run`]: Server::run
     pub fn new(
         config: Config,
         config_path: PathBuf,
         level_source: LevelSource,
+        activated: Option<Vec<Activated>>,
     ) -> Result<Server, StartError> {
         let poll = Poll::new().map_err(StartError::Poll)?;
         let mut signals = Signals::new([
@@ -148,12 +156,19 @@ impl Server {
             accept_revisit: false,
             accept: accept::AcceptState::new(),
             stopping: false,
+            notify: Notifier::from_env(),
+            socket_activated: activated.is_some(),
             config,
         };
-        for addr in server.config.server.listen.clone() {
-            server
-                .add_listener(addr)
-                .map_err(|source| StartError::Bind { addr, source })?;
+        match activated {
+            Some(passed) => server.add_activated(passed)?,
+            None => {
+                for addr in server.config.server.listen.clone() {
+                    server
+                        .add_listener(addr)
+                        .map_err(|source| StartError::Bind { addr, source })?;
+                }
+            }
         }
         Ok(server)
     }
@@ -163,6 +178,7 @@ impl Server {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut now = Instant::now();
         self.next_stats = self.config.stats.interval.map(|i| now + i);
+        self.notify.ready(now, &status_line(&self.stats));
         loop {
             let timeout = self.poll_timeout(now);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -204,6 +220,7 @@ impl Server {
             self.idle_heap.peek().map(|Reverse((at, _, _))| *at),
             self.next_stats,
             self.accept.retry_at(),
+            self.notify.watchdog_deadline(),
         ];
         deadlines
             .into_iter()
@@ -233,6 +250,9 @@ impl Server {
                 self.next_stats = self.config.stats.interval.map(|i| now + i);
             }
         }
+        // Only here, on the loop's own timer: a loop that stops turning stops pinging.
+        let stats = &self.stats;
+        self.notify.watchdog_tick(now, || status_line(stats));
     }
 
     /// Reaps sessions whose idle deadline passed; re-queues those that received data since.

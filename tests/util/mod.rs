@@ -172,10 +172,29 @@ impl Daemon {
 
     /// Like [`Daemon::start`], letting the caller adjust the command (environment, limits).
     pub fn start_with(config: &str, adjust: impl FnOnce(&mut Command)) -> Daemon {
+        Daemon::start_wrapped(config, &[], adjust)
+    }
+
+    /// Like [`Daemon::start_with`], running vigild through `wrapper` (a program and its
+    /// arguments, to which vigild's command line is appended), e.g.
+    /// `["/bin/sh", "-c", "export LISTEN_PID=$$; exec \"$@\"", "sh"]` for what only the
+    /// process itself can know.
+    pub fn start_wrapped(
+        config: &str,
+        wrapper: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let dir = TempDir::new("daemon");
         let config_path = dir.path().join("vigild.toml");
         std::fs::write(&config_path, complete_config(config)).unwrap();
-        let mut cmd = Command::new(vigild_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(vigild_bin());
+                cmd
+            }
+            None => Command::new(vigild_bin()),
+        };
         cmd.arg("--config")
             .arg(&config_path)
             .env_remove("RUST_LOG")
