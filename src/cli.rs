@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use log::{info, warn};
 
+use crate::activation::{self, ActivationError};
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
 use crate::logging;
 use crate::server::{Server, StartError};
@@ -82,6 +83,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, UsageEr
 enum Failure {
     Usage(UsageError),
     Config(ConfigError),
+    Activation(ActivationError),
     Start(StartError),
     Loop(std::io::Error),
 }
@@ -91,6 +93,7 @@ impl fmt::Display for Failure {
         match self {
             Failure::Usage(UsageError(m)) => write!(f, "{m} (see vigild --help)"),
             Failure::Config(e) => write!(f, "{e}"),
+            Failure::Activation(e) => write!(f, "{e}"),
             Failure::Start(e) => write!(f, "{e}"),
             Failure::Loop(e) => write!(f, "event loop failed: {e}"),
         }
@@ -151,6 +154,9 @@ fn serve(path: PathBuf) -> Result<(), Failure> {
     for w in &loaded.warnings {
         warn!("config: {w}");
     }
+    // Before any thread exists (it edits the environment) and before the listeners would be
+    // bound: passed listeners replace them.
+    let activated = activation::from_env().map_err(Failure::Activation)?;
     let max_connections = loaded.config.server.max_connections;
     match sys::raise_nofile_limit() {
         Ok(lim) => {
@@ -168,7 +174,8 @@ fn serve(path: PathBuf) -> Result<(), Failure> {
         }
         Err(e) => warn!("cannot raise RLIMIT_NOFILE: {e}"),
     }
-    let mut server = Server::new(loaded.config, path, level_source).map_err(Failure::Start)?;
+    let mut server =
+        Server::new(loaded.config, path, level_source, activated).map_err(Failure::Start)?;
     let ka = server.keepalive_summary();
     info!("ready: {ka}");
     server.run().map_err(Failure::Loop)

@@ -4,6 +4,7 @@
 //! The binary (`main.rs`) is a thin wrapper around [`cli::main`]. `docs/architecture.md` tells
 //! the life of one session from accept to reap.
 
+mod activation;
 mod admin;
 pub mod cli;
 mod client_info;
@@ -17,6 +18,7 @@ mod info;
 mod listener;
 mod logging;
 mod metrics;
+mod notify;
 mod ops_listener;
 pub mod reap;
 pub mod resp;

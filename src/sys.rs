@@ -4,12 +4,15 @@
 //!   socket is closed. It is what tells a keepalive death from a retransmission death.
 //! - `getrlimit`/`setrlimit(RLIMIT_NOFILE)`: raise the soft descriptor limit to the hard one.
 //! - `umask`: create the admin unix socket with mode 0600 from its first moment.
+//! - `clock_gettime(CLOCK_MONOTONIC)`: the raw clock value systemd wants in `MONOTONIC_USEC=`
+//!   (std's `Instant` uses the same clock but does not expose its value).
+//! - Taking ownership of descriptors passed by socket activation (fd 3 onwards).
 //!
 //! Every `unsafe` block carries a `SAFETY:` comment. Nothing here panics.
 
 use std::io;
 use std::mem;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The leading part of Linux's `struct tcp_info` (stable since 2.6; the kernel copies at most
 /// the length we pass, so a shorter struct is always safe to ask for).
@@ -158,6 +161,46 @@ pub fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// `CLOCK_MONOTONIC` in microseconds, as `sd_notify`'s `MONOTONIC_USEC=` expects.
+pub fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    // CLOCK_MONOTONIC always exists on Linux, so the call cannot fail; were it to, `ts` stays
+    // zero, which systemd treats as "no timestamp".
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000).saturating_add(nanos / 1_000)
+}
+
+/// Takes ownership of descriptor `fd`, passed by the service manager (`LISTEN_FDS`), and
+/// marks it close-on-exec as `sd_listen_fds(3)` does. Fails if `fd` is not open.
+///
+/// Call at most once per descriptor, and only for descriptors nothing else in the process
+/// owns: the activation protocol hands fds `3..3+LISTEN_FDS` to the service and nothing in
+/// vigild opens descriptors before reading them (the caller runs first thing at start-up).
+pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: F_GETFD takes no pointer argument; on a closed descriptor it fails with EBADF.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: F_SETFD with an int argument only changes the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (F_GETFD succeeded) and, per the activation protocol and the
+    // contract above, owned by no other object in this process, so the returned `OwnedFd` is
+    // its only owner and closes it exactly once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +221,28 @@ mod tests {
     fn tcp_info_on_a_non_socket_is_an_error() {
         let file = std::fs::File::open("/dev/null").unwrap();
         assert!(tcp_info(&file).is_err());
+    }
+
+    #[test]
+    fn monotonic_clock_moves_forward() {
+        let a = monotonic_usec();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = monotonic_usec();
+        assert!(a > 0 && b >= a + 1_000, "{a} {b}");
+    }
+
+    #[test]
+    fn taking_an_inherited_fd() {
+        use std::os::fd::IntoRawFd;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let raw = listener.into_raw_fd();
+        let owned = take_inherited_fd(raw).unwrap();
+        let back = TcpListener::from(owned);
+        assert_eq!(back.local_addr().unwrap(), addr);
+        // A descriptor number that cannot be open is refused, not wrapped.
+        assert!(take_inherited_fd(-1).is_err());
+        assert!(take_inherited_fd(1 << 30).is_err());
     }
 
     #[test]

@@ -289,3 +289,35 @@ fn address_in_use_is_a_clear_startup_error() {
         "{err}"
     );
 }
+
+#[test]
+fn sighup_reload_opens_and_closes_listeners_to_match_the_file() {
+    let d = Daemon::start("");
+    let mut old_con = d.redis();
+    ping(&mut old_con);
+    // Pick a free port for the new listener.
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let new_addr = free.local_addr().unwrap();
+    drop(free);
+    let text = std::fs::read_to_string(&d.config_path).unwrap().replace(
+        "listen = [\"127.0.0.1:0\"]",
+        &format!("listen = [\"{new_addr}\"]"),
+    );
+    std::fs::write(&d.config_path, text).unwrap();
+    d.signal(libc::SIGHUP);
+    d.log
+        .wait_for(Duration::from_secs(5), |l| l.contains("reloaded "))
+        .expect("reload line");
+    assert!(d.log.text().contains("reload: closed listener 127.0.0.1:0"));
+    let mut con = redis::Client::open(format!("redis://{new_addr}/"))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    ping(&mut con);
+    assert!(
+        TcpStream::connect(d.addr).is_err(),
+        "the old listener is closed"
+    );
+    // Sessions accepted on the old listener live on.
+    ping(&mut old_con);
+}

@@ -18,7 +18,8 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::conn::Cause;
-use super::{Listener, Server, LISTENER_BASE};
+use super::{Listener, Server, StartError, LISTENER_BASE};
+use crate::activation::Activated;
 use crate::listener;
 use crate::reap::{classify, IoClass};
 use crate::session::Session;
@@ -93,7 +94,16 @@ fn refuse(mut stream: TcpStream, line: &[u8]) {
 impl Server {
     /// Binds a listener and registers it.
     pub(super) fn add_listener(&mut self, addr: SocketAddr) -> io::Result<()> {
-        let mut socket = listener::bind(addr, self.config.server.backlog)?;
+        let socket = listener::bind(addr, self.config.server.backlog)?;
+        self.register_listener(addr, socket)
+    }
+
+    /// Registers a bound listener with the poller and the listener table.
+    pub(super) fn register_listener(
+        &mut self,
+        addr: SocketAddr,
+        mut socket: mio::net::TcpListener,
+    ) -> io::Result<()> {
         let entry = self.listeners.vacant_entry();
         let token = Token(LISTENER_BASE + entry.key());
         self.poll
@@ -102,6 +112,24 @@ impl Server {
         let bound = socket.local_addr().unwrap_or(addr);
         entry.insert(Listener { addr, socket });
         info!("listening on {bound}");
+        Ok(())
+    }
+
+    /// Serves on the listeners passed by socket activation instead of `server.listen`.
+    pub(super) fn add_activated(&mut self, passed: Vec<Activated>) -> Result<(), StartError> {
+        for a in passed {
+            info!(
+                "socket activation: listener fd={} name={} addr={} passed by the service manager (server.listen is ignored)",
+                a.fd,
+                a.name.as_deref().unwrap_or("-"),
+                a.addr
+            );
+            self.register_listener(a.addr, a.listener)
+                .map_err(|source| StartError::Bind {
+                    addr: a.addr,
+                    source,
+                })?;
+        }
         Ok(())
     }
 

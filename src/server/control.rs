@@ -17,6 +17,7 @@ use super::conn::Cause;
 use super::Server;
 use crate::config::Config;
 use crate::logging::LevelSource;
+use crate::notify::status_line;
 use crate::reap::ReapReason;
 use crate::sockopt;
 
@@ -43,12 +44,21 @@ impl Server {
         }
     }
 
-    pub(super) fn log_stats(&self) {
+    pub(super) fn log_stats(&mut self) {
         info!("{}", self.stats.line());
+        self.notify.status(&status_line(&self.stats));
+    }
+
+    /// A reload, told to the service manager (`RELOADING=1` ... `READY=1`, whatever the
+    /// outcome: the running config stays in force when the new one is refused).
+    fn reload(&mut self, now: Instant) {
+        self.notify.reloading();
+        self.apply_reload(now);
+        self.notify.ready(now, &status_line(&self.stats));
     }
 
     /// Re-reads the config file and applies it, or keeps the running config.
-    fn reload(&mut self, now: Instant) {
+    fn apply_reload(&mut self, now: Instant) {
         let loaded = match Config::load(&self.config_path) {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -64,8 +74,15 @@ impl Server {
         let new = loaded.config;
         let old = std::mem::replace(&mut self.config, new.clone());
 
-        if old.server.listen != new.server.listen || old.server.backlog != new.server.backlog {
-            self.reconcile_listeners(&old.server.listen);
+        if self.socket_activated {
+            if old.server.listen != new.server.listen {
+                warn!("reload: server.listen ignored: the listeners come from socket activation (change the socket unit)");
+            }
+        } else if old.server.listen != new.server.listen {
+            self.reconcile_listeners();
+        }
+        if old.server.backlog != new.server.backlog {
+            warn!("reload: server.backlog applies to listeners opened from now on; restart to change it on existing ones");
         }
         if old.keepalive != new.keepalive {
             let mut failed = 0;
@@ -103,13 +120,8 @@ impl Server {
 
     /// Opens listeners the new config adds and closes those it dropped. A listener that cannot
     /// be bound is logged and left out; the others keep working.
-    fn reconcile_listeners(&mut self, old: &[SocketAddr]) {
+    fn reconcile_listeners(&mut self) {
         let wanted: HashSet<SocketAddr> = self.config.server.listen.iter().copied().collect();
-        let backlog_changed = self
-            .listeners
-            .iter()
-            .next()
-            .is_some_and(|_| old.iter().copied().collect::<HashSet<_>>() == wanted);
         let stale: Vec<usize> = self
             .listeners
             .iter()
@@ -130,13 +142,11 @@ impl Server {
                 error!("reload: cannot listen on {addr}: {e}; other listeners keep running");
             }
         }
-        if backlog_changed {
-            warn!("reload: server.backlog applies to listeners opened from now on; restart to change it on existing ones");
-        }
     }
 
     /// Stops accepting, reaps every session with `shutdown`, logs the final statistics.
     pub(super) fn shutdown(&mut self, now: Instant) {
+        self.notify.stopping();
         for (_, mut l) in std::mem::take(&mut self.listeners) {
             let _ = self.poll.registry().deregister(&mut l.socket);
         }

@@ -4,8 +4,8 @@
 //! - Readiness is a hint. Accept, read and write loops run until `WouldBlock` (or a per-turn
 //!   cap, after which the token is revisited on the next turn with a zero poll timeout).
 //! - Time is read once per turn and passed down as `now`.
-//! - The poll timeout is the nearest deadline (idle reaps, statistics, accept retry); the loop
-//!   never sleeps and never busy-waits.
+//! - The poll timeout is the nearest deadline (idle reaps, statistics, accept retry, the
+//!   systemd watchdog ping); the loop never sleeps and never busy-waits.
 //! - A session ends only in [`Server::reap`].
 //!
 //! Submodules add `impl Server` blocks: `accept` (listeners, limits, descriptor exhaustion),
@@ -30,8 +30,10 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::activation::Activated;
 use crate::config::Config;
 use crate::logging::LevelSource;
+use crate::notify::{status_line, Notifier};
 use crate::session::{SessionTable, SESSION_BASE};
 use crate::stats::Stats;
 
@@ -139,16 +141,22 @@ pub struct Server {
     /// The admin and metrics listeners and their connections.
     ops: ops::Ops,
     stopping: bool,
+    /// The service manager (`sd_notify`); a no-op without `NOTIFY_SOCKET`.
+    notify: Notifier,
+    /// Listeners came from socket activation: reloads leave them alone.
+    socket_activated: bool,
 }
 
 impl Server {
-    /// Binds the listeners and installs signal handlers. Nothing is served until [`run`].
+    /// Binds the listeners (or takes the socket-activated ones) and installs signal
+    /// handlers. Nothing is served until [`run`].
     ///
     /// [`run`]: Server::run
     pub fn new(
         config: Config,
         config_path: PathBuf,
         level_source: LevelSource,
+        activated: Option<Vec<Activated>>,
     ) -> Result<Server, StartError> {
         let poll = Poll::new().map_err(StartError::Poll)?;
         let mut signals = Signals::new([
@@ -179,12 +187,19 @@ impl Server {
             accept: accept::AcceptState::new(),
             ops: ops::Ops::new(),
             stopping: false,
+            notify: Notifier::from_env(),
+            socket_activated: activated.is_some(),
             config,
         };
-        for addr in server.config.server.listen.clone() {
-            server
-                .add_listener(addr)
-                .map_err(|source| StartError::Bind { addr, source })?;
+        match activated {
+            Some(passed) => server.add_activated(passed)?,
+            None => {
+                for addr in server.config.server.listen.clone() {
+                    server
+                        .add_listener(addr)
+                        .map_err(|source| StartError::Bind { addr, source })?;
+                }
+            }
         }
         server.open_ops_listeners()?;
         Ok(server)
@@ -195,6 +210,7 @@ impl Server {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut now = Instant::now();
         self.next_stats = self.config.stats.interval.map(|i| now + i);
+        self.notify.ready(now, &status_line(&self.stats));
         loop {
             let timeout = self.poll_timeout(now);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -239,6 +255,7 @@ impl Server {
             self.next_stats,
             self.accept.retry_at(),
             self.ops_deadline(),
+            self.notify.watchdog_deadline(),
         ];
         deadlines
             .into_iter()
@@ -269,6 +286,9 @@ impl Server {
                 self.next_stats = self.config.stats.interval.map(|i| now + i);
             }
         }
+        // Only here, on the loop's own timer: a loop that stops turning stops pinging.
+        let stats = &self.stats;
+        self.notify.watchdog_tick(now, || status_line(stats));
     }
 
     /// Reaps sessions whose idle deadline passed; re-queues those that received data since.

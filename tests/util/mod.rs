@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -184,10 +185,29 @@ impl Daemon {
 
     /// Like [`Daemon::start`], letting the caller adjust the command (environment, limits).
     pub fn start_with(config: &str, adjust: impl FnOnce(&mut Command)) -> Daemon {
+        Daemon::start_wrapped(config, &[], adjust)
+    }
+
+    /// Like [`Daemon::start_with`], running vigild through `wrapper` (a program and its
+    /// arguments, to which vigild's command line is appended), e.g.
+    /// `["/bin/sh", "-c", "export LISTEN_PID=$$; exec \"$@\"", "sh"]` for what only the
+    /// process itself can know.
+    pub fn start_wrapped(
+        config: &str,
+        wrapper: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Daemon {
         let dir = TempDir::new("daemon");
         let config_path = dir.path().join("vigild.toml");
         std::fs::write(&config_path, complete_config(config)).unwrap();
-        let mut cmd = Command::new(vigild_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(vigild_bin());
+                cmd
+            }
+            None => Command::new(vigild_bin()),
+        };
         cmd.arg("--config")
             .arg(&config_path)
             .env_remove("RUST_LOG")
@@ -331,4 +351,45 @@ pub fn client_id(con: &mut redis::Connection) -> i64 {
         .arg("ID")
         .query(con)
         .expect("CLIENT ID")
+}
+
+/// Connects to `addr` from source address `src` (any 127.x.y.z works on loopback). The source
+/// port is chosen at connect time (`IP_BIND_ADDRESS_NO_PORT`), so thousands of connections can
+/// share few source addresses without exhausting bind's port search.
+pub fn connect_from(src: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::AsRawFd;
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local integer.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    sock.bind(&SocketAddr::from((src, 0)).into())?;
+    sock.connect(&addr.into())?;
+    Ok(sock.into())
+}
+
+/// Raises this process's soft descriptor limit to its hard limit (tests holding thousands of
+/// connections need it); returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or write one valid, local rlimit struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur
 }
