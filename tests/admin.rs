@@ -527,3 +527,62 @@ fn sighup_moves_the_admin_listener() {
     let list = redis_cli(&["-s", path.to_str().unwrap(), "ping"]);
     assert_eq!(list.trim(), "PONG");
 }
+
+/// The daemon's resident memory, from /proc.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_client_that_pipelines_without_reading_is_held_back_then_fully_answered() {
+    let d = Daemon::start(ADMIN);
+    let baseline = rss_kib(d.pid());
+    let mut s = TcpStream::connect(d.ops_listener("admin")).unwrap();
+    const N: usize = 20_000; // about 25 MB of INFO replies
+    let mut writer = s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let batch = b"INFO\r\n".repeat(N);
+        writer.write_all(&batch).unwrap();
+    });
+    // Not reading yet: the daemon must stop taking requests once 1 MiB of replies waits.
+    std::thread::sleep(Duration::from_millis(500));
+    let held = rss_kib(d.pid());
+    assert!(
+        held < baseline + 16 * 1024,
+        "memory grew from {baseline} KiB to {held} KiB while the client did not read"
+    );
+    // Other clients are served meanwhile.
+    let pong: String = redis::cmd("PING").query(&mut d.redis()).unwrap();
+    assert_eq!(pong, "PONG");
+    // Now read everything: every request is answered, in order, none lost.
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let marker = b"# Server\r\n";
+    let mut seen = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    // The last bytes of the previous read, shorter than the marker: a marker split across
+    // two reads is counted once, and none is counted twice.
+    let mut window = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while seen < N {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {seen} of {N} replies"
+        );
+        let n = match s.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) => panic!("{e} after {seen} of {N} replies: the daemon stopped answering"),
+        };
+        assert!(n > 0, "closed after {seen} replies");
+        window.extend_from_slice(&buf[..n]);
+        seen += window.windows(marker.len()).filter(|w| w == marker).count();
+        let keep = marker.len() - 1;
+        window.drain(..window.len().saturating_sub(keep));
+    }
+    assert_eq!(seen, N);
+    sender.join().unwrap();
+}

@@ -1,59 +1,27 @@
-//! The operator side of the event loop: the admin listener (RESP, src/admin.rs), the metrics
-//! listener (HTTP, src/metrics.rs), and the connections accepted from them.
-//!
-//! Operator connections are not client sessions: they live in their own slab (tokens
-//! `OPS_BASE..SESSION_BASE`), have their own ids, are not counted in the session statistics,
-//! and never go through `Server::reap`, which they only call to kill sessions.
-//!
-//! Invariants:
-//! - Accepts and reads drain to `WouldBlock` under per-turn caps, like sessions; a capped token
-//!   goes on the loop's revisit list.
-//! - Each connection owns its input and output buffers. Replies (and, later, pushed events such
-//!   as presence messages for `SUBSCRIBE`) are appended to `output` and written as the socket
-//!   takes them. While more than [`OUTPUT_PAUSE_BYTES`] wait, no further input is read or
-//!   executed: a client pipelining `CLIENT LIST` cannot grow our memory faster than it reads.
-//! - Interest is derived from state in one function ([`OpsConn::wanted_interest`]).
-//! - Metrics connections are closed when a request head stalls ([`HTTP_HEAD_TIMEOUT`]) or the
-//!   connection idles ([`HTTP_IDLE_TIMEOUT`]); admin connections (interactive `redis-cli`, and
-//!   subscribers later) have no timeout.
-//! - An HTTP connection ends with FIN after its last response, then a bounded drain of what
-//!   the client still sends ("lingering close"), so the client reads our response (a 400 or
-//!   431 included) instead of a reset.
+//! One operator connection's I/O: flushing, reading, executing admin commands or HTTP
+//! requests, lingering close, and re-arming interest. See the parent module for the invariants.
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use mio::{Interest, Token};
-use slab::Slab;
 
-use super::conn::Cause;
-use super::{Server, StartError};
+use super::{Ops, Role, CONN_BASE};
 use crate::admin::{self, AdminClient, AdminStep, View};
 use crate::command::Args;
-use crate::config::{Config, Endpoint};
 use crate::http::{self, Method, Status};
 use crate::metrics;
-use crate::ops_listener::{OpsListener, OpsStream};
+use crate::ops_listener::OpsStream;
 use crate::reap::{classify, IoClass, ReapReason};
 use crate::resp::{self, Parsed};
-use crate::session::SESSION_BASE;
+use crate::server::conn::Cause;
+use crate::server::Server;
 
-/// Operator tokens start here; client listener tokens stay below it.
-const OPS_BASE: usize = 1 << 15;
-const ADMIN_LISTENER: Token = Token(OPS_BASE);
-const METRICS_LISTENER: Token = Token(OPS_BASE + 1);
-/// Connection tokens are `CONN_BASE + slab key`.
-const CONN_BASE: usize = OPS_BASE + 2;
-/// Operator connections held at once; more are told so and closed.
-const MAX_OPS_CONNECTIONS: usize = 1024;
-const _: () = assert!(CONN_BASE + MAX_OPS_CONNECTIONS <= SESSION_BASE);
-
-const MAX_ACCEPTS_PER_TURN: usize = 64;
 const MAX_READS_PER_TURN: usize = 16;
 /// Above this much unsent output, a connection's input waits.
-pub(super) const OUTPUT_PAUSE_BYTES: usize = 1 << 20;
+const OUTPUT_PAUSE_BYTES: usize = 1 << 20;
 /// A request head must arrive within this time of the connection's last bytes.
 const HTTP_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// An idle keep-alive HTTP connection is closed after this; longer than common scrape
@@ -62,62 +30,15 @@ const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Lingering close: how long, and how much, to drain after the FIN.
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 1 << 20;
-/// At most one warning of each kind per this period.
-const WARN_EVERY: Duration = Duration::from_secs(1);
-
-/// Whether `token` belongs to the operator side.
-pub(super) fn owns(token: Token) -> bool {
-    (OPS_BASE..SESSION_BASE).contains(&token.0)
-}
-
-/// Which operator listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Admin,
-    Metrics,
-}
-
-impl Role {
-    const ALL: [Role; 2] = [Role::Admin, Role::Metrics];
-
-    fn name(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Metrics => "metrics",
-        }
-    }
-
-    fn token(self) -> Token {
-        match self {
-            Role::Admin => ADMIN_LISTENER,
-            Role::Metrics => METRICS_LISTENER,
-        }
-    }
-
-    fn endpoint(self, config: &Config) -> Option<&Endpoint> {
-        match self {
-            Role::Admin => config.admin.listen.as_ref(),
-            Role::Metrics => config.metrics.listen.as_ref(),
-        }
-    }
-}
-
-/// A bound operator listener.
-struct Bound {
-    socket: OpsListener,
-    /// Where it listens, as bound (the real port when 0 was configured).
-    local: String,
-}
-
 /// What a connection speaks.
 #[derive(Debug)]
-enum Protocol {
+pub(super) enum Protocol {
     Admin(AdminClient),
     Metrics,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     Open,
     /// No more input is taken; close once the output is written.
     Closing,
@@ -128,10 +49,10 @@ enum Phase {
     },
 }
 
-struct OpsConn {
-    id: u64,
-    stream: OpsStream,
-    peer: String,
+pub(super) struct OpsConn {
+    pub(super) id: u64,
+    pub(super) stream: OpsStream,
+    pub(super) peer: String,
     protocol: Protocol,
     /// Received bytes not yet executed.
     input: Vec<u8>,
@@ -139,12 +60,39 @@ struct OpsConn {
     output: Vec<u8>,
     output_pos: usize,
     phase: Phase,
+    /// Input waits unexecuted because output was over [`OUTPUT_PAUSE_BYTES`]: once the output
+    /// drains, the connection is revisited, since no readiness event will come for bytes that
+    /// were already read.
+    held: bool,
     interest: Interest,
     last_rx: Instant,
 }
 
 impl OpsConn {
-    fn role(&self) -> Role {
+    /// A fresh connection, registered for `READABLE`.
+    pub(super) fn new(
+        id: u64,
+        stream: OpsStream,
+        peer: String,
+        protocol: Protocol,
+        now: Instant,
+    ) -> OpsConn {
+        OpsConn {
+            id,
+            stream,
+            peer,
+            protocol,
+            input: Vec::new(),
+            output: Vec::new(),
+            output_pos: 0,
+            phase: Phase::Open,
+            held: false,
+            interest: Interest::READABLE,
+            last_rx: now,
+        }
+    }
+
+    pub(super) fn role(&self) -> Role {
         match self.protocol {
             Protocol::Admin(_) => Role::Admin,
             Protocol::Metrics => Role::Metrics,
@@ -158,6 +106,13 @@ impl OpsConn {
     /// Whether input may be executed now.
     fn accepts_input(&self) -> bool {
         self.phase == Phase::Open && self.pending() <= OUTPUT_PAUSE_BYTES
+    }
+
+    /// After executing: whether input was left for lack of output room (see `held`).
+    fn note_held(&mut self) {
+        self.held = self.phase == Phase::Open
+            && !self.input.is_empty()
+            && self.pending() > OUTPUT_PAUSE_BYTES;
     }
 
     /// The interest this connection needs; `None` when it is done and must be closed. The one
@@ -178,7 +133,7 @@ impl OpsConn {
     }
 
     /// When a timer must close this connection.
-    fn deadline(&self) -> Option<Instant> {
+    pub(super) fn deadline(&self) -> Option<Instant> {
         match (self.phase, &self.protocol) {
             (Phase::Lingering { until, .. }, _) => Some(until),
             (_, Protocol::Admin(_)) => None,
@@ -190,230 +145,9 @@ impl OpsConn {
     }
 }
 
-/// The operator side's state, owned by the `Server`.
-pub(super) struct Ops {
-    admin: Option<Bound>,
-    metrics: Option<Bound>,
-    conns: Slab<OpsConn>,
-    next_id: u64,
-    /// When the daemon started, for uptime and the start-time metric.
-    started: Instant,
-    started_at: SystemTime,
-    last_warn: Option<Instant>,
-}
-
-impl Ops {
-    pub(super) fn new() -> Ops {
-        Ops {
-            admin: None,
-            metrics: None,
-            conns: Slab::new(),
-            next_id: 1,
-            started: Instant::now(),
-            started_at: SystemTime::now(),
-            last_warn: None,
-        }
-    }
-
-    fn bound(&self, role: Role) -> Option<&Bound> {
-        match role {
-            Role::Admin => self.admin.as_ref(),
-            Role::Metrics => self.metrics.as_ref(),
-        }
-    }
-
-    fn slot(&mut self, role: Role) -> &mut Option<Bound> {
-        match role {
-            Role::Admin => &mut self.admin,
-            Role::Metrics => &mut self.metrics,
-        }
-    }
-
-    /// Rate limit for warnings: true when one may be logged now.
-    fn may_warn(&mut self, now: Instant) -> bool {
-        if self
-            .last_warn
-            .is_some_and(|t| now.saturating_duration_since(t) < WARN_EVERY)
-        {
-            return false;
-        }
-        self.last_warn = Some(now);
-        true
-    }
-}
-
-fn conn_key(token: Token) -> Option<usize> {
-    token.0.checked_sub(CONN_BASE)
-}
-
 impl Server {
-    /// Opens the configured operator listeners at start-up.
-    pub(super) fn open_ops_listeners(&mut self) -> Result<(), StartError> {
-        for role in Role::ALL {
-            if let Some(endpoint) = role.endpoint(&self.config).cloned() {
-                self.bind_ops(role, &endpoint)
-                    .map_err(|source| StartError::Ops {
-                        role: role.name(),
-                        endpoint,
-                        source,
-                    })?;
-            }
-        }
-        Ok(())
-    }
-
-    fn bind_ops(&mut self, role: Role, endpoint: &Endpoint) -> std::io::Result<()> {
-        let mut socket = OpsListener::bind(endpoint)?;
-        self.poll
-            .registry()
-            .register(&mut socket, role.token(), Interest::READABLE)?;
-        let local = socket.local();
-        let kind = match (&socket, role) {
-            (OpsListener::Unix { .. }, _) => " (unix socket, mode 0600)",
-            (_, Role::Metrics) => " (GET /metrics)",
-            _ => "",
-        };
-        info!("{} listener on {local}{kind}", role.name());
-        *self.ops.slot(role) = Some(Bound { socket, local });
-        Ok(())
-    }
-
-    /// Closes an operator listener; a unix socket file is removed with it.
-    fn unbind_ops(&mut self, role: Role) {
-        if let Some(mut bound) = self.ops.slot(role).take() {
-            let _ = self.poll.registry().deregister(&mut bound.socket);
-            info!("{} listener on {} closed", role.name(), bound.local);
-        }
-    }
-
-    /// After a reload: moves a listener whose `listen` changed, and retries one that could not
-    /// be opened by an earlier reload. A listener that cannot be opened is logged and stays
-    /// off; everything else keeps running.
-    pub(super) fn reconcile_ops(&mut self, old: &Config) {
-        for role in Role::ALL {
-            let new = role.endpoint(&self.config).cloned();
-            let open = self.ops.bound(role).is_some();
-            if role.endpoint(old) == new.as_ref() && open == new.is_some() {
-                continue;
-            }
-            self.unbind_ops(role);
-            if let Some(endpoint) = new {
-                if let Err(e) = self.bind_ops(role, &endpoint) {
-                    log::error!(
-                        "reload: cannot open the {} listener on {endpoint}: {e}; it stays off",
-                        role.name()
-                    );
-                }
-            }
-        }
-    }
-
-    /// At shutdown: closes the operator listeners and connections.
-    pub(super) fn close_ops(&mut self) {
-        for role in Role::ALL {
-            self.unbind_ops(role);
-        }
-        let keys: Vec<usize> = self.ops.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.ops_close(key, "shutdown");
-        }
-    }
-
-    /// Readiness (or a revisit) of an operator listener or connection.
-    pub(super) fn ops_event(&mut self, token: Token, now: Instant) {
-        if token == ADMIN_LISTENER {
-            self.ops_accept(Role::Admin, now);
-        } else if token == METRICS_LISTENER {
-            self.ops_accept(Role::Metrics, now);
-        } else if let Some(key) = conn_key(token) {
-            self.ops_service(key, now);
-        }
-    }
-
-    fn ops_accept(&mut self, role: Role, now: Instant) {
-        if self.stopping {
-            return;
-        }
-        for _ in 0..MAX_ACCEPTS_PER_TURN {
-            let Some(bound) = self.ops.bound(role) else {
-                return;
-            };
-            match bound.socket.accept() {
-                Ok((stream, peer)) => self.ops_admit(role, stream, peer, now),
-                Err(e) => match classify(&e) {
-                    IoClass::WouldBlock => return,
-                    IoClass::Retry => continue,
-                    // The peer gave up between SYN and accept.
-                    IoClass::Fatal(errno) if errno == libc::ECONNABORTED => continue,
-                    // Out of descriptors, or worse: the connection waits in the backlog, and
-                    // the next one to arrive brings us back (edge-triggered, so no spinning).
-                    IoClass::Exhausted(_) | IoClass::Fatal(_) => {
-                        if self.ops.may_warn(now) {
-                            warn!("{} listener: accept failed: {e}", role.name());
-                        }
-                        return;
-                    }
-                },
-            }
-        }
-        self.revisit.push(role.token());
-    }
-
-    fn ops_admit(&mut self, role: Role, mut stream: OpsStream, peer: String, now: Instant) {
-        if self.ops.conns.len() >= MAX_OPS_CONNECTIONS {
-            if self.ops.may_warn(now) {
-                warn!(
-                    "{} listener: refusing {peer}: {MAX_OPS_CONNECTIONS} admin and metrics connections are open",
-                    role.name()
-                );
-            }
-            let mut refusal = Vec::new();
-            match role {
-                Role::Admin => resp::write_error(&mut refusal, "ERR max admin connections reached"),
-                Role::Metrics => {
-                    http::write_response(&mut refusal, Status::UNAVAILABLE, &[], b"", false, false)
-                }
-            }
-            // Best effort on a fresh socket: the few bytes fit in its send buffer.
-            let _ = stream.write(&refusal);
-            return;
-        }
-        let id = self.ops.next_id;
-        self.ops.next_id += 1;
-        let entry = self.ops.conns.vacant_entry();
-        let token = Token(CONN_BASE + entry.key());
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut stream, token, Interest::READABLE)
-        {
-            warn!("{} listener: cannot register {peer}: {e}", role.name());
-            return;
-        }
-        let protocol = match role {
-            Role::Admin => {
-                let local = stream.local();
-                Protocol::Admin(AdminClient::new(id, peer.clone(), local, now))
-            }
-            Role::Metrics => Protocol::Metrics,
-        };
-        debug!("{} connection id={id} peer={peer}", role.name());
-        entry.insert(OpsConn {
-            id,
-            stream,
-            peer,
-            protocol,
-            input: Vec::new(),
-            output: Vec::new(),
-            output_pos: 0,
-            phase: Phase::Open,
-            interest: Interest::READABLE,
-            last_rx: now,
-        });
-    }
-
     /// Flush, read, execute, re-arm: the whole turn of one operator connection.
-    fn ops_service(&mut self, key: usize, now: Instant) {
+    pub(super) fn ops_service(&mut self, key: usize, now: Instant) {
         let Some(conn) = self.ops.conns.get_mut(key) else {
             // A stale event for a connection closed earlier this turn.
             return;
@@ -574,6 +308,7 @@ impl Server {
         }
         if let Some(conn) = self.ops.conns.get_mut(key) {
             conn.input.drain(..pos.min(conn.input.len()));
+            conn.note_held();
         }
     }
 
@@ -631,6 +366,7 @@ impl Server {
             }
         }
         conn.input.drain(..pos.min(conn.input.len()));
+        conn.note_held();
     }
 
     /// After the FIN: discards input until the client closes, the cap, or the timer.
@@ -692,6 +428,9 @@ impl Server {
         let Some(conn) = self.ops.conns.get_mut(key) else {
             return;
         };
+        if conn.held && conn.accepts_input() {
+            self.revisit.push(Token(CONN_BASE + key));
+        }
         let Some(wanted) = conn.wanted_interest() else {
             return self.ops_close(key, "done");
         };
@@ -704,42 +443,6 @@ impl Server {
             {
                 self.ops_close(key, &format!("cannot re-register: {e}"));
             }
-        }
-    }
-
-    fn ops_close(&mut self, key: usize, why: &str) {
-        let Some(mut conn) = self.ops.conns.try_remove(key) else {
-            return;
-        };
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        debug!(
-            "{} connection id={} peer={} ended: {why}",
-            conn.role().name(),
-            conn.id,
-            conn.peer
-        );
-    }
-
-    /// The nearest operator timer, for the poll timeout.
-    pub(super) fn ops_deadline(&self) -> Option<Instant> {
-        self.ops
-            .conns
-            .iter()
-            .filter_map(|(_, c)| c.deadline())
-            .min()
-    }
-
-    /// Closes operator connections whose timer ran out.
-    pub(super) fn ops_timers(&mut self, now: Instant) {
-        let due: Vec<usize> = self
-            .ops
-            .conns
-            .iter()
-            .filter(|(_, c)| c.deadline().is_some_and(|d| d <= now))
-            .map(|(k, _)| k)
-            .collect();
-        for key in due {
-            self.ops_close(key, "timed out");
         }
     }
 }
@@ -803,4 +506,66 @@ fn respond(
     };
     http::write_response(out, status, headers, &body, head_only, req.keep_alive);
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(protocol: Protocol, now: Instant) -> (std::net::TcpStream, OpsConn) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, peer) = l.accept().unwrap();
+        let stream = OpsStream::Tcp(mio::net::TcpStream::from_std(s));
+        (c, OpsConn::new(1, stream, peer.to_string(), protocol, now))
+    }
+
+    #[test]
+    fn interest_follows_output_and_phase() {
+        let now = Instant::now();
+        let (_c, mut conn) = conn(Protocol::Metrics, now);
+        assert_eq!(conn.wanted_interest(), Some(Interest::READABLE));
+        conn.output.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        assert_eq!(
+            conn.wanted_interest(),
+            Some(Interest::READABLE | Interest::WRITABLE)
+        );
+        conn.output.resize(OUTPUT_PAUSE_BYTES + 1, b'x');
+        assert_eq!(
+            conn.wanted_interest(),
+            Some(Interest::WRITABLE),
+            "backpressure"
+        );
+        assert!(!conn.accepts_input());
+        conn.phase = Phase::Closing;
+        conn.output.clear();
+        assert_eq!(
+            conn.wanted_interest(),
+            None,
+            "closing with nothing to write: done"
+        );
+        conn.phase = Phase::Lingering {
+            until: now,
+            discarded: 0,
+        };
+        assert_eq!(conn.wanted_interest(), Some(Interest::READABLE));
+    }
+
+    #[test]
+    fn deadlines_per_protocol_and_phase() {
+        let now = Instant::now();
+        let (_c, mut http) = conn(Protocol::Metrics, now);
+        assert_eq!(http.deadline(), Some(now + HTTP_IDLE_TIMEOUT));
+        http.input.extend_from_slice(b"GET /met");
+        assert_eq!(http.deadline(), Some(now + HTTP_HEAD_TIMEOUT));
+        let until = now + LINGER_TIMEOUT;
+        http.phase = Phase::Lingering {
+            until,
+            discarded: 0,
+        };
+        assert_eq!(http.deadline(), Some(until));
+        let client = AdminClient::new(2, "p".into(), "l".into(), now);
+        let (_c2, admin) = conn(Protocol::Admin(client), now);
+        assert_eq!(admin.deadline(), None, "admin connections do not time out");
+    }
 }
