@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::duration::{format_duration, DurationValue, ACCEPTED_FORMS};
 
 mod endpoints;
-pub use endpoints::{Endpoint, OpsListenerConfig};
+pub use endpoints::{
+    Endpoint, OpsListenerConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_ALLOW_REMOTE, DEFAULT_METRICS_LISTEN,
+};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vigild/vigild.toml";
 pub const DEFAULT_LISTEN: SocketAddr =
