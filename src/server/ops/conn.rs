@@ -206,10 +206,16 @@ impl Server {
 
     /// Executes the complete requests in a connection's input.
     fn ops_execute(&mut self, key: usize, now: Instant) {
-        match self.ops.conns.get(key).map(OpsConn::role) {
-            Some(Role::Admin) => self.admin_execute(key, now),
-            Some(Role::Metrics) => self.metrics_execute(key),
-            None => {}
+        let Some(conn) = self.ops.conns.get_mut(key) else {
+            return;
+        };
+        if conn.input.is_empty() {
+            conn.held = false;
+            return;
+        }
+        match conn.role() {
+            Role::Admin => self.admin_execute(key, now),
+            Role::Metrics => self.metrics_execute(key),
         }
     }
 
