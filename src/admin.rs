@@ -263,14 +263,14 @@ struct KillFilter {
 impl KillFilter {
     fn matches(&self, s: &Session, now: Instant) -> bool {
         self.any_type
-            && self.id.map_or(true, |id| s.id == id)
-            && self.addr.map_or(true, |a| a == Some(s.peer))
+            && self.id.is_none_or(|id| s.id == id)
+            && self.addr.is_none_or(|a| a == Some(s.peer))
             && self
                 .laddr
-                .map_or(true, |a| a.is_some() && a == s.stream.local_addr().ok())
+                .is_none_or(|a| a.is_some() && a == s.stream.local_addr().ok())
             && self
                 .max_age_secs
-                .map_or(true, |max| s.age(now).as_secs() >= max)
+                .is_none_or(|max| s.age(now).as_secs() >= max)
     }
 }
 
@@ -287,7 +287,7 @@ fn client_kill(args: Args<'_>, view: &View<'_>, out: &mut Vec<u8>) -> AdminStep 
     };
     if old_style {
         filter.addr = Some(socket_addr(args.get(2)));
-    } else if n < 3 || n % 2 != 0 {
+    } else if n < 3 || !n.is_multiple_of(2) {
         resp::write_error(out, "ERR syntax error");
         return AdminStep::Continue;
     } else {
