@@ -91,6 +91,18 @@ impl Log {
             .collect()
     }
 
+    /// How many lines match `pred` (without copying them).
+    pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.0
+             .0
+            .lock()
+            .unwrap()
+            .lines
+            .iter()
+            .filter(|l| pred(l))
+            .count()
+    }
+
     /// Like [`Log::wait_for`], also returning when the line arrived.
     pub fn wait_for_at(
         &self,

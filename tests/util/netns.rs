@@ -182,3 +182,22 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     }
     Ok(lim.rlim_cur)
 }
+
+/// Puts the calling thread in the `SCHED_RR` real-time class at `priority` (1 = lowest), or
+/// back into the normal class with `None`. Threads and processes it starts afterwards inherit
+/// the policy. The mass-partition case uses it so that its daemon, log reader and control
+/// client are measured, not the machine's other tenants. The kernel's real-time throttling
+/// (95 % of each second) still applies.
+pub fn set_thread_realtime(priority: Option<i32>) -> io::Result<()> {
+    let (policy, sched_priority) = match priority {
+        Some(p) => (libc::SCHED_RR, p),
+        None => (libc::SCHED_OTHER, 0),
+    };
+    let param = libc::sched_param { sched_priority };
+    // SAFETY: `param` is a valid sched_param for the duration of the call; pid 0 is the
+    // calling thread.
+    if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
