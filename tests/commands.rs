@@ -171,10 +171,13 @@ fn client_info_shows_the_keepalive_options_read_back_from_the_kernel() {
             .output()
             .expect("ss (iproute2) is installed by the test script");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.contains(&format!("{} ", d.addr)) && l.contains(&peer))
-        {
+        // Columns: Recv-Q Send-Q Local Peer [timer]; the daemon's side has its listening
+        // address as Local (the client's side shows the same pair the other way round).
+        let daemon_side = |l: &&str| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(2) == Some(&d.addr.to_string().as_str()) && cols.get(3) == Some(&peer.as_str())
+        };
+        if let Some(line) = text.lines().find(daemon_side) {
             if line.contains("timer:(keepalive") {
                 return;
             }

@@ -166,14 +166,16 @@ pub fn expect_reap(d: &Daemon, key: &str, reason: &str, since: Instant, bound: B
         Some(reason),
         "wrong reason: {line}"
     );
+    let silent_ms = f
+        .get("silent_ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no silent_ms in {line}"));
     let reap = Reap {
         test_ms: at.saturating_duration_since(since).as_millis() as u64,
-        silent_ms: 0,
+        silent_ms,
         fields: f,
         line,
     };
-    let silent_ms = reap.num("silent_ms");
-    let reap = Reap { silent_ms, ..reap };
     bound.check(
         "detection time by the test's clock",
         reap.test_ms,

@@ -7,7 +7,8 @@
 //!
 //! A test binary of its own with `harness = false` (libtest would share threads between
 //! tests and cannot print the matrix). `cargo test --test faults [FILTER...]` runs it; names
-//! containing a FILTER run, all when none is given; `--list` lists the cases.
+//! containing a FILTER run, all when none is given; `--list`, `--exact` and `--skip` work as
+//! in libtest.
 //!
 //! Needs root (or CAP_SYS_ADMIN + CAP_NET_ADMIN) and `nft`. Without them every case is
 //! skipped with a loud message, unless `VIGILD_REQUIRE_ROOT_TESTS=1`, which makes the skip a
@@ -202,28 +203,70 @@ fn print_matrix(results: &[(&'static Case, Outcome)]) {
     println!();
 }
 
+/// What to run, from libtest-style arguments: names containing any FILTER (all when none),
+/// `--exact`, `--skip NAME`, `--list`; `--ignored` selects nothing (no case is ignored);
+/// other flags (`--nocapture`, `--test-threads N`, ...) are accepted and ignored.
+struct Selection {
+    list: bool,
+    cases: Vec<&'static Case>,
+}
+
+fn select(args: &[String]) -> Selection {
+    const TAKES_VALUE: &[&str] = &[
+        "--test-threads",
+        "--skip",
+        "--format",
+        "--color",
+        "--logfile",
+        "--shuffle-seed",
+        "-Z",
+    ];
+    let (mut filters, mut skips) = (Vec::new(), Vec::new());
+    let (mut exact, mut only_ignored, mut list) = (false, false, false);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--skip" => skips.extend(it.next().cloned()),
+            "--exact" => exact = true,
+            "--ignored" => only_ignored = true,
+            "--list" => list = true,
+            flag if TAKES_VALUE.contains(&flag) => {
+                it.next();
+            }
+            flag if flag.starts_with('-') => {}
+            filter => filters.push(filter.to_string()),
+        }
+    }
+    let matches = |name: &str, pattern: &str| {
+        if exact {
+            name == pattern
+        } else {
+            name.contains(pattern)
+        }
+    };
+    let cases = CASES
+        .iter()
+        .filter(|_| !only_ignored)
+        .filter(|c| filters.is_empty() || filters.iter().any(|f| matches(c.name, f)))
+        .filter(|c| !skips.iter().any(|s| matches(c.name, s)))
+        .collect();
+    Selection { list, cases }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        // Nothing here is #[ignore]d.
-        if !args.iter().any(|a| a == "--ignored") {
-            for case in CASES {
-                println!("{}: test", case.name);
-            }
+    let Selection {
+        list,
+        cases: selected,
+    } = select(&args);
+    if list {
+        for case in &selected {
+            println!("{}: test", case.name);
         }
         return ExitCode::SUCCESS;
     }
-    let filters: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with('-'))
-        .map(String::as_str)
-        .collect();
-    let selected: Vec<&'static Case> = CASES
-        .iter()
-        .filter(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f)))
-        .collect();
     if selected.is_empty() {
-        println!("faults: 0 cases match {filters:?}");
+        println!("faults: no case matches {args:?}");
         return ExitCode::SUCCESS;
     }
     if let Err(why) = netns::probe() {
