@@ -163,6 +163,17 @@ pub fn classify(err: &io::Error) -> IoClass {
 ///
 /// `info` is the `TCP_INFO` snapshot taken before close; `output_pending` says whether replies
 /// were still queued in user space (the kernel's send buffer was full).
+///
+/// An `ETIMEDOUT` comes from one of three timers, told apart by what survives in `TCP_INFO`
+/// after the kernel gave up (measured on Linux 6.18; `tcpi_unacked` and `tcpi_backoff` already
+/// read 0 then):
+/// - retransmission (data unacknowledged): `tcpi_retransmits > 0`;
+/// - zero-window probing (the peer stopped reading, replies waited for its window):
+///   `tcpi_retransmits == 0` and output was waiting, in user space or as `tcpi_notsent_bytes`
+///   in the kernel. The peer may well be alive (it answered the probes with a zero window);
+///   `TCP_USER_TIMEOUT` ended it. Keepalive never runs while output is queued, so this cannot
+///   be a keepalive death;
+/// - keepalive (idle, probes unanswered): nothing retransmitted and nothing waiting.
 pub fn reason_for_errno(errno: i32, info: Option<&TcpInfo>, output_pending: bool) -> ReapReason {
     match errno {
         libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED => ReapReason::Reset,
@@ -171,11 +182,10 @@ pub fn reason_for_errno(errno: i32, info: Option<&TcpInfo>, output_pending: bool
         }
         libc::ETIMEDOUT => {
             let retransmitted = info.is_some_and(|i| i.retransmits > 0 || i.unacked > 0);
+            let waiting = output_pending || info.is_some_and(|i| i.notsent_bytes > 0);
             if retransmitted {
                 ReapReason::RetransmitTimeout
-            } else if output_pending {
-                // Nothing was in flight, yet replies waited: the peer's window stayed shut
-                // (zero-window probes answered, or not) until the user timeout fired.
+            } else if waiting {
                 ReapReason::Stalled
             } else {
                 ReapReason::KeepaliveTimeout
@@ -266,6 +276,35 @@ mod tests {
         );
         assert_eq!(
             reason_for_errno(libc::ETIMEDOUT, None, false),
+            ReapReason::KeepaliveTimeout
+        );
+    }
+
+    #[test]
+    fn zero_window_death_with_everything_in_the_kernel_is_stalled() {
+        // What TCP_INFO read after a peer that never reads was timed out with the replies
+        // all in the kernel's send queue (Linux 6.18): no retransmits, no probes counted,
+        // the window shut and the unsent bytes still reported.
+        let zero_window = TcpInfo {
+            state: 7,
+            total_retrans: 1,
+            notsent_bytes: 2_872_000,
+            snd_wnd: Some(0),
+            ..TcpInfo::default()
+        };
+        assert_eq!(
+            reason_for_errno(libc::ETIMEDOUT, Some(&zero_window), false),
+            ReapReason::Stalled
+        );
+        // A keepalive death on the same kernel: probes counted, nothing waiting.
+        let keepalive = TcpInfo {
+            state: 7,
+            probes: 3,
+            snd_wnd: Some(65_536),
+            ..TcpInfo::default()
+        };
+        assert_eq!(
+            reason_for_errno(libc::ETIMEDOUT, Some(&keepalive), false),
             ReapReason::KeepaliveTimeout
         );
     }

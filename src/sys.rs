@@ -1,7 +1,8 @@
 //! The only module with `unsafe`: the few system calls no safe crate covers here.
 //!
 //! - `getsockopt(TCP_INFO)`: the kernel's view of a connection, snapshotted just before a reaped
-//!   socket is closed. It is what tells a keepalive death from a retransmission death.
+//!   socket is closed. It is what tells a keepalive death from a retransmission death, and
+//!   both from a peer that stopped reading (zero window).
 //! - `getrlimit`/`setrlimit(RLIMIT_NOFILE)`: raise the soft descriptor limit to the hard one.
 //! - `umask`: create the admin unix socket with mode 0600 from its first moment.
 //! - `clock_gettime(CLOCK_MONOTONIC)`: the raw clock value systemd wants in `MONOTONIC_USEC=`
@@ -14,8 +15,9 @@ use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// The leading part of Linux's `struct tcp_info` (stable since 2.6; the kernel copies at most
-/// the length we pass, so a shorter struct is always safe to ask for).
+/// The leading part of Linux's `struct tcp_info`, up to `tcpi_snd_wnd` (Linux 5.8). The kernel
+/// copies at most the length we pass and reports how much it wrote, so fields an older kernel
+/// does not know stay zero and are recognised by that length.
 #[repr(C)]
 #[derive(Default)]
 struct RawTcpInfo {
@@ -51,7 +53,32 @@ struct RawTcpInfo {
     rcv_rtt: u32,
     rcv_space: u32,
     total_retrans: u32,
+    pacing_rate: u64,
+    max_pacing_rate: u64,
+    bytes_acked: u64,
+    bytes_received: u64,
+    segs_out: u32,
+    segs_in: u32,
+    notsent_bytes: u32,
+    min_rtt: u32,
+    data_segs_in: u32,
+    data_segs_out: u32,
+    delivery_rate: u64,
+    busy_time: u64,
+    rwnd_limited: u64,
+    sndbuf_limited: u64,
+    delivered: u32,
+    delivered_ce: u32,
+    bytes_sent: u64,
+    bytes_retrans: u64,
+    dsack_dups: u32,
+    reord_seen: u32,
+    rcv_ooopack: u32,
+    snd_wnd: u32,
 }
+
+// The kernel's UAPI layout (include/uapi/linux/tcp.h): `tcpi_snd_wnd` sits at byte 228.
+const _: () = assert!(mem::offset_of!(RawTcpInfo, snd_wnd) == 228);
 
 /// What vigild keeps of `TCP_INFO`: the fields that explain how a session died or why it is
 /// suspect. Times are the kernel's (microseconds for RTT and RTO, milliseconds for `last_*`).
@@ -75,6 +102,13 @@ pub struct TcpInfo {
     /// Milliseconds since the last ACK was received.
     pub last_ack_recv_ms: u32,
     pub total_retrans: u32,
+    /// Bytes queued in the kernel and never sent. Survives the purge when the kernel gives up
+    /// (measured on 6.18), so after a death with nothing retransmitted, `> 0` means the data
+    /// waited for the peer's window: the peer had stopped reading. 0 before Linux 4.6.
+    pub notsent_bytes: u32,
+    /// The peer's last advertised receive window (0 = it stopped reading); `None` before
+    /// Linux 5.8.
+    pub snd_wnd: Option<u32>,
 }
 
 /// Reads `TCP_INFO` from a TCP socket.
@@ -95,6 +129,8 @@ pub fn tcp_info(socket: &impl AsRawFd) -> io::Result<TcpInfo> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
+    let written = len as usize;
+    let knows = |end: usize| written >= end;
     Ok(TcpInfo {
         state: raw.state,
         retransmits: raw.retransmits,
@@ -107,6 +143,9 @@ pub fn tcp_info(socket: &impl AsRawFd) -> io::Result<TcpInfo> {
         last_data_recv_ms: raw.last_data_recv,
         last_ack_recv_ms: raw.last_ack_recv,
         total_retrans: raw.total_retrans,
+        notsent_bytes: raw.notsent_bytes,
+        snd_wnd: knows(mem::offset_of!(RawTcpInfo, snd_wnd) + mem::size_of::<u32>())
+            .then_some(raw.snd_wnd),
     })
 }
 
@@ -215,6 +254,11 @@ mod tests {
         assert_eq!(info.state, 1, "a connected socket is ESTABLISHED");
         assert_eq!(info.probes, 0);
         assert_eq!(info.unacked, 0);
+        assert_eq!(info.notsent_bytes, 0);
+        assert!(
+            info.snd_wnd.is_some_and(|w| w > 0),
+            "an open window on Linux >= 5.8: {info:?}"
+        );
     }
 
     #[test]

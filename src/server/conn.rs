@@ -116,6 +116,17 @@ impl Server {
         self.settle(token, now);
     }
 
+    /// Services up to `max` sessions whose socket reported an error; the read or write fails
+    /// and reaps them. The rest wait for the next turn (the poll timeout is zero meanwhile).
+    pub(super) fn service_failed(&mut self, max: usize, now: Instant) {
+        for _ in 0..max {
+            let Some(token) = self.failed.pop_front() else {
+                return;
+            };
+            self.service(token, now);
+        }
+    }
+
     /// Reads until `WouldBlock` (or the cap), answering requests as they complete.
     fn read_input(&mut self, token: Token, now: Instant) -> Input {
         let max_request = self.config.session.max_request_bytes;
@@ -210,9 +221,12 @@ impl Server {
             return Ok(());
         }
         let queued = std::mem::take(&mut session.output);
-        let written = write_some(session, &queued[session.output_pos..])?;
+        let result = write_some(session, &queued[session.output_pos..]);
+        // Put the queue back before looking at the result: on a failed write the reaper still
+        // reads `pending_output()` (it is what tells a stalled peer from a dead one), and
+        // `output_pos` indexes into this queue.
         session.output = queued;
-        session.output_pos += written;
+        session.output_pos += result?;
         if session.output_pos == session.output.len() {
             session.output = Vec::new();
             session.output_pos = 0;
@@ -276,7 +290,8 @@ impl Server {
             reason.log_level(),
             "reap id={} peer={} name={} reason={} errno={} lifetime_ms={} silent_ms={} \
              tcpi_state={} tcpi_probes={} tcpi_retransmits={} tcpi_backoff={} tcpi_unacked={} \
-             tcpi_rtt_us={} tcpi_total_retrans={} tcpi_last_data_recv_ms={}",
+             tcpi_rtt_us={} tcpi_total_retrans={} tcpi_last_data_recv_ms={} \
+             tcpi_last_ack_recv_ms={} tcpi_notsent_bytes={} tcpi_snd_wnd={}",
             session.id,
             session.peer,
             session.name.as_deref().unwrap_or("-"),
@@ -292,6 +307,9 @@ impl Server {
             i.rtt_us,
             i.total_retrans,
             i.last_data_recv_ms,
+            i.last_ack_recv_ms,
+            i.notsent_bytes,
+            i.snd_wnd.map_or_else(|| "-".to_string(), |w| w.to_string()),
         );
         drop(session);
         // A descriptor came free: connections refused for lack of them can be taken now.

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod netns;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -53,6 +55,8 @@ impl Drop for TempDir {
 #[derive(Default)]
 struct LogState {
     lines: Vec<String>,
+    /// When each line arrived, by the test's clock (for detection times).
+    at: Vec<Instant>,
     closed: bool,
 }
 
@@ -62,7 +66,9 @@ pub struct Log(Arc<(Mutex<LogState>, Condvar)>);
 impl Log {
     fn push(&self, line: String) {
         let (m, c) = &*self.0;
-        m.lock().unwrap().lines.push(line);
+        let mut st = m.lock().unwrap();
+        st.lines.push(line);
+        st.at.push(Instant::now());
         c.notify_all();
     }
 
@@ -74,6 +80,38 @@ impl Log {
 
     pub fn lines(&self) -> Vec<String> {
         self.0 .0.lock().unwrap().lines.clone()
+    }
+
+    /// The lines with their arrival times.
+    pub fn lines_at(&self) -> Vec<(String, Instant)> {
+        let st = self.0 .0.lock().unwrap();
+        st.lines
+            .iter()
+            .cloned()
+            .zip(st.at.iter().copied())
+            .collect()
+    }
+
+    /// How many lines match `pred` (without copying them).
+    pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.0
+             .0
+            .lock()
+            .unwrap()
+            .lines
+            .iter()
+            .filter(|l| pred(l))
+            .count()
+    }
+
+    /// Like [`Log::wait_for`], also returning when the line arrived.
+    pub fn wait_for_at(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<(String, Instant)> {
+        self.wait_for(timeout, &pred)?;
+        self.lines_at().into_iter().find(|(l, _)| pred(l))
     }
 
     pub fn text(&self) -> String {
