@@ -1,7 +1,11 @@
 //! The admin listener's commands: the client protocol's connection commands, plus those that
 //! see or change other sessions, in Redis's formats so `redis-cli` and Redis tooling work:
 //!
-//! - `CLIENT LIST [TYPE normal] [ID id ...]`: one [`client_info::describe`] line per session.
+//! - `CLIENT LIST [TYPE normal] [ID id ...]`: one [`client_info::describe`] line per session,
+//!   each ending with `presence-seq=N`, the sequence number of the last presence event the list
+//!   reflects (the resync recipe of docs/presence.md).
+//! - `CLIENT LOOKUP name`: the `CLIENT LIST` line(s) of the session(s) holding `name`, or nil.
+//! - `SUBSCRIBE presence` and the rest of pub/sub (src/pubsub.rs).
 //! - `CLIENT KILL ID n | ADDR ip:port | LADDR ip:port | MAXAGE s | SKIPME yes/no ...` (filters
 //!   combine; the reply is the number killed) and the old `CLIENT KILL ip:port` (`+OK`, or
 //!   `-ERR No such client`). Killed sessions are reaped with reason `killed`.
@@ -23,6 +27,7 @@ use crate::command::{self, Args};
 use crate::config::Config;
 use crate::glob;
 use crate::info;
+use crate::pubsub::{self, Subscriptions};
 use crate::resp;
 use crate::session::{LibInfo, Session, SessionTable};
 use crate::stats::Stats;
@@ -38,6 +43,8 @@ pub struct AdminClient {
     pub connected_at: Instant,
     pub last_command: Instant,
     pub commands: u64,
+    /// Pub/sub channels and patterns (presence events).
+    pub subscriptions: Subscriptions,
 }
 
 impl AdminClient {
@@ -51,6 +58,7 @@ impl AdminClient {
             connected_at: now,
             last_command: now,
             commands: 0,
+            subscriptions: Subscriptions::default(),
         }
     }
 }
@@ -94,6 +102,10 @@ pub fn execute(
     }
     client.commands += 1;
     client.last_command = view.now;
+    // First: a subscribed connection may run only a few commands, PING included.
+    if pubsub::execute(args, &mut client.subscriptions, out) == pubsub::Outcome::Done {
+        return AdminStep::Continue;
+    }
     if command::common(args, out) {
         return AdminStep::Continue;
     }
@@ -128,6 +140,8 @@ fn client_command(
         client_list(args, view, out);
     } else if args.is(1, "KILL") {
         return client_kill(args, view, out);
+    } else if args.is(1, "LOOKUP") && n == 3 {
+        client_lookup(args.get(2), view, out);
     } else if args.is(1, "ID") && n == 2 {
         resp::write_integer(out, i64::try_from(client.id).unwrap_or(i64::MAX));
     } else if args.is(1, "SETNAME") && n == 3 {
@@ -160,14 +174,22 @@ fn admin_line(client: &AdminClient, now: Instant) -> String {
         .map(|l| (&*l.name, &*l.version))
         .unwrap_or(("", ""));
     format!(
-        "id={} addr={} laddr={} name={} age={} idle={} flags=N db=0 tot-cmds={} lib-name={} \
-         lib-ver={} listener=admin\n",
+        "id={} addr={} laddr={} name={} age={} idle={} flags={} db=0 sub={} psub={} tot-cmds={} \
+         lib-name={} lib-ver={} listener=admin\n",
         client.id,
         client.peer,
         client.local,
         client.name.as_deref().unwrap_or(""),
         now.saturating_duration_since(client.connected_at).as_secs(),
         now.saturating_duration_since(client.last_command).as_secs(),
+        // Redis's flag for a connection in subscribed mode.
+        if client.subscriptions.active() {
+            "P"
+        } else {
+            "N"
+        },
+        client.subscriptions.channels(),
+        client.subscriptions.patterns(),
         client.commands,
         lib_name,
         lib_ver,
@@ -242,9 +264,32 @@ fn client_list(args: Args<'_>, view: &View<'_>, out: &mut Vec<u8>) {
             if ids.as_ref().is_some_and(|ids| !ids.contains(&session.id)) {
                 continue;
             }
-            client_info::describe(session, view.now, &mut text);
-            text.push('\n');
+            list_line(session, view, &mut text);
         }
+    }
+    resp::write_bulk(out, text.as_bytes());
+}
+
+/// One `CLIENT LIST` line: the session's description and the presence sequence number it
+/// reflects (the same on every line: the loop changes nothing while it lists).
+fn list_line(session: &Session, view: &View<'_>, text: &mut String) {
+    client_info::describe(session, view.now, text);
+    text.push_str(" presence-seq=");
+    text.push_str(&view.stats.presence.seq.to_string());
+    text.push('\n');
+}
+
+/// `CLIENT LOOKUP name`: the `CLIENT LIST` line of the session holding `name` (of each holder,
+/// oldest first, when names are not unique), or nil.
+fn client_lookup(name: &[u8], view: &View<'_>, out: &mut Vec<u8>) {
+    let holders = view.sessions.holders(name);
+    if holders.is_empty() {
+        resp::write_null(out);
+        return;
+    }
+    let mut text = String::new();
+    for session in holders.iter().filter_map(|t| view.sessions.get(*t)) {
+        list_line(session, view, &mut text);
     }
     resp::write_bulk(out, text.as_bytes());
 }

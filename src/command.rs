@@ -15,11 +15,23 @@ use crate::resp;
 use crate::session::{LibInfo, Session};
 
 /// What the event loop does after a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Continue,
     /// Deliver what is queued, then reap with this reason.
     Close(ReapReason),
+    /// `CLIENT SETNAME` (already answered): the loop gives the session this name (`None`
+    /// clears it) through the session table, which keeps the name index, publishes the
+    /// `named` event and, with `session.unique_names`, reaps the name's older holder first.
+    /// Requests after it wait until that is done.
+    Rename(Option<Box<str>>),
+}
+
+impl Step {
+    /// Whether the session goes on reading (its unparsed input is kept).
+    pub fn keeps_input(&self) -> bool {
+        !matches!(self, Step::Close(_))
+    }
 }
 
 /// The arguments of one request: ranges into the read buffer.
@@ -107,7 +119,7 @@ pub fn execute(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Ve
         resp::write_simple(out, "OK");
         return Step::Close(ReapReason::Quit);
     } else if args.is(0, "CLIENT") {
-        client(args, session, now, out);
+        return client(args, session, now, out);
     } else if args.is(0, "HELLO") {
         hello(args, session.id, out);
     } else if args.is(0, "INFO") || args.is(0, "CONFIG") {
@@ -122,10 +134,14 @@ pub fn execute(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Ve
     Step::Continue
 }
 
-fn client(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>) {
+fn client(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>) -> Step {
     let n = args.len();
     if args.is(1, "SETNAME") && n == 3 {
-        set_name(&mut session.name, args.get(2), out);
+        if let Some(name) = parse_name(args.get(2), out) {
+            if session.name != name {
+                return Step::Rename(name);
+            }
+        }
     } else if args.is(1, "GETNAME") && n == 2 {
         match &session.name {
             Some(name) => resp::write_bulk(out, name.as_bytes()),
@@ -140,10 +156,10 @@ fn client(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>
         resp::write_bulk(out, line.as_bytes());
     } else if args.is(1, "SETINFO") && n == 4 {
         set_lib_info(&mut session.lib, args, out);
-    } else if args.is(1, "LIST") || args.is(1, "KILL") {
+    } else if args.is(1, "LIST") || args.is(1, "KILL") || args.is(1, "LOOKUP") {
         resp::write_error(
             out,
-            "ERR CLIENT LIST and CLIENT KILL are only available on the admin listener",
+            "ERR CLIENT LIST, KILL and LOOKUP are only available on the admin listener",
         );
     } else {
         let sub = printable(args.get(1));
@@ -152,23 +168,33 @@ fn client(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>
             &format!("ERR unknown subcommand or wrong number of arguments for 'CLIENT {sub}'"),
         );
     }
+    Step::Continue
 }
 
-/// `CLIENT SETNAME name`: an empty name clears it.
-pub(crate) fn set_name(slot: &mut Option<Box<str>>, name: &[u8], out: &mut Vec<u8>) {
+/// `CLIENT SETNAME name`: answers it and returns the new name (`None` clears it), or writes
+/// the error and returns `None` for a name Redis would refuse.
+#[allow(clippy::option_option)] // "no change" and "clear the name" are different answers
+pub(crate) fn parse_name(name: &[u8], out: &mut Vec<u8>) -> Option<Option<Box<str>>> {
     if !valid_token(name) {
         resp::write_error(
             out,
             "ERR Client names cannot contain spaces, newlines or special characters.",
         );
-        return;
+        return None;
     }
-    *slot = if name.is_empty() {
+    resp::write_simple(out, "OK");
+    Some(if name.is_empty() {
         None
     } else {
         Some(String::from_utf8_lossy(name).into())
-    };
-    resp::write_simple(out, "OK");
+    })
+}
+
+/// `CLIENT SETNAME name` for a connection that keeps its own name (the admin listener's).
+pub(crate) fn set_name(slot: &mut Option<Box<str>>, name: &[u8], out: &mut Vec<u8>) {
+    if let Some(name) = parse_name(name, out) {
+        *slot = name;
+    }
 }
 
 /// `CLIENT SETINFO LIB-NAME|LIB-VER value` (args 2 and 3).
@@ -310,16 +336,28 @@ mod tests {
     fn client_names() {
         let (_c, mut s) = session();
         assert_eq!(run(&mut s, &[b"CLIENT", b"GETNAME"]).1, "$-1\r\n");
-        assert_eq!(run(&mut s, &[b"client", b"setname", b"dev-1"]).1, "+OK\r\n");
+        // The loop applies the name (through the session table); the reply is already out.
+        assert_eq!(
+            run(&mut s, &[b"client", b"setname", b"dev-1"]),
+            (Step::Rename(Some("dev-1".into())), "+OK\r\n".into())
+        );
+        s.name = Some("dev-1".into());
         assert_eq!(run(&mut s, &[b"CLIENT", b"GETNAME"]).1, "$5\r\ndev-1\r\n");
+        assert_eq!(
+            run(&mut s, &[b"CLIENT", b"SETNAME", b"dev-1"]),
+            (Step::Continue, "+OK\r\n".into()),
+            "the same name again changes nothing"
+        );
         assert!(run(&mut s, &[b"CLIENT", b"SETNAME", b"a b"])
             .1
             .starts_with("-ERR Client names"));
         assert!(run(&mut s, &[b"CLIENT", b"SETNAME", b"\xff"])
             .1
             .starts_with("-ERR"));
-        assert_eq!(run(&mut s, &[b"CLIENT", b"SETNAME", b""]).1, "+OK\r\n");
-        assert_eq!(s.name, None);
+        assert_eq!(
+            run(&mut s, &[b"CLIENT", b"SETNAME", b""]),
+            (Step::Rename(None), "+OK\r\n".into())
+        );
         assert_eq!(run(&mut s, &[b"CLIENT", b"ID"]).1, ":7\r\n");
     }
 

@@ -47,6 +47,7 @@ pub const DEFAULT_USER_TIMEOUT: UserTimeout = UserTimeout::Auto;
 pub const DEFAULT_SESSION_IDLE_TIMEOUT: Option<Duration> = None;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_UNIQUE_NAMES: bool = false;
 pub const DEFAULT_STATS_INTERVAL: Option<Duration> = Some(Duration::from_secs(60));
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 
@@ -120,6 +121,8 @@ pub struct SessionConfig {
     pub idle_timeout: Option<Duration>,
     pub max_request_bytes: usize,
     pub max_output_bytes: usize,
+    /// `CLIENT SETNAME x` reaps the older session holding `x` (reason `replaced`).
+    pub unique_names: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +165,7 @@ impl Default for SessionConfig {
             idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            unique_names: DEFAULT_UNIQUE_NAMES,
         }
     }
 }
@@ -632,6 +636,7 @@ impl SessionConfig {
                 1024..=1024 * MIB,
                 "1 KiB to 1 GiB",
             )?,
+            unique_names: raw.unique_names.unwrap_or(DEFAULT_UNIQUE_NAMES),
         })
     }
 }
@@ -718,6 +723,7 @@ struct RawSession {
     idle_timeout: Option<DurationValue>,
     max_request_bytes: Option<RawInt>,
     max_output_bytes: Option<RawInt>,
+    unique_names: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -801,6 +807,7 @@ impl From<&Config> for RawConfig {
                 idle_timeout: timer(config.session.idle_timeout),
                 max_request_bytes: int(config.session.max_request_bytes),
                 max_output_bytes: int(config.session.max_output_bytes),
+                unique_names: Some(config.session.unique_names),
             },
             stats: RawStats {
                 interval: timer(config.stats.interval),
@@ -1009,6 +1016,7 @@ mod tests {
             "idle_timeout = \"0s\"",
             "max_request_bytes",
             "max_output_bytes",
+            "unique_names = false",
             "[stats]",
             "[log]",
             "level = \"info\"",
@@ -1035,12 +1043,14 @@ mod tests {
             idle_timeout = "1h"
             max_request_bytes = 1024
             max_output_bytes = 4096
+            unique_names = true
             [stats]
             interval = "0s"
             [log]
             level = "DEBUG"
         "#;
         let c = config(text);
+        assert!(c.session.unique_names);
         assert_eq!(
             c.keepalive.user_timeout,
             UserTimeout::Fixed(Duration::from_millis(120_500))

@@ -16,7 +16,14 @@ use crate::reap::ReapReason;
 use crate::stats::RejectCause;
 
 /// The sections, in order. `INFO`, `INFO all`, `INFO default` and `INFO everything` give all.
-pub const SECTIONS: [&str; 5] = ["server", "clients", "stats", "keepalive", "reaper"];
+pub const SECTIONS: [&str; 6] = [
+    "server",
+    "clients",
+    "stats",
+    "keepalive",
+    "reaper",
+    "presence",
+];
 
 /// Renders the sections named in `wanted` (case-insensitive; all of them when empty). An
 /// unknown name selects nothing, as in Redis.
@@ -48,7 +55,8 @@ pub fn render(view: &View<'_>, wanted: &[&[u8]], out: &mut String) {
             "clients" => clients(view, out),
             "stats" => stats(view, out),
             "keepalive" => keepalive(view, out),
-            _ => reaper(view, out),
+            "reaper" => reaper(view, out),
+            _ => presence(view, out),
         }
     }
 }
@@ -155,6 +163,23 @@ fn reaper(v: &View<'_>, out: &mut String) {
     for reason in ReapReason::ALL {
         distribution(out, "lifetime", reason, &v.stats.reason(reason).lifetime);
     }
+}
+
+/// Presence events (docs/presence.md): the last sequence number (= events published), the
+/// subscribers, those dropped as slow consumers, and the name index.
+fn presence(v: &View<'_>, out: &mut String) {
+    let p = &v.stats.presence;
+    line(out, "presence_seq", p.seq);
+    line(out, "presence_events_published", p.seq);
+    line(out, "presence_messages_delivered", p.delivered);
+    line(out, "presence_subscribers", p.subscribers);
+    line(out, "presence_subscribers_dropped", p.dropped);
+    line(
+        out,
+        "presence_unique_names",
+        u8::from(v.config.session.unique_names),
+    );
+    line(out, "presence_names_held", v.sessions.names());
 }
 
 /// `latency_keepalive-timeout:count=2,min_ms=5012,p50_ms=5030,p99_ms=5101,max_ms=5101,mean_ms=5056`

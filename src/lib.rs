@@ -20,6 +20,8 @@ mod logging;
 mod metrics;
 mod notify;
 mod ops_listener;
+mod presence;
+mod pubsub;
 pub mod reap;
 pub mod resp;
 mod server;

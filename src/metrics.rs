@@ -30,6 +30,10 @@ pub mod names {
     pub const LAST_RELOAD_SUCCESS: &str = "vigild_last_reload_success";
     pub const BUILD_INFO: &str = "vigild_build_info";
     pub const START_TIME: &str = "vigild_start_time_seconds";
+    pub const PRESENCE_EVENTS: &str = "vigild_presence_events_total";
+    pub const PRESENCE_MESSAGES: &str = "vigild_presence_messages_total";
+    pub const PRESENCE_SUBSCRIBERS: &str = "vigild_presence_subscribers";
+    pub const PRESENCE_DROPPED: &str = "vigild_presence_subscribers_dropped_total";
 }
 
 /// The `Content-Type` of a scrape: the text format, version 0.0.4.
@@ -170,6 +174,7 @@ pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
         names::LAST_RELOAD_SUCCESS,
         u8::from(stats.last_reload_ok())
     );
+    presence(stats, out);
     family(
         out,
         names::BUILD_INFO,
@@ -195,6 +200,41 @@ pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
         u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
     );
     out.push('\n');
+}
+
+/// The presence counters (docs/presence.md).
+fn presence(stats: &Stats, out: &mut String) {
+    let p = &stats.presence;
+    let series: [(&str, &str, &str, u64); 4] = [
+        (
+            names::PRESENCE_EVENTS,
+            "counter",
+            "Presence events published (joined, named, left); equals the last sequence number.",
+            p.seq,
+        ),
+        (
+            names::PRESENCE_MESSAGES,
+            "counter",
+            "Presence messages queued to subscribers (one per event per subscriber).",
+            p.delivered,
+        ),
+        (
+            names::PRESENCE_SUBSCRIBERS,
+            "gauge",
+            "Admin connections subscribed to presence events now.",
+            p.subscribers,
+        ),
+        (
+            names::PRESENCE_DROPPED,
+            "counter",
+            "Presence subscribers disconnected as slow consumers (pending output above session.max_output_bytes).",
+            p.dropped,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -284,6 +324,14 @@ mod tests {
             )));
         }
         assert!(out.contains("vigild_last_reload_success 1\n"));
+        for zero in [
+            "vigild_presence_events_total 0\n",
+            "vigild_presence_messages_total 0\n",
+            "vigild_presence_subscribers 0\n",
+            "vigild_presence_subscribers_dropped_total 0\n",
+        ] {
+            assert!(out.contains(zero), "{zero}");
+        }
         assert!(out.contains("vigild_build_info{version=\""));
         assert!(out.ends_with('\n'));
     }

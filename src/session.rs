@@ -3,6 +3,11 @@
 //! A session holds no heap buffers while it is idle: requests are read into a buffer the event
 //! loop owns, and a session keeps only the unfinished tail of a request (`partial`) and output
 //! the kernel did not take yet (`output`). Both are empty `Vec`s (no allocation) when idle.
+//!
+//! The table also keeps the name index (name → the sessions holding it, oldest first) for
+//! `CLIENT LOOKUP` and `session.unique_names`. It is maintained in exactly two places:
+//! [`SessionTable::rename`], the only writer of `Session::name` once a session is in the table,
+//! and [`SessionTable::remove`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +34,7 @@ pub struct Session {
     pub id: u64,
     pub stream: TcpStream,
     pub peer: SocketAddr,
+    /// Set through [`SessionTable::rename`] only, which keeps the name index.
     pub name: Option<Box<str>>,
     pub lib: Option<Box<LibInfo>>,
     pub connected_at: Instant,
@@ -96,11 +102,15 @@ impl Session {
     }
 }
 
-/// The live sessions, plus the per-address counts `max_connections_per_ip` needs.
+/// The live sessions, plus the per-address counts `max_connections_per_ip` needs and the name
+/// index.
 #[derive(Debug, Default)]
 pub struct SessionTable {
     slab: Slab<Session>,
     per_ip: HashMap<IpAddr, u32>,
+    /// Name → the sessions holding it, in the order they took it (one, when names are
+    /// unique).
+    names: HashMap<Box<str>, Vec<Token>>,
     next_id: u64,
 }
 
@@ -109,8 +119,40 @@ impl SessionTable {
         SessionTable {
             slab: Slab::with_capacity(n),
             per_ip: HashMap::new(),
+            names: HashMap::new(),
             next_id: 1,
         }
+    }
+
+    /// Gives the session `name` (`None` clears it). Returns its previous name, or `Err` when
+    /// there is no such session.
+    pub fn rename(
+        &mut self,
+        token: Token,
+        name: Option<Box<str>>,
+    ) -> Result<Option<Box<str>>, NoSuchSession> {
+        let key = token.0.checked_sub(SESSION_BASE).ok_or(NoSuchSession)?;
+        let session = self.slab.get_mut(key).ok_or(NoSuchSession)?;
+        if let Some(old) = &session.name {
+            unindex(&mut self.names, old, token);
+        }
+        if let Some(new) = &name {
+            self.names.entry(new.clone()).or_default().push(token);
+        }
+        Ok(std::mem::replace(&mut session.name, name))
+    }
+
+    /// The sessions holding `name`, oldest holder first.
+    pub fn holders(&self, name: &[u8]) -> &[Token] {
+        std::str::from_utf8(name)
+            .ok()
+            .and_then(|n| self.names.get(n))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Distinct names held now.
+    pub fn names(&self) -> usize {
+        self.names.len()
     }
 
     pub fn len(&self) -> usize {
@@ -147,6 +189,9 @@ impl SessionTable {
     pub fn remove(&mut self, token: Token) -> Option<Session> {
         let key = token.0.checked_sub(SESSION_BASE)?;
         let session = self.slab.try_remove(key)?;
+        if let Some(name) = &session.name {
+            unindex(&mut self.names, name, token);
+        }
         let ip = session.peer.ip();
         if let Some(n) = self.per_ip.get_mut(&ip) {
             *n -= 1;
@@ -166,6 +211,19 @@ impl SessionTable {
 
     pub fn iter(&self) -> impl Iterator<Item = (Token, &Session)> {
         self.slab.iter().map(|(k, s)| (Token(SESSION_BASE + k), s))
+    }
+}
+
+/// A token that names no live session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoSuchSession;
+
+fn unindex(names: &mut HashMap<Box<str>, Vec<Token>>, name: &str, token: Token) {
+    if let Some(holders) = names.get_mut(name) {
+        holders.retain(|t| *t != token);
+        if holders.is_empty() {
+            names.remove(name);
+        }
     }
 }
 
@@ -202,6 +260,35 @@ mod tests {
             table.get(Token(3)).is_none(),
             "listener tokens are not sessions"
         );
+    }
+
+    #[test]
+    fn the_name_index_follows_renames_and_removals() {
+        let now = Instant::now();
+        let mut table = SessionTable::with_capacity(4);
+        let peer: SocketAddr = "127.0.0.9:1000".parse().unwrap();
+        let (_c1, s1) = stream();
+        let (_c2, s2) = stream();
+        let t1 = table.insert(|id| Session::new(id, s1, peer, now));
+        let t2 = table.insert(|id| Session::new(id, s2, peer, now));
+        assert_eq!(table.rename(t1, Some("x".into())), Ok(None));
+        assert_eq!(table.rename(t2, Some("x".into())), Ok(None));
+        assert_eq!(table.holders(b"x"), &[t1, t2], "oldest holder first");
+        assert_eq!(
+            table.rename(t1, Some("y".into())),
+            Ok(Some("x".into())),
+            "the previous name comes back"
+        );
+        assert_eq!(table.holders(b"x"), &[t2]);
+        assert_eq!(table.get(t1).unwrap().name.as_deref(), Some("y"));
+        assert_eq!(table.names(), 2);
+        table.remove(t2).unwrap();
+        assert!(table.holders(b"x").is_empty());
+        assert_eq!(table.rename(t1, None), Ok(Some("y".into())));
+        assert_eq!(table.names(), 0);
+        assert!(table.names.is_empty());
+        assert_eq!(table.rename(t2, Some("z".into())), Err(NoSuchSession));
+        assert!(table.holders(b"\xff").is_empty());
     }
 
     #[test]

@@ -10,12 +10,15 @@
 //!
 //! `latency_ms.R` (detection reasons only) is the time from the last byte received to the reap;
 //! `lifetime_ms.R` is accept to reap. Both are `min/p50/p99/max`. Reasons with no reaps are
-//! left out of the line.
+//! left out of the line. The line ends with the presence counters (docs/presence.md):
+//! `presence.events` (events published, = the last sequence number), `presence.subscribers`
+//! and `presence.dropped` (slow subscribers disconnected).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::histogram::Histogram;
+use crate::presence::PresenceCounters;
 use crate::reap::ReapReason;
 
 /// Why a connection was refused at accept.
@@ -67,6 +70,8 @@ pub struct Stats {
     pub reloads: u64,
     /// Stored negated so that `Default` means "the start-up load succeeded".
     last_reload_failed: bool,
+    /// Presence events and subscribers.
+    pub presence: PresenceCounters,
 }
 
 impl Stats {
@@ -168,6 +173,12 @@ impl Stats {
                 );
             }
         }
+        let p = &self.presence;
+        let _ = write!(
+            s,
+            " presence.events={} presence.subscribers={} presence.dropped={}",
+            p.seq, p.subscribers, p.dropped
+        );
         s
     }
 }
@@ -225,6 +236,10 @@ mod tests {
             "{line}"
         );
         assert!(!line.contains("reap.closed"), "{line}");
+        assert!(
+            line.ends_with(" presence.events=0 presence.subscribers=0 presence.dropped=0"),
+            "{line}"
+        );
         for field in line.split(' ').skip(1) {
             let (k, v) = field.split_once('=').expect("key=value");
             assert!(!k.is_empty() && !v.is_empty(), "{field}");

@@ -248,6 +248,8 @@ impl Server {
             .sessions
             .insert(|id| Session::new(id, stream, peer, now));
         self.stats.on_accept();
+        // Announced before the socket setup: a session that fails it still gets its `left`.
+        self.publish_joined(token);
         let Some(session) = self.sessions.get_mut(token) else {
             return;
         };

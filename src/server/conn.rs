@@ -13,6 +13,7 @@ use log::log;
 
 use super::Server;
 use crate::command::{self, Args, Step};
+use crate::presence::{Event, Left};
 use crate::reap::{classify, errno_name, reason_for_errno, IoClass, ReapReason};
 use crate::resp::{self, Parsed};
 use crate::session::Session;
@@ -63,6 +64,7 @@ fn run_requests(
                 }
                 let step = command::execute(Args::new(rest, args), session, now, out);
                 if step != Step::Continue {
+                    // Close, or a rename the loop must apply before the next request runs.
                     return (pos, step);
                 }
             }
@@ -73,6 +75,24 @@ fn run_requests(
         }
     }
     (pos, Step::Continue)
+}
+
+/// Runs the requests waiting in the session's `partial`; keeps what is left of it unless the
+/// session is closing.
+fn run_partial(
+    session: &mut Session,
+    args: &mut Vec<Range<usize>>,
+    out: &mut Vec<u8>,
+    max_request_bytes: usize,
+    now: Instant,
+) -> Step {
+    let mut pending = std::mem::take(&mut session.partial);
+    let (used, step) = run_requests(&pending, session, args, out, max_request_bytes, now);
+    if step.keeps_input() && used < pending.len() {
+        pending.drain(..used);
+        session.partial = pending;
+    }
+    step
 }
 
 /// Writes `data` until done or `WouldBlock`. Returns the bytes written, or the fatal errno.
@@ -159,23 +179,32 @@ impl Server {
             session.bytes_in += n as u64;
             session.last_rx = now;
             out_buf.clear();
-            let step = if session.partial.is_empty() {
+            let mut step = if session.partial.is_empty() {
                 let input = &read_buf[..n];
                 let (used, step) = run_requests(input, session, args, out_buf, max_request, now);
-                if step == Step::Continue && used < n {
+                if step.keeps_input() && used < n {
                     session.partial.extend_from_slice(&input[used..]);
                 }
                 step
             } else {
-                let mut pending = std::mem::take(&mut session.partial);
-                pending.extend_from_slice(&read_buf[..n]);
-                let (used, step) = run_requests(&pending, session, args, out_buf, max_request, now);
-                if step == Step::Continue && used < pending.len() {
-                    pending.drain(..used);
-                    session.partial = pending;
-                }
-                step
+                session.partial.extend_from_slice(&read_buf[..n]);
+                run_partial(session, args, out_buf, max_request, now)
             };
+            // A rename needs the whole loop (the name index, events, maybe a reap); the
+            // requests after it wait in `partial` until it is done.
+            while let Step::Rename(name) = step {
+                self.rename_session(token, name, now);
+                let Server {
+                    sessions,
+                    out_buf,
+                    args,
+                    ..
+                } = self;
+                let Some(session) = sessions.get_mut(token) else {
+                    return Input::Drained;
+                };
+                step = run_partial(session, args, out_buf, max_request, now);
+            }
             if let Err(errno) = self.queue_output(token) {
                 return Input::Failed(errno);
             }
@@ -311,6 +340,16 @@ impl Server {
             i.notsent_bytes,
             i.snd_wnd.map_or_else(|| "-".to_string(), |w| w.to_string()),
         );
+        self.publish(&Event::Left(Left {
+            id: session.id,
+            addr: session.peer,
+            name: session.name.as_deref(),
+            reason,
+            errno,
+            lifetime,
+            silent,
+            tcp_info: info.as_ref(),
+        }));
         drop(session);
         // A descriptor came free: connections refused for lack of them can be taken now.
         if self.accept.retry_at().is_some() {

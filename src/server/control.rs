@@ -144,17 +144,21 @@ impl Server {
         }
     }
 
-    /// Stops accepting, reaps every session with `shutdown`, logs the final statistics.
+    /// Stops accepting, reaps every session with `shutdown` (published to presence subscribers,
+    /// who get a bounded time to take it), logs the final statistics.
     pub(super) fn shutdown(&mut self, now: Instant) {
         self.notify.stopping();
         for (_, mut l) in std::mem::take(&mut self.listeners) {
             let _ = self.poll.registry().deregister(&mut l.socket);
         }
-        self.close_ops();
+        self.close_ops_listeners();
         let live = self.sessions.len();
         for token in self.sessions.tokens() {
             self.reap(token, Cause::Reason(ReapReason::Shutdown), now);
         }
+        // Presence subscribers get the `left` of every session before their connections go.
+        self.drain_subscribers(now);
+        self.close_ops();
         info!("closed {live} sessions; final {}", self.stats.line());
     }
 }

@@ -11,12 +11,14 @@
 //! - A session ends only in [`Server::reap`].
 //!
 //! Submodules add `impl Server` blocks: `accept` (listeners, limits, descriptor exhaustion),
-//! `conn` (reading, writing, reaping), `control` (signals, reload, statistics, shutdown).
+//! `conn` (reading, writing, reaping), `control` (signals, reload, statistics, shutdown),
+//! `ops` (admin and metrics listeners), `presence` (events and names).
 
 mod accept;
 mod conn;
 mod control;
 mod ops;
+mod presence;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};

@@ -99,8 +99,28 @@ impl OpsConn {
         }
     }
 
-    fn pending(&self) -> usize {
+    pub(super) fn pending(&self) -> usize {
         self.output.len() - self.output_pos
+    }
+
+    /// Whether presence events reach this connection (an admin connection subscribed to them).
+    pub(super) fn wants_presence(&self) -> bool {
+        match &self.protocol {
+            Protocol::Admin(client) => client.subscriptions.wants_presence(),
+            Protocol::Metrics => false,
+        }
+    }
+
+    /// Appends one presence event's frames (see `Subscriptions::frames`); returns how many.
+    pub(super) fn push_presence(&mut self, message: &[u8], payload: &[u8]) -> u64 {
+        match &self.protocol {
+            Protocol::Admin(client) => {
+                client
+                    .subscriptions
+                    .frames(message, payload, &mut self.output)
+            }
+            Protocol::Metrics => 0,
+        }
     }
 
     /// Whether input may be executed now.
@@ -268,6 +288,7 @@ impl Server {
             let Protocol::Admin(client) = protocol else {
                 return;
             };
+            let subscribed = client.subscriptions.wants_presence();
             let rest = &input[pos..];
             let step = match resp::parse(rest, max_request, args) {
                 Ok(Parsed::Incomplete) => break,
@@ -295,6 +316,18 @@ impl Server {
                     break;
                 }
             };
+            // Counted at once, so an event published by the next request already sees it.
+            match (subscribed, client.subscriptions.wants_presence()) {
+                (false, true) => {
+                    stats.presence.subscribers += 1;
+                    debug!("admin id={id} peer={peer}: subscribed to presence");
+                }
+                (true, false) => {
+                    stats.presence.subscribers = stats.presence.subscribers.saturating_sub(1);
+                    debug!("admin id={id} peer={peer}: unsubscribed from presence");
+                }
+                _ => {}
+            }
             match step {
                 AdminStep::Continue => {}
                 AdminStep::Close => {
@@ -409,7 +442,7 @@ impl Server {
     }
 
     /// After I/O: write what is queued, close a finished connection, or re-arm interest.
-    fn ops_settle(&mut self, key: usize, now: Instant) {
+    pub(super) fn ops_settle(&mut self, key: usize, now: Instant) {
         let Some(conn) = self.ops.conns.get_mut(key) else {
             return;
         };
@@ -454,7 +487,7 @@ impl Server {
 }
 
 /// Writes queued output until done or `WouldBlock`; frees the buffer once it is empty.
-fn flush(conn: &mut OpsConn) -> std::io::Result<()> {
+pub(super) fn flush(conn: &mut OpsConn) -> std::io::Result<()> {
     while conn.output_pos < conn.output.len() {
         match conn.stream.write(&conn.output[conn.output_pos..]) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),

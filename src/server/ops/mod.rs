@@ -20,9 +20,15 @@
 //!   the client still sends ("lingering close"), so the client reads our response (a 400 or
 //!   431 included) instead of a reset.
 //!
-//! This file holds the listeners, accepting, timers and closing; `conn.rs` one connection's I/O.
+//! - Presence events for `SUBSCRIBE` are appended to subscribers' `output` in the order they
+//!   happen (`deliver.rs`); a subscriber whose pending output passes
+//!   `session.max_output_bytes` is disconnected and counted, never skipped over.
+//!
+//! This file holds the listeners, accepting, timers and closing; `conn.rs` one connection's
+//! I/O; `deliver.rs` presence delivery.
 
 mod conn;
+mod deliver;
 
 use std::io::Write as _;
 use std::time::{Duration, Instant, SystemTime};
@@ -109,6 +115,9 @@ pub(super) struct Ops {
     started: Instant,
     started_at: SystemTime,
     last_warn: Option<Instant>,
+    /// Scratch for one presence event: its JSON, and its `message` frame.
+    json_buf: Vec<u8>,
+    frame_buf: Vec<u8>,
 }
 
 impl Ops {
@@ -121,6 +130,8 @@ impl Ops {
             started: Instant::now(),
             started_at: SystemTime::now(),
             last_warn: None,
+            json_buf: Vec::new(),
+            frame_buf: Vec::new(),
         }
     }
 
@@ -217,11 +228,16 @@ impl Server {
         }
     }
 
-    /// At shutdown: closes the operator listeners and connections.
-    pub(super) fn close_ops(&mut self) {
+    /// At shutdown, first: no more operator connections are accepted.
+    pub(super) fn close_ops_listeners(&mut self) {
         for role in Role::ALL {
             self.unbind_ops(role);
         }
+    }
+
+    /// At shutdown, last: closes the operator listeners and connections.
+    pub(super) fn close_ops(&mut self) {
+        self.close_ops_listeners();
         let keys: Vec<usize> = self.ops.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.ops_close(key, "shutdown");
@@ -315,6 +331,9 @@ impl Server {
             return;
         };
         let _ = self.poll.registry().deregister(&mut conn.stream);
+        if conn.wants_presence() {
+            self.stats.presence.subscribers = self.stats.presence.subscribers.saturating_sub(1);
+        }
         debug!(
             "{} connection id={} peer={} ended: {why}",
             conn.role().name(),

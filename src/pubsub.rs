@@ -1,0 +1,293 @@
+//! Redis pub/sub on the admin listener: `SUBSCRIBE`, `UNSUBSCRIBE`, `PSUBSCRIBE`,
+//! `PUNSUBSCRIBE`, and the rules of a subscribed connection, in Redis's RESP2 framing, so
+//! `redis-cli subscribe presence` and every client library's pub/sub API work unchanged.
+//!
+//! vigild publishes on one channel, [`PRESENCE`]. Any other channel name is accepted, as Redis
+//! would (a client may subscribe to several channels at once), and simply never carries a
+//! message. Patterns are matched against `presence` when they are subscribed (Redis globs,
+//! case-insensitive as for `CONFIG GET`).
+//!
+//! A connection with at least one subscription is in subscribed mode: only `(P)SUBSCRIBE`,
+//! `(P)UNSUBSCRIBE`, `PING` (answered `*2 pong <message>`, as Redis does there) and `QUIT` are
+//! allowed; everything else gets Redis's error. Unsubscribing from the last subscription
+//! leaves subscribed mode. The `redis` crate unsubscribes with both `UNSUBSCRIBE` and
+//! `PUNSUBSCRIBE` when its `PubSub` is dropped, so both must answer.
+
+use crate::command::{self, Args};
+use crate::resp;
+
+/// The channel vigild publishes presence events on.
+pub const PRESENCE: &[u8] = b"presence";
+/// Channels plus patterns one connection may hold; a bound on what a client can make us keep.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+
+/// One admin connection's subscriptions.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    channels: Vec<Box<[u8]>>,
+    /// Patterns, each with whether it matches [`PRESENCE`] (decided once, at subscribe).
+    patterns: Vec<(Box<[u8]>, bool)>,
+}
+
+impl Subscriptions {
+    pub fn count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    /// In subscribed mode: only pub/sub commands, `PING` and `QUIT` are allowed.
+    pub fn active(&self) -> bool {
+        self.count() > 0
+    }
+
+    pub fn channels(&self) -> usize {
+        self.channels.len()
+    }
+
+    pub fn patterns(&self) -> usize {
+        self.patterns.len()
+    }
+
+    /// Whether presence events reach this connection (by channel or by a pattern).
+    pub fn wants_presence(&self) -> bool {
+        self.channels.iter().any(|c| &**c == PRESENCE) || self.patterns.iter().any(|(_, m)| *m)
+    }
+
+    /// Appends this connection's frames for one presence event: `message` (already framed by
+    /// [`write_message`], shared by every subscriber) when it holds the channel, and one
+    /// `pmessage` per matching pattern, as Redis delivers them. Returns the frames written.
+    pub fn frames(&self, message: &[u8], payload: &[u8], out: &mut Vec<u8>) -> u64 {
+        let mut n = 0;
+        if self.channels.iter().any(|c| &**c == PRESENCE) {
+            out.extend_from_slice(message);
+            n += 1;
+        }
+        for (pattern, _) in self.patterns.iter().filter(|(_, m)| *m) {
+            resp::write_array_len(out, 4);
+            resp::write_bulk(out, b"pmessage");
+            resp::write_bulk(out, pattern);
+            resp::write_bulk(out, PRESENCE);
+            resp::write_bulk(out, payload);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// `*3 message <channel> <payload>`.
+pub fn write_message(out: &mut Vec<u8>, channel: &[u8], payload: &[u8]) {
+    resp::write_array_len(out, 3);
+    resp::write_bulk(out, b"message");
+    resp::write_bulk(out, channel);
+    resp::write_bulk(out, payload);
+}
+
+/// What [`execute`] did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not a pub/sub matter: the admin commands run it.
+    NotMine,
+    /// Answered here.
+    Done,
+}
+
+/// Runs the pub/sub commands, and refuses the rest in subscribed mode.
+pub fn execute(args: Args<'_>, subs: &mut Subscriptions, out: &mut Vec<u8>) -> Outcome {
+    let names = 1..args.len();
+    if args.is(0, "SUBSCRIBE") || args.is(0, "PSUBSCRIBE") {
+        let pattern = args.is(0, "PSUBSCRIBE");
+        let kind: &[u8] = if pattern { b"psubscribe" } else { b"subscribe" };
+        if names.is_empty() {
+            command::wrong_arity(out, if pattern { "psubscribe" } else { "subscribe" });
+            return Outcome::Done;
+        }
+        for i in names {
+            let name = args.get(i);
+            let held = if pattern {
+                subs.patterns.iter().any(|(p, _)| &**p == name)
+            } else {
+                subs.channels.iter().any(|c| &**c == name)
+            };
+            if !held {
+                if subs.count() >= MAX_SUBSCRIPTIONS {
+                    resp::write_error(
+                        out,
+                        &format!(
+                            "ERR at most {MAX_SUBSCRIPTIONS} subscriptions per connection \
+                             (vigild publishes only on 'presence')"
+                        ),
+                    );
+                    continue;
+                }
+                if pattern {
+                    let matches = crate::glob::matches(name, PRESENCE);
+                    subs.patterns.push((name.into(), matches));
+                } else {
+                    subs.channels.push(name.into());
+                }
+            }
+            confirm(out, kind, Some(name), subs.count());
+        }
+    } else if args.is(0, "UNSUBSCRIBE") || args.is(0, "PUNSUBSCRIBE") {
+        let pattern = args.is(0, "PUNSUBSCRIBE");
+        let kind: &[u8] = if pattern {
+            b"punsubscribe"
+        } else {
+            b"unsubscribe"
+        };
+        if names.is_empty() {
+            // All of them, one confirmation each; none held: one confirmation with a nil name.
+            let all: Vec<Box<[u8]>> = if pattern {
+                subs.patterns.drain(..).map(|(p, _)| p).collect()
+            } else {
+                std::mem::take(&mut subs.channels)
+            };
+            if all.is_empty() {
+                confirm(out, kind, None, subs.count());
+            }
+            let mut left = subs.count() + all.len();
+            for name in all {
+                left -= 1;
+                confirm(out, kind, Some(&name), left);
+            }
+        } else {
+            for i in names {
+                let name = args.get(i);
+                if pattern {
+                    subs.patterns.retain(|(p, _)| &**p != name);
+                } else {
+                    subs.channels.retain(|c| &**c != name);
+                }
+                confirm(out, kind, Some(name), subs.count());
+            }
+        }
+    } else if !subs.active() || args.is(0, "QUIT") {
+        return Outcome::NotMine;
+    } else if args.is(0, "PING") {
+        match args.len() {
+            1 | 2 => {
+                resp::write_array_len(out, 2);
+                resp::write_bulk(out, b"pong");
+                resp::write_bulk(out, args.get(1));
+            }
+            _ => command::wrong_arity(out, "ping"),
+        }
+    } else {
+        let cmd = command::printable(args.get(0)).to_ascii_lowercase();
+        resp::write_error(
+            out,
+            &format!(
+                "ERR Can't execute '{cmd}': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT \
+                 are allowed in this context"
+            ),
+        );
+    }
+    Outcome::Done
+}
+
+/// `*3 <kind> <name or nil> :<subscriptions left>`.
+fn confirm(out: &mut Vec<u8>, kind: &[u8], name: Option<&[u8]>, count: usize) {
+    resp::write_array_len(out, 3);
+    resp::write_bulk(out, kind);
+    match name {
+        Some(n) => resp::write_bulk(out, n),
+        None => resp::write_null(out),
+    }
+    resp::write_integer(out, i64::try_from(count).unwrap_or(i64::MAX));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(subs: &mut Subscriptions, words: &[&str]) -> (Outcome, String) {
+        let mut buf = Vec::new();
+        let mut ranges = Vec::new();
+        for w in words {
+            ranges.push(buf.len()..buf.len() + w.len());
+            buf.extend_from_slice(w.as_bytes());
+        }
+        let mut out = Vec::new();
+        let o = execute(Args::new(&buf, &ranges), subs, &mut out);
+        (o, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn subscribe_and_unsubscribe_in_redis_framing() {
+        let mut s = Subscriptions::default();
+        assert_eq!(run(&mut s, &["PING"]).0, Outcome::NotMine);
+        assert_eq!(
+            run(&mut s, &["SUBSCRIBE", "presence"]).1,
+            "*3\r\n$9\r\nsubscribe\r\n$8\r\npresence\r\n:1\r\n"
+        );
+        assert!(s.active() && s.wants_presence());
+        // Again: no second subscription, same count.
+        assert!(run(&mut s, &["subscribe", "presence", "other"])
+            .1
+            .ends_with("$5\r\nother\r\n:2\r\n"));
+        assert_eq!(s.count(), 2);
+        assert_eq!(
+            run(&mut s, &["PING"]).1,
+            "*2\r\n$4\r\npong\r\n$0\r\n\r\n",
+            "Redis's subscribed PING"
+        );
+        assert_eq!(
+            run(&mut s, &["PING", "hi"]).1,
+            "*2\r\n$4\r\npong\r\n$2\r\nhi\r\n"
+        );
+        assert_eq!(
+            run(&mut s, &["CLIENT", "LIST"]).1,
+            "-ERR Can't execute 'client': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT \
+             are allowed in this context\r\n"
+        );
+        assert_eq!(run(&mut s, &["QUIT"]).0, Outcome::NotMine);
+        assert_eq!(
+            run(&mut s, &["UNSUBSCRIBE", "presence"]).1,
+            "*3\r\n$11\r\nunsubscribe\r\n$8\r\npresence\r\n:1\r\n"
+        );
+        assert!(!s.wants_presence() && s.active());
+        let (_, all) = run(&mut s, &["UNSUBSCRIBE"]);
+        assert_eq!(all, "*3\r\n$11\r\nunsubscribe\r\n$5\r\nother\r\n:0\r\n");
+        assert!(!s.active());
+        assert_eq!(
+            run(&mut s, &["UNSUBSCRIBE"]).1,
+            "*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n",
+            "nothing held: one confirmation with a nil channel"
+        );
+        assert!(run(&mut s, &["SUBSCRIBE"]).1.contains("wrong number"));
+    }
+
+    #[test]
+    fn patterns_match_presence_once_and_get_pmessages() {
+        let mut s = Subscriptions::default();
+        run(&mut s, &["PSUBSCRIBE", "pres*", "x*"]);
+        assert_eq!((s.channels(), s.patterns()), (0, 2));
+        assert!(s.wants_presence());
+        run(&mut s, &["SUBSCRIBE", "presence"]);
+        let mut message = Vec::new();
+        write_message(&mut message, PRESENCE, b"{}");
+        let mut out = Vec::new();
+        assert_eq!(s.frames(&message, b"{}", &mut out), 2);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "*3\r\n$7\r\nmessage\r\n$8\r\npresence\r\n$2\r\n{}\r\n\
+             *4\r\n$8\r\npmessage\r\n$5\r\npres*\r\n$8\r\npresence\r\n$2\r\n{}\r\n"
+        );
+        // What the redis crate sends when its PubSub is dropped.
+        let (_, un) = run(&mut s, &["UNSUBSCRIBE"]);
+        assert!(un.ends_with(":2\r\n"), "{un}");
+        let (_, pun) = run(&mut s, &["PUNSUBSCRIBE"]);
+        assert!(pun.ends_with("$2\r\nx*\r\n:0\r\n"), "{pun}");
+        assert!(!s.active());
+    }
+
+    #[test]
+    fn subscriptions_are_bounded() {
+        let mut s = Subscriptions::default();
+        for i in 0..MAX_SUBSCRIPTIONS {
+            run(&mut s, &["SUBSCRIBE", &format!("c{i}")]);
+        }
+        let (_, r) = run(&mut s, &["SUBSCRIBE", "presence"]);
+        assert!(r.starts_with("-ERR at most 1024"), "{r}");
+        assert_eq!(s.count(), MAX_SUBSCRIPTIONS);
+    }
+}
