@@ -90,6 +90,12 @@ pub enum AdminStep {
     Kill(Vec<Token>),
 }
 
+/// The admin listener's commands besides pub/sub (for the subscribed-mode refusal, which tells
+/// a known command from an unknown one as Redis does).
+const COMMANDS: [&str; 9] = [
+    "PING", "ECHO", "SELECT", "COMMAND", "QUIT", "CLIENT", "INFO", "CONFIG", "HELLO",
+];
+
 /// Runs one admin request, writing its reply to `out`.
 pub fn execute(
     args: Args<'_>,
@@ -104,6 +110,14 @@ pub fn execute(
     client.last_command = view.now;
     // First: a subscribed connection may run only a few commands, PING included.
     if pubsub::execute(args, &mut client.subscriptions, out) == pubsub::Outcome::Done {
+        return AdminStep::Continue;
+    }
+    if client.subscriptions.active() && !args.is(0, "QUIT") {
+        if COMMANDS.iter().any(|c| args.is(0, c)) {
+            pubsub::refuse(args, out);
+        } else {
+            command::unknown_command(args, out);
+        }
         return AdminStep::Continue;
     }
     if command::common(args, out) {
@@ -525,6 +539,13 @@ mod tests {
         }
 
         fn run(&self, words: &[&str]) -> (AdminStep, String) {
+            let now = self.started + Duration::from_secs(90_000);
+            let mut client = AdminClient::new(1, "127.0.0.1:1".into(), String::new(), now);
+            self.run_as(&mut client, words)
+        }
+
+        /// Runs a request on a given admin connection (whose state carries over).
+        fn run_as(&self, client: &mut AdminClient, words: &[&str]) -> (AdminStep, String) {
             let mut buf = Vec::new();
             let mut ranges = Vec::new();
             for w in words {
@@ -532,15 +553,17 @@ mod tests {
                 buf.extend_from_slice(w.as_bytes());
             }
             let now = self.started + Duration::from_secs(90_000);
-            let mut client = AdminClient::new(1, "127.0.0.1:1".into(), String::new(), now);
             let mut out = Vec::new();
-            let step = execute(
-                Args::new(&buf, &ranges),
-                &mut client,
-                &self.view(now),
-                &mut out,
-            );
+            let step = execute(Args::new(&buf, &ranges), client, &self.view(now), &mut out);
             (step, String::from_utf8_lossy(&out).into_owned())
+        }
+
+        fn token(&self, id: u64) -> Token {
+            self.sessions
+                .iter()
+                .find(|(_, s)| s.id == id)
+                .map(|(t, _)| t)
+                .unwrap()
         }
 
         fn peer(&self, id: u64) -> SocketAddr {
@@ -746,6 +769,84 @@ mod tests {
         assert!(f.run(&["HELLO", "3"]).1.starts_with("-NOPROTO"));
         assert_eq!(f.run(&["COMMAND", "DOCS"]).1, "*0\r\n");
         assert!(f.run(&["FLUSHALL"]).1.starts_with("-ERR unknown command"));
+    }
+
+    #[test]
+    fn client_list_carries_the_presence_seq_and_lookup_finds_names() {
+        let mut f = Fixture::new(3);
+        f.stats.presence.seq = 41;
+        let (_, list) = f.run(&["CLIENT", "LIST"]);
+        let lines: Vec<&str> = list.lines().filter(|l| l.starts_with("id=")).collect();
+        assert_eq!(lines.len(), 3);
+        assert!(
+            lines.iter().all(|l| l.ends_with(" presence-seq=41")),
+            "{list}"
+        );
+        assert_eq!(f.run(&["CLIENT", "LOOKUP", "dev-1"]).1, "$-1\r\n");
+        let (t2, t3) = (f.token(2), f.token(3));
+        f.sessions.rename(t3, Some("dev-1".into())).unwrap();
+        let (_, one) = f.run(&["client", "lookup", "dev-1"]);
+        assert!(
+            one.contains("\r\nid=3 ") && one.contains(" name=dev-1 "),
+            "{one}"
+        );
+        assert!(one.ends_with(" presence-seq=41\n\r\n"), "{one}");
+        assert_eq!(one.matches("id=").count(), 1);
+        // Without unique names, two sessions may hold a name: both lines, oldest first.
+        f.sessions.rename(t2, Some("dev-1".into())).unwrap();
+        let (_, two) = f.run(&["CLIENT", "LOOKUP", "dev-1"]);
+        let ids: Vec<&str> = two
+            .lines()
+            .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("id=")))
+            .collect();
+        assert_eq!(ids, ["id=3", "id=2"], "{two}");
+        assert!(f
+            .run(&["CLIENT", "LOOKUP"])
+            .1
+            .starts_with("-ERR unknown subcommand"));
+    }
+
+    #[test]
+    fn a_subscribed_connection_runs_only_pub_sub_commands() {
+        let f = Fixture::new(1);
+        let now = f.started;
+        let mut c = AdminClient::new(7, "127.0.0.1:1".into(), String::new(), now);
+        let (step, r) = f.run_as(&mut c, &["SUBSCRIBE", "presence"]);
+        assert_eq!(step, AdminStep::Continue);
+        assert_eq!(r, "*3\r\n$9\r\nsubscribe\r\n$8\r\npresence\r\n:1\r\n");
+        assert_eq!(
+            f.run_as(&mut c, &["PING"]).1,
+            "*2\r\n$4\r\npong\r\n$0\r\n\r\n"
+        );
+        assert!(f
+            .run_as(&mut c, &["CLIENT", "LIST"])
+            .1
+            .starts_with("-ERR Can't execute 'client|list'"));
+        assert!(f
+            .run_as(&mut c, &["CLIENT", "KILL", "ID", "1"])
+            .1
+            .starts_with("-ERR Can't execute 'client|kill'"));
+        assert!(f
+            .run_as(&mut c, &["FLUSHALL"])
+            .1
+            .starts_with("-ERR unknown command 'FLUSHALL'"));
+        let (_, info) = f.run_as(&mut c, &["SUBSCRIBE", "x"]);
+        assert!(info.ends_with(":2\r\n"));
+        f.run_as(&mut c, &["UNSUBSCRIBE"]);
+        assert!(f
+            .run_as(&mut c, &["CLIENT", "INFO"])
+            .1
+            .contains(" flags=N db=0 sub=0 psub=0 "));
+        assert_eq!(f.run_as(&mut c, &["PING"]).1, "+PONG\r\n");
+        f.run_as(&mut c, &["PSUBSCRIBE", "*"]);
+        assert!(f
+            .run_as(&mut c, &["CLIENT", "INFO"])
+            .1
+            .starts_with("-ERR Can't execute"));
+        assert_eq!(
+            f.run_as(&mut c, &["QUIT"]),
+            (AdminStep::Close, "+OK\r\n".into())
+        );
     }
 
     #[test]

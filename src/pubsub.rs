@@ -9,7 +9,8 @@
 //!
 //! A connection with at least one subscription is in subscribed mode: only `(P)SUBSCRIBE`,
 //! `(P)UNSUBSCRIBE`, `PING` (answered `*2 pong <message>`, as Redis does there) and `QUIT` are
-//! allowed; everything else gets Redis's error. Unsubscribing from the last subscription
+//! allowed; the admin listener refuses its other commands with Redis's error ([`refuse`]) and
+//! unknown ones as unknown, in that order as Redis does. Unsubscribing from the last subscription
 //! leaves subscribed mode. The `redis` crate unsubscribes with both `UNSUBSCRIBE` and
 //! `PUNSUBSCRIBE` when its `PubSub` is dropped, so both must answer.
 
@@ -160,9 +161,7 @@ pub fn execute(args: Args<'_>, subs: &mut Subscriptions, out: &mut Vec<u8>) -> O
                 confirm(out, kind, Some(name), subs.count());
             }
         }
-    } else if !subs.active() || args.is(0, "QUIT") {
-        return Outcome::NotMine;
-    } else if args.is(0, "PING") {
+    } else if subs.active() && args.is(0, "PING") {
         match args.len() {
             1 | 2 => {
                 resp::write_array_len(out, 2);
@@ -172,16 +171,27 @@ pub fn execute(args: Args<'_>, subs: &mut Subscriptions, out: &mut Vec<u8>) -> O
             _ => command::wrong_arity(out, "ping"),
         }
     } else {
-        let cmd = command::printable(args.get(0)).to_ascii_lowercase();
-        resp::write_error(
-            out,
-            &format!(
-                "ERR Can't execute '{cmd}': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT \
-                 are allowed in this context"
-            ),
-        );
+        return Outcome::NotMine;
     }
     Outcome::Done
+}
+
+/// Refuses a known command on a subscribed connection, with Redis's error (its 6.2 text
+/// without `RESET`, which vigild does not have). A container command is named with its
+/// subcommand, as Redis 7 does: `'client|list'`.
+pub fn refuse(args: Args<'_>, out: &mut Vec<u8>) {
+    let mut cmd = command::printable(args.get(0)).to_ascii_lowercase();
+    if args.len() > 1 && ["client", "config", "command"].contains(&cmd.as_str()) {
+        cmd.push('|');
+        cmd.push_str(&command::printable(args.get(1)).to_ascii_lowercase());
+    }
+    resp::write_error(
+        out,
+        &format!(
+            "ERR Can't execute '{cmd}': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT are \
+             allowed in this context"
+        ),
+    );
 }
 
 /// `*3 <kind> <name or nil> :<subscriptions left>`.
@@ -234,11 +244,7 @@ mod tests {
             run(&mut s, &["PING", "hi"]).1,
             "*2\r\n$4\r\npong\r\n$2\r\nhi\r\n"
         );
-        assert_eq!(
-            run(&mut s, &["CLIENT", "LIST"]).1,
-            "-ERR Can't execute 'client': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT \
-             are allowed in this context\r\n"
-        );
+        assert_eq!(run(&mut s, &["CLIENT", "LIST"]).0, Outcome::NotMine);
         assert_eq!(run(&mut s, &["QUIT"]).0, Outcome::NotMine);
         assert_eq!(
             run(&mut s, &["UNSUBSCRIBE", "presence"]).1,
@@ -278,6 +284,26 @@ mod tests {
         let (_, pun) = run(&mut s, &["PUNSUBSCRIBE"]);
         assert!(pun.ends_with("$2\r\nx*\r\n:0\r\n"), "{pun}");
         assert!(!s.active());
+    }
+
+    #[test]
+    fn refusal_names_the_command_as_redis_does() {
+        let mut buf = Vec::new();
+        let mut ranges = Vec::new();
+        for w in ["CLIENT", "List"] {
+            ranges.push(buf.len()..buf.len() + w.len());
+            buf.extend_from_slice(w.as_bytes());
+        }
+        let mut out = Vec::new();
+        refuse(Args::new(&buf, &ranges), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "-ERR Can't execute 'client|list': only (P)SUBSCRIBE / (P)UNSUBSCRIBE / PING / QUIT \
+             are allowed in this context\r\n"
+        );
+        let mut out = Vec::new();
+        refuse(Args::new(&buf[..6], &ranges[..1]), &mut out);
+        assert!(String::from_utf8(out).unwrap().contains("'client'"));
     }
 
     #[test]
