@@ -280,7 +280,7 @@ fn redis_cli_subscribe_prints_the_events() {
             }
         }
     });
-    let mut next = || rx.recv_timeout(TIMEOUT).expect("a line from redis-cli");
+    let next = || rx.recv_timeout(TIMEOUT).expect("a line from redis-cli");
     let confirmation: Vec<String> = (0..3).map(|_| next()).collect();
     assert_eq!(confirmation, ["subscribe", "presence", "1"]);
     let mut c = Raw::connect(d.addr);
