@@ -22,6 +22,7 @@ mod client;
 mod dead;
 mod ends;
 mod mass;
+mod presence;
 mod window;
 
 use std::panic::{self, AssertUnwindSafe};
@@ -96,6 +97,11 @@ const CASES: &[Case] = &[
         "stalled_in_kernel",
         "zero window, 512 KiB of replies all in the kernel",
         window::stalled_in_kernel,
+    ),
+    case(
+        "presence_partition",
+        "partition, idle session, seen by a presence watcher",
+        presence::partition_presence,
     ),
     case(
         "graceful_close",
