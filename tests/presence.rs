@@ -741,3 +741,144 @@ fn resync_recipe_matches_client_list_after_churn() {
     );
     drop(pools);
 }
+
+/// The daemon's CPU time so far (`/proc/PID/schedstat`, nanoseconds on a CPU).
+fn cpu_ns(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `n` sessions that each join, take a name and quit: 3 events each.
+fn short_sessions(addr: SocketAddr, n: usize) {
+    for i in 0..n {
+        let mut c = Raw::connect(addr);
+        assert_eq!(c.cmd(&format!("CLIENT SETNAME s-{i}")), "+OK");
+        assert_eq!(c.cmd("QUIT"), "+OK");
+    }
+}
+
+/// A raw subscriber on its own thread: returns the sequence numbers it received once it has
+/// `want` of them (and counts itself in `done`).
+fn raw_subscriber(
+    admin_addr: &str,
+    want: usize,
+    done: Arc<AtomicUsize>,
+) -> thread::JoinHandle<Vec<u64>> {
+    let mut stream = TcpStream::connect(admin_addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(b"SUBSCRIBE presence\r\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut confirmation = String::new();
+    for _ in 0..6 {
+        reader.read_line(&mut confirmation).unwrap();
+    }
+    assert!(confirmation.ends_with(":1\r\n"), "{confirmation}");
+    thread::spawn(move || {
+        let mut seqs = Vec::with_capacity(want);
+        let mut line = String::new();
+        while seqs.len() < want {
+            line.clear();
+            reader.read_line(&mut line).expect("a message line");
+            if let Some(rest) = line.strip_prefix("{\"seq\":") {
+                let end = rest.find(',').unwrap();
+                seqs.push(rest[..end].parse().unwrap());
+            }
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+        seqs
+    })
+}
+
+/// Opens `n` sessions and kills them all with one `CLIENT KILL` (one loop turn of `n` reaps);
+/// returns the daemon's CPU time for the kill, once `delivered` says every event is out.
+fn kill_burst(
+    d: &Daemon,
+    ops: &mut redis::Connection,
+    n: usize,
+    delivered: impl Fn() -> bool,
+) -> u64 {
+    let held: Vec<Raw> = (0..n).map(|_| Raw::connect(d.addr)).collect();
+    let deadline = Instant::now() + TIMEOUT;
+    while info(ops, "clients")["connected_clients"] != n.to_string() {
+        assert!(Instant::now() < deadline);
+        thread::sleep(Duration::from_millis(2));
+    }
+    let before = cpu_ns(d.pid());
+    let killed: usize = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("MAXAGE")
+        .arg(0)
+        .query(ops)
+        .unwrap();
+    assert_eq!(killed, n);
+    while !delivered() {
+        assert!(Instant::now() < deadline, "the burst is delivered");
+        thread::sleep(Duration::from_millis(1));
+    }
+    let spent = cpu_ns(d.pid()) - before;
+    drop(held);
+    spent
+}
+
+/// Fan-out: 100 subscribers each receive every event, in order. Also measures the daemon's CPU
+/// cost per event without and with them, one event per loop turn (a client round trip each)
+/// and in a burst (500 reaps in one turn, written once per subscriber). Printed; the numbers in
+/// docs/presence.md come from `cargo test --release --test presence fan_out -- --nocapture`.
+#[test]
+fn fan_out_to_a_hundred_subscribers() {
+    const SUBSCRIBERS: usize = 100;
+    const SESSIONS: usize = 300;
+    const BURST: usize = 500;
+    let d = Daemon::start(&format!("{ADMIN}\n[log]\nlevel = \"info\"\n"));
+    let mut ops = admin(&d);
+    let before = cpu_ns(d.pid());
+    short_sessions(d.addr, SESSIONS);
+    let alone = cpu_ns(d.pid()) - before;
+    let burst_alone = kill_burst(&d, &mut ops, BURST, || true);
+
+    let admin_addr = d.ops_listener("admin");
+    let base = 3 * SESSIONS + 2 * BURST;
+    let events = 3 * SESSIONS + 2 * BURST;
+    let done = Arc::new(AtomicUsize::new(0));
+    let subs: Vec<_> = (0..SUBSCRIBERS)
+        .map(|_| raw_subscriber(&admin_addr, events, Arc::clone(&done)))
+        .collect();
+    assert_eq!(
+        info(&mut ops, "presence")["presence_subscribers"],
+        SUBSCRIBERS.to_string()
+    );
+    let before = cpu_ns(d.pid());
+    short_sessions(d.addr, SESSIONS);
+    let with = cpu_ns(d.pid()) - before;
+    let burst_with = kill_burst(&d, &mut ops, BURST, || {
+        done.load(Ordering::Relaxed) == SUBSCRIBERS
+    });
+    let first = (base + 1) as u64;
+    for s in subs {
+        let seqs = s.join().expect("a subscriber got every event");
+        assert!(
+            seqs.iter().zip(first..).all(|(s, want)| *s == want),
+            "every event, in order"
+        );
+    }
+    let p = info(&mut ops, "presence");
+    assert_eq!(
+        p["presence_messages_delivered"],
+        (SUBSCRIBERS * events).to_string(),
+        "{p:?}"
+    );
+    assert_eq!(p["presence_subscribers_dropped"], "0");
+    let per = |ns: u64, n: usize| ns as f64 / n as f64 / 1e3;
+    println!(
+        "fan-out, one event per turn: daemon CPU per event {:.1} µs without subscribers, \
+         {:.1} µs with {SUBSCRIBERS}; burst of {BURST} reaps in one turn: {:.1} µs per reap \
+         without, {:.1} µs with {SUBSCRIBERS} ({:.2} µs per message)",
+        per(alone, 3 * SESSIONS),
+        per(with, 3 * SESSIONS),
+        per(burst_alone, BURST),
+        per(burst_with, BURST),
+        per(burst_with.saturating_sub(burst_alone), BURST * SUBSCRIBERS),
+    );
+}

@@ -246,6 +246,8 @@ impl Server {
             self.revisit_pending(now);
             self.service_failed(MAX_FAILED_PER_TURN, now);
             self.run_timers(now);
+            // Last: every source of presence events has run this turn.
+            self.flush_subscribers(now);
             if self.stopping {
                 self.shutdown(now);
                 return Ok(());

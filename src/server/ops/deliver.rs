@@ -3,8 +3,9 @@
 //!
 //! The event's JSON and its `message` frame are built once per event into the loop's scratch
 //! buffers and copied into each subscriber's output (a `pmessage` for a pattern subscription is
-//! framed per subscriber). A subscriber's output is written on this turn's revisit, so the
-//! events of one turn go out in one `write`.
+//! framed per subscriber). Subscribers with new output are written at the end of the loop
+//! turn ([`Server::flush_subscribers`]), so the events of one turn go out in one `write` per
+//! subscriber.
 //!
 //! The policy: when a subscriber's pending output passes `session.max_output_bytes`, one write
 //! is tried at once (a burst, say a mass reap in one turn, may still fit in the socket); if it
@@ -18,10 +19,10 @@ use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::warn;
-use mio::{Events, Token};
+use mio::Events;
 
 use super::conn::flush;
-use super::{Ops, CONN_BASE};
+use super::Ops;
 use crate::presence::{self, Event};
 use crate::pubsub::{self, PRESENCE};
 use crate::server::Server;
@@ -34,16 +35,12 @@ impl Server {
     pub(in crate::server) fn ops_deliver(&mut self, seq: u64, event: &Event<'_>) {
         let max = self.config.session.max_output_bytes;
         let stopping = self.stopping;
-        let Server {
-            ops,
-            stats,
-            revisit,
-            ..
-        } = self;
+        let Server { ops, stats, .. } = self;
         let Ops {
             conns,
             json_buf,
             frame_buf,
+            dirty,
             ..
         } = ops;
         json_buf.clear();
@@ -71,8 +68,8 @@ impl Server {
                 }
             }
             if was_idle && conn.pending() > 0 {
-                // Written on this turn's revisit, with whatever else the turn adds.
-                revisit.push(Token(CONN_BASE + key));
+                // Written at the end of the turn, with whatever else the turn adds.
+                dirty.push(key);
             }
         }
         for (key, outcome) in failed {
@@ -81,6 +78,19 @@ impl Server {
                 Err(e) => self.ops_close(key, &format!("write failed: {e}")),
             }
         }
+    }
+
+    /// At the end of a loop turn: writes the events the turn queued to subscribers (one
+    /// `write` each, however many events), and arms `WRITABLE` for what the socket refused.
+    pub(in crate::server) fn flush_subscribers(&mut self, now: Instant) {
+        let mut dirty = std::mem::take(&mut self.ops.dirty);
+        for &key in &dirty {
+            // A key closed (and maybe reused) since only costs a needless flush.
+            self.ops_settle(key, now);
+        }
+        // Keep the allocation for the next turn.
+        dirty.clear();
+        self.ops.dirty = dirty;
     }
 
     fn drop_slow_subscriber(&mut self, key: usize, pending: usize, max: usize) {

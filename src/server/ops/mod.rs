@@ -118,6 +118,8 @@ pub(super) struct Ops {
     /// Scratch for one presence event: its JSON, and its `message` frame.
     json_buf: Vec<u8>,
     frame_buf: Vec<u8>,
+    /// Subscribers given events this turn, to be written at its end.
+    dirty: Vec<usize>,
 }
 
 impl Ops {
@@ -132,6 +134,7 @@ impl Ops {
             last_warn: None,
             json_buf: Vec::new(),
             frame_buf: Vec::new(),
+            dirty: Vec::new(),
         }
     }
 
