@@ -51,7 +51,7 @@ impl Server {
         if session.name == name {
             return;
         }
-        let id = session.id;
+        let (id, peer) = (session.id, session.peer);
         if let (true, Some(n)) = (self.config.session.unique_names, &name) {
             let older: Vec<Token> = self
                 .sessions
@@ -63,10 +63,8 @@ impl Server {
             for old in older {
                 if let Some(o) = self.sessions.get(old) {
                     info!(
-                        "session id={id} peer={} takes the name {n}: reaping its holder id={} peer={}",
-                        session_peer(self, token),
-                        o.id,
-                        o.peer
+                        "session id={id} peer={peer} takes the name {n}: reaping its holder id={} peer={}",
+                        o.id, o.peer
                     );
                 }
                 self.reap(old, Cause::Reason(ReapReason::Replaced), now);
@@ -87,11 +85,4 @@ impl Server {
             previous: previous.as_deref(),
         });
     }
-}
-
-fn session_peer(server: &Server, token: Token) -> String {
-    server
-        .sessions
-        .get(token)
-        .map_or_else(String::new, |s| s.peer.to_string())
 }
