@@ -347,7 +347,19 @@ fn a_subscribed_connection_follows_redis_rules() {
     );
     assert_eq!(lines[6], lines[15], "the same event");
     drop(c);
+    let mut left = Vec::new();
+    for _ in 0..(7 + 9) {
+        let mut l = String::new();
+        reader.read_line(&mut l).unwrap();
+        left.push(l);
+    }
+    assert!(left[6].contains("\"event\":\"left\""), "{left:?}");
+    // QUIT while subscribed: +OK, then the connection ends, with no message after it.
     raw.write_all(b"QUIT\r\n").unwrap();
+    let _more = Raw::connect(d.addr);
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "+OK\r\n");
 }
 
 #[test]
@@ -435,7 +447,8 @@ fn stuck_subscriber(admin_addr: &str) -> TcpStream {
 fn a_slow_subscriber_is_dropped_without_stalling_the_loop_or_the_others() {
     const EVENTS: u64 = 300;
     let d = Daemon::start(&format!(
-        "[session]\nmax_output_bytes = 262144\n{ADMIN}\n[log]\nlevel = \"info\"\n"
+        "[session]\nmax_output_bytes = 262144\n{ADMIN}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+         [log]\nlevel = \"info\"\n"
     ));
     let mut ops = admin(&d);
     let slow = stuck_subscriber(&d.ops_listener("admin"));
@@ -496,6 +509,19 @@ fn a_slow_subscriber_is_dropped_without_stalling_the_loop_or_the_others() {
     let p = info(&mut ops, "presence");
     assert_eq!(p["presence_subscribers_dropped"], "1", "{p:?}");
     assert_eq!(p["presence_subscribers"], "1", "the fast one stays");
+    let metrics = ureq::get(format!("http://{}/metrics", d.ops_listener("metrics")))
+        .call()
+        .expect("scrape")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    for sample in [
+        "vigild_presence_subscribers_dropped_total 1\n",
+        "vigild_presence_subscribers 1\n",
+        &format!("vigild_presence_events_total {}\n", EVENTS + 2),
+    ] {
+        assert!(metrics.contains(sample), "{sample} in\n{metrics}");
+    }
     let _ = stop_tx.send(());
     assert!(
         worst < Duration::from_millis(250),

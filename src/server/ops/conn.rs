@@ -111,6 +111,13 @@ impl OpsConn {
         }
     }
 
+    /// Whether a presence event is to be queued to this connection now: it is subscribed, and
+    /// still open (after `QUIT`, a protocol error or the client's FIN it only finishes what is
+    /// queued, as Redis stops delivering to a client it is closing).
+    pub(super) fn takes_events(&self) -> bool {
+        self.phase == Phase::Open && self.wants_presence()
+    }
+
     /// Appends one presence event's frames (see `Subscriptions::frames`); returns how many.
     pub(super) fn push_presence(&mut self, message: &[u8], payload: &[u8]) -> u64 {
         match &self.protocol {

@@ -49,7 +49,7 @@ impl Server {
         pubsub::write_message(frame_buf, PRESENCE, json_buf);
         let mut failed: Vec<(usize, Result<usize, io::Error>)> = Vec::new();
         for (key, conn) in conns.iter_mut() {
-            if !conn.wants_presence() {
+            if !conn.takes_events() {
                 continue;
             }
             let was_idle = conn.pending() == 0;
