@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::glob;
 use crate::info;
 use crate::pubsub::{self, Subscriptions};
-use crate::resp;
+use crate::resp::{self, Proto};
 use crate::session::{LibInfo, Session, SessionTable};
 use crate::stats::Stats;
 
@@ -45,6 +45,8 @@ pub struct AdminClient {
     pub commands: u64,
     /// Pub/sub channels and patterns (presence events).
     pub subscriptions: Subscriptions,
+    /// RESP2 or RESP3, as chosen with `HELLO`.
+    pub proto: Proto,
 }
 
 impl AdminClient {
@@ -55,6 +57,7 @@ impl AdminClient {
             local,
             name: None,
             lib: None,
+            proto: Proto::Resp2,
             connected_at: now,
             last_command: now,
             commands: 0,
@@ -109,10 +112,13 @@ pub fn execute(
     client.commands += 1;
     client.last_command = view.now;
     // First: a subscribed connection may run only a few commands, PING included.
-    if pubsub::execute(args, &mut client.subscriptions, out) == pubsub::Outcome::Done {
+    if pubsub::execute(args, &mut client.subscriptions, client.proto, out) == pubsub::Outcome::Done
+    {
         return AdminStep::Continue;
     }
-    if client.subscriptions.active() && !args.is(0, "QUIT") {
+    // RESP3 lifts the subscribed-mode restriction (pushes and replies are told apart by
+    // type), as Redis does.
+    if client.subscriptions.active() && client.proto == Proto::Resp2 && !args.is(0, "QUIT") {
         if COMMANDS.iter().any(|c| args.is(0, c)) {
             pubsub::refuse(args, out);
         } else {
@@ -134,9 +140,13 @@ pub fn execute(
         info::render(view, &wanted, &mut text);
         resp::write_bulk(out, text.as_bytes());
     } else if args.is(0, "CONFIG") {
-        config_command(args, view, out);
+        config_command(args, view, client.proto, out);
     } else if args.is(0, "HELLO") {
-        command::hello(args, client.id, out);
+        if let command::Hello::SetName(name) =
+            command::hello(args, client.id, &mut client.proto, out)
+        {
+            client.name = name;
+        }
     } else {
         command::unknown_command(args, out);
     }
@@ -155,7 +165,7 @@ fn client_command(
     } else if args.is(1, "KILL") {
         return client_kill(args, view, out);
     } else if args.is(1, "LOOKUP") && n == 3 {
-        client_lookup(args.get(2), view, out);
+        client_lookup(args.get(2), view, client.proto, out);
     } else if args.is(1, "ID") && n == 2 {
         resp::write_integer(out, i64::try_from(client.id).unwrap_or(i64::MAX));
     } else if args.is(1, "SETNAME") && n == 3 {
@@ -163,7 +173,7 @@ fn client_command(
     } else if args.is(1, "GETNAME") && n == 2 {
         match &client.name {
             Some(name) => resp::write_bulk(out, name.as_bytes()),
-            None => resp::write_null(out),
+            None => resp::write_null(out, client.proto),
         }
     } else if args.is(1, "SETINFO") && n == 4 {
         command::set_lib_info(&mut client.lib, args, out);
@@ -295,10 +305,10 @@ fn list_line(session: &Session, view: &View<'_>, text: &mut String) {
 
 /// `CLIENT LOOKUP name`: the `CLIENT LIST` line of the session holding `name` (of each holder,
 /// oldest first, when names are not unique), or nil.
-fn client_lookup(name: &[u8], view: &View<'_>, out: &mut Vec<u8>) {
+fn client_lookup(name: &[u8], view: &View<'_>, proto: Proto, out: &mut Vec<u8>) {
     let holders = view.sessions.holders(name);
     if holders.is_empty() {
-        resp::write_null(out);
+        resp::write_null(out, proto);
         return;
     }
     let mut text = String::new();
@@ -415,14 +425,14 @@ fn client_kill(args: Args<'_>, view: &View<'_>, out: &mut Vec<u8>) -> AdminStep 
     }
 }
 
-fn config_command(args: Args<'_>, view: &View<'_>, out: &mut Vec<u8>) {
+fn config_command(args: Args<'_>, view: &View<'_>, proto: Proto, out: &mut Vec<u8>) {
     if args.is(1, "GET") && args.len() >= 3 {
         let pairs = config_pairs(view.config);
         let hits: Vec<&(String, String)> = pairs
             .iter()
             .filter(|(k, _)| (2..args.len()).any(|i| glob::matches(args.get(i), k.as_bytes())))
             .collect();
-        resp::write_array_len(out, hits.len() * 2);
+        resp::write_map_len(out, hits.len(), proto);
         for (k, v) in hits {
             resp::write_bulk(out, k.as_bytes());
             resp::write_bulk(out, v.as_bytes());
@@ -766,7 +776,8 @@ mod tests {
         assert_eq!(f.run(&["CLIENT", "ID"]).1, ":1\r\n");
         assert_eq!(f.run(&["CLIENT", "SETNAME", "ops"]).1, "+OK\r\n");
         assert!(f.run(&["CLIENT", "INFO"]).1.contains("listener=admin"));
-        assert!(f.run(&["HELLO", "3"]).1.starts_with("-NOPROTO"));
+        assert!(f.run(&["HELLO", "4"]).1.starts_with("-NOPROTO"));
+        assert!(f.run(&["HELLO", "3"]).1.starts_with("%7\r\n"));
         assert_eq!(f.run(&["COMMAND", "DOCS"]).1, "*0\r\n");
         assert!(f.run(&["FLUSHALL"]).1.starts_with("-ERR unknown command"));
     }

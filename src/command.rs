@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::client_info;
 use crate::reap::ReapReason;
-use crate::resp;
+use crate::resp::{self, Proto};
 use crate::session::{LibInfo, Session};
 
 /// What the event loop does after a request.
@@ -121,7 +121,9 @@ pub fn execute(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Ve
     } else if args.is(0, "CLIENT") {
         return client(args, session, now, out);
     } else if args.is(0, "HELLO") {
-        hello(args, session.id, out);
+        if let Hello::SetName(name) = hello(args, session.id, &mut session.proto, out) {
+            return Step::Rename(name);
+        }
     } else if args.is(0, "INFO") || args.is(0, "CONFIG") {
         let cmd = printable(args.get(0)).to_ascii_uppercase();
         resp::write_error(
@@ -145,7 +147,7 @@ fn client(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>
     } else if args.is(1, "GETNAME") && n == 2 {
         match &session.name {
             Some(name) => resp::write_bulk(out, name.as_bytes()),
-            None => resp::write_null(out),
+            None => resp::write_null(out, session.proto),
         }
     } else if args.is(1, "ID") && n == 2 {
         resp::write_integer(out, i64::try_from(session.id).unwrap_or(i64::MAX));
@@ -221,37 +223,87 @@ pub(crate) fn set_lib_info(lib: &mut Option<Box<LibInfo>>, args: Args<'_>, out: 
     resp::write_simple(out, "OK");
 }
 
-/// `HELLO [2]` for the connection with `id`.
-pub(crate) fn hello(args: Args<'_>, id: u64, out: &mut Vec<u8>) {
-    if args.len() >= 2 && args.get(1) != b"2" {
-        // What redis-server 7 answers; clients fall back to RESP2.
-        resp::write_error(out, "NOPROTO unsupported protocol version");
-        return;
-    }
-    let id = id.to_string();
-    let fields: [(&str, &[u8]); 6] = [
-        ("server", b"vigild"),
-        ("version", env!("CARGO_PKG_VERSION").as_bytes()),
-        ("proto", b"2"),
-        ("id", id.as_bytes()),
-        ("mode", b"standalone"),
-        ("role", b"master"),
-    ];
-    resp::write_array_len(out, fields.len() * 2 + 2);
-    for (k, v) in fields {
-        resp::write_bulk(out, k.as_bytes());
-        if k == "proto" || k == "id" {
-            let n: i64 = std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            resp::write_integer(out, n);
-        } else {
-            resp::write_bulk(out, v);
+/// What `HELLO` asked for besides the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Hello {
+    /// Answered (with the server map or an error); nothing else to do.
+    Done,
+    /// Answered; the connection also asked for this name (`SETNAME`), already validated.
+    SetName(Option<Box<str>>),
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]` for the connection with `id`: switches
+/// `proto` to RESP2 or RESP3 and answers with the server's map in that protocol. redis-py 8
+/// and other current clients open with `HELLO 3` and do not fall back when refused, so RESP3
+/// is spoken, not only RESP2. `AUTH` is handled before this (see `auth`); here it is skipped.
+pub(crate) fn hello(args: Args<'_>, id: u64, proto: &mut Proto, out: &mut Vec<u8>) -> Hello {
+    let mut wanted = *proto;
+    let mut name = None;
+    if args.len() >= 2 {
+        wanted = match args.get(1) {
+            b"2" => Proto::Resp2,
+            b"3" => Proto::Resp3,
+            v if v.iter().all(u8::is_ascii_digit) && !v.is_empty() => {
+                resp::write_error(out, "NOPROTO unsupported protocol version");
+                return Hello::Done;
+            }
+            _ => {
+                resp::write_error(
+                    out,
+                    "ERR Protocol version is not an integer or out of range",
+                );
+                return Hello::Done;
+            }
+        };
+        let mut i = 2;
+        while i < args.len() {
+            if args.is(i, "AUTH") && i + 2 < args.len() {
+                i += 3;
+            } else if args.is(i, "SETNAME") && i + 1 < args.len() {
+                let value = args.get(i + 1);
+                if !valid_token(value) {
+                    resp::write_error(
+                        out,
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
+                    return Hello::Done;
+                }
+                name = Some(if value.is_empty() {
+                    None
+                } else {
+                    Some(String::from_utf8_lossy(value).into())
+                });
+                i += 2;
+            } else {
+                let opt = printable(args.get(i));
+                resp::write_error(out, &format!("ERR Syntax error in HELLO option '{opt}'"));
+                return Hello::Done;
+            }
         }
     }
+    *proto = wanted;
+    let fields: [(&str, &[u8]); 3] = [
+        ("server", b"vigild"),
+        ("version", env!("CARGO_PKG_VERSION").as_bytes()),
+        ("mode", b"standalone"),
+    ];
+    resp::write_map_len(out, 7, wanted);
+    for (k, v) in fields {
+        resp::write_bulk(out, k.as_bytes());
+        resp::write_bulk(out, v);
+    }
+    resp::write_bulk(out, b"proto");
+    resp::write_integer(out, if wanted == Proto::Resp3 { 3 } else { 2 });
+    resp::write_bulk(out, b"id");
+    resp::write_integer(out, i64::try_from(id).unwrap_or(i64::MAX));
+    resp::write_bulk(out, b"role");
+    resp::write_bulk(out, b"master");
     resp::write_bulk(out, b"modules");
     resp::write_array_len(out, 0);
+    match name {
+        Some(n) => Hello::SetName(n),
+        None => Hello::Done,
+    }
 }
 
 /// Names and library info are shown in space-separated lines: printable ASCII, no spaces.
@@ -392,13 +444,29 @@ mod tests {
         assert!(run(&mut s, &[b"CLIENT", b"LIST"])
             .1
             .contains("admin listener"));
+        assert!(run(&mut s, &[b"HELLO"]).1.starts_with("*14\r\n"));
         assert_eq!(
-            run(&mut s, &[b"HELLO", b"3"]).1,
+            run(&mut s, &[b"HELLO", b"4"]).1,
             "-NOPROTO unsupported protocol version\r\n"
         );
-        assert!(run(&mut s, &[b"HELLO"]).1.starts_with("*14\r\n"));
+        assert!(run(&mut s, &[b"HELLO", b"x"])
+            .1
+            .starts_with("-ERR Protocol version"));
+        assert!(run(&mut s, &[b"HELLO", b"3", b"BOGUS"])
+            .1
+            .starts_with("-ERR Syntax error"));
+        assert_eq!(s.proto, Proto::Resp2, "a refused HELLO changes nothing");
         assert_eq!(run(&mut s, &[b"SELECT", b"0"]).1, "+OK\r\n");
         assert_eq!(run(&mut s, &[b"COMMAND", b"DOCS"]).1, "*0\r\n");
+        // HELLO 3 switches to RESP3: a map reply, and nulls become `_`.
+        let (step, reply) = run(&mut s, &[b"HELLO", b"3", b"SETNAME", b"dev-9"]);
+        assert!(reply.starts_with("%7\r\n$6\r\nserver\r\n"), "{reply}");
+        assert!(reply.contains("$5\r\nproto\r\n:3\r\n"), "{reply}");
+        assert_eq!(step, Step::Rename(Some("dev-9".into())));
+        assert_eq!(s.proto, Proto::Resp3);
+        assert_eq!(run(&mut s, &[b"CLIENT", b"GETNAME"]).1, "_\r\n");
+        assert!(run(&mut s, &[b"HELLO", b"2"]).1.starts_with("*14\r\n"));
+        assert_eq!(run(&mut s, &[b"CLIENT", b"GETNAME"]).1, "$-1\r\n");
         for admin_only in [&[&b"INFO"[..]][..], &[b"config", b"get", b"*"]] {
             let (step, reply) = run(&mut s, admin_only);
             assert_eq!(step, Step::Continue);

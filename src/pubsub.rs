@@ -15,7 +15,7 @@
 //! `PUNSUBSCRIBE` when its `PubSub` is dropped, so both must answer.
 
 use crate::command::{self, Args};
-use crate::resp;
+use crate::resp::{self, Proto};
 
 /// The channel vigild publishes presence events on.
 pub const PRESENCE: &[u8] = b"presence";
@@ -56,14 +56,20 @@ impl Subscriptions {
     /// Appends this connection's frames for one presence event: `message` (already framed by
     /// [`write_message`], shared by every subscriber) when it holds the channel, and one
     /// `pmessage` per matching pattern, as Redis delivers them. Returns the frames written.
-    pub fn frames(&self, message: &[u8], payload: &[u8], out: &mut Vec<u8>) -> u64 {
+    /// `proto` is the subscriber's: a RESP3 connection gets pushes (`>`), whose header is
+    /// the array's with another first byte.
+    pub fn frames(&self, message: &[u8], payload: &[u8], proto: Proto, out: &mut Vec<u8>) -> u64 {
         let mut n = 0;
         if self.channels.iter().any(|c| &**c == PRESENCE) {
+            let start = out.len();
             out.extend_from_slice(message);
+            if proto == Proto::Resp3 {
+                out[start] = b'>';
+            }
             n += 1;
         }
         for (pattern, _) in self.patterns.iter().filter(|(_, m)| *m) {
-            resp::write_array_len(out, 4);
+            resp::write_push_len(out, 4, proto);
             resp::write_bulk(out, b"pmessage");
             resp::write_bulk(out, pattern);
             resp::write_bulk(out, PRESENCE);
@@ -92,7 +98,12 @@ pub enum Outcome {
 }
 
 /// Runs the pub/sub commands, and refuses the rest in subscribed mode.
-pub fn execute(args: Args<'_>, subs: &mut Subscriptions, out: &mut Vec<u8>) -> Outcome {
+pub fn execute(
+    args: Args<'_>,
+    subs: &mut Subscriptions,
+    proto: Proto,
+    out: &mut Vec<u8>,
+) -> Outcome {
     let names = 1..args.len();
     if args.is(0, "SUBSCRIBE") || args.is(0, "PSUBSCRIBE") {
         let pattern = args.is(0, "PSUBSCRIBE");
@@ -126,7 +137,7 @@ pub fn execute(args: Args<'_>, subs: &mut Subscriptions, out: &mut Vec<u8>) -> O
                     subs.channels.push(name.into());
                 }
             }
-            confirm(out, kind, Some(name), subs.count());
+            confirm(out, proto, kind, Some(name), subs.count());
         }
     } else if args.is(0, "UNSUBSCRIBE") || args.is(0, "PUNSUBSCRIBE") {
         let pattern = args.is(0, "PUNSUBSCRIBE");
@@ -143,12 +154,12 @@ pub fn execute(args: Args<'_>, subs: &mut Subscriptions, out: &mut Vec<u8>) -> O
                 std::mem::take(&mut subs.channels)
             };
             if all.is_empty() {
-                confirm(out, kind, None, subs.count());
+                confirm(out, proto, kind, None, subs.count());
             }
             let mut left = subs.count() + all.len();
             for name in all {
                 left -= 1;
-                confirm(out, kind, Some(&name), left);
+                confirm(out, proto, kind, Some(&name), left);
             }
         } else {
             for i in names {
@@ -158,10 +169,11 @@ pub fn execute(args: Args<'_>, subs: &mut Subscriptions, out: &mut Vec<u8>) -> O
                 } else {
                     subs.channels.retain(|c| &**c != name);
                 }
-                confirm(out, kind, Some(name), subs.count());
+                confirm(out, proto, kind, Some(name), subs.count());
             }
         }
-    } else if subs.active() && args.is(0, "PING") {
+    } else if subs.active() && args.is(0, "PING") && proto == Proto::Resp2 {
+        // RESP3 connections can mix pushes and replies, so there PING answers as usual.
         match args.len() {
             1 | 2 => {
                 resp::write_array_len(out, 2);
@@ -195,12 +207,12 @@ pub fn refuse(args: Args<'_>, out: &mut Vec<u8>) {
 }
 
 /// `*3 <kind> <name or nil> :<subscriptions left>`.
-fn confirm(out: &mut Vec<u8>, kind: &[u8], name: Option<&[u8]>, count: usize) {
-    resp::write_array_len(out, 3);
+fn confirm(out: &mut Vec<u8>, proto: Proto, kind: &[u8], name: Option<&[u8]>, count: usize) {
+    resp::write_push_len(out, 3, proto);
     resp::write_bulk(out, kind);
     match name {
         Some(n) => resp::write_bulk(out, n),
-        None => resp::write_null(out),
+        None => resp::write_null(out, proto),
     }
     resp::write_integer(out, i64::try_from(count).unwrap_or(i64::MAX));
 }
@@ -217,7 +229,7 @@ mod tests {
             buf.extend_from_slice(w.as_bytes());
         }
         let mut out = Vec::new();
-        let o = execute(Args::new(&buf, &ranges), subs, &mut out);
+        let o = execute(Args::new(&buf, &ranges), subs, Proto::Resp2, &mut out);
         (o, String::from_utf8(out).unwrap())
     }
 
@@ -272,7 +284,7 @@ mod tests {
         let mut message = Vec::new();
         write_message(&mut message, PRESENCE, b"{}");
         let mut out = Vec::new();
-        assert_eq!(s.frames(&message, b"{}", &mut out), 2);
+        assert_eq!(s.frames(&message, b"{}", Proto::Resp2, &mut out), 2);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "*3\r\n$7\r\nmessage\r\n$8\r\npresence\r\n$2\r\n{}\r\n\

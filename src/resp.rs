@@ -307,9 +307,43 @@ pub fn write_bulk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// `$-1\r\n`, the RESP2 null.
-pub fn write_null(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"$-1\r\n");
+/// The reply protocol a connection chose with `HELLO`: RESP2 until it asks for 3. RESP3 only
+/// changes how a few replies are framed (null, maps, pushes); everything else is the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Proto {
+    #[default]
+    Resp2,
+    Resp3,
+}
+
+/// The null reply: `$-1\r\n` in RESP2, `_\r\n` in RESP3.
+pub fn write_null(out: &mut Vec<u8>, proto: Proto) {
+    out.extend_from_slice(match proto {
+        Proto::Resp2 => b"$-1\r\n",
+        Proto::Resp3 => b"_\r\n",
+    });
+}
+
+/// A map of `pairs` key/value pairs: `%n` in RESP3, a flat array of `2n` in RESP2.
+pub fn write_map_len(out: &mut Vec<u8>, pairs: usize, proto: Proto) {
+    match proto {
+        Proto::Resp2 => write_array_len(out, pairs * 2),
+        Proto::Resp3 => {
+            out.push(b'%');
+            push_decimal(out, pairs as u64);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// An out-of-band push (pub/sub messages): `>n` in RESP3, an array in RESP2. Both headers
+/// have the same length, so a frame built for one can be turned into the other in place.
+pub fn write_push_len(out: &mut Vec<u8>, n: usize, proto: Proto) {
+    let start = out.len();
+    write_array_len(out, n);
+    if proto == Proto::Resp3 {
+        out[start] = b'>';
+    }
 }
 
 /// `:n\r\n`.
@@ -587,14 +621,18 @@ mod tests {
         write_error(&mut out, "ERR unknown command 'x\ny'");
         write_bulk(&mut out, b"a\0\r\n");
         write_bulk(&mut out, b"");
-        write_null(&mut out);
+        write_null(&mut out, Proto::Resp2);
+        write_null(&mut out, Proto::Resp3);
+        write_map_len(&mut out, 2, Proto::Resp3);
+        write_map_len(&mut out, 2, Proto::Resp2);
+        write_push_len(&mut out, 3, Proto::Resp3);
         for n in [0, 7, -42, i64::MAX, i64::MIN] {
             write_integer(&mut out, n);
         }
         write_array_len(&mut out, 0);
         write_array_len(&mut out, 1234);
         let want: &[u8] = b"+PONG\r\n+a  b\r\n-ERR unknown command 'x y'\r\n$4\r\na\0\r\n\r\n\
-            $0\r\n\r\n$-1\r\n:0\r\n:7\r\n:-42\r\n:9223372036854775807\r\n\
+            $0\r\n\r\n$-1\r\n_\r\n%2\r\n*4\r\n>3\r\n:0\r\n:7\r\n:-42\r\n:9223372036854775807\r\n\
             :-9223372036854775808\r\n*0\r\n*1234\r\n";
         assert_eq!(
             out.escape_ascii().to_string(),

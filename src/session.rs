@@ -52,6 +52,8 @@ pub struct Session {
     pub closing: Option<crate::reap::ReapReason>,
     /// The interest currently registered with the poller.
     pub interest: Interest,
+    /// RESP2 or RESP3, as chosen with `HELLO`.
+    pub proto: crate::resp::Proto,
 }
 
 impl Session {
@@ -72,6 +74,7 @@ impl Session {
             output_pos: 0,
             closing: None,
             interest: Interest::READABLE,
+            proto: crate::resp::Proto::Resp2,
         }
     }
 

@@ -124,7 +124,7 @@ impl OpsConn {
             Protocol::Admin(client) => {
                 client
                     .subscriptions
-                    .frames(message, payload, &mut self.output)
+                    .frames(message, payload, client.proto, &mut self.output)
             }
             Protocol::Metrics => 0,
         }
