@@ -93,7 +93,8 @@ fn refuse(mut stream: TcpStream, line: &[u8]) {
 impl Server {
     /// Binds a listener and registers it.
     pub(super) fn add_listener(&mut self, addr: SocketAddr) -> io::Result<()> {
-        let mut socket = listener::bind(addr, self.config.server.backlog)?;
+        let server = &self.config.server;
+        let mut socket = listener::bind(addr, server.backlog, server.reuse_port)?;
         let entry = self.listeners.vacant_entry();
         let token = Token(LISTENER_BASE + entry.key());
         self.poll
