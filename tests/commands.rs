@@ -167,14 +167,17 @@ fn client_info_shows_the_keepalive_options_read_back_from_the_kernel() {
     let mut last = String::new();
     for _ in 0..100 {
         let out = std::process::Command::new("ss")
-            .args(["-tno", "state", "established"])
+            .args(["-tnoO", "state", "established"])
             .output()
             .expect("ss (iproute2) is installed by the test script");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.contains(&format!("{} ", d.addr)) && l.contains(&peer))
-        {
+        // The daemon's end: local address first. The client's end of the same connection
+        // lists the same two addresses the other way round, and has no keepalive timer.
+        let ours = |l: &&str| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.get(2) == Some(&d.addr.to_string().as_str()) && cols.get(3) == Some(&peer.as_str())
+        };
+        if let Some(line) = text.lines().find(ours) {
             if line.contains("timer:(keepalive") {
                 return;
             }
