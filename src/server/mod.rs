@@ -7,13 +7,17 @@
 //! - The poll timeout is the nearest deadline (idle reaps, statistics, accept retry); the loop
 //!   never sleeps and never busy-waits.
 //! - A session ends only in [`Server::reap`].
+//! - Sessions whose event reports an error or hang-up are serviced at most
+//!   `deferred::PER_TURN` per turn, after the live ones.
 //!
 //! Submodules add `impl Server` blocks: `accept` (listeners, limits, descriptor exhaustion),
-//! `conn` (reading, writing, reaping), `control` (signals, reload, statistics, shutdown).
+//! `conn` (reading, writing, reaping), `control` (signals, reload, statistics, shutdown),
+//! `deferred` (the bounded queue of dead or departing peers).
 
 mod accept;
 mod conn;
 mod control;
+mod deferred;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -107,6 +111,8 @@ pub struct Server {
     revisit: Vec<Token>,
     /// Listeners to accept from again next turn (per-turn accept cap).
     accept_revisit: bool,
+    /// Sessions with an error or hang-up, serviced a bounded number per turn.
+    deferred: deferred::Deferred,
     accept: accept::AcceptState,
     stopping: bool,
 }
@@ -146,6 +152,7 @@ impl Server {
             next_stats: None,
             revisit: Vec::new(),
             accept_revisit: false,
+            deferred: deferred::Deferred::new(),
             accept: accept::AcceptState::new(),
             stopping: false,
             config,
@@ -174,6 +181,11 @@ impl Server {
             }
             now = Instant::now();
             for event in events.iter() {
+                // A dead or departing peer waits its turn, so a burst of thousands of them
+                // cannot hold up live sessions (see deferred.rs).
+                if (event.is_error() || event.is_read_closed()) && self.defer(event.token()) {
+                    continue;
+                }
                 self.dispatch(event.token(), now);
             }
             self.revisit_pending(now);
@@ -197,7 +209,7 @@ impl Server {
 
     /// Time until the nearest deadline; zero when work was left over from this turn.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.revisit.is_empty() || self.accept_revisit {
+        if !self.revisit.is_empty() || self.accept_revisit || !self.deferred.is_empty() {
             return Some(Duration::ZERO);
         }
         let deadlines = [
@@ -216,6 +228,7 @@ impl Server {
         for token in std::mem::take(&mut self.revisit) {
             self.service(token, now);
         }
+        self.service_deferred(now);
         if std::mem::take(&mut self.accept_revisit) {
             self.accept_all(now);
         }
