@@ -39,6 +39,7 @@ pub const DEFAULT_LISTEN: SocketAddr =
 pub const DEFAULT_BACKLOG: u32 = 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
+pub const DEFAULT_REUSE_PORT: bool = false;
 pub const DEFAULT_KEEPALIVE_ENABLED: bool = true;
 pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -75,6 +76,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// 0 = no limit
     pub max_connections_per_ip: usize,
+    /// `SO_REUSEPORT` on the client listeners, so several processes can share a port and the
+    /// kernel spreads new connections across them.
+    pub reuse_port: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +147,7 @@ impl Default for ServerConfig {
             backlog: DEFAULT_BACKLOG,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            reuse_port: DEFAULT_REUSE_PORT,
         }
     }
 }
@@ -496,6 +501,7 @@ impl ServerConfig {
             backlog,
             max_connections,
             max_connections_per_ip,
+            reuse_port: raw.reuse_port.unwrap_or(DEFAULT_REUSE_PORT),
         })
     }
 }
@@ -705,6 +711,7 @@ struct RawServer {
     backlog: Option<RawInt>,
     max_connections: Option<RawInt>,
     max_connections_per_ip: Option<RawInt>,
+    reuse_port: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -791,6 +798,7 @@ impl From<&Config> for RawConfig {
                 backlog: Some(RawInt(i64::from(config.server.backlog))),
                 max_connections: int(config.server.max_connections),
                 max_connections_per_ip: int(config.server.max_connections_per_ip),
+                reuse_port: Some(config.server.reuse_port),
             },
             keepalive: RawKeepalive {
                 enabled: Some(ka.enabled),
@@ -946,6 +954,7 @@ mod tests {
         );
         assert_eq!((c.server.backlog, c.server.max_connections), (1024, 10_000));
         assert_eq!(c.server.max_connections_per_ip, 0);
+        assert!(!c.server.reuse_port);
         let ka = c.keepalive;
         assert!(ka.enabled);
         assert_eq!((ka.idle, ka.interval, ka.probes), (secs(60), secs(10), 6));
@@ -1006,6 +1015,7 @@ mod tests {
             "backlog",
             "max_connections =",
             "max_connections_per_ip",
+            "reuse_port = false",
             "[keepalive]",
             "enabled",
             "idle =",
@@ -1033,6 +1043,7 @@ mod tests {
             backlog = 4096
             max_connections = 50000
             max_connections_per_ip = 100
+            reuse_port = true
             [keepalive]
             enabled = false
             idle = "1m30s"
@@ -1051,6 +1062,7 @@ mod tests {
         "#;
         let c = config(text);
         assert!(c.session.unique_names);
+        assert!(c.server.reuse_port);
         assert_eq!(
             c.keepalive.user_timeout,
             UserTimeout::Fixed(Duration::from_millis(120_500))
@@ -1145,6 +1157,10 @@ mod tests {
         rejected(
             "[keepalive]\nenabled = \"yes\"",
             &["keepalive.enabled:", "a boolean"],
+        );
+        rejected(
+            "[server]\nreuse_port = 1",
+            &["server.reuse_port:", "a boolean"],
         );
         rejected(
             "[keepalive]\nidle = true",

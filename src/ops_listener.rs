@@ -50,7 +50,7 @@ impl OpsListener {
     /// Binds `endpoint` (replacing a stale unix socket file) and returns the listener.
     pub fn bind(endpoint: &Endpoint) -> io::Result<OpsListener> {
         match endpoint {
-            Endpoint::Tcp(addr) => listener::bind(*addr, BACKLOG).map(OpsListener::Tcp),
+            Endpoint::Tcp(addr) => listener::bind(*addr, BACKLOG, false).map(OpsListener::Tcp),
             Endpoint::Unix(path) => bind_unix(path),
         }
     }

@@ -94,7 +94,8 @@ fn refuse(mut stream: TcpStream, line: &[u8]) {
 impl Server {
     /// Binds a listener and registers it.
     pub(super) fn add_listener(&mut self, addr: SocketAddr) -> io::Result<()> {
-        let socket = listener::bind(addr, self.config.server.backlog)?;
+        let server = &self.config.server;
+        let socket = listener::bind(addr, server.backlog, server.reuse_port)?;
         self.register_listener(addr, socket)
     }
 

@@ -136,17 +136,6 @@ impl Server {
         self.settle(token, now);
     }
 
-    /// Services up to `max` sessions whose socket reported an error; the read or write fails
-    /// and reaps them. The rest wait for the next turn (the poll timeout is zero meanwhile).
-    pub(super) fn service_failed(&mut self, max: usize, now: Instant) {
-        for _ in 0..max {
-            let Some(token) = self.failed.pop_front() else {
-                return;
-            };
-            self.service(token, now);
-        }
-    }
-
     /// Reads until `WouldBlock` (or the cap), answering requests as they complete.
     fn read_input(&mut self, token: Token, now: Instant) -> Input {
         let max_request = self.config.session.max_request_bytes;

@@ -84,6 +84,9 @@ impl Server {
         if old.server.backlog != new.server.backlog {
             warn!("reload: server.backlog applies to listeners opened from now on; restart to change it on existing ones");
         }
+        if old.server.reuse_port != new.server.reuse_port {
+            warn!("reload: server.reuse_port applies to listeners opened from now on; restart to change it on existing ones");
+        }
         if old.keepalive != new.keepalive {
             let mut failed = 0;
             for (_, s) in self.sessions.iter() {

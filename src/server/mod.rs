@@ -3,25 +3,27 @@
 //! Invariants kept here:
 //! - Readiness is a hint. Accept, read and write loops run until `WouldBlock` (or a per-turn
 //!   cap, after which the token is revisited on the next turn with a zero poll timeout).
-//! - A mass death cannot starve live sessions: sessions whose socket reported an error are
-//!   reaped at most `MAX_FAILED_PER_TURN` per turn, after the turn's other events.
 //! - Time is read once per turn and passed down as `now`.
 //! - The poll timeout is the nearest deadline (idle reaps, statistics, accept retry, the
 //!   systemd watchdog ping); the loop never sleeps and never busy-waits.
 //! - A session ends only in [`Server::reap`].
+//! - Sessions whose event reports an error or hang-up are serviced at most
+//!   `deferred::PER_TURN` per turn, after the live ones.
 //!
 //! Submodules add `impl Server` blocks: `accept` (listeners, limits, descriptor exhaustion),
 //! `conn` (reading, writing, reaping), `control` (signals, reload, statistics, shutdown),
-//! `ops` (admin and metrics listeners), `presence` (events and names).
+//! `ops` (admin and metrics listeners), `presence` (events and names), `deferred` (the
+//! bounded queue of dead or departing peers).
 
 mod accept;
 mod conn;
 mod control;
+mod deferred;
 mod ops;
 mod presence;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -49,12 +51,6 @@ const LISTENER_BASE: usize = 1;
 const READ_BUF_BYTES: usize = 64 * 1024;
 /// Events handled per `poll`.
 const EVENTS_CAPACITY: usize = 1024;
-/// Sessions with a socket error reaped per turn. Reaping costs a `TCP_INFO` snapshot, a log
-/// line and a close; thousands of peers behind one cut link die in bursts (the kernel's
-/// keepalive timers fire in 32 ms batches), and reaping a burst in one turn held a live
-/// client's PING for 26-188 ms (2,000 sessions cut at once, debug build, tests/faults). With
-/// 32 per turn the PING stays under 6 ms.
-const MAX_FAILED_PER_TURN: usize = 32;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -145,10 +141,10 @@ pub struct Server {
     next_stats: Option<Instant>,
     /// Sessions whose input was not drained this turn (per-turn read cap).
     revisit: Vec<Token>,
-    /// Sessions whose socket reported an error, waiting to be reaped (per-turn cap).
-    failed: VecDeque<Token>,
     /// Listeners to accept from again next turn (per-turn accept cap).
     accept_revisit: bool,
+    /// Sessions with an error or hang-up, serviced a bounded number per turn.
+    deferred: deferred::Deferred,
     accept: accept::AcceptState,
     /// The admin and metrics listeners and their connections.
     ops: ops::Ops,
@@ -195,8 +191,8 @@ impl Server {
             idle_heap: BinaryHeap::new(),
             next_stats: None,
             revisit: Vec::new(),
-            failed: VecDeque::new(),
             accept_revisit: false,
+            deferred: deferred::Deferred::new(),
             accept: accept::AcceptState::new(),
             ops: ops::Ops::new(),
             stopping: false,
@@ -235,16 +231,14 @@ impl Server {
             }
             now = Instant::now();
             for event in events.iter() {
-                if event.token().0 >= SESSION_BASE && event.is_error() {
-                    // Errors end sessions; live sessions' events go first (see
-                    // MAX_FAILED_PER_TURN).
-                    self.failed.push_back(event.token());
-                } else {
-                    self.dispatch(event.token(), now);
+                // A dead or departing peer waits its turn, so a burst of thousands of them
+                // cannot hold up live sessions (see deferred.rs).
+                if (event.is_error() || event.is_read_closed()) && self.defer(event.token()) {
+                    continue;
                 }
+                self.dispatch(event.token(), now);
             }
             self.revisit_pending(now);
-            self.service_failed(MAX_FAILED_PER_TURN, now);
             self.run_timers(now);
             // Last: every source of presence events has run this turn.
             self.flush_subscribers(now);
@@ -269,7 +263,7 @@ impl Server {
 
     /// Time until the nearest deadline; zero when work was left over from this turn.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.revisit.is_empty() || self.accept_revisit || !self.failed.is_empty() {
+        if !self.revisit.is_empty() || self.accept_revisit || !self.deferred.is_empty() {
             return Some(Duration::ZERO);
         }
         let deadlines = [
@@ -290,6 +284,7 @@ impl Server {
         for token in std::mem::take(&mut self.revisit) {
             self.dispatch(token, now);
         }
+        self.service_deferred(now);
         if std::mem::take(&mut self.accept_revisit) {
             self.accept_all(now);
         }
