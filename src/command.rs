@@ -49,7 +49,7 @@ impl<'a> Args<'a> {
             .unwrap_or(&[])
     }
 
-    fn is(&self, i: usize, word: &str) -> bool {
+    pub fn is(&self, i: usize, word: &str) -> bool {
         self.get(i).eq_ignore_ascii_case(word.as_bytes())
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! Invariants of a `Config` that came from [`Config::parse`]: every keepalive duration is whole
 //! seconds in 1..=32767 s, [`KeepaliveConfig::effective_user_timeout`] fits the kernel's `int`
-//! of milliseconds, and [`Config::to_toml`] parses back to an equal `Config`.
+//! of milliseconds, and [`Config::to_toml`] parses back to an equal `Config`, except that an
+//! inline `server.password` is shown as [`REDACTED`] (a `password_file` is shown as its path).
 //!
 //! Adding a key: a field in its `Raw*` struct, a field and `DEFAULT_*` constant in the typed
 //! struct, one line in its `from_raw` and one in `From<&Config> for RawConfig`, one line in
@@ -26,6 +27,7 @@ use log::LevelFilter;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::auth::{self, Password, PasswordSource};
 use crate::duration::{format_duration, DurationValue, ACCEPTED_FORMS};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vigild/vigild.toml";
@@ -44,6 +46,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_STATS_INTERVAL: Option<Duration> = Some(Duration::from_secs(60));
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
+/// What `to_toml` (and so `--check-config`) prints instead of an inline password.
+pub const REDACTED: &str = "(redacted)";
 
 /// TCP_KEEPIDLE and TCP_KEEPINTVL are whole seconds, at most this many.
 const MAX_KEEPALIVE_SECS: u64 = 32_767;
@@ -67,6 +71,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// 0 = no limit
     pub max_connections_per_ip: usize,
+    /// Clients must `AUTH` with it first; None = no password ("" in the file).
+    pub password: Option<Password>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +139,7 @@ impl Default for ServerConfig {
             backlog: DEFAULT_BACKLOG,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            password: None,
         }
     }
 }
@@ -262,6 +269,9 @@ impl Config {
                  never applies; lower it, or set 0 for no per-address limit.",
                 server.max_connections_per_ip, server.max_connections
             ));
+        }
+        if let Some(PasswordSource::File(path)) = server.password.as_ref().map(|p| &p.source) {
+            out.extend(auth::file_mode_warning(path));
         }
         let ka = &self.keepalive;
         let bound = ka.detection_bound();
@@ -475,12 +485,50 @@ impl ServerConfig {
             0..=1_000_000,
             "0 means no limit",
         )?;
+        let password = password(raw.password, raw.password_file, check)?;
         Ok(ServerConfig {
             listen,
             backlog,
             max_connections,
             max_connections_per_ip,
+            password,
         })
+    }
+}
+
+/// `server.password` or `server.password_file` (relative to the config file's directory);
+/// an empty string is the same as leaving the key out.
+fn password(
+    inline: Option<String>,
+    file: Option<String>,
+    check: &Check<'_>,
+) -> Result<Option<Password>, ConfigError> {
+    let inline = inline.filter(|p| !p.is_empty());
+    let file = file.filter(|p| !p.is_empty());
+    match (inline, file) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(check.invalid(
+            "server.password_file",
+            "is set together with server.password; keep one of them",
+        )),
+        (Some(p), None) if p.len() > auth::MAX_PASSWORD_BYTES => Err(check.invalid(
+            "server.password",
+            format!(
+                "is {} bytes long; use at most {} (it must fit in one AUTH request)",
+                p.len(),
+                auth::MAX_PASSWORD_BYTES
+            ),
+        )),
+        (Some(p), None) => Ok(Some(Password::new(p.into_bytes(), PasswordSource::Inline))),
+        (None, Some(f)) => {
+            let dir = check.path.parent().unwrap_or(Path::new(""));
+            // Absolute, so a reload or `to_toml` output read from elsewhere finds the same file.
+            let joined = dir.join(f);
+            let path = std::path::absolute(&joined).unwrap_or(joined);
+            let secret = auth::read_password_file(&path)
+                .map_err(|message| check.invalid("server.password_file", message))?;
+            Ok(Some(Password::new(secret, PasswordSource::File(path))))
+        }
     }
 }
 
@@ -684,6 +732,8 @@ struct RawServer {
     backlog: Option<RawInt>,
     max_connections: Option<RawInt>,
     max_connections_per_ip: Option<RawInt>,
+    password: Option<String>,
+    password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -769,6 +819,14 @@ impl From<&Config> for RawConfig {
                 backlog: Some(RawInt(i64::from(config.server.backlog))),
                 max_connections: int(config.server.max_connections),
                 max_connections_per_ip: int(config.server.max_connections_per_ip),
+                password: Some(match config.server.password.as_ref().map(|p| &p.source) {
+                    Some(PasswordSource::Inline) => REDACTED.to_owned(),
+                    _ => String::new(),
+                }),
+                password_file: Some(match config.server.password.as_ref().map(|p| &p.source) {
+                    Some(PasswordSource::File(path)) => path.display().to_string(),
+                    _ => String::new(),
+                }),
             },
             keepalive: RawKeepalive {
                 enabled: Some(ka.enabled),
@@ -857,6 +915,7 @@ fn bare_key(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     const PATH: &str = "test.toml";
 
@@ -1349,6 +1408,55 @@ mod tests {
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("keepalive.user_timeout = 30s") && w[0].contains("data in flight"));
         assert!(w[1].contains("never found"));
+    }
+
+    #[test]
+    fn passwords() {
+        assert_eq!(config("[server]\npassword = \"\"").server.password, None);
+        let c = config("[server]\npassword = \"s3cret\"");
+        let pw = c.server.password.as_ref().expect("a password");
+        assert!(pw.matches(b"s3cret") && !pw.matches(b"s3cre"));
+        let shown = c.to_toml();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("password = \"(redacted)\""), "{shown}");
+        let long = "x".repeat(auth::MAX_PASSWORD_BYTES + 1);
+        invalid(
+            &format!("[server]\npassword = \"{long}\""),
+            "server.password",
+            "at most 1024",
+        );
+        invalid(
+            "[server]\npassword = \"a\"\npassword_file = \"b\"",
+            "server.password_file",
+            "keep one of them",
+        );
+        invalid(
+            "[server]\npassword_file = \"no-such-file\"",
+            "server.password_file",
+            "cannot read",
+        );
+        rejected("[server]\npassword = 5", &["server.password: invalid type"]);
+
+        let dir = std::env::temp_dir().join(format!("vigild-config-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let mode = |m| std::fs::Permissions::from_mode(m);
+        std::fs::set_permissions(&file, mode(0o600)).unwrap();
+        let cfg_path = dir.join("vigild.toml");
+        // Relative to the config file's directory, not to the working directory.
+        let l = Config::parse("[server]\npassword_file = \"pw\"", &cfg_path).unwrap();
+        let pw = l.config.server.password.as_ref().unwrap();
+        assert!(pw.matches(b"from-file"));
+        assert_eq!(pw.source, PasswordSource::File(file.clone()));
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let again = Config::parse(&l.config.to_toml(), &cfg_path).unwrap();
+        assert_eq!(again.config, l.config);
+        std::fs::set_permissions(&file, mode(0o644)).unwrap();
+        let l = Config::parse("[server]\npassword_file = \"pw\"", &cfg_path).unwrap();
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        assert!(l.warnings[0].contains("chmod 600"), "{:?}", l.warnings);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

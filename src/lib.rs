@@ -4,6 +4,7 @@
 //! The binary (`main.rs`) is a thin wrapper around [`cli::main`]. `docs/architecture.md` tells
 //! the life of one session from accept to reap.
 
+pub mod auth;
 pub mod cli;
 mod client_info;
 mod command;
@@ -12,6 +13,7 @@ pub mod duration;
 mod histogram;
 mod listener;
 mod logging;
+mod rate_limit;
 pub mod reap;
 pub mod resp;
 mod server;

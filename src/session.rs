@@ -46,6 +46,13 @@ pub struct Session {
     pub closing: Option<crate::reap::ReapReason>,
     /// The interest currently registered with the poller.
     pub interest: Interest,
+    /// May run commands: set at accept when no password is required, or by a good `AUTH`.
+    pub authenticated: bool,
+    /// Wrong passwords sent on this session (see `auth::MAX_FAILURES`).
+    pub auth_failures: u32,
+    /// When the first byte of the unfinished request in `partial` arrived: a request must be
+    /// completed within `session.idle_timeout` of it (so a client dribbling bytes is idle).
+    pub partial_since: Option<Instant>,
 }
 
 impl Session {
@@ -66,6 +73,9 @@ impl Session {
             output_pos: 0,
             closing: None,
             interest: Interest::READABLE,
+            authenticated: false,
+            auth_failures: 0,
+            partial_since: None,
         }
     }
 
@@ -89,6 +99,13 @@ impl Session {
 
     pub fn idle_for(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.last_rx)
+    }
+
+    /// When `session.idle_timeout` = `limit` reaps this session: `limit` after the last byte
+    /// received, or after the start of a request that is still unfinished, whichever is first.
+    /// Never earlier than a deadline computed before (the idle heap relies on that).
+    pub fn idle_deadline(&self, limit: Duration) -> Instant {
+        self.partial_since.unwrap_or(self.last_rx).min(self.last_rx) + limit
     }
 
     pub fn age(&self, now: Instant) -> Duration {

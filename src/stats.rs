@@ -63,6 +63,8 @@ pub struct Stats {
     pub accepted: u64,
     rejected: [u64; RejectCause::ALL.len()],
     reasons: [ReasonStats; ReapReason::ALL.len()],
+    /// Wrong passwords sent with `AUTH` (or `HELLO ... AUTH`).
+    pub auth_failures: u64,
 }
 
 impl Stats {
@@ -120,6 +122,9 @@ impl Stats {
             if n > 0 {
                 let _ = write!(s, " rejected.{}={n}", cause.name());
             }
+        }
+        if self.auth_failures > 0 {
+            let _ = write!(s, " auth.failed={}", self.auth_failures);
         }
         for reason in ReapReason::ALL {
             let r = self.reason(reason);

@@ -12,6 +12,7 @@
 //! `conn` (reading, writing, reaping), `control` (signals, reload, statistics, shutdown).
 
 mod accept;
+mod auth;
 mod conn;
 mod control;
 
@@ -108,6 +109,8 @@ pub struct Server {
     /// Listeners to accept from again next turn (per-turn accept cap).
     accept_revisit: bool,
     accept: accept::AcceptState,
+    /// Failed `AUTH` warnings, at most one a second.
+    auth_warn: crate::rate_limit::RateLimited,
     stopping: bool,
 }
 
@@ -147,6 +150,7 @@ impl Server {
             revisit: Vec::new(),
             accept_revisit: false,
             accept: accept::AcceptState::new(),
+            auth_warn: Default::default(),
             stopping: false,
             config,
         };
@@ -252,7 +256,7 @@ impl Server {
             if session.id != id {
                 continue;
             }
-            let due = session.last_rx + limit;
+            let due = session.idle_deadline(limit);
             if due <= now {
                 self.reap(
                     token,
@@ -271,7 +275,7 @@ impl Server {
         if let Some(limit) = self.config.session.idle_timeout {
             for (token, s) in self.sessions.iter() {
                 self.idle_heap
-                    .push(Reverse((s.last_rx + limit, token, s.id)));
+                    .push(Reverse((s.idle_deadline(limit), token, s.id)));
             }
         }
     }

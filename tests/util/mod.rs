@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod load;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -276,6 +278,20 @@ impl Daemon {
             assert!(Instant::now() < deadline, "no stats line:\n{}", log.text());
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Waits for the reap line of the session whose peer (client) address is `peer`.
+    pub fn wait_reap_of_peer(
+        &self,
+        peer: SocketAddr,
+        timeout: Duration,
+    ) -> HashMap<String, String> {
+        let needle = format!(" peer={peer} ");
+        let line = self
+            .log
+            .wait_for(timeout, |l| l.contains(" reap ") && l.contains(&needle))
+            .unwrap_or_else(|| panic!("{peer} not reaped; log:\n{}", self.log.text()));
+        fields(&line)
     }
 
     /// Waits for the reap line of session `id`, returns its fields.
