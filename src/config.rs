@@ -46,6 +46,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_STATS_INTERVAL: Option<Duration> = Some(Duration::from_secs(60));
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
+/// Longest config file read; real ones are a few hundred bytes.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// What `to_toml` (and so `--check-config`) prints instead of an inline password.
 pub const REDACTED: &str = "(redacted)";
 
@@ -227,9 +229,44 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_error = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        // Capped, so `--config /dev/zero` (or a log file given by mistake) is an error, not
+        // an unbounded allocation.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, MAX_CONFIG_BYTES + 1),
+            &mut bytes,
+        )
+        .map_err(read_error)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "is larger than {} KiB; is this the config file?",
+                    MAX_CONFIG_BYTES / 1024
+                ),
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
+            let byte = e.as_bytes().get(valid.len()).copied().unwrap_or(0);
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "line {line}, column {column}: byte 0x{byte:02x} is not UTF-8; the file must \
+                     be UTF-8 text"
+                ),
+            }
         })?;
         Config::parse(&text, path)
     }

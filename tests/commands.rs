@@ -171,10 +171,13 @@ fn client_info_shows_the_keepalive_options_read_back_from_the_kernel() {
             .output()
             .expect("ss (iproute2) is installed by the test script");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.contains(&format!("{} ", d.addr)) && l.contains(&peer))
-        {
+        // The daemon's side: local address first, then the client's. (Both sides of the
+        // loopback connection are listed, in no fixed order.)
+        let daemon_side = |l: &&str| {
+            let mut cols = l.split_whitespace().skip(2);
+            cols.next() == Some(d.addr.to_string().as_str()) && cols.next() == Some(peer.as_str())
+        };
+        if let Some(line) = text.lines().find(daemon_side) {
             if line.contains("timer:(keepalive") {
                 return;
             }

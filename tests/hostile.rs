@@ -500,3 +500,126 @@ fn descriptor_exhaustion_is_logged_rarely_costs_little_and_recovers() {
     }
     release(&d, control, base, "descriptors");
 }
+
+#[test]
+fn sighup_every_100ms_under_a_flood_then_sigterm_exits_cleanly_with_stats_that_add_up() {
+    let _cpu = heavy();
+    let variant = |k: usize| {
+        // Alternate settings that apply to live sessions, so each reload has work to do.
+        let (idle, timeout) = if k % 2 == 0 { (60, "0s") } else { (30, "1h") };
+        util::complete_config(&format!(
+            "[server]\nmax_connections = 30\n[keepalive]\nidle = {idle}\n\
+             [session]\nidle_timeout = \"{timeout}\"\n[stats]\ninterval = \"1s\"\n"
+        ))
+    };
+    let d = Daemon::start(&variant(0));
+    let (control, _base) = guard(&d);
+    // 28 held sessions + control: two concurrent flood clients sometimes find the table full.
+    let held: Vec<TcpStream> = (0..28)
+        .map(|i| {
+            let mut s = connect_from(source_ip(i), d.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"PING\r\n").unwrap();
+            assert_eq!(read_line(&mut s).unwrap(), "+PONG");
+            s
+        })
+        .collect();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = d.addr;
+    let flooders: Vec<_> = (0..2)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                util::load::lower_priority();
+                // (connected, answered PONG, told max connections)
+                let mut counts = (0u64, 0u64, 0u64);
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    i += 1;
+                    let Ok(mut s) = connect_from(source_ip(1000 + t * 100_000 + i % 50), addr)
+                    else {
+                        break; // the daemon is gone
+                    };
+                    counts.0 += 1;
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    let reply = s.write_all(b"PING\r\n").and_then(|()| read_line(&mut s));
+                    match reply.as_deref() {
+                        Ok("+PONG") => counts.1 += 1,
+                        Ok("-ERR max connections reached") => counts.2 += 1,
+                        Ok(other) => panic!("unexpected reply {other:?}"),
+                        Err(_) => {} // closed by the shutdown
+                    }
+                }
+                counts
+            })
+        })
+        .collect();
+
+    let t0 = Instant::now();
+    let mut hups = 0;
+    for k in 1..=20 {
+        std::fs::write(&d.config_path, variant(k)).unwrap();
+        d.signal(libc::SIGHUP);
+        hups += 1;
+        let next = t0 + Duration::from_millis(100 * k as u64);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let report = control.stop();
+    let mut d = d;
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(10)).expect("vigild exits");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut connected, mut answered, mut refused) = (0, 0, 0);
+    for f in flooders {
+        let c = f.join().expect("flood thread");
+        connected += c.0;
+        answered += c.1;
+        refused += c.2;
+    }
+    drop(held);
+    report.assert_ok("signals under load");
+    assert_eq!(status.code(), Some(0), "{}", d.log.text());
+
+    let log = d.log.lines();
+    let reloads = log.iter().filter(|l| l.contains(" reloaded ")).count();
+    assert!(
+        reloads >= hups / 2 && reloads <= hups,
+        "{reloads} reloads for {hups} SIGHUPs"
+    );
+    assert!(!log.iter().any(|l| l.contains("reload failed")));
+    let last = log
+        .iter()
+        .find(|l| l.contains("; final stats "))
+        .expect("final stats line");
+    let st = fields(last);
+    let num = |k: &str| st.get(k).map_or(0, |v| v.parse::<u64>().unwrap());
+    // All sessions were reaped at shutdown, each one counted once.
+    assert_eq!(num("live"), 0, "{last}");
+    assert_eq!(num("accepted"), num("reaped"), "{last}");
+    let by_reason: u64 = st
+        .iter()
+        .filter(|(k, _)| k.starts_with("reap."))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(by_reason, num("reaped"), "{last}");
+    // The 28 held sessions were open at SIGTERM (the control client had just left): reaped
+    // as shutdown, with any flood session caught in the middle.
+    assert!(num("reap.shutdown") >= 28, "{last}");
+    // Every connection the daemon took in was admitted or rejected; clients saw at least the
+    // answered and refused ones, and at most every connect (some waited in the listen queue
+    // at SIGTERM and were never accepted).
+    let seen = num("accepted") + num("rejected");
+    let clients = connected + 29;
+    assert!(
+        seen >= answered + refused + 29 && seen <= clients,
+        "{last}\nclients: connected {connected}, answered {answered}, refused {refused}"
+    );
+    assert_eq!(num("rejected"), num("rejected.max-connections"), "{last}");
+    assert!(num("rejected") >= refused, "{last}");
+    eprintln!(
+        "signals under load: {hups} SIGHUPs, {reloads} reloads, {connected} flood connects \
+         ({answered} answered, {refused} refused); final: {}",
+        last.split("final ").nth(1).unwrap_or("")
+    );
+}

@@ -27,7 +27,7 @@ use crate::sockopt;
 use crate::stats::RejectCause;
 
 /// Accepts per listener per turn, so a connection storm cannot starve live sessions.
-const MAX_ACCEPTS_PER_TURN: usize = 256;
+const MAX_ACCEPTS_PER_TURN: usize = 64;
 /// How long to stop accepting when descriptors are gone and the reserve could not help.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Accept-side state: the reserve descriptor, the pause, and the rate limits.

@@ -277,3 +277,31 @@ impl Junk {
             .collect()
     }
 }
+
+/// The kernel's count of connections dropped because a listen queue was full
+/// (`TcpExt: ListenDrops` in `/proc/net/netstat`, for this network namespace). A connection
+/// dropped there and then reset by its client never reaches `accept`.
+pub fn listen_drops() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenDrops")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Lowers the calling thread's CPU priority (nice 10). Load generators call it so that on a
+/// two-core machine they do not starve the daemon and the control client of CPU: the test
+/// measures how vigild serves others while it handles the load, not how the scheduler shares
+/// two cores among more busy threads than that.
+pub fn lower_priority() {
+    // SAFETY: gettid and setpriority take plain integers. On Linux the nice value belongs to
+    // the thread, so this leaves the rest of the test process alone.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+    assert_eq!(rc, 0, "setpriority: {}", io::Error::last_os_error());
+}

@@ -77,6 +77,20 @@ impl Log {
         self.0 .0.lock().unwrap().lines.clone()
     }
 
+    /// How many lines have been logged so far.
+    pub fn len(&self) -> usize {
+        self.0 .0.lock().unwrap().lines.len()
+    }
+
+    /// The lines logged after the first `n` (cheap where `lines()` would copy a long log).
+    pub fn lines_from(&self, n: usize) -> Vec<String> {
+        let st = self.0 .0.lock().unwrap();
+        st.lines
+            .get(n..)
+            .map(<[String]>::to_vec)
+            .unwrap_or_default()
+    }
+
     pub fn text(&self) -> String {
         self.lines().join("\n")
     }
@@ -262,17 +276,13 @@ impl Daemon {
 
     /// Asks for a statistics line (SIGUSR1) and returns it parsed.
     pub fn stats(&self) -> HashMap<String, String> {
-        let before = self.log.lines().len();
+        let before = self.log.len();
         self.signal(libc::SIGUSR1);
         let log = self.log.clone();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let lines = log.lines();
-            if let Some(l) = lines
-                .iter()
-                .skip(before)
-                .find(|l| l.contains(" INFO  stats "))
-            {
+            let lines = log.lines_from(before);
+            if let Some(l) = lines.iter().find(|l| l.contains(" INFO  stats ")) {
                 return fields(l);
             }
             assert!(Instant::now() < deadline, "no stats line:\n{}", log.text());
