@@ -53,6 +53,8 @@ pub struct Session {
     /// When the first byte of the unfinished request in `partial` arrived: a request must be
     /// completed within `session.idle_timeout` of it (so a client dribbling bytes is idle).
     pub partial_since: Option<Instant>,
+    /// Where parsing of `partial` stopped, so the next read checks only the new bytes.
+    pub resume: crate::resp::Resume,
 }
 
 impl Session {
@@ -76,6 +78,7 @@ impl Session {
             authenticated: false,
             auth_failures: 0,
             partial_since: None,
+            resume: crate::resp::Resume::Fresh,
         }
     }
 

@@ -114,6 +114,10 @@ fn check_after(
             .cloned()
             .unwrap_or_default()
     );
+    eprintln!(
+        "{case}: largest gap between daemon log lines: {}",
+        largest_log_gap(d)
+    );
     report.assert_ok(case);
     // Every connection that reached accept was admitted (the control session too) and all
     // but the control were reaped. Only those the kernel dropped from a full listen queue
@@ -186,4 +190,31 @@ fn wait_reaped(d: &Daemon, n: usize) {
         assert!(Instant::now() < deadline, "not all reaped: {st:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The longest pause between two consecutive daemon log lines, with the line after it: when
+/// the control client saw a slow PONG, this tells whether the daemon itself stood still.
+fn largest_log_gap(d: &Daemon) -> String {
+    let ms = |l: &str| -> Option<u64> {
+        // 2026-11-22T00:35:50.792Z: minutes, seconds and milliseconds are enough here.
+        let t = l.get(14..23)?;
+        let (m, rest) = t.split_once(':')?;
+        let (s, frac) = rest.split_once('.')?;
+        Some(
+            m.parse::<u64>().ok()? * 60_000
+                + s.parse::<u64>().ok()? * 1000
+                + frac.parse::<u64>().ok()?,
+        )
+    };
+    let lines = d.log.lines();
+    let mut best = (0, String::new());
+    for w in lines.windows(2) {
+        if let (Some(a), Some(b)) = (ms(&w[0]), ms(&w[1])) {
+            let gap = b.saturating_sub(a);
+            if gap > best.0 && !w[1].contains(" stats ") {
+                best = (gap, w[1].chars().take(80).collect());
+            }
+        }
+    }
+    format!("{} ms before {:?}", best.0, best.1)
 }

@@ -46,7 +46,9 @@ enum Input {
 }
 
 /// Parses and runs every complete request in `input`, appending replies to `out`. Returns the
-/// number of bytes consumed and what to do next.
+/// number of bytes consumed and what to do next. `session.resume` must describe `input`'s
+/// first request (`Fresh` unless `input` is the session's `partial` grown by a read); it is
+/// left describing the unfinished request after the consumed bytes.
 fn run_requests(
     input: &[u8],
     session: &mut Session,
@@ -57,10 +59,14 @@ fn run_requests(
     now: Instant,
 ) -> (usize, Step) {
     let mut pos = 0;
+    let mut resume = std::mem::take(&mut session.resume);
     while pos < input.len() {
         let rest = &input[pos..];
-        match resp::parse(rest, max_request_bytes, args) {
-            Ok(Parsed::Incomplete) => break,
+        match resp::parse_resumable(rest, max_request_bytes, args, &mut resume) {
+            Ok(Parsed::Incomplete) => {
+                session.resume = resume;
+                break;
+            }
             Ok(Parsed::Request { consumed }) => {
                 pos += consumed;
                 if args.is_empty() {

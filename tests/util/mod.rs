@@ -201,6 +201,17 @@ impl Daemon {
         let mut child = cmd.spawn().expect("spawn vigild");
         let log = Log::default();
         let stderr = child.stderr.take().unwrap();
+        // A roomy pipe (1 MiB instead of 64 KiB), so a test whose reader thread is briefly
+        // starved of CPU does not block the daemon's logging, which would stall its loop and
+        // show up as a slow client that the daemon did not cause.
+        // SAFETY: fcntl(F_SETPIPE_SZ) on a pipe descriptor we own; failure only keeps 64 KiB.
+        unsafe {
+            libc::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(&stderr),
+                libc::F_SETPIPE_SZ,
+                1 << 20,
+            )
+        };
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
