@@ -168,6 +168,7 @@ fn parse_multibulk(
     max: usize,
     args: &mut Vec<Range<usize>>,
 ) -> Result<Parsed, ProtocolError> {
+    let buf = multibulk_view(buf, max);
     let Some((count, pos)) = count_header(buf, max)? else {
         return incomplete(buf, max);
     };
@@ -180,6 +181,15 @@ fn parse_multibulk(
         Walk::Done(consumed) => Ok(Parsed::Request { consumed }),
         Walk::Stopped { .. } => incomplete(buf, max),
     }
+}
+
+/// The part of a buffer a multibulk request is judged on: at most `max + 1` bytes. A request
+/// that fits ends within `max` bytes, and with one byte more an unfinished one is already too
+/// large, so later bytes could only change *which* error is reported. Not looking at them makes
+/// the outcome the same however the stream was split into reads: the bytes that decide it are
+/// the same ones.
+fn multibulk_view(buf: &[u8], max: usize) -> &[u8] {
+    buf.get(..max.saturating_add(1)).unwrap_or(buf)
 }
 
 /// The `*N\r\n` line: `None` while incomplete, else the argument count (0 for `*0` and
@@ -307,7 +317,8 @@ pub fn parse_resumable(
             }
         }
         Resume::Multibulk { pos, remaining } => {
-            if let Ok(Walk::Stopped { pos, remaining }) = walk_args(buf, max, pos, remaining, None)
+            let view = multibulk_view(buf, max);
+            if let Ok(Walk::Stopped { pos, remaining }) = walk_args(view, max, pos, remaining, None)
             {
                 let result = incomplete(buf, max);
                 args.clear();
@@ -340,6 +351,7 @@ fn resume_point(buf: &[u8], max: usize) -> Resume {
             }
         }
     }
+    let buf = multibulk_view(buf, max);
     match count_header(buf, max) {
         Ok(Some((count, pos))) if count > 0 => match walk_args(buf, max, pos, count, None) {
             Ok(Walk::Stopped { pos, remaining }) => Resume::Multibulk { pos, remaining },
@@ -709,6 +721,22 @@ mod tests {
     }
 
     #[test]
+    fn the_limit_decides_before_bytes_beyond_it() {
+        // An unfinished header straddles the limit: the outcome must not depend on whether
+        // the bytes after it (here an invalid one) arrived in the same read.
+        let mut stream = b"*2\r\n$50\r\n".to_vec();
+        stream.extend_from_slice(&[b'a'; 50]);
+        stream.extend_from_slice(b"\r\n$123x\r\n");
+        let at_limit = 65; // ends inside "$123", one byte past max = 64
+        let whole = drive(&[&stream], 64);
+        let split = drive(&[&stream[..at_limit], &stream[at_limit..]], 64);
+        assert_eq!(whole, Err(TooLarge { limit: 64 }));
+        assert_eq!(split, whole);
+        // With room for it, the invalid header is what is reported.
+        assert_eq!(drive(&[&stream], 128), Err(InvalidBulkLength));
+    }
+
+    #[test]
     fn malformed() {
         let cases: &[(&[u8], ProtocolError)] = &[
             (b"*x\r\n", InvalidMultibulkLength),
@@ -893,6 +921,33 @@ mod tests {
             cuts.sort_unstable();
             let chunks: Vec<&[u8]> = cuts.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
             prop_assert_eq!(drive(&chunks, 4096), Ok((want, 0)));
+        }
+
+        #[test]
+        fn any_stream_split_anywhere_parses_as_in_one_piece(
+            // Valid requests with junk after them, and a limit that falls near the end, so
+            // that limits, junk and unfinished headers meet at the split points.
+            (stream, max) in (
+                prop::collection::vec(frame(), 0..4),
+                protocolish(),
+                0usize..48,
+            ).prop_map(|(frames, junk, back)| {
+                let mut stream: Vec<u8> =
+                    frames.iter().flat_map(|f| encode_multibulk(&f.0)).collect();
+                stream.extend_from_slice(&junk);
+                // Config allows 64 and up; below that a header alone can exceed the limit.
+                let max = stream.len().saturating_sub(back).max(64);
+                (stream, max)
+            }),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+        ) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+            cuts.push(0);
+            cuts.push(stream.len());
+            cuts.sort_unstable();
+            let chunks: Vec<&[u8]> = cuts.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
+            // The same requests, then the same error or the same bytes left over.
+            prop_assert_eq!(drive(&chunks, max), drive(&[&stream], max));
         }
 
         #[test]

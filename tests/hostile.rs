@@ -44,7 +44,13 @@ fn guard(d: &Daemon) -> (Control, Footprint) {
 /// Stops the control client after checking the footprint is back; asserts both.
 fn release(d: &Daemon, control: Control, base: Footprint, case: &str) -> Footprint {
     let after = base.assert_back(d.pid(), 0, RSS_SLACK_KB, case);
-    control.stop().assert_ok(case);
+    let report = control.stop();
+    // The numbers docs/robustness.md quotes (cargo test --test hostile -- --nocapture).
+    eprintln!(
+        "{case}: control {} pings, max {:?}; fds {} -> {}; rss {} -> {} KiB",
+        report.pings, report.max, base.fds, after.fds, base.rss_kb, after.rss_kb
+    );
+    report.assert_ok(case);
     after
 }
 
@@ -262,13 +268,19 @@ fn slowloris_clients_are_reaped_as_idle_and_never_stall_others() {
         l.contains(" reap ") && l.contains(" reason=idle-timeout ")
     });
     assert_eq!(reaps.len(), 200, "{}", d.log.text());
+    let (mut lo, mut hi, mut silent_max) = (u64::MAX, 0, 0);
     for r in &reaps {
         let f = fields(r);
         // They were never silent for long: the unfinished request is what timed out.
-        assert!(f["silent_ms"].parse::<u64>().unwrap() < 1500, "{r}");
+        let silent: u64 = f["silent_ms"].parse().unwrap();
+        assert!(silent < 1500, "{r}");
         let life: u64 = f["lifetime_ms"].parse().unwrap();
         assert!((2000..3500).contains(&life), "{r}");
+        (lo, hi, silent_max) = (lo.min(life), hi.max(life), silent_max.max(silent));
     }
+    eprintln!(
+        "slowloris: 200 reaped as idle-timeout after {lo}..{hi} ms, silent at most {silent_max} ms"
+    );
     drop(socks);
     let st = d.stats();
     assert_eq!(st["reap.idle-timeout"], "200");
@@ -566,6 +578,10 @@ fn sighup_every_100ms_under_a_flood_then_sigterm_exits_cleanly_with_stats_that_a
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     let report = control.stop();
+    eprintln!(
+        "signals under load: control {} pings, max {:?}",
+        report.pings, report.max
+    );
     let mut d = d;
     d.signal(libc::SIGTERM);
     let status = d.wait_exit(Duration::from_secs(10)).expect("vigild exits");
