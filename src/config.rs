@@ -117,6 +117,7 @@ impl KeepaliveConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionConfig {
+    /// Reap after this long with nothing received, or with a request unfinished this long.
     /// None = off ("0s")
     pub idle_timeout: Option<Duration>,
     pub max_request_bytes: usize,

@@ -639,3 +639,71 @@ fn sighup_every_100ms_under_a_flood_then_sigterm_exits_cleanly_with_stats_that_a
         last.split("final ").nth(1).unwrap_or("")
     );
 }
+
+#[test]
+fn started_with_few_descriptors_it_warns_serves_and_refuses_the_rest() {
+    let _cpu = light();
+    // The hard limit is what counts: vigild raises its soft limit to the hard one at start.
+    let d = Daemon::start_with("", |cmd| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only setrlimit runs between fork and exec; it is async-signal-safe and
+        // touches nothing but the child's own limits.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 24,
+                    rlim_max: 24,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let line = d
+        .log
+        .wait_for(Duration::ZERO, |l| {
+            l.contains("file descriptors: soft limit 24")
+        })
+        .expect("the limit is logged at start");
+    assert!(line.contains("hard 24"), "{line}");
+    assert!(
+        d.log
+            .wait_for(Duration::ZERO, |l| l.contains(
+                "server.max_connections = 10000 exceeds what the descriptor limit allows"
+            ))
+            .is_some(),
+        "{}",
+        d.log.text()
+    );
+    let (control, base) = guard(&d);
+    // Descriptors numbered below the limit are what it bounds (a test process may pass on
+    // inherited ones numbered above it).
+    let held = util::load::fds_below(d.pid(), 24);
+    let mut served = Vec::new();
+    let mut refused = 0;
+    for i in 0..30 {
+        let mut s = connect_from(source_ip(i), d.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"PING\r\n").unwrap();
+        match read_line(&mut s).unwrap().as_str() {
+            "+PONG" => served.push(s),
+            "-ERR server out of file descriptors, try again later" => refused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // 24 descriptors minus what the daemon holds (stdio, poller, signal pipe, listener,
+    // reserve and the control session) is what sessions can have.
+    assert_eq!(
+        served.len(),
+        24 - held,
+        "baseline {base:?}, {held} below 24"
+    );
+    assert_eq!(refused, 30 - served.len());
+    assert_eq!(d.stats()["rejected.descriptors"], refused.to_string());
+    for s in served {
+        reset(s);
+    }
+    release(&d, control, base, "started with 24 descriptors");
+}

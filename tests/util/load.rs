@@ -305,3 +305,15 @@ pub fn lower_priority() {
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
     assert_eq!(rc, 0, "setpriority: {}", io::Error::last_os_error());
 }
+
+/// Open descriptors of process `pid` numbered below `n` (those that count against a
+/// descriptor limit of `n`; a process may also hold inherited ones above it).
+pub fn fds_below(pid: i32, n: usize) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok())
+                .filter(|&fd| fd < n)
+                .count()
+        })
+        .unwrap_or(0)
+}
