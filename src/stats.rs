@@ -8,6 +8,7 @@
 //!   latency_ms.keepalive-timeout=5012/5030/5101/5101 lifetime_ms.closed=20/41/90/90 ...
 //! ```
 //!
+//! `auth.failed=N` (present once a password was wrong) counts failed `AUTH` attempts.
 //! `latency_ms.R` (detection reasons only) is the time from the last byte received to the reap;
 //! `lifetime_ms.R` is accept to reap. Both are `min/p50/p99/max`. Reasons with no reaps are
 //! left out of the line.
