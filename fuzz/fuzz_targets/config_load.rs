@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
                 .config;
             if want.server.password.as_ref().map(|p| &p.source) == Some(&PasswordSource::Inline) {
                 assert!(!text.contains("password = \"\""), "{text}");
-                assert_eq!(again.server.password.take().map(|p| p.source), Some(PasswordSource::Inline));
+                assert_eq!(
+                    again.server.password.take().map(|p| p.source),
+                    Some(PasswordSource::Inline)
+                );
                 want.server.password = None;
             }
             assert_eq!(again, want);

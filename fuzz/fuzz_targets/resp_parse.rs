@@ -75,6 +75,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(drive(&pieces, max, true), split, "resumed, split at {cut}");
     if stream.len() <= 512 {
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        assert_eq!(drive(&bytes, max, true), drive(&bytes, max, false), "byte at a time");
+        assert_eq!(
+            drive(&bytes, max, true),
+            drive(&bytes, max, false),
+            "byte at a time"
+        );
     }
 });
