@@ -8,6 +8,7 @@
 //!   `-WRONGPASS ...`. After [`MAX_FAILURES`] wrong passwords on one session the session is
 //!   closed (reason `auth-failed`), so one connection cannot pipeline thousands of guesses.
 //! - Passwords are compared in constant time (no early exit on the first differing byte).
+//! - Before authenticating, a request may be at most [`MAX_UNAUTHENTICATED_REQUEST`] bytes.
 //! - Sessions open when a password is turned on by a reload keep the access they had, as in
 //!   Redis; turning the password off lets every session in at once.
 //!
@@ -26,6 +27,11 @@ use crate::session::Session;
 
 /// Wrong passwords one session may send before it is closed.
 pub const MAX_FAILURES: u32 = 3;
+/// Largest request a session may send before it authenticates (when a password is set): room
+/// for `HELLO 2 AUTH default <password>` with the longest password, and little else, so an
+/// unauthenticated connection can make vigild buffer 4 KiB, not `max_request_bytes`.
+/// (redis-server limits unauthenticated requests too.)
+pub const MAX_UNAUTHENTICATED_REQUEST: usize = 4096;
 /// Longest accepted password. It must fit in one request; longer is a config mistake.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
@@ -142,6 +148,20 @@ pub fn file_mode_warning(path: &Path) -> Option<String> {
             mode & 0o7777
         )
     })
+}
+
+/// The `max_request_bytes` that applies to this session's next request.
+pub fn request_limit(session: &Session, password: Option<&Password>, configured: usize) -> usize {
+    if password.is_some() && !session.authenticated {
+        configured.min(MAX_UNAUTHENTICATED_REQUEST)
+    } else {
+        configured
+    }
+}
+
+/// The error reply for a request over [`MAX_UNAUTHENTICATED_REQUEST`] before `AUTH`.
+pub fn too_large_before_auth(limit: usize) -> String {
+    format!("ERR Protocol error: unauthenticated request exceeds {limit} bytes; send AUTH first")
 }
 
 /// What the loop does with a request, decided before it runs.

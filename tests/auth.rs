@@ -149,3 +149,28 @@ fn password_file_and_reload() {
     assert_eq!(say(&mut free, "PING"), "+PONG");
     assert!(say(&mut free, "AUTH x").starts_with("-ERR AUTH <password> called without"));
 }
+
+#[test]
+fn before_auth_requests_are_limited_to_4_kib() {
+    let d = Daemon::start("[server]\npassword = \"pw\"");
+    let big = "x".repeat(10_000);
+    let mut s = raw(&d);
+    let peer = s.local_addr().unwrap();
+    s.write_all(format!("ECHO {big}\r\n").as_bytes()).unwrap();
+    let (reply, _) = read_to_close(&mut s, Duration::from_secs(5));
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "-ERR Protocol error: unauthenticated request exceeds 4096 bytes; send AUTH first\r\n"
+    );
+    assert_eq!(
+        d.wait_reap_of_peer(peer, Duration::from_secs(5))["reason"],
+        "protocol-error"
+    );
+    // Authenticated, in the same write even, the configured limit applies.
+    let mut s = raw(&d);
+    s.write_all(format!("AUTH pw\r\nECHO {big}\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(read_line(&mut s).unwrap(), "+OK");
+    assert_eq!(read_line(&mut s).unwrap(), "$10000");
+    assert_eq!(read_line(&mut s).unwrap(), big);
+}

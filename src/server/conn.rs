@@ -62,7 +62,10 @@ fn run_requests(
     let mut resume = std::mem::take(&mut session.resume);
     while pos < input.len() {
         let rest = &input[pos..];
-        match resp::parse_resumable(rest, max_request_bytes, args, &mut resume) {
+        // Per request: a session that authenticates mid-pipeline gets the full limit for the
+        // requests after its AUTH.
+        let limit = auth::request_limit(session, password, max_request_bytes);
+        match resp::parse_resumable(rest, limit, args, &mut resume) {
             Ok(Parsed::Incomplete) => {
                 session.resume = resume;
                 break;
@@ -82,7 +85,12 @@ fn run_requests(
                 }
             }
             Err(e) => {
-                resp::write_error(out, &format!("ERR {e}"));
+                match e {
+                    resp::ProtocolError::TooLarge { limit } if limit < max_request_bytes => {
+                        resp::write_error(out, &auth::too_large_before_auth(limit));
+                    }
+                    e => resp::write_error(out, &format!("ERR {e}")),
+                }
                 return (input.len(), Step::Close(ReapReason::ProtocolError));
             }
         }
