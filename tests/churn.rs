@@ -21,9 +21,11 @@ use util::load::{
 use util::Daemon;
 
 const CYCLES: usize = 100_000;
-/// Client threads. More than two only adds CPU contention on a two-core machine: the daemon is
-/// the bottleneck, and a control client starved of CPU measures the scheduler, not vigild.
-const CLIENT_THREADS: usize = 2;
+/// Client threads. One keeps the daemon (the bottleneck) just as busy: two gave the same
+/// 16,000-20,000 cycles a second but saturated both cores of the test machine, and then the
+/// daemon waited up to 87 ms in 100 ms for a CPU (`/proc/PID/schedstat` run delay), which a
+/// control client measures as a slow PONG that vigild did not cause.
+const CLIENT_THREADS: usize = 1;
 /// Each client thread makes one round trip on a session of its own every this many cycles:
 /// the daemon answers it at the earliest on its next turn, in which it also accepts up to 64
 /// connections, so the clients can never run ahead of accept by more than
@@ -90,7 +92,7 @@ fn check_after(
     base: Footprint,
     case: &str,
     took: Duration,
-    dropped: u64,
+    unseen_allowed: u64,
 ) -> HashMap<String, String> {
     let st = d.stats();
     let after = base.assert_back(d.pid(), 0, RSS_SLACK_KB, case);
@@ -120,16 +122,16 @@ fn check_after(
     );
     report.assert_ok(case);
     // Every connection that reached accept was admitted (the control session too) and all
-    // but the control were reaped. Only those the kernel dropped from a full listen queue
-    // (and whose client then reset them) never reached the daemon.
+    // but the control were reaped: nothing is left behind.
     let num = |k: &str| st.get(k).map_or(0, |v| v.parse::<u64>().unwrap());
     let cycles = (CYCLES + CLIENT_THREADS) as u64;
     assert_eq!(num("accepted"), num("reaped") + num("live"), "{st:?}");
     assert_eq!((num("live"), num("rejected")), (1, 0), "{st:?}");
+    let unseen = cycles.saturating_sub(num("reaped"));
+    eprintln!("{case}: {unseen} connections never reached accept");
     assert!(
-        num("reaped") <= cycles && num("reaped") + dropped >= cycles,
-        "{} of {CYCLES} sessions seen, {dropped} dropped by the kernel: {st:?}",
-        num("reaped")
+        num("reaped") <= cycles && unseen <= unseen_allowed,
+        "{unseen} of {cycles} connections never seen (allowed {unseen_allowed}): {st:?}"
     );
     st
 }
@@ -137,6 +139,9 @@ fn check_after(
 fn start() -> (Daemon, Control, Footprint) {
     // info: the per-session debug lines would be 200,000 lines of log per case.
     let d = Daemon::start("[server]\nbacklog = 4096\n[log]\nlevel = \"info\"");
+    // The load is ours; the rest of a shared machine's is not: as root, put the daemon ahead
+    // of it (the control client does the same for itself).
+    util::load::raise_priority(d.pid());
     let control = Control::start(d.addr, None);
     std::thread::sleep(Duration::from_millis(50));
     let base = Footprint::of(d.pid());
@@ -170,21 +175,33 @@ fn connect_reset_100k() {
     let took = churn(addr, move |i| {
         reset(connect_from(source(i), addr).expect("connect"));
     });
+    // A connection its client resets before the daemon accepts it may never reach accept:
+    // the kernel drops it when the listen queue is full (counted), or discards it when the
+    // reset is processed first. Allow those, and 0.1 % for the uncounted kind.
     let dropped = listen_drops() - drops0;
-    wait_reaped(&d, CYCLES + CLIENT_THREADS - dropped as usize);
-    let st = check_after(&d, control, base, "connect-reset", took, dropped);
+    let allowed = dropped + (CYCLES / 1000) as u64;
+    wait_reaped(&d, CYCLES + CLIENT_THREADS);
+    let st = check_after(&d, control, base, "connect-reset", took, allowed);
     // Every session the daemon saw ended as a reset, except the pacing sessions.
     let resets: u64 = st["reap.reset"].parse().unwrap();
     let reaped: u64 = st["reaped"].parse().unwrap();
     assert_eq!(resets + CLIENT_THREADS as u64, reaped, "{st:?}");
 }
 
-/// Waits until `n` sessions besides the control one have been reaped (SIGUSR1 stats).
+/// Waits until `n` sessions besides the control one have been reaped, or until the count has
+/// stopped moving for half a second with only the control session live (SIGUSR1 stats).
 fn wait_reaped(d: &Daemon, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = (0, Instant::now());
     loop {
         let st = d.stats();
-        if st["reaped"].parse::<usize>().unwrap() >= n {
+        let reaped: usize = st["reaped"].parse().unwrap();
+        if reaped >= n {
+            return;
+        }
+        if reaped != last.0 {
+            last = (reaped, Instant::now());
+        } else if st["live"] == "1" && last.1.elapsed() > Duration::from_millis(500) {
             return;
         }
         assert!(Instant::now() < deadline, "not all reaped: {st:?}");

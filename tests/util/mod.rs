@@ -214,6 +214,8 @@ impl Daemon {
         };
         let sink = log.clone();
         std::thread::spawn(move || {
+            // The daemon blocks when its log pipe is full: keep up with it (where allowed).
+            load::raise_priority(0);
             for line in BufReader::new(stderr).lines() {
                 match line {
                     Ok(l) => sink.push(l),
