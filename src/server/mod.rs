@@ -113,6 +113,8 @@ pub struct Server {
     accept: accept::AcceptState,
     /// Failed `AUTH` warnings, at most one a second.
     auth_warn: crate::rate_limit::RateLimited,
+    /// Reap lines written per second before the rest are only counted (see `conn.rs`).
+    reap_log: crate::rate_limit::LineBudget,
     stopping: bool,
 }
 
@@ -153,6 +155,7 @@ impl Server {
             accept_revisit: false,
             accept: accept::AcceptState::new(),
             auth_warn: Default::default(),
+            reap_log: conn::reap_log_budget(),
             stopping: false,
             config,
         };
@@ -210,6 +213,7 @@ impl Server {
             self.idle_heap.peek().map(|Reverse((at, _, _))| *at),
             self.next_stats,
             self.accept.retry_at(),
+            self.reap_log.report_due(),
         ];
         deadlines
             .into_iter()
@@ -229,6 +233,7 @@ impl Server {
 
     fn run_timers(&mut self, now: Instant) {
         self.reap_idle(now);
+        self.report_left_out_reap_lines(now);
         if self.accept.retry_at().is_some_and(|at| at <= now) {
             self.accept.clear_retry();
             self.accept_all(now);
