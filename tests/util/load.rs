@@ -29,6 +29,11 @@ pub struct ControlReport {
 }
 
 impl ControlReport {
+    /// Every ping answered `+PONG` within [`CONTROL_BOUND`].
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none() && self.pings >= 5 && self.slow == 0 && self.max < CONTROL_BOUND
+    }
+
     /// Fails the test unless every ping was answered `+PONG` within [`CONTROL_BOUND`].
     pub fn assert_ok(&self, case: &str) {
         assert!(
