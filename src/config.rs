@@ -10,7 +10,8 @@
 //!
 //! Invariants of a `Config` that came from [`Config::parse`]: every keepalive duration is whole
 //! seconds in 1..=32767 s, [`KeepaliveConfig::effective_user_timeout`] fits the kernel's `int`
-//! of milliseconds, and [`Config::to_toml`] parses back to an equal `Config`.
+//! of milliseconds, and [`Config::to_toml`] parses back to an equal `Config`, except that an
+//! inline `server.password` is shown as [`REDACTED`] (a `password_file` is shown as its path).
 //!
 //! Adding a key: a field in its `Raw*` struct, a field and `DEFAULT_*` constant in the typed
 //! struct, one line in its `from_raw` and one in `From<&Config> for RawConfig`, one line in
@@ -26,6 +27,7 @@ use log::LevelFilter;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::auth::{self, Password, PasswordSource};
 use crate::duration::{format_duration, DurationValue, ACCEPTED_FORMS};
 
 mod endpoints;
@@ -51,6 +53,11 @@ pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_UNIQUE_NAMES: bool = false;
 pub const DEFAULT_STATS_INTERVAL: Option<Duration> = Some(Duration::from_secs(60));
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
+pub const DEFAULT_REAP_LINES_PER_SECOND: u64 = 1000;
+/// Longest config file read; real ones are a few hundred bytes.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// What `to_toml` (and so `--check-config`) prints instead of an inline password.
+pub const REDACTED: &str = "(redacted)";
 
 /// TCP_KEEPIDLE and TCP_KEEPINTVL are whole seconds, at most this many.
 const MAX_KEEPALIVE_SECS: u64 = 32_767;
@@ -79,6 +86,8 @@ pub struct ServerConfig {
     /// `SO_REUSEPORT` on the client listeners, so several processes can share a port and the
     /// kernel spreads new connections across them.
     pub reuse_port: bool,
+    /// Clients must `AUTH` with it first; None = no password ("" in the file).
+    pub password: Option<Password>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +130,7 @@ impl KeepaliveConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionConfig {
+    /// Reap after this long with nothing received, or with a request unfinished this long.
     /// None = off ("0s")
     pub idle_timeout: Option<Duration>,
     pub max_request_bytes: usize,
@@ -138,6 +148,8 @@ pub struct StatsConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub level: LevelFilter,
+    /// Reap lines written per second before the rest are only counted; 0 = no limit.
+    pub reap_lines_per_second: u64,
 }
 
 impl Default for ServerConfig {
@@ -148,6 +160,7 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             reuse_port: DEFAULT_REUSE_PORT,
+            password: None,
         }
     }
 }
@@ -187,6 +200,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: DEFAULT_LOG_LEVEL,
+            reap_lines_per_second: DEFAULT_REAP_LINES_PER_SECOND,
         }
     }
 }
@@ -236,9 +250,44 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let read_error = |source| ConfigError::Read {
             path: path.to_owned(),
             source,
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        // Capped, so `--config /dev/zero` (or a log file given by mistake) is an error, not
+        // an unbounded allocation.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, MAX_CONFIG_BYTES + 1),
+            &mut bytes,
+        )
+        .map_err(read_error)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "is larger than {} KiB; is this the config file?",
+                    MAX_CONFIG_BYTES / 1024
+                ),
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
+            let byte = e.as_bytes().get(valid.len()).copied().unwrap_or(0);
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "line {line}, column {column}: byte 0x{byte:02x} is not UTF-8; the file must \
+                     be UTF-8 text"
+                ),
+            }
         })?;
         Config::parse(&text, path)
     }
@@ -283,6 +332,9 @@ impl Config {
                  never applies; lower it, or set 0 for no per-address limit.",
                 server.max_connections_per_ip, server.max_connections
             ));
+        }
+        if let Some(PasswordSource::File(path)) = server.password.as_ref().map(|p| &p.source) {
+            out.extend(auth::file_mode_warning(path));
         }
         let ka = &self.keepalive;
         let bound = ka.detection_bound();
@@ -496,13 +548,51 @@ impl ServerConfig {
             0..=1_000_000,
             "0 means no limit",
         )?;
+        let password = password(raw.password, raw.password_file, check)?;
         Ok(ServerConfig {
             listen,
             backlog,
             max_connections,
             max_connections_per_ip,
             reuse_port: raw.reuse_port.unwrap_or(DEFAULT_REUSE_PORT),
+            password,
         })
+    }
+}
+
+/// `server.password` or `server.password_file` (relative to the config file's directory);
+/// an empty string is the same as leaving the key out.
+fn password(
+    inline: Option<String>,
+    file: Option<String>,
+    check: &Check<'_>,
+) -> Result<Option<Password>, ConfigError> {
+    let inline = inline.filter(|p| !p.is_empty());
+    let file = file.filter(|p| !p.is_empty());
+    match (inline, file) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(check.invalid(
+            "server.password_file",
+            "is set together with server.password; keep one of them",
+        )),
+        (Some(p), None) if p.len() > auth::MAX_PASSWORD_BYTES => Err(check.invalid(
+            "server.password",
+            format!(
+                "is {} bytes long; use at most {} (it must fit in one AUTH request)",
+                p.len(),
+                auth::MAX_PASSWORD_BYTES
+            ),
+        )),
+        (Some(p), None) => Ok(Some(Password::new(p.into_bytes(), PasswordSource::Inline))),
+        (None, Some(f)) => {
+            let dir = check.path.parent().unwrap_or(Path::new(""));
+            // Absolute, so a reload or `to_toml` output read from elsewhere finds the same file.
+            let joined = dir.join(f);
+            let path = std::path::absolute(&joined).unwrap_or(joined);
+            let secret = auth::read_password_file(&path)
+                .map_err(|message| check.invalid("server.password_file", message))?;
+            Ok(Some(Password::new(secret, PasswordSource::File(path))))
+        }
     }
 }
 
@@ -662,8 +752,18 @@ impl StatsConfig {
 
 impl LogConfig {
     fn from_raw(raw: RawLog, check: &Check<'_>) -> Result<Self, ConfigError> {
+        let reap_lines_per_second = check.int(
+            "log.reap_lines_per_second",
+            raw.reap_lines_per_second,
+            DEFAULT_REAP_LINES_PER_SECOND,
+            0..=1_000_000,
+            "0 logs every reap; past the limit reaps are counted by reason in one line a second",
+        )?;
         let Some(text) = raw.level else {
-            return Ok(LogConfig::default());
+            return Ok(LogConfig {
+                reap_lines_per_second,
+                ..LogConfig::default()
+            });
         };
         let level = match text.trim().to_ascii_lowercase().as_str() {
             "off" => LevelFilter::Off,
@@ -679,7 +779,10 @@ impl LogConfig {
                 ))
             }
         };
-        Ok(LogConfig { level })
+        Ok(LogConfig {
+            level,
+            reap_lines_per_second,
+        })
     }
 }
 
@@ -712,6 +815,8 @@ struct RawServer {
     max_connections: Option<RawInt>,
     max_connections_per_ip: Option<RawInt>,
     reuse_port: Option<bool>,
+    password: Option<String>,
+    password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -743,6 +848,7 @@ struct RawStats {
 #[serde(deny_unknown_fields, expecting = "a [log] table")]
 struct RawLog {
     level: Option<String>,
+    reap_lines_per_second: Option<RawInt>,
 }
 
 /// Any TOML integer; range checks happen in stage 2 where the message can explain the limit.
@@ -799,6 +905,14 @@ impl From<&Config> for RawConfig {
                 max_connections: int(config.server.max_connections),
                 max_connections_per_ip: int(config.server.max_connections_per_ip),
                 reuse_port: Some(config.server.reuse_port),
+                password: Some(match config.server.password.as_ref().map(|p| &p.source) {
+                    Some(PasswordSource::Inline) => REDACTED.to_owned(),
+                    _ => String::new(),
+                }),
+                password_file: Some(match config.server.password.as_ref().map(|p| &p.source) {
+                    Some(PasswordSource::File(path)) => path.display().to_string(),
+                    _ => String::new(),
+                }),
             },
             keepalive: RawKeepalive {
                 enabled: Some(ka.enabled),
@@ -822,6 +936,9 @@ impl From<&Config> for RawConfig {
             },
             log: RawLog {
                 level: Some(config.log.level.as_str().to_ascii_lowercase()),
+                reap_lines_per_second: Some(RawInt(
+                    i64::try_from(config.log.reap_lines_per_second).unwrap_or(i64::MAX),
+                )),
             },
             admin: endpoints::to_raw(&config.admin),
             metrics: endpoints::to_raw(&config.metrics),
@@ -890,6 +1007,7 @@ fn bare_key(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     const PATH: &str = "test.toml";
 
@@ -1393,6 +1511,55 @@ mod tests {
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("keepalive.user_timeout = 30s") && w[0].contains("data in flight"));
         assert!(w[1].contains("never found"));
+    }
+
+    #[test]
+    fn passwords() {
+        assert_eq!(config("[server]\npassword = \"\"").server.password, None);
+        let c = config("[server]\npassword = \"s3cret\"");
+        let pw = c.server.password.as_ref().expect("a password");
+        assert!(pw.matches(b"s3cret") && !pw.matches(b"s3cre"));
+        let shown = c.to_toml();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("password = \"(redacted)\""), "{shown}");
+        let long = "x".repeat(auth::MAX_PASSWORD_BYTES + 1);
+        invalid(
+            &format!("[server]\npassword = \"{long}\""),
+            "server.password",
+            "at most 1024",
+        );
+        invalid(
+            "[server]\npassword = \"a\"\npassword_file = \"b\"",
+            "server.password_file",
+            "keep one of them",
+        );
+        invalid(
+            "[server]\npassword_file = \"no-such-file\"",
+            "server.password_file",
+            "cannot read",
+        );
+        rejected("[server]\npassword = 5", &["server.password: invalid type"]);
+
+        let dir = std::env::temp_dir().join(format!("vigild-config-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let mode = |m| std::fs::Permissions::from_mode(m);
+        std::fs::set_permissions(&file, mode(0o600)).unwrap();
+        let cfg_path = dir.join("vigild.toml");
+        // Relative to the config file's directory, not to the working directory.
+        let l = Config::parse("[server]\npassword_file = \"pw\"", &cfg_path).unwrap();
+        let pw = l.config.server.password.as_ref().unwrap();
+        assert!(pw.matches(b"from-file"));
+        assert_eq!(pw.source, PasswordSource::File(file.clone()));
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        let again = Config::parse(&l.config.to_toml(), &cfg_path).unwrap();
+        assert_eq!(again.config, l.config);
+        std::fs::set_permissions(&file, mode(0o644)).unwrap();
+        let l = Config::parse("[server]\npassword_file = \"pw\"", &cfg_path).unwrap();
+        assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
+        assert!(l.warnings[0].contains("chmod 600"), "{:?}", l.warnings);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

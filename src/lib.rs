@@ -6,6 +6,7 @@
 
 mod activation;
 mod admin;
+pub mod auth;
 pub mod cli;
 mod client_info;
 mod command;
@@ -22,6 +23,7 @@ mod notify;
 mod ops_listener;
 mod presence;
 mod pubsub;
+mod rate_limit;
 pub mod reap;
 pub mod resp;
 mod server;

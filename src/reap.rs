@@ -37,6 +37,8 @@ pub enum ReapReason {
     ProtocolError,
     /// Pending output above `session.max_output_bytes`.
     SlowConsumer,
+    /// Too many wrong passwords (`auth::MAX_FAILURES`) on one session.
+    AuthFailed,
     /// An operator's `CLIENT KILL`.
     Killed,
     /// Another session took its name.
@@ -49,7 +51,7 @@ pub enum ReapReason {
 
 impl ReapReason {
     /// Every reason, in the order statistics list them.
-    pub const ALL: [ReapReason; 14] = [
+    pub const ALL: [ReapReason; 15] = [
         ReapReason::Closed,
         ReapReason::Quit,
         ReapReason::Reset,
@@ -60,6 +62,7 @@ impl ReapReason {
         ReapReason::IdleTimeout,
         ReapReason::ProtocolError,
         ReapReason::SlowConsumer,
+        ReapReason::AuthFailed,
         ReapReason::Killed,
         ReapReason::Replaced,
         ReapReason::Shutdown,
@@ -79,6 +82,7 @@ impl ReapReason {
             ReapReason::IdleTimeout => "idle-timeout",
             ReapReason::ProtocolError => "protocol-error",
             ReapReason::SlowConsumer => "slow-consumer",
+            ReapReason::AuthFailed => "auth-failed",
             ReapReason::Killed => "killed",
             ReapReason::Replaced => "replaced",
             ReapReason::Shutdown => "shutdown",
@@ -118,6 +122,7 @@ impl ReapReason {
             | ReapReason::IdleTimeout
             | ReapReason::ProtocolError
             | ReapReason::SlowConsumer
+            | ReapReason::AuthFailed
             | ReapReason::Error => Level::Warn,
         }
     }

@@ -168,9 +168,36 @@ fn parse_multibulk(
     max: usize,
     args: &mut Vec<Range<usize>>,
 ) -> Result<Parsed, ProtocolError> {
+    let buf = multibulk_view(buf, max);
+    let Some((count, pos)) = count_header(buf, max)? else {
+        return incomplete(buf, max);
+    };
+    if count == 0 {
+        // redis-server treats `*0` and `*-1` as nothing to do; so do we.
+        return Ok(Parsed::Request { consumed: pos });
+    }
+    args.reserve(count.min(MAX_ARGS_RESERVE));
+    match walk_args(buf, max, pos, count, Some(args))? {
+        Walk::Done(consumed) => Ok(Parsed::Request { consumed }),
+        Walk::Stopped { .. } => incomplete(buf, max),
+    }
+}
+
+/// The part of a buffer a multibulk request is judged on: at most `max + 1` bytes. A request
+/// that fits ends within `max` bytes, and with one byte more an unfinished one is already too
+/// large, so later bytes could only change *which* error is reported. Not looking at them makes
+/// the outcome the same however the stream was split into reads: the bytes that decide it are
+/// the same ones.
+fn multibulk_view(buf: &[u8], max: usize) -> &[u8] {
+    buf.get(..max.saturating_add(1)).unwrap_or(buf)
+}
+
+/// The `*N\r\n` line: `None` while incomplete, else the argument count (0 for `*0` and
+/// negative counts) and the offset of the first argument.
+fn count_header(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, ProtocolError> {
     let too_large = ProtocolError::TooLarge { limit: max };
-    let (count, mut pos) = match header(buf, 0) {
-        Header::Incomplete => return incomplete(buf, max),
+    let (count, pos) = match header(buf, 0) {
+        Header::Incomplete => return Ok(None),
         Header::Invalid => return Err(ProtocolError::InvalidMultibulkLength),
         Header::Value { n, next } => (n, next),
     };
@@ -178,25 +205,47 @@ fn parse_multibulk(
         return Err(too_large);
     }
     if count <= 0 {
-        // redis-server treats `*0` and `*-1` as nothing to do; so do we.
-        return Ok(Parsed::Request { consumed: pos });
+        return Ok(Some((0, pos)));
     }
     // Refuse a count that could not fit even with empty arguments before reserving anything:
     // otherwise `*2147483647` would make us wait for (and buffer) gigabytes.
     let room = (max - pos) / MIN_ARG_BYTES;
-    let count = match usize::try_from(count) {
-        Ok(c) if c <= room => c,
-        _ => return Err(too_large),
-    };
-    args.reserve(count.min(MAX_ARGS_RESERVE));
-    for _ in 0..count {
+    match usize::try_from(count) {
+        Ok(c) if c <= room => Ok(Some((c, pos))),
+        _ => Err(too_large),
+    }
+}
+
+/// How far a walk over a multibulk request's arguments got.
+enum Walk {
+    /// All arguments are here; the request ends at this offset.
+    Done(usize),
+    /// The argument at `pos` is not complete yet; `remaining` arguments (it included) to go.
+    Stopped { pos: usize, remaining: usize },
+}
+
+/// Checks `remaining` arguments starting at `pos`, pushing their ranges into `args` if given.
+/// Everything before `pos` must already have been checked.
+fn walk_args(
+    buf: &[u8],
+    max: usize,
+    mut pos: usize,
+    remaining: usize,
+    mut args: Option<&mut Vec<Range<usize>>>,
+) -> Result<Walk, ProtocolError> {
+    let too_large = ProtocolError::TooLarge { limit: max };
+    for done in 0..remaining {
+        let stopped = Walk::Stopped {
+            pos,
+            remaining: remaining - done,
+        };
         match buf.get(pos) {
-            None => return incomplete(buf, max),
+            None => return Ok(stopped),
             Some(b'$') => {}
             Some(&b) => return Err(ProtocolError::ExpectedDollar(b)),
         }
         let (len, data) = match header(buf, pos) {
-            Header::Incomplete => return incomplete(buf, max),
+            Header::Incomplete => return Ok(stopped),
             Header::Invalid => return Err(ProtocolError::InvalidBulkLength),
             Header::Value { n, next } => (n, next),
         };
@@ -215,12 +264,101 @@ fn parse_multibulk(
             }
         }
         if buf.len() < end {
-            return incomplete(buf, max);
+            return Ok(stopped);
         }
-        args.push(data..data_end);
+        if let Some(args) = args.as_deref_mut() {
+            args.push(data..data_end);
+        }
         pos = end;
     }
-    Ok(Parsed::Request { consumed: pos })
+    Ok(Walk::Done(pos))
+}
+
+/// Where a [`parse`] of an unfinished request stopped, so that the next call on the same
+/// buffer, grown at its end, checks only the new bytes instead of the whole request again.
+///
+/// Without it a client that sends a large request a byte at a time costs a rescan of
+/// everything buffered per byte: measured on a debug build, 65 KB dribbled over 9 s cost the
+/// daemon 6.4 s of CPU. With it each read costs the new bytes plus one full parse per request.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Nothing known: parse from the start.
+    #[default]
+    Fresh,
+    /// An inline request whose first `scanned` bytes hold no `\n`.
+    Inline { scanned: usize },
+    /// A multibulk request whose arguments before `pos` are complete and valid, with
+    /// `remaining` still to come.
+    Multibulk { pos: usize, remaining: usize },
+}
+
+/// [`parse`], resumed from where the previous call on the same buffer stopped. The caller
+/// keeps `resume` with the buffer, only appends to the buffer between calls, and starts with
+/// [`Resume::Fresh`] for a buffer that begins a new request. The result is always the one
+/// [`parse`] would give; `resume` is left [`Resume::Fresh`] unless it returns `Incomplete`.
+pub fn parse_resumable(
+    buf: &[u8],
+    max_request_bytes: usize,
+    args: &mut Vec<Range<usize>>,
+    resume: &mut Resume,
+) -> Result<Parsed, ProtocolError> {
+    let max = max_request_bytes;
+    match *resume {
+        Resume::Fresh => {}
+        Resume::Inline { scanned } => {
+            // `parse` looks for `\n` in the first `window` bytes; the first `scanned` hold none.
+            let window = max.saturating_add(2);
+            let end = buf.len().min(window);
+            let newline = buf.get(scanned..end).is_some_and(|b| b.contains(&b'\n'));
+            if !newline && buf.len() < window {
+                args.clear();
+                *resume = Resume::Inline { scanned: end };
+                return Ok(Parsed::Incomplete);
+            }
+        }
+        Resume::Multibulk { pos, remaining } => {
+            let view = multibulk_view(buf, max);
+            if let Ok(Walk::Stopped { pos, remaining }) = walk_args(view, max, pos, remaining, None)
+            {
+                let result = incomplete(buf, max);
+                args.clear();
+                *resume = match result {
+                    Ok(_) => Resume::Multibulk { pos, remaining },
+                    Err(_) => Resume::Fresh,
+                };
+                return result;
+            }
+            // Complete, or an error: the full parse below gives the answer and the ranges.
+        }
+    }
+    *resume = Resume::Fresh;
+    let result = parse(buf, max, args);
+    if result == Ok(Parsed::Incomplete) {
+        *resume = resume_point(buf, max);
+    }
+    result
+}
+
+/// The [`Resume`] for a buffer that [`parse`] just found incomplete.
+fn resume_point(buf: &[u8], max: usize) -> Resume {
+    match buf.first() {
+        // Nothing yet: the first byte decides between the two forms.
+        None => return Resume::Fresh,
+        Some(b'*') => {}
+        Some(_) => {
+            return Resume::Inline {
+                scanned: buf.len().min(max.saturating_add(2)),
+            }
+        }
+    }
+    let buf = multibulk_view(buf, max);
+    match count_header(buf, max) {
+        Ok(Some((count, pos))) if count > 0 => match walk_args(buf, max, pos, count, None) {
+            Ok(Walk::Stopped { pos, remaining }) => Resume::Multibulk { pos, remaining },
+            _ => Resume::Fresh,
+        },
+        _ => Resume::Fresh,
+    }
 }
 
 /// A multibulk request still waiting for bytes is the whole buffer; past the limit it can only
@@ -439,6 +577,76 @@ mod tests {
         Ok((requests, buf.len()))
     }
 
+    /// [`drive`] with [`parse_resumable`], keeping the resume point with the buffer as the event
+    /// loop does.
+    fn drive_resumable(chunks: &[&[u8]], max: usize) -> Result<(Vec<Args>, usize), ProtocolError> {
+        let (mut buf, mut args, mut requests) = (Vec::new(), Vec::new(), Vec::new());
+        let mut resume = Resume::Fresh;
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            while let Parsed::Request { consumed } =
+                parse_resumable(&buf, max, &mut args, &mut resume)?
+            {
+                assert_eq!(resume, Resume::Fresh);
+                if !args.is_empty() {
+                    requests.push(copy(&buf, &args));
+                }
+                buf.drain(..consumed);
+            }
+        }
+        Ok((requests, buf.len()))
+    }
+
+    #[test]
+    fn resuming_checks_only_new_bytes() {
+        let mut args = Vec::new();
+        let mut resume = Resume::Fresh;
+        let mut buf = b"*3\r\n$4\r\nECHO\r\n$2\r\nab\r\n$3\r\nx".to_vec();
+        assert_eq!(
+            parse_resumable(&buf, MAX, &mut args, &mut resume),
+            Ok(Parsed::Incomplete)
+        );
+        assert_eq!(
+            resume,
+            Resume::Multibulk {
+                pos: 22,
+                remaining: 1
+            }
+        );
+        buf.extend_from_slice(b"yz\r\n");
+        let got = parse_resumable(&buf, MAX, &mut args, &mut resume);
+        assert_eq!(
+            got,
+            Ok(Parsed::Request {
+                consumed: buf.len()
+            })
+        );
+        assert_eq!(copy(&buf, &args), v(&["ECHO", "ab", "xyz"]));
+        assert_eq!(resume, Resume::Fresh);
+
+        let mut buf = b"ECHO abc".to_vec();
+        assert_eq!(
+            parse_resumable(&buf, 16, &mut args, &mut resume),
+            Ok(Parsed::Incomplete)
+        );
+        assert_eq!(resume, Resume::Inline { scanned: 8 });
+        buf.extend_from_slice(b"defghijkl");
+        assert_eq!(
+            parse_resumable(&buf, 16, &mut args, &mut resume),
+            Ok(Parsed::Incomplete)
+        );
+        assert_eq!(resume, Resume::Inline { scanned: 17 });
+        buf.push(b'm');
+        assert_eq!(
+            parse_resumable(&buf, 16, &mut args, &mut resume),
+            Err(TooLarge { limit: 16 })
+        );
+        // A byte-at-a-time stream gives the same requests.
+        let stream = b"*2\r\n$4\r\nECHO\r\n$5\r\na\nb\r\n\r\nPING\r\n*1\r\n$4\r\nQUIT\r\n";
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(drive_resumable(&bytes, MAX), drive(&[stream], MAX));
+    }
+
     #[test]
     fn inline() {
         assert_eq!(args_of(b"PING\r\n"), v(&["PING"]));
@@ -544,6 +752,22 @@ mod tests {
             let got = parse_one(input, limit);
             assert_eq!(got, Err(TooLarge { limit }), "{}", input.escape_ascii());
         }
+    }
+
+    #[test]
+    fn the_limit_decides_before_bytes_beyond_it() {
+        // An unfinished header straddles the limit: the outcome must not depend on whether
+        // the bytes after it (here an invalid one) arrived in the same read.
+        let mut stream = b"*2\r\n$50\r\n".to_vec();
+        stream.extend_from_slice(&[b'a'; 50]);
+        stream.extend_from_slice(b"\r\n$123x\r\n");
+        let at_limit = 65; // ends inside "$123", one byte past max = 64
+        let whole = drive(&[&stream], 64);
+        let split = drive(&[&stream[..at_limit], &stream[at_limit..]], 64);
+        assert_eq!(whole, Err(TooLarge { limit: 64 }));
+        assert_eq!(split, whole);
+        // With room for it, the invalid header is what is reported.
+        assert_eq!(drive(&[&stream], 128), Err(InvalidBulkLength));
     }
 
     #[test]
@@ -735,6 +959,54 @@ mod tests {
             cuts.sort_unstable();
             let chunks: Vec<&[u8]> = cuts.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
             prop_assert_eq!(drive(&chunks, 4096), Ok((want, 0)));
+        }
+
+        #[test]
+        fn any_stream_split_anywhere_parses_as_in_one_piece(
+            // Valid requests with junk after them, and a limit that falls near the end, so
+            // that limits, junk and unfinished headers meet at the split points.
+            (stream, max) in (
+                prop::collection::vec(frame(), 0..4),
+                protocolish(),
+                0usize..48,
+            ).prop_map(|(frames, junk, back)| {
+                let mut stream: Vec<u8> =
+                    frames.iter().flat_map(|f| encode_multibulk(&f.0)).collect();
+                stream.extend_from_slice(&junk);
+                // Config allows 64 and up; below that a header alone can exceed the limit.
+                let max = stream.len().saturating_sub(back).max(64);
+                (stream, max)
+            }),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+        ) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+            cuts.push(0);
+            cuts.push(stream.len());
+            cuts.sort_unstable();
+            let chunks: Vec<&[u8]> = cuts.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
+            // The same requests, then the same error or the same bytes left over.
+            prop_assert_eq!(drive(&chunks, max), drive(&[&stream], max));
+        }
+
+        #[test]
+        fn resuming_gives_what_parsing_from_scratch_gives(
+            stream in prop_oneof![
+                protocolish(),
+                prop::collection::vec(frame(), 1..6).prop_map(|frames| {
+                    frames.iter().flat_map(|f| encode_multibulk(&f.0)).collect()
+                }),
+            ],
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+            max in 0usize..300,
+        ) {
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+            cuts.push(0);
+            cuts.push(stream.len());
+            cuts.sort_unstable();
+            let chunks: Vec<&[u8]> = cuts.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
+            prop_assert_eq!(drive_resumable(&chunks, max), drive(&chunks, max));
+            let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+            prop_assert_eq!(drive_resumable(&bytes, max), drive(&bytes, max));
         }
 
         #[test]

@@ -54,6 +54,15 @@ pub struct Session {
     pub interest: Interest,
     /// RESP2 or RESP3, as chosen with `HELLO`.
     pub proto: crate::resp::Proto,
+    /// May run commands: set at accept when no password is required, or by a good `AUTH`.
+    pub authenticated: bool,
+    /// Wrong passwords sent on this session (see `auth::MAX_FAILURES`).
+    pub auth_failures: u32,
+    /// When the first byte of the unfinished request in `partial` arrived: a request must be
+    /// completed within `session.idle_timeout` of it (so a client dribbling bytes is idle).
+    pub partial_since: Option<Instant>,
+    /// Where parsing of `partial` stopped, so the next read checks only the new bytes.
+    pub resume: crate::resp::Resume,
 }
 
 impl Session {
@@ -75,6 +84,10 @@ impl Session {
             closing: None,
             interest: Interest::READABLE,
             proto: crate::resp::Proto::Resp2,
+            authenticated: false,
+            auth_failures: 0,
+            partial_since: None,
+            resume: crate::resp::Resume::Fresh,
         }
     }
 
@@ -98,6 +111,13 @@ impl Session {
 
     pub fn idle_for(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.last_rx)
+    }
+
+    /// When `session.idle_timeout` = `limit` reaps this session: `limit` after the last byte
+    /// received, or after the start of a request that is still unfinished, whichever is first.
+    /// Never earlier than a deadline computed before (the idle heap relies on that).
+    pub fn idle_deadline(&self, limit: Duration) -> Instant {
+        self.partial_since.unwrap_or(self.last_rx).min(self.last_rx) + limit
     }
 
     pub fn age(&self, now: Instant) -> Duration {

@@ -8,6 +8,7 @@
 //!   latency_ms.keepalive-timeout=5012/5030/5101/5101 lifetime_ms.closed=20/41/90/90 ...
 //! ```
 //!
+//! `auth.failed=N` (present once a password was wrong) counts failed `AUTH` attempts.
 //! `latency_ms.R` (detection reasons only) is the time from the last byte received to the reap;
 //! `lifetime_ms.R` is accept to reap. Both are `min/p50/p99/max`. Reasons with no reaps are
 //! left out of the line. The line ends with the presence counters (docs/presence.md):
@@ -72,6 +73,8 @@ pub struct Stats {
     last_reload_failed: bool,
     /// Presence events and subscribers.
     pub presence: PresenceCounters,
+    /// Wrong passwords sent with `AUTH` (or `HELLO ... AUTH`).
+    pub auth_failures: u64,
 }
 
 impl Stats {
@@ -140,6 +143,9 @@ impl Stats {
             if n > 0 {
                 let _ = write!(s, " rejected.{}={n}", cause.name());
             }
+        }
+        if self.auth_failures > 0 {
+            let _ = write!(s, " auth.failed={}", self.auth_failures);
         }
         for reason in ReapReason::ALL {
             let r = self.reason(reason);

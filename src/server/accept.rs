@@ -21,40 +21,16 @@ use super::conn::Cause;
 use super::{Listener, Server, StartError, LISTENER_BASE};
 use crate::activation::Activated;
 use crate::listener;
+use crate::rate_limit::RateLimited;
 use crate::reap::{classify, IoClass};
 use crate::session::Session;
 use crate::sockopt;
 use crate::stats::RejectCause;
 
 /// Accepts per listener per turn, so a connection storm cannot starve live sessions.
-const MAX_ACCEPTS_PER_TURN: usize = 256;
+const MAX_ACCEPTS_PER_TURN: usize = 64;
 /// How long to stop accepting when descriptors are gone and the reserve could not help.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// At most one warning of each kind per this period.
-const WARN_EVERY: Duration = Duration::from_secs(1);
-
-/// A warning that is logged at most once per [`WARN_EVERY`], with the count it stood for.
-#[derive(Debug, Default)]
-struct RateLimited {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimited {
-    /// `Some(n)` when a line should be logged now, `n` being the occurrences it covers.
-    fn hit(&mut self, now: Instant) -> Option<u64> {
-        self.suppressed += 1;
-        if self
-            .last
-            .is_some_and(|t| now.saturating_duration_since(t) < WARN_EVERY)
-        {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 /// Accept-side state: the reserve descriptor, the pause, and the rate limits.
 #[derive(Debug)]
 pub(super) struct AcceptState {
@@ -194,10 +170,10 @@ impl Server {
         };
         drop(reserve);
         let accepted = self.listeners.get(key).map(|l| l.socket.accept());
-        self.accept.reserve = File::open("/dev/null").ok();
-        match accepted {
+        let shed = match accepted {
             Some(Ok((stream, peer))) => {
                 debug!("refused {peer}: out of file descriptors");
+                // `refuse` consumes and closes the stream: its descriptor is free again below.
                 refuse(
                     stream,
                     b"-ERR server out of file descriptors, try again later\r\n",
@@ -205,10 +181,28 @@ impl Server {
                 self.stats.on_reject(RejectCause::Descriptors);
                 true
             }
-            _ => {
-                self.accept.retry_at = Some(now + ACCEPT_PAUSE);
-                false
-            }
+            _ => false,
+        };
+        // Only now, with the refused connection closed, is there a descriptor to take back.
+        // (Re-opening while it was still open failed with EMFILE and lost the reserve for good:
+        // every later exhaustion then left clients hanging in the backlog.)
+        self.accept.reserve = File::open("/dev/null").ok();
+        if !shed || self.accept.reserve.is_none() {
+            self.accept.retry_at = Some(now + ACCEPT_PAUSE);
+            return false;
+        }
+        true
+    }
+
+    /// A session ended, so a descriptor came free: take the reserve back if it was lost, and
+    /// accept what waited for lack of descriptors.
+    pub(super) fn descriptor_freed(&mut self) {
+        if self.accept.reserve.is_none() {
+            self.accept.reserve = File::open("/dev/null").ok();
+        }
+        if self.accept.retry_at().is_some() {
+            self.accept.clear_retry();
+            self.accept_revisit = true;
         }
     }
 
@@ -255,6 +249,7 @@ impl Server {
             return;
         };
         let id = session.id;
+        session.authenticated = self.config.server.password.is_none();
         let setup = sockopt::apply(&session.stream, &self.config.keepalive).and_then(|()| {
             self.poll
                 .registry()
@@ -273,20 +268,5 @@ impl Server {
         }
         // Bytes that arrived before registration are not lost: adding a ready socket to
         // epoll reports it at once, so the first request is read on the next turn.
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_limit_counts_what_it_suppressed() {
-        let t0 = Instant::now();
-        let mut r = RateLimited::default();
-        assert_eq!(r.hit(t0), Some(1));
-        assert_eq!(r.hit(t0 + Duration::from_millis(10)), None);
-        assert_eq!(r.hit(t0 + Duration::from_millis(500)), None);
-        assert_eq!(r.hit(t0 + Duration::from_millis(1001)), Some(3));
     }
 }

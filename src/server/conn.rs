@@ -9,19 +9,43 @@ use std::io::{Read as _, Write as _};
 use std::ops::Range;
 use std::time::Instant;
 
-use log::log;
+use log::{log, log_enabled, warn};
 
 use super::Server;
+use crate::auth::{self, Gate, Password};
 use crate::command::{self, Args, Step};
 use crate::presence::{Event, Left};
+use crate::rate_limit::LineBudget;
 use crate::reap::{classify, errno_name, reason_for_errno, IoClass, ReapReason};
 use crate::resp::{self, Parsed};
 use crate::session::Session;
 use crate::sys;
 use mio::Token;
 
-/// Reads per session per turn: a client that keeps its socket full cannot starve the others.
-const MAX_READS_PER_TURN: usize = 16;
+/// The reap-line budget for `log.reap_lines_per_second` (0 = no limit). Past it reaps are only
+/// counted, and one warning a second says how many lines were left out, by reason. A flood of
+/// resets otherwise costs a line per connection: in a debug build logging was two thirds of
+/// the daemon's work per reset (100,000 connect-RST cycles: 4.5 s of CPU with a line each,
+/// 1.5 s without), enough to delay other clients' replies by 45-70 ms on two cores, and the
+/// lines would fill disks.
+pub(super) fn reap_log_budget(per_second: u64) -> LineBudget {
+    LineBudget::new(reap_lines_budget(per_second), ReapReason::ALL.len())
+}
+
+/// `log.reap_lines_per_second` as a budget: 0 means no limit.
+pub(super) fn reap_lines_budget(per_second: u64) -> u64 {
+    if per_second == 0 {
+        u64::MAX
+    } else {
+        per_second
+    }
+}
+
+/// Reads per session per turn (of up to 64 KiB each): a client that keeps its socket full
+/// cannot starve the others. 256 KiB of pipelined requests is about 1 ms of work in a release
+/// build; 16 reads (1 MiB) made a debug build stall other clients for 60-85 ms per turn while
+/// one client pipelined thousands of ECHOs (tests/hostile.rs, slow consumer).
+const MAX_READS_PER_TURN: usize = 4;
 
 /// Why a session is being reaped: a decided reason, or a socket error still to interpret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,33 +67,52 @@ enum Input {
 }
 
 /// Parses and runs every complete request in `input`, appending replies to `out`. Returns the
-/// number of bytes consumed and what to do next.
+/// number of bytes consumed and what to do next. `session.resume` must describe `input`'s
+/// first request (`Fresh` unless `input` is the session's `partial` grown by a read); it is
+/// left describing the unfinished request after the consumed bytes.
 fn run_requests(
     input: &[u8],
     session: &mut Session,
     args: &mut Vec<Range<usize>>,
     out: &mut Vec<u8>,
     max_request_bytes: usize,
+    password: Option<&Password>,
     now: Instant,
 ) -> (usize, Step) {
     let mut pos = 0;
+    let mut resume = std::mem::take(&mut session.resume);
     while pos < input.len() {
         let rest = &input[pos..];
-        match resp::parse(rest, max_request_bytes, args) {
-            Ok(Parsed::Incomplete) => break,
+        // Per request: a session that authenticates mid-pipeline gets the full limit for the
+        // requests after its AUTH.
+        let limit = auth::request_limit(session, password, max_request_bytes);
+        match resp::parse_resumable(rest, limit, args, &mut resume) {
+            Ok(Parsed::Incomplete) => {
+                session.resume = resume;
+                break;
+            }
             Ok(Parsed::Request { consumed }) => {
                 pos += consumed;
                 if args.is_empty() {
                     continue;
                 }
-                let step = command::execute(Args::new(rest, args), session, now, out);
+                let args = Args::new(rest, args);
+                let step = match auth::gate(args, session, password, out) {
+                    Gate::Run => command::execute(args, session, now, out),
+                    Gate::Answered(step) => step,
+                };
                 if step != Step::Continue {
                     // Close, or a rename the loop must apply before the next request runs.
                     return (pos, step);
                 }
             }
             Err(e) => {
-                resp::write_error(out, &format!("ERR {e}"));
+                match e {
+                    resp::ProtocolError::TooLarge { limit } if limit < max_request_bytes => {
+                        resp::write_error(out, &auth::too_large_before_auth(limit));
+                    }
+                    e => resp::write_error(out, &format!("ERR {e}")),
+                }
                 return (input.len(), Step::Close(ReapReason::ProtocolError));
             }
         }
@@ -84,15 +127,24 @@ fn run_partial(
     args: &mut Vec<Range<usize>>,
     out: &mut Vec<u8>,
     max_request_bytes: usize,
+    password: Option<&Password>,
     now: Instant,
-) -> Step {
+) -> (usize, Step) {
     let mut pending = std::mem::take(&mut session.partial);
-    let (used, step) = run_requests(&pending, session, args, out, max_request_bytes, now);
+    let (used, step) = run_requests(
+        &pending,
+        session,
+        args,
+        out,
+        max_request_bytes,
+        password,
+        now,
+    );
     if step.keeps_input() && used < pending.len() {
         pending.drain(..used);
         session.partial = pending;
     }
-    step
+    (used, step)
 }
 
 /// Writes `data` until done or `WouldBlock`. Returns the bytes written, or the fatal errno.
@@ -145,8 +197,10 @@ impl Server {
                 read_buf,
                 out_buf,
                 args,
+                config,
                 ..
             } = self;
+            let password = config.server.password.as_ref();
             let Some(session) = sessions.get_mut(token) else {
                 return Input::Drained;
             };
@@ -168,16 +222,19 @@ impl Server {
             session.bytes_in += n as u64;
             session.last_rx = now;
             out_buf.clear();
-            let mut step = if session.partial.is_empty() {
+            let failures_before = session.auth_failures;
+            let had_partial = !session.partial.is_empty();
+            let (used, mut step) = if !had_partial {
                 let input = &read_buf[..n];
-                let (used, step) = run_requests(input, session, args, out_buf, max_request, now);
+                let (used, step) =
+                    run_requests(input, session, args, out_buf, max_request, password, now);
                 if step.keeps_input() && used < n {
                     session.partial.extend_from_slice(&input[used..]);
                 }
-                step
+                (used, step)
             } else {
                 session.partial.extend_from_slice(&read_buf[..n]);
-                run_partial(session, args, out_buf, max_request, now)
+                run_partial(session, args, out_buf, max_request, password, now)
             };
             // A rename needs the whole loop (the name index, events, maybe a reap); the
             // requests after it wait in `partial` until it is done.
@@ -187,18 +244,44 @@ impl Server {
                     sessions,
                     out_buf,
                     args,
+                    config,
                     ..
                 } = self;
+                let password = config.server.password.as_ref();
                 let Some(session) = sessions.get_mut(token) else {
                     return Input::Drained;
                 };
-                step = run_partial(session, args, out_buf, max_request, now);
+                step = run_partial(session, args, out_buf, max_request, password, now).1;
+            }
+            let Some(session) = self.sessions.get_mut(token) else {
+                return Input::Drained;
+            };
+            // The unfinished request started in this read unless it was already pending and
+            // nothing was consumed before it.
+            session.partial_since = match (session.partial.is_empty(), had_partial && used == 0) {
+                (true, _) => None,
+                (false, true) => session.partial_since.or(Some(now)),
+                (false, false) => Some(now),
+            };
+            let failures = session.auth_failures - failures_before;
+            if failures > 0 {
+                self.auth_failed(token, failures, now);
             }
             if let Err(errno) = self.queue_output(token) {
                 return Input::Failed(errno);
             }
             if let Step::Close(reason) = step {
                 return Input::Closing(reason);
+            }
+            // Over its output limit: it will be reaped as a slow consumer; reading (and
+            // answering) more of its pipeline would only be wasted work.
+            let max_output = self.config.session.max_output_bytes;
+            if self
+                .sessions
+                .get(token)
+                .is_some_and(|s| s.pending_output() > max_output)
+            {
+                return Input::Drained;
             }
         }
         Input::Capped
@@ -283,8 +366,27 @@ impl Server {
         }
     }
 
-    /// Ends a session: snapshot `TCP_INFO`, decide the reason, deregister, close, count, log.
-    /// The only place a session ends.
+    /// Logs how many reap lines were left out over `log.reap_lines_per_second`, once a second.
+    pub(super) fn report_left_out_reap_lines(&mut self, now: Instant) {
+        let Some(counts) = self.reap_log.take_report(now) else {
+            return;
+        };
+        let mut by_reason = String::new();
+        let mut total = 0;
+        for (k, n) in counts {
+            if let Some(reason) = ReapReason::ALL.get(k) {
+                by_reason.push_str(&format!(" reap.{reason}={n}"));
+                total += n;
+            }
+        }
+        warn!(
+            "reap lines left out: {total} over {} a second (log.reap_lines_per_second);{by_reason} (the statistics count every reap)",
+            self.config.log.reap_lines_per_second
+        );
+    }
+
+    /// Ends a session: snapshot `TCP_INFO`, decide the reason, deregister, close, count, log
+    /// (one line, unless over `log.reap_lines_per_second`). The only place a session ends.
     pub(super) fn reap(&mut self, token: Token, cause: Cause, now: Instant) {
         let Some(mut session) = self.sessions.remove(token) else {
             return;
@@ -304,31 +406,34 @@ impl Server {
         let silent = session.idle_for(now);
         self.stats.on_reap(reason, lifetime, silent);
         let i = info.unwrap_or_default();
-        log!(
-            reason.log_level(),
-            "reap id={} peer={} name={} reason={} errno={} lifetime_ms={} silent_ms={} \
-             tcpi_state={} tcpi_probes={} tcpi_retransmits={} tcpi_backoff={} tcpi_unacked={} \
-             tcpi_rtt_us={} tcpi_total_retrans={} tcpi_last_data_recv_ms={} \
-             tcpi_last_ack_recv_ms={} tcpi_notsent_bytes={} tcpi_snd_wnd={}",
-            session.id,
-            session.peer,
-            session.name.as_deref().unwrap_or("-"),
-            reason,
-            errno_name(errno),
-            lifetime.as_millis(),
-            silent.as_millis(),
-            i.state,
-            i.probes,
-            i.retransmits,
-            i.backoff,
-            i.unacked,
-            i.rtt_us,
-            i.total_retrans,
-            i.last_data_recv_ms,
-            i.last_ack_recv_ms,
-            i.notsent_bytes,
-            i.snd_wnd.map_or_else(|| "-".to_string(), |w| w.to_string()),
-        );
+        let written = log_enabled!(reason.log_level()) && self.reap_log.admit(reason.index(), now);
+        if written {
+            log!(
+                reason.log_level(),
+                "reap id={} peer={} name={} reason={} errno={} lifetime_ms={} silent_ms={} \
+                 tcpi_state={} tcpi_probes={} tcpi_retransmits={} tcpi_backoff={} tcpi_unacked={} \
+                 tcpi_rtt_us={} tcpi_total_retrans={} tcpi_last_data_recv_ms={} \
+                 tcpi_last_ack_recv_ms={} tcpi_notsent_bytes={} tcpi_snd_wnd={}",
+                session.id,
+                session.peer,
+                session.name.as_deref().unwrap_or("-"),
+                reason,
+                errno_name(errno),
+                lifetime.as_millis(),
+                silent.as_millis(),
+                i.state,
+                i.probes,
+                i.retransmits,
+                i.backoff,
+                i.unacked,
+                i.rtt_us,
+                i.total_retrans,
+                i.last_data_recv_ms,
+                i.last_ack_recv_ms,
+                i.notsent_bytes,
+                i.snd_wnd.map_or_else(|| "-".to_string(), |w| w.to_string()),
+            );
+        }
         self.publish(&Event::Left(Left {
             id: session.id,
             addr: session.peer,
@@ -341,9 +446,6 @@ impl Server {
         }));
         drop(session);
         // A descriptor came free: connections refused for lack of them can be taken now.
-        if self.accept.retry_at().is_some() {
-            self.accept.clear_retry();
-            self.accept_revisit = true;
-        }
+        self.descriptor_freed();
     }
 }

@@ -110,6 +110,11 @@ impl Server {
         if old.stats.interval != new.stats.interval {
             self.next_stats = new.stats.interval.map(|i| now + i);
         }
+        if old.log.reap_lines_per_second != new.log.reap_lines_per_second {
+            self.reap_log.set_per_second(super::conn::reap_lines_budget(
+                new.log.reap_lines_per_second,
+            ));
+        }
         if old.log.level != new.log.level {
             match self.level_source {
                 LevelSource::Config => log::set_max_level(new.log.level),

@@ -16,6 +16,7 @@
 //! bounded queue of dead or departing peers).
 
 mod accept;
+mod auth;
 mod conn;
 mod control;
 mod deferred;
@@ -49,8 +50,10 @@ const SIGNAL: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 /// Bytes read per `read` call, into the loop's own buffer.
 const READ_BUF_BYTES: usize = 64 * 1024;
-/// Events handled per `poll`.
-const EVENTS_CAPACITY: usize = 1024;
+/// Events handled per `poll`. With the per-turn caps on accepts and reads this bounds one
+/// turn's work, and so how long any one client waits: with 1024, a flood of connections that
+/// reset at once kept a debug build busy for 70+ ms per turn (tests/churn.rs).
+const EVENTS_CAPACITY: usize = 256;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -148,6 +151,10 @@ pub struct Server {
     accept: accept::AcceptState,
     /// The admin and metrics listeners and their connections.
     ops: ops::Ops,
+    /// Failed `AUTH` warnings, at most one a second.
+    auth_warn: crate::rate_limit::RateLimited,
+    /// Reap lines written per second before the rest are only counted (see `conn.rs`).
+    reap_log: crate::rate_limit::LineBudget,
     stopping: bool,
     /// The service manager (`sd_notify`); a no-op without `NOTIFY_SOCKET`.
     notify: Notifier,
@@ -195,6 +202,8 @@ impl Server {
             deferred: deferred::Deferred::new(),
             accept: accept::AcceptState::new(),
             ops: ops::Ops::new(),
+            auth_warn: Default::default(),
+            reap_log: conn::reap_log_budget(config.log.reap_lines_per_second),
             stopping: false,
             notify: Notifier::from_env(),
             socket_activated: activated.is_some(),
@@ -272,6 +281,7 @@ impl Server {
             self.accept.retry_at(),
             self.ops_deadline(),
             self.notify.watchdog_deadline(),
+            self.reap_log.report_due(),
         ];
         deadlines
             .into_iter()
@@ -293,6 +303,7 @@ impl Server {
     fn run_timers(&mut self, now: Instant) {
         self.reap_idle(now);
         self.ops_timers(now);
+        self.report_left_out_reap_lines(now);
         if self.accept.retry_at().is_some_and(|at| at <= now) {
             self.accept.clear_retry();
             self.accept_all(now);
@@ -325,7 +336,7 @@ impl Server {
             if session.id != id {
                 continue;
             }
-            let due = session.last_rx + limit;
+            let due = session.idle_deadline(limit);
             if due <= now {
                 self.reap(
                     token,
@@ -344,7 +355,7 @@ impl Server {
         if let Some(limit) = self.config.session.idle_timeout {
             for (token, s) in self.sessions.iter() {
                 self.idle_heap
-                    .push(Reverse((s.last_rx + limit, token, s.id)));
+                    .push(Reverse((s.idle_deadline(limit), token, s.id)));
             }
         }
     }

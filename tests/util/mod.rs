@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod load;
 pub mod netns;
 
 use std::collections::HashMap;
@@ -114,6 +115,20 @@ impl Log {
         self.lines_at().into_iter().find(|(l, _)| pred(l))
     }
 
+    /// How many lines have been logged so far.
+    pub fn len(&self) -> usize {
+        self.0 .0.lock().unwrap().lines.len()
+    }
+
+    /// The lines logged after the first `n` (cheap where `lines()` would copy a long log).
+    pub fn lines_from(&self, n: usize) -> Vec<String> {
+        let st = self.0 .0.lock().unwrap();
+        st.lines
+            .get(n..)
+            .map(<[String]>::to_vec)
+            .unwrap_or_default()
+    }
+
     pub fn text(&self) -> String {
         self.lines().join("\n")
     }
@@ -169,8 +184,8 @@ pub fn is_reap_of(line: &str, id: i64) -> bool {
     line.contains(" reap ") && line.contains(&format!(" id={id} "))
 }
 
-/// Adds `listen = ["127.0.0.1:0"]` and `[log] level = "debug"` to a config unless it sets
-/// them itself.
+/// Adds `listen = ["127.0.0.1:0"]` and `[log] level = "debug"` with every reap logged
+/// (`reap_lines_per_second = 0`) to a config unless it sets them itself.
 pub fn complete_config(body: &str) -> String {
     let mut text = String::new();
     if !sets_server_listen(body) {
@@ -184,7 +199,7 @@ pub fn complete_config(body: &str) -> String {
         text.push_str(body);
     }
     if !body.contains("[log]") {
-        text.push_str("\n[log]\nlevel = \"debug\"\n");
+        text.push_str("\n[log]\nlevel = \"debug\"\nreap_lines_per_second = 0\n");
     }
     text
 }
@@ -256,8 +271,21 @@ impl Daemon {
         let mut child = cmd.spawn().expect("spawn vigild");
         let log = Log::default();
         let stderr = child.stderr.take().unwrap();
+        // A roomy pipe (1 MiB instead of 64 KiB), so a test whose reader thread is briefly
+        // starved of CPU does not block the daemon's logging, which would stall its loop and
+        // show up as a slow client that the daemon did not cause.
+        // SAFETY: fcntl(F_SETPIPE_SZ) on a pipe descriptor we own; failure only keeps 64 KiB.
+        unsafe {
+            libc::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(&stderr),
+                libc::F_SETPIPE_SZ,
+                1 << 20,
+            )
+        };
         let sink = log.clone();
         std::thread::spawn(move || {
+            // The daemon blocks when its log pipe is full: keep up with it (where allowed).
+            load::raise_priority(0);
             for line in BufReader::new(stderr).lines() {
                 match line {
                     Ok(l) => sink.push(l),
@@ -331,17 +359,13 @@ impl Daemon {
 
     /// Asks for a statistics line (SIGUSR1) and returns it parsed.
     pub fn stats(&self) -> HashMap<String, String> {
-        let before = self.log.lines().len();
+        let before = self.log.len();
         self.signal(libc::SIGUSR1);
         let log = self.log.clone();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let lines = log.lines();
-            if let Some(l) = lines
-                .iter()
-                .skip(before)
-                .find(|l| l.contains(" INFO  stats "))
-            {
+            let lines = log.lines_from(before);
+            if let Some(l) = lines.iter().find(|l| l.contains(" INFO  stats ")) {
                 return fields(l);
             }
             assert!(Instant::now() < deadline, "no stats line:\n{}", log.text());
@@ -362,6 +386,20 @@ impl Daemon {
             .next()
             .unwrap_or_default()
             .to_string()
+    }
+
+    /// Waits for the reap line of the session whose peer (client) address is `peer`.
+    pub fn wait_reap_of_peer(
+        &self,
+        peer: SocketAddr,
+        timeout: Duration,
+    ) -> HashMap<String, String> {
+        let needle = format!(" peer={peer} ");
+        let line = self
+            .log
+            .wait_for(timeout, |l| l.contains(" reap ") && l.contains(&needle))
+            .unwrap_or_else(|| panic!("{peer} not reaped; log:\n{}", self.log.text()));
+        fields(&line)
     }
 
     /// Waits for the reap line of session `id`, returns its fields.

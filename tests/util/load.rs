@@ -1,0 +1,338 @@
+//! Helpers for the hostile-input and load tests: a control client that keeps measuring `PING`
+//! round trips while a test attacks the daemon, the daemon's descriptors, memory and CPU time
+//! from `/proc`, and client sockets bound to many loopback source addresses.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+/// The round trip a control client must stay under throughout every case.
+pub const CONTROL_BOUND: Duration = Duration::from_millis(50);
+/// Pause between control pings.
+const CONTROL_EVERY: Duration = Duration::from_millis(10);
+
+/// What a control client saw.
+#[derive(Debug, Clone)]
+pub struct ControlReport {
+    pub pings: u64,
+    pub max: Duration,
+    /// Round trips of [`CONTROL_BOUND`] or more.
+    pub slow: u64,
+    /// The first failure (an error or a wrong reply), if any.
+    pub error: Option<String>,
+}
+
+impl ControlReport {
+    /// Every ping answered `+PONG` within [`CONTROL_BOUND`].
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none() && self.pings >= 5 && self.slow == 0 && self.max < CONTROL_BOUND
+    }
+
+    /// Fails the test unless every ping was answered `+PONG` within [`CONTROL_BOUND`].
+    pub fn assert_ok(&self, case: &str) {
+        assert!(
+            self.error.is_none(),
+            "{case}: control client failed: {self:?}"
+        );
+        assert!(
+            self.pings >= 5,
+            "{case}: control client barely ran: {self:?}"
+        );
+        assert!(
+            self.slow == 0 && self.max < CONTROL_BOUND,
+            "{case}: control client saw PONG after {:?} (bound {CONTROL_BOUND:?}): {self:?}",
+            self.max
+        );
+    }
+}
+
+/// A client that sends `PING` every 10 ms from 127.0.0.1 and times each `+PONG`.
+pub struct Control {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<ControlReport>>,
+}
+
+impl Control {
+    /// Connects (sending `AUTH password` first when given) and starts pinging.
+    pub fn start(addr: SocketAddr, password: Option<&str>) -> Control {
+        let mut s = TcpStream::connect(addr).expect("control connect");
+        s.set_nodelay(true).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        if let Some(pw) = password {
+            s.write_all(format!("AUTH {pw}\r\n").as_bytes()).unwrap();
+            assert_eq!(read_line(&mut s).unwrap(), "+OK", "control AUTH");
+        }
+        // One round trip before the attack starts, so the session is surely established.
+        s.write_all(b"PING\r\n").unwrap();
+        assert_eq!(read_line(&mut s).unwrap(), "+PONG");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            raise_priority(0);
+            let mut r = ControlReport {
+                pings: 0,
+                max: Duration::ZERO,
+                slow: 0,
+                error: None,
+            };
+            while !flag.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let reply = s.write_all(b"PING\r\n").and_then(|()| read_line(&mut s));
+                let rtt = t0.elapsed();
+                match reply {
+                    Ok(line) if line == "+PONG" => {}
+                    Ok(line) => r.error = Some(format!("reply {line:?}")),
+                    Err(e) => r.error = Some(format!("{e}")),
+                }
+                if r.error.is_some() {
+                    break;
+                }
+                r.pings += 1;
+                r.max = r.max.max(rtt);
+                if rtt >= CONTROL_BOUND {
+                    r.slow += 1;
+                }
+                std::thread::sleep(CONTROL_EVERY);
+            }
+            r
+        });
+        Control {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(mut self) -> ControlReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("thread")
+            .join()
+            .expect("control thread")
+    }
+}
+
+/// Reads one `\r\n`-terminated line (without it), byte by byte: replies are short.
+pub fn read_line(s: &mut TcpStream) -> io::Result<String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match s.read(&mut b)? {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("closed after {:?}", String::from_utf8_lossy(&line)),
+                ))
+            }
+            _ if b[0] == b'\n' => break,
+            _ => line.push(b[0]),
+        }
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// Reads until the peer closes (or resets); returns what arrived. Times out after `limit`.
+pub fn read_to_close(s: &mut TcpStream, limit: Duration) -> (Vec<u8>, io::Result<()>) {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (got, Err(io::ErrorKind::TimedOut.into()));
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (got, Err(e)),
+        }
+    }
+}
+
+/// A loopback source address for client `n`: 127.0.1.1, 127.0.1.2, ... (never 127.0.0.1,
+/// which the control client uses).
+pub fn source_ip(n: usize) -> Ipv4Addr {
+    let n = n % (250 * 250);
+    Ipv4Addr::new(127, 0, 1 + (n / 250) as u8, 1 + (n % 250) as u8)
+}
+
+/// Connects to `dst` from `src` (port chosen at connect time, `IP_BIND_ADDRESS_NO_PORT`, so
+/// each source address has its own ephemeral port range and bind does not reserve a port).
+pub fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a live c_int and its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    socket.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())?;
+    socket.connect(&dst.into())?;
+    Ok(socket.into())
+}
+
+/// Closes with RST instead of FIN (`SO_LINGER` 0): no `TIME_WAIT` on the client side.
+pub fn reset(s: TcpStream) {
+    let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+    drop(s);
+}
+
+/// Open descriptors of process `pid`.
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Resident memory of process `pid`, in KiB (`VmRSS`).
+pub fn rss_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of process `pid` so far.
+pub fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; fields after its closing parenthesis are fixed.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// Descriptors and memory of the daemon at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Footprint {
+    pub fds: usize,
+    pub rss_kb: u64,
+}
+
+impl Footprint {
+    pub fn of(pid: i32) -> Footprint {
+        Footprint {
+            fds: fd_count(pid),
+            rss_kb: rss_kb(pid),
+        }
+    }
+
+    /// Waits (up to 5 s) until the daemon holds `self.fds + extra_fds` descriptors again and
+    /// its RSS is at most `slack_kb` above `self`; returns what was measured last.
+    pub fn assert_back(&self, pid: i32, extra_fds: usize, slack_kb: u64, case: &str) -> Footprint {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let now = Footprint::of(pid);
+            let ok = now.fds == self.fds + extra_fds && now.rss_kb <= self.rss_kb + slack_kb;
+            if ok {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{case}: daemon footprint not back: baseline {self:?} (+{extra_fds} fds, \
+                 +{slack_kb} KiB allowed), now {now:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A small deterministic generator for junk bytes (xorshift64*), so failures reproduce.
+pub struct Junk(u64);
+
+impl Junk {
+    pub fn new(seed: u64) -> Junk {
+        Junk(seed.max(1))
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 >> 12;
+                self.0 ^= self.0 << 25;
+                self.0 ^= self.0 >> 27;
+                (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
+            })
+            .collect()
+    }
+}
+
+/// The kernel's count of connections dropped because a listen queue was full
+/// (`TcpExt: ListenDrops` in `/proc/net/netstat`, for this network namespace). A connection
+/// dropped there and then reset by its client never reaches `accept`.
+pub fn listen_drops() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "ListenDrops")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Lowers the calling thread's CPU priority (nice 10). Load generators call it so that on a
+/// two-core machine they do not starve the daemon and the control client of CPU: the test
+/// measures how vigild serves others while it handles the load, not how the scheduler shares
+/// two cores among more busy threads than that.
+pub fn lower_priority() {
+    // SAFETY: gettid and setpriority take plain integers. On Linux the nice value belongs to
+    // the thread, so this leaves the rest of the test process alone.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+    assert_eq!(rc, 0, "setpriority: {}", io::Error::last_os_error());
+}
+
+/// Open descriptors of process `pid` numbered below `n` (those that count against a
+/// descriptor limit of `n`; a process may also hold inherited ones above it).
+pub fn fds_below(pid: i32, n: usize) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok())
+                .filter(|&fd| fd < n)
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Raises the CPU priority (nice -5) of thread or single-threaded process `tid`; 0 means the
+/// calling thread. Where the test may (root), the daemon under test and the control client
+/// get ahead of the machine's other work, so a 50 ms bound measures vigild and not whatever
+/// else shares the two cores. Returns false, changing nothing, without the privilege.
+pub fn raise_priority(tid: i32) -> bool {
+    // SAFETY: gettid and setpriority take and return plain integers.
+    let rc = unsafe {
+        let who = if tid == 0 { libc::gettid() } else { tid };
+        libc::setpriority(libc::PRIO_PROCESS, who as libc::id_t, -5)
+    };
+    rc == 0
+}
