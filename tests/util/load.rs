@@ -3,14 +3,11 @@
 //! from `/proc`, and client sockets bound to many loopback source addresses.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use socket2::{Domain, Socket, Type};
 
 /// The round trip a control client must stay under throughout every case.
 pub const CONTROL_BOUND: Duration = Duration::from_millis(50);
@@ -170,24 +167,7 @@ pub fn source_ip(n: usize) -> Ipv4Addr {
 /// Connects to `dst` from `src` (port chosen at connect time, `IP_BIND_ADDRESS_NO_PORT`, so
 /// each source address has its own ephemeral port range and bind does not reserve a port).
 pub fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt with a pointer to a live c_int and its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    socket.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())?;
-    socket.connect(&dst.into())?;
-    Ok(socket.into())
+    super::connect_from(src, dst)
 }
 
 /// Closes with RST instead of FIN (`SO_LINGER` 0): no `TIME_WAIT` on the client side.

@@ -433,22 +433,8 @@ pub fn client_id(con: &mut redis::Connection) -> i64 {
 /// port is chosen at connect time (`IP_BIND_ADDRESS_NO_PORT`), so thousands of connections can
 /// share few source addresses without exhausting bind's port search.
 pub fn connect_from(src: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    use std::os::fd::AsRawFd;
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local integer.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    netns::bind_address_no_port(&sock)?;
     sock.bind(&SocketAddr::from((src, 0)).into())?;
     sock.connect(&addr.into())?;
     Ok(sock.into())
