@@ -1,0 +1,77 @@
+//! `CONFIG GET pattern ...` on the admin listener: the effective config as dotted keys, matched
+//! with a case-insensitive glob, secrets hidden.
+
+use crate::command::{self, Args};
+use crate::config::Config;
+use crate::glob;
+use crate::resp::{self, Proto};
+
+use super::View;
+
+pub(super) fn config_command(args: Args<'_>, view: &View<'_>, proto: Proto, out: &mut Vec<u8>) {
+    if args.is(1, "GET") && args.len() >= 3 {
+        let pairs = config_pairs(view.config);
+        let hits: Vec<&(String, String)> = pairs
+            .iter()
+            .filter(|(k, _)| (2..args.len()).any(|i| glob::matches(args.get(i), k.as_bytes())))
+            .collect();
+        resp::write_map_len(out, hits.len(), proto);
+        for (k, v) in hits {
+            resp::write_bulk(out, k.as_bytes());
+            resp::write_bulk(out, v.as_bytes());
+        }
+    } else if args.is(1, "GET") {
+        command::wrong_arity(out, "config|get");
+    } else if args.len() >= 2 {
+        let sub = command::printable(args.get(1)).to_ascii_uppercase();
+        resp::write_error(
+            out,
+            &format!(
+                "ERR CONFIG {sub} is not supported: edit {} and send SIGHUP to reload it",
+                view.config_path.display()
+            ),
+        );
+    } else {
+        command::wrong_arity(out, "config");
+    }
+}
+
+/// The effective config as `(dotted key, value)` pairs, rendered from the same TOML that
+/// `--check-config` prints, so every key of the file is here, including keys added later.
+/// Arrays are space-separated (as Redis shows `bind`). Secrets are not shown.
+fn config_pairs(config: &Config) -> Vec<(String, String)> {
+    let table: toml::Table = toml::from_str(&config.to_toml()).unwrap_or_default();
+    let mut out = Vec::new();
+    flatten("", &table, &mut out);
+    out
+}
+
+pub(super) fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            v => {
+                let secret = k.contains("password") || k.contains("secret");
+                let text = if secret {
+                    "(hidden)".to_string()
+                } else {
+                    value_text(v)
+                };
+                out.push((key, text));
+            }
+        }
+    }
+}
+
+fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Array(items) => items.iter().map(value_text).collect::<Vec<_>>().join(" "),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,411 @@
+//! The configuration file: what it may contain, its defaults, and the checks that turn it into
+//! a [`Config`] the event loop can use without further doubt.
+//!
+//! Two stages. Stage 1 is a set of `Raw*` serde structs, one per table, every field optional and
+//! every table `deny_unknown_fields`, so a typo fails with the key's name, line and column.
+//! Stage 2 (`from_raw`) fills in the `DEFAULT_*` constants and checks each value against what
+//! the kernel and the daemon can take, producing real types (`SocketAddr`, `Duration`,
+//! `LevelFilter`). Combinations that are legal but probably not what the operator meant become
+//! warnings, computed from the validated config alone.
+//!
+//! Invariants of a `Config` that came from [`Config::parse`]: every keepalive duration is whole
+//! seconds in 1..=32767 s, [`KeepaliveConfig::effective_user_timeout`] fits the kernel's `int`
+//! of milliseconds, and [`Config::to_toml`] parses back to an equal `Config`, except that an
+//! inline `server.password` is shown as [`REDACTED`] (a `password_file` is shown as its path).
+//!
+//! Adding a key: a field in its `Raw*` struct, a field and `DEFAULT_*` constant in the typed
+//! struct, one line in its `from_raw` and one in `From<&Config> for RawConfig`, one line in
+//! `config/vigild.toml`. Adding a table: the same, plus a field in `RawConfig` and `Config`.
+//!
+//! Files: this one holds the typed structs, defaults, [`Config::load`]/[`Config::parse`]/
+//! [`Config::to_toml`] and the warnings; `raw.rs` stage 1, `validate.rs` stage 2,
+//! `toml_error.rs` the one-line parse errors, `endpoints.rs` the `[admin]`/`[metrics]` tables.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::auth::{self, Password, PasswordSource};
+use crate::duration::format_duration;
+
+mod endpoints;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod toml_error;
+mod validate;
+
+pub use endpoints::{
+    Endpoint, OpsListenerConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_ALLOW_REMOTE, DEFAULT_METRICS_LISTEN,
+};
+use raw::RawConfig;
+use toml_error::describe_toml_error;
+use validate::Check;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/vigild/vigild.toml";
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 7379));
+pub const DEFAULT_BACKLOG: u32 = 1024;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
+pub const DEFAULT_REUSE_PORT: bool = false;
+pub const DEFAULT_KEEPALIVE_ENABLED: bool = true;
+pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_KEEPALIVE_PROBES: u32 = 6;
+pub const DEFAULT_USER_TIMEOUT: UserTimeout = UserTimeout::Auto;
+pub const DEFAULT_SESSION_IDLE_TIMEOUT: Option<Duration> = None;
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_UNIQUE_NAMES: bool = false;
+pub const DEFAULT_STATS_INTERVAL: Option<Duration> = Some(Duration::from_secs(60));
+pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
+pub const DEFAULT_REAP_LINES_PER_SECOND: u64 = 1000;
+/// Longest config file read; real ones are a few hundred bytes.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// What `to_toml` (and so `--check-config`) prints instead of an inline password.
+pub const REDACTED: &str = "(redacted)";
+
+/// TCP_KEEPIDLE and TCP_KEEPINTVL are whole seconds, at most this many.
+const MAX_KEEPALIVE_SECS: u64 = 32_767;
+/// TCP_USER_TIMEOUT is an `int` of milliseconds.
+const MAX_USER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+const MIB: i64 = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub keepalive: KeepaliveConfig,
+    pub session: SessionConfig,
+    pub stats: StatsConfig,
+    pub log: LogConfig,
+    pub admin: OpsListenerConfig,
+    pub metrics: OpsListenerConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub backlog: u32,
+    pub max_connections: usize,
+    /// 0 = no limit
+    pub max_connections_per_ip: usize,
+    /// `SO_REUSEPORT` on the client listeners, so several processes can share a port and the
+    /// kernel spreads new connections across them.
+    pub reuse_port: bool,
+    /// Clients must `AUTH` with it first; None = no password ("" in the file).
+    pub password: Option<Password>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    pub enabled: bool,
+    pub idle: Duration,
+    pub interval: Duration,
+    pub probes: u32,
+    pub user_timeout: UserTimeout,
+}
+
+/// What to set as TCP_USER_TIMEOUT; see [`KeepaliveConfig::effective_user_timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserTimeout {
+    /// idle + interval × probes, so the bound the operator asked for is the one enforced.
+    Auto,
+    /// Not set: data in flight is retried for the kernel's tcp_retries2 (about 15 minutes).
+    Off,
+    Fixed(Duration),
+}
+
+impl KeepaliveConfig {
+    /// idle + interval * probes: when an idle dead peer is detected
+    pub fn detection_bound(&self) -> Duration {
+        // Saturating: fields are public, and a hand-built config must not panic here.
+        self.idle
+            .saturating_add(self.interval.saturating_mul(self.probes))
+    }
+
+    /// The TCP_USER_TIMEOUT to set: Auto -> Some(detection_bound) when enabled, None when
+    /// keepalive is disabled; Off -> None; Fixed(d) -> Some(d)
+    pub fn effective_user_timeout(&self) -> Option<Duration> {
+        match self.user_timeout {
+            UserTimeout::Auto if self.enabled => Some(self.detection_bound()),
+            UserTimeout::Auto | UserTimeout::Off => None,
+            UserTimeout::Fixed(d) => Some(d),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    /// Reap after this long with nothing received, or with a request unfinished this long.
+    /// None = off ("0s")
+    pub idle_timeout: Option<Duration>,
+    pub max_request_bytes: usize,
+    pub max_output_bytes: usize,
+    /// `CLIENT SETNAME x` reaps the older session holding `x` (reason `replaced`).
+    pub unique_names: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatsConfig {
+    /// None = only on demand ("0s")
+    pub interval: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub level: LevelFilter,
+    /// Reap lines written per second before the rest are only counted; 0 = no limit.
+    pub reap_lines_per_second: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec![DEFAULT_LISTEN],
+            backlog: DEFAULT_BACKLOG,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            reuse_port: DEFAULT_REUSE_PORT,
+            password: None,
+        }
+    }
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        KeepaliveConfig {
+            enabled: DEFAULT_KEEPALIVE_ENABLED,
+            idle: DEFAULT_KEEPALIVE_IDLE,
+            interval: DEFAULT_KEEPALIVE_INTERVAL,
+            probes: DEFAULT_KEEPALIVE_PROBES,
+            user_timeout: DEFAULT_USER_TIMEOUT,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            unique_names: DEFAULT_UNIQUE_NAMES,
+        }
+    }
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            interval: DEFAULT_STATS_INTERVAL,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: DEFAULT_LOG_LEVEL,
+            reap_lines_per_second: DEFAULT_REAP_LINES_PER_SECOND,
+        }
+    }
+}
+
+/// A config that passed every check, and what looked suspicious in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub config: Config,
+    /// Full sentences, meant to be logged at warn level; the config is usable regardless.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug)]
+pub enum ConfigError {
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    Parse {
+        path: PathBuf,
+        message: String,
+    },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "{}: cannot read: {source}", path.display())
+            }
+            ConfigError::Parse { path, message } => write!(f, "{}: {message}", path.display()),
+            ConfigError::Invalid { path, key, message } => {
+                write!(f, "{}: {key}: {message}", path.display())
+            }
+        }
+    }
+}
+
+// `source()` stays `None`: the I/O error is already part of the one-line `Display`, and a
+// reporter walking the chain would print it twice.
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let read_error = |source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        // Capped, so `--config /dev/zero` (or a log file given by mistake) is an error, not
+        // an unbounded allocation.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, MAX_CONFIG_BYTES + 1),
+            &mut bytes,
+        )
+        .map_err(read_error)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "is larger than {} KiB; is this the config file?",
+                    MAX_CONFIG_BYTES / 1024
+                ),
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let column = String::from_utf8_lossy(&valid[line_start..])
+                .chars()
+                .count()
+                + 1;
+            let byte = e.as_bytes().get(valid.len()).copied().unwrap_or(0);
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "line {line}, column {column}: byte 0x{byte:02x} is not UTF-8; the file must \
+                     be UTF-8 text"
+                ),
+            }
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// `path` only labels the errors; nothing is read from it.
+    pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|err| ConfigError::Parse {
+            path: path.to_owned(),
+            message: describe_toml_error(text, &err),
+        })?;
+        let check = Check { path };
+        let server = ServerConfig::from_raw(raw.server, &check)?;
+        let (admin, metrics) = endpoints::from_raw(raw.admin, raw.metrics, &server, &check)?;
+        let config = Config {
+            server,
+            keepalive: KeepaliveConfig::from_raw(raw.keepalive, &check)?,
+            session: SessionConfig::from_raw(raw.session, &check)?,
+            stats: StatsConfig::from_raw(raw.stats, &check)?,
+            log: LogConfig::from_raw(raw.log, &check)?,
+            admin,
+            metrics,
+        };
+        let warnings = config.warnings();
+        Ok(Loaded { config, warnings })
+    }
+
+    /// The effective config as TOML in the same shape as the file, every key present,
+    /// durations formatted; parsing it back gives an equal Config.
+    pub fn to_toml(&self) -> String {
+        // Rendering the stage-1 structs keeps the output's shape identical to what is accepted.
+        toml::to_string(&RawConfig::from(self))
+            .unwrap_or_else(|err| format!("# cannot render the config: {err}\n"))
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        endpoints::warnings(&self.admin, &mut out);
+        let server = &self.server;
+        if server.max_connections_per_ip > server.max_connections {
+            out.push(format!(
+                "server.max_connections_per_ip = {} is above server.max_connections = {}, so it \
+                 never applies; lower it, or set 0 for no per-address limit.",
+                server.max_connections_per_ip, server.max_connections
+            ));
+        }
+        if let Some(PasswordSource::File(path)) = server.password.as_ref().map(|p| &p.source) {
+            out.extend(auth::file_mode_warning(path));
+        }
+        let ka = &self.keepalive;
+        let bound = ka.detection_bound();
+        let bound_sum = format!(
+            "keepalive.idle + keepalive.interval × keepalive.probes = {} + {} × {} = {}",
+            format_duration(ka.idle),
+            format_duration(ka.interval),
+            ka.probes,
+            format_duration(bound)
+        );
+        let idle_timeout = self.session.idle_timeout;
+        match (ka.enabled, ka.user_timeout) {
+            (true, UserTimeout::Fixed(ut)) if ut < bound => out.push(format!(
+                "keepalive.user_timeout = {} is below {bound_sum}: once set, TCP_USER_TIMEOUT \
+                 overrides TCP_KEEPCNT, so the kernel gives up at the first probe past {} and \
+                 keepalive is cut short of {} probes; use \"auto\" or at least {}.",
+                format_duration(ut),
+                format_duration(ut),
+                ka.probes,
+                format_duration(bound)
+            )),
+            (true, UserTimeout::Fixed(ut)) if ut > bound => out.push(format!(
+                "keepalive.user_timeout = {} is above {bound_sum}: TCP_USER_TIMEOUT overrides \
+                 TCP_KEEPCNT, so the kernel keeps probing and finds an idle dead peer after {}, \
+                 not {}; use \"auto\" to keep the keepalive bound.",
+                format_duration(ut),
+                format_duration(ut),
+                format_duration(bound)
+            )),
+            (false, UserTimeout::Fixed(ut)) => out.push(format!(
+                "keepalive.enabled = false with keepalive.user_timeout = {}: the user timeout \
+                 still applies to data in flight (unacknowledged sends are abandoned after {}), \
+                 but it does not detect dead peers of idle sessions.",
+                format_duration(ut),
+                format_duration(ut)
+            )),
+            _ => {}
+        }
+        if !ka.enabled {
+            out.push(match idle_timeout {
+                Some(t) => format!(
+                    "keepalive.enabled = false: silent dead peers are found only by \
+                     session.idle_timeout = {}; set keepalive.enabled = true to find them \
+                     without reaping live but quiet clients.",
+                    format_duration(t)
+                ),
+                None => "keepalive.enabled = false and session.idle_timeout = \"0s\" (off): \
+                         silent dead peers are never found and their sessions stay forever; \
+                         set keepalive.enabled = true or a session.idle_timeout."
+                    .to_owned(),
+            });
+        } else if let Some(t) = idle_timeout.filter(|t| *t < bound) {
+            out.push(format!(
+                "session.idle_timeout = {} is shorter than the keepalive detection bound \
+                 ({bound_sum}): for silent clients the application idle timeout, not keepalive, \
+                 decides (reason idle-timeout); raise session.idle_timeout above {} if live \
+                 clients may stay silent that long.",
+                format_duration(t),
+                format_duration(bound)
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,400 @@
+//! Stage 2 of loading the config: each `Raw*` table from [`super::raw`] becomes its checked,
+//! typed struct (`from_raw`), with the `DEFAULT_*` constants filled in. [`Check`] carries the
+//! file's path so every error names the file, the key and the limit that was broken.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::auth::{self, Password, PasswordSource};
+use crate::duration::{DurationValue, ACCEPTED_FORMS};
+
+use super::raw::{RawInt, RawKeepalive, RawLog, RawServer, RawSession, RawStats};
+use super::*;
+
+/// Context for stage 2: where the text came from, so each error can name the file.
+pub(super) struct Check<'a> {
+    pub(super) path: &'a Path,
+}
+
+impl Check<'_> {
+    pub(super) fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// An integer in `range`; `why` explains the limits to the person fixing the file.
+    pub(super) fn int<T: TryFrom<i64>>(
+        &self,
+        key: &str,
+        raw: Option<RawInt>,
+        default: T,
+        range: RangeInclusive<i64>,
+        why: &str,
+    ) -> Result<T, ConfigError> {
+        let Some(RawInt(value)) = raw else {
+            return Ok(default);
+        };
+        let out_of_range = || {
+            let (lo, hi) = (range.start(), range.end());
+            self.invalid(
+                key,
+                format!("{value} is out of range: use {lo} to {hi} ({why})"),
+            )
+        };
+        if !range.contains(&value) {
+            return Err(out_of_range());
+        }
+        T::try_from(value).map_err(|_| out_of_range())
+    }
+
+    pub(super) fn duration(
+        &self,
+        key: &str,
+        raw: Option<DurationValue>,
+    ) -> Result<Option<Duration>, ConfigError> {
+        raw.map(|value| {
+            value
+                .to_duration()
+                .map_err(|err| self.invalid(key, format!("{err}; {ACCEPTED_FORMS}")))
+        })
+        .transpose()
+    }
+
+    /// A timer where "0s" means off and anything shorter than a second is a mistake.
+    pub(super) fn optional_timer(
+        &self,
+        key: &str,
+        raw: Option<DurationValue>,
+        default: Option<Duration>,
+        zero_means: &str,
+    ) -> Result<Option<Duration>, ConfigError> {
+        match self.duration(key, raw)? {
+            None => Ok(default),
+            Some(Duration::ZERO) => Ok(None),
+            Some(d) if d < Duration::from_secs(1) => Err(self.invalid(
+                key,
+                format!(
+                    "{} is too short: use at least \"1s\", or \"0s\" for {zero_means}",
+                    format_duration(d)
+                ),
+            )),
+            Some(d) => Ok(Some(d)),
+        }
+    }
+
+    /// A keepalive timer, which the kernel takes in whole seconds up to 32767.
+    pub(super) fn kernel_secs(
+        &self,
+        key: &str,
+        raw: Option<DurationValue>,
+        default: Duration,
+        option: &str,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(key, raw)?.unwrap_or(default);
+        let shown = format_duration(d);
+        let secs = d.as_secs();
+        if d.subsec_nanos() != 0 {
+            let (down, up) = (secs.max(1), secs + 1);
+            Err(self.invalid(
+                key,
+                format!(
+                    "{shown} is not whole seconds; the kernel takes {option} in seconds: \
+                     use \"{down}s\" or \"{up}s\""
+                ),
+            ))
+        } else if secs == 0 {
+            Err(self.invalid(
+                key,
+                format!(
+                    "must be at least \"1s\" ({option} cannot be zero); to turn keepalive off \
+                     set keepalive.enabled = false"
+                ),
+            ))
+        } else if secs > MAX_KEEPALIVE_SECS {
+            Err(self.invalid(
+                key,
+                format!(
+                    "{shown} is above the kernel limit for {option} of {MAX_KEEPALIVE_SECS}s \
+                     ({}); use a shorter duration",
+                    format_duration(Duration::from_secs(MAX_KEEPALIVE_SECS))
+                ),
+            ))
+        } else {
+            Ok(d)
+        }
+    }
+}
+
+impl ServerConfig {
+    pub(super) fn from_raw(raw: RawServer, check: &Check<'_>) -> Result<Self, ConfigError> {
+        let default = ServerConfig::default();
+        let listen = match raw.listen {
+            None => default.listen,
+            Some(entries) => parse_listen(&entries, check)?,
+        };
+        let backlog = check.int(
+            "server.backlog",
+            raw.backlog,
+            DEFAULT_BACKLOG,
+            1..=65_535,
+            "the kernel also caps it at net.core.somaxconn",
+        )?;
+        let max_connections = check.int(
+            "server.max_connections",
+            raw.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            1..=1_000_000,
+            "each session holds a file descriptor: stay below the per-process file limit, \
+             ulimit -n or LimitNOFILE=",
+        )?;
+        let max_connections_per_ip = check.int(
+            "server.max_connections_per_ip",
+            raw.max_connections_per_ip,
+            DEFAULT_MAX_CONNECTIONS_PER_IP,
+            0..=1_000_000,
+            "0 means no limit",
+        )?;
+        let password = password(raw.password, raw.password_file, check)?;
+        Ok(ServerConfig {
+            listen,
+            backlog,
+            max_connections,
+            max_connections_per_ip,
+            reuse_port: raw.reuse_port.unwrap_or(DEFAULT_REUSE_PORT),
+            password,
+        })
+    }
+}
+
+/// `server.password` or `server.password_file` (relative to the config file's directory);
+/// an empty string is the same as leaving the key out.
+fn password(
+    inline: Option<String>,
+    file: Option<String>,
+    check: &Check<'_>,
+) -> Result<Option<Password>, ConfigError> {
+    let inline = inline.filter(|p| !p.is_empty());
+    let file = file.filter(|p| !p.is_empty());
+    match (inline, file) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(check.invalid(
+            "server.password_file",
+            "is set together with server.password; keep one of them",
+        )),
+        (Some(p), None) if p.len() > auth::MAX_PASSWORD_BYTES => Err(check.invalid(
+            "server.password",
+            format!(
+                "is {} bytes long; use at most {} (it must fit in one AUTH request)",
+                p.len(),
+                auth::MAX_PASSWORD_BYTES
+            ),
+        )),
+        (Some(p), None) => Ok(Some(Password::new(p.into_bytes(), PasswordSource::Inline))),
+        (None, Some(f)) => {
+            let dir = check.path.parent().unwrap_or(Path::new(""));
+            // Absolute, so a reload or `to_toml` output read from elsewhere finds the same file.
+            let joined = dir.join(f);
+            let path = std::path::absolute(&joined).unwrap_or(joined);
+            let secret = auth::read_password_file(&path)
+                .map_err(|message| check.invalid("server.password_file", message))?;
+            Ok(Some(Password::new(secret, PasswordSource::File(path))))
+        }
+    }
+}
+
+fn parse_listen(entries: &[String], check: &Check<'_>) -> Result<Vec<SocketAddr>, ConfigError> {
+    if entries.is_empty() {
+        return Err(check.invalid(
+            "server.listen",
+            "is empty; give at least one address, such as [\"127.0.0.1:7379\"]",
+        ));
+    }
+    let mut out: Vec<SocketAddr> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let key = format!("server.listen[{i}]");
+        let addr: SocketAddr = entry.trim().parse().map_err(|_| {
+            check.invalid(
+                &key,
+                format!(
+                    "{entry:?} is not ip:port; write an IP address and a port such as \
+                     \"127.0.0.1:7379\" or \"0.0.0.0:7379\", IPv6 in brackets as \"[::1]:7379\" \
+                     (host names are not resolved)"
+                ),
+            )
+        })?;
+        if let Some(first) = out.iter().position(|seen| *seen == addr) {
+            return Err(check.invalid(
+                &key,
+                format!("{addr} is listed twice (also server.listen[{first}]); remove one"),
+            ));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
+impl KeepaliveConfig {
+    pub(super) fn from_raw(raw: RawKeepalive, check: &Check<'_>) -> Result<Self, ConfigError> {
+        let config = KeepaliveConfig {
+            enabled: raw.enabled.unwrap_or(DEFAULT_KEEPALIVE_ENABLED),
+            idle: check.kernel_secs(
+                "keepalive.idle",
+                raw.idle,
+                DEFAULT_KEEPALIVE_IDLE,
+                "TCP_KEEPIDLE",
+            )?,
+            interval: check.kernel_secs(
+                "keepalive.interval",
+                raw.interval,
+                DEFAULT_KEEPALIVE_INTERVAL,
+                "TCP_KEEPINTVL",
+            )?,
+            probes: check.int(
+                "keepalive.probes",
+                raw.probes,
+                DEFAULT_KEEPALIVE_PROBES,
+                1..=127,
+                "the kernel's TCP_KEEPCNT limit is 127",
+            )?,
+            user_timeout: user_timeout(raw.user_timeout, check)?,
+        };
+        // "auto" is only known to fit once idle, interval and probes are known.
+        if let Some(d) = config.effective_user_timeout() {
+            check_user_timeout_range(d, check)?;
+        }
+        Ok(config)
+    }
+}
+
+const USER_TIMEOUT_KEY: &str = "keepalive.user_timeout";
+
+fn user_timeout(raw: Option<DurationValue>, check: &Check<'_>) -> Result<UserTimeout, ConfigError> {
+    if let Some(DurationValue::Text(text)) = &raw {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => return Ok(UserTimeout::Auto),
+            "off" => return Ok(UserTimeout::Off),
+            _ => {}
+        }
+    }
+    let parsed = raw
+        .map(|value| value.to_duration())
+        .transpose()
+        .map_err(|err| {
+            check.invalid(
+                USER_TIMEOUT_KEY,
+                format!("{err}; use \"auto\", \"off\" or a duration; {ACCEPTED_FORMS}"),
+            )
+        })?;
+    match parsed {
+        None => Ok(DEFAULT_USER_TIMEOUT),
+        Some(Duration::ZERO) => Ok(UserTimeout::Off),
+        Some(d) => check_user_timeout_range(d, check).map(|()| UserTimeout::Fixed(d)),
+    }
+}
+
+pub(super) fn check_user_timeout_range(d: Duration, check: &Check<'_>) -> Result<(), ConfigError> {
+    if d > Duration::ZERO && d < Duration::from_millis(1) {
+        return Err(check.invalid(
+            USER_TIMEOUT_KEY,
+            "is below 1ms, the kernel's unit for TCP_USER_TIMEOUT; use at least \"1ms\" or \"off\"",
+        ));
+    }
+    if d > MAX_USER_TIMEOUT {
+        return Err(check.invalid(
+            USER_TIMEOUT_KEY,
+            format!(
+                "{} is above the kernel limit for TCP_USER_TIMEOUT of {} ms ({}); with \"auto\" \
+                 lower keepalive.idle, keepalive.interval or keepalive.probes, otherwise use a \
+                 shorter duration or \"off\"",
+                format_duration(d),
+                i32::MAX,
+                format_duration(MAX_USER_TIMEOUT)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl SessionConfig {
+    pub(super) fn from_raw(raw: RawSession, check: &Check<'_>) -> Result<Self, ConfigError> {
+        Ok(SessionConfig {
+            idle_timeout: check.optional_timer(
+                "session.idle_timeout",
+                raw.idle_timeout,
+                DEFAULT_SESSION_IDLE_TIMEOUT,
+                "no idle timeout",
+            )?,
+            max_request_bytes: check.int(
+                "session.max_request_bytes",
+                raw.max_request_bytes,
+                DEFAULT_MAX_REQUEST_BYTES,
+                64..=512 * MIB,
+                "64 bytes to 512 MiB",
+            )?,
+            max_output_bytes: check.int(
+                "session.max_output_bytes",
+                raw.max_output_bytes,
+                DEFAULT_MAX_OUTPUT_BYTES,
+                1024..=1024 * MIB,
+                "1 KiB to 1 GiB",
+            )?,
+            unique_names: raw.unique_names.unwrap_or(DEFAULT_UNIQUE_NAMES),
+        })
+    }
+}
+
+impl StatsConfig {
+    pub(super) fn from_raw(raw: RawStats, check: &Check<'_>) -> Result<Self, ConfigError> {
+        Ok(StatsConfig {
+            interval: check.optional_timer(
+                "stats.interval",
+                raw.interval,
+                DEFAULT_STATS_INTERVAL,
+                "statistics only on demand",
+            )?,
+        })
+    }
+}
+
+impl LogConfig {
+    pub(super) fn from_raw(raw: RawLog, check: &Check<'_>) -> Result<Self, ConfigError> {
+        let reap_lines_per_second = check.int(
+            "log.reap_lines_per_second",
+            raw.reap_lines_per_second,
+            DEFAULT_REAP_LINES_PER_SECOND,
+            0..=1_000_000,
+            "0 logs every reap; past the limit reaps are counted by reason in one line a second",
+        )?;
+        let Some(text) = raw.level else {
+            return Ok(LogConfig {
+                reap_lines_per_second,
+                ..LogConfig::default()
+            });
+        };
+        let level = match text.trim().to_ascii_lowercase().as_str() {
+            "off" => LevelFilter::Off,
+            "error" => LevelFilter::Error,
+            "warn" => LevelFilter::Warn,
+            "info" => LevelFilter::Info,
+            "debug" => LevelFilter::Debug,
+            "trace" => LevelFilter::Trace,
+            _ => {
+                return Err(check.invalid(
+                    "log.level",
+                    format!("{text:?} is not a level; use off, error, warn, info, debug or trace"),
+                ))
+            }
+        };
+        Ok(LogConfig {
+            level,
+            reap_lines_per_second,
+        })
+    }
+}
