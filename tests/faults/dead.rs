@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::check::{self, by_id, by_peer, expect_reap, expect_stats, Bound, Row, QUIET};
 use crate::client::Client;
-use crate::util::{client_id, netns};
+use crate::util::{client_id, netns, Daemon};
 
 /// idle + interval × probes, with the tolerance.
 const IDLE_BOUND: Bound = Bound::around(5_000, 500, 1_000);
@@ -67,16 +67,23 @@ pub fn crash_and_reboot() -> Row {
     )
 }
 
-/// Daemon → client packets are dropped, then the client sends a request: the reply stays
-/// unacknowledged until `TCP_USER_TIMEOUT` ends it.
-pub fn reply_in_flight() -> Row {
-    let d = check::start(&check::config("auto", ""));
+/// A session with `user_timeout`, quiet long enough that no delayed ACK is pending, then
+/// `fault` applied to the daemon's replies (by its port) and a request sent into it: the
+/// reply is in flight from the returned instant on.
+fn reply_into_fault(user_timeout: &str, fault: fn(u16)) -> (Daemon, Client, Instant) {
+    let d = check::start(&check::config(user_timeout, ""));
     let mut c = Client::connect(d.addr);
     c.ping();
     thread::sleep(QUIET);
-    check::drop_replies(d.addr.port());
+    fault(d.addr.port());
     c.send(b"PING\r\n").expect("send PING");
-    let sent = Instant::now();
+    (d, c, Instant::now())
+}
+
+/// Daemon → client packets are dropped, then the client sends a request: the reply stays
+/// unacknowledged until `TCP_USER_TIMEOUT` ends it.
+pub fn reply_in_flight() -> Row {
+    let (d, c, sent) = reply_into_fault("auto", check::drop_replies);
     let r = expect_reap(
         &d,
         &by_peer(c.local),
@@ -100,13 +107,7 @@ const NO_USER_TIMEOUT_WATCH: Duration = Duration::from_secs(10);
 /// The same fault with `user_timeout = "0s"`: keepalive does not run while data is in flight,
 /// so only tcp_retries2 (about 15 minutes) would end it. Not reaped within 10 s.
 pub fn reply_in_flight_without_user_timeout() -> Row {
-    let d = check::start(&check::config("0s", ""));
-    let mut c = Client::connect(d.addr);
-    c.ping();
-    thread::sleep(QUIET);
-    check::drop_replies(d.addr.port());
-    c.send(b"PING\r\n").expect("send PING");
-    let sent = Instant::now();
+    let (d, c, sent) = reply_into_fault("0s", check::drop_replies);
     let key = by_peer(c.local);
     let reaped = d
         .log
@@ -135,13 +136,7 @@ pub fn reply_in_flight_without_user_timeout() -> Row {
 /// flight: the kernel keeps the ICMP as a soft error and reports it when the user timeout
 /// fires.
 pub fn icmp_reply_in_flight() -> Row {
-    let d = check::start(&check::config("auto", ""));
-    let mut c = Client::connect(d.addr);
-    c.ping();
-    thread::sleep(QUIET);
-    check::reject_replies(d.addr.port());
-    c.send(b"PING\r\n").expect("send PING");
-    let sent = Instant::now();
+    let (d, c, sent) = reply_into_fault("auto", check::reject_replies);
     let r = expect_reap(
         &d,
         &by_peer(c.local),
