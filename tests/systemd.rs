@@ -436,7 +436,7 @@ fn unit_files_pass_systemd_analyze_and_the_check_catches_regressions() {
 
     // The same check on broken copies must fail: an unknown key, and lost hardening.
     let dir = TempDir::new("units");
-    for f in ["check-units", "vigild.service", "vigild.socket"] {
+    for f in ["check-units", "vigild.service", "vigild.socket", "vigild@.service"] {
         std::fs::copy(shipped.join(f), dir.path().join(f)).unwrap();
     }
     let unit = std::fs::read_to_string(shipped.join("vigild.service")).unwrap();
@@ -449,23 +449,31 @@ fn unit_files_pass_systemd_analyze_and_the_check_catches_regressions() {
     let (ok, text) = check_units(dir.path());
     assert!(!ok && text.contains("Restartt"), "{text}");
 
-    let weakened: String = unit
-        .lines()
-        .filter(|l| {
-            ![
-                "DynamicUser=",
-                "CapabilityBoundingSet=",
-                "SystemCallFilter=",
-                "PrivateUsers=",
-                "ProtectSystem=",
-                "RestrictNamespaces=",
-            ]
-            .iter()
-            .any(|k| l.starts_with(k))
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(&service, weakened).unwrap();
+    let weaken = |unit: &str| -> String {
+        unit.lines()
+            .filter(|l| {
+                ![
+                    "DynamicUser=",
+                    "CapabilityBoundingSet=",
+                    "SystemCallFilter=",
+                    "PrivateUsers=",
+                    "ProtectSystem=",
+                    "RestrictNamespaces=",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    // The template alone loses hardening: it no longer follows the plain unit.
+    let template = std::fs::read_to_string(shipped.join("vigild@.service")).unwrap();
+    std::fs::write(&service, &unit).unwrap();
+    std::fs::write(dir.path().join("vigild@.service"), weaken(&template)).unwrap();
+    let (ok, text) = check_units(dir.path());
+    assert!(!ok && text.contains("differs from vigild.service"), "{text}");
+    // Both lose it: the exposure score catches it.
+    std::fs::write(&service, weaken(&unit)).unwrap();
     let (ok, text) = check_units(dir.path());
     assert!(!ok && text.contains("is above 2.0"), "{text}");
 }
