@@ -36,7 +36,7 @@ pub fn describe(session: &Session, now: Instant, out: &mut String) {
         session.name.as_deref().unwrap_or(""),
         session.age(now).as_secs(),
         session.idle_for(now).as_secs(),
-        session.partial.len(),
+        session.unfinished.as_ref().map_or(0, |u| u.bytes.len()),
         session.pending_output(),
         session.bytes_in,
         session.bytes_out,

@@ -1,8 +1,9 @@
 //! One client session, and the table of live sessions keyed by mio `Token`.
 //!
 //! A session holds no heap buffers while it is idle: requests are read into a buffer the event
-//! loop owns, and a session keeps only the unfinished tail of a request (`partial`) and output
-//! the kernel did not take yet (`output`). Both are empty `Vec`s (no allocation) when idle.
+//! loop owns, and a session keeps only the unfinished tail of a request (`unfinished`, boxed:
+//! `None` unless a request spans reads) and output the kernel did not take yet (`output`, an
+//! empty `Vec` when idle). An idle session is its table entry and nothing else.
 //!
 //! The table also keeps the name index (name → the sessions holding it, oldest first) for
 //! `CLIENT LOOKUP` and `session.unique_names`. It is maintained in exactly two places:
@@ -43,7 +44,7 @@ pub struct Session {
     pub bytes_out: u64,
     pub commands: u64,
     /// The unfinished tail of a request, kept between reads.
-    pub partial: Vec<u8>,
+    pub unfinished: Option<Box<Unfinished>>,
     /// Output the kernel has not taken yet, from `output_pos` on.
     pub output: Vec<u8>,
     pub output_pos: usize,
@@ -58,11 +59,19 @@ pub struct Session {
     pub authenticated: bool,
     /// Wrong passwords sent on this session (see `auth::MAX_FAILURES`).
     pub auth_failures: u32,
-    /// When the first byte of the unfinished request in `partial` arrived: a request must be
-    /// completed within `session.idle_timeout` of it (so a client dribbling bytes is idle).
-    pub partial_since: Option<Instant>,
-    /// Where parsing of `partial` stopped, so the next read checks only the new bytes.
+}
+
+/// A request that spans reads. Boxed in the session, so that the much more common session with
+/// nothing unfinished does not pay for these fields (56 bytes of a 240-byte entry).
+#[derive(Debug)]
+pub struct Unfinished {
+    /// Its bytes so far (and any pipelined bytes after them).
+    pub bytes: Vec<u8>,
+    /// Where parsing stopped, so the next read checks only the new bytes.
     pub resume: crate::resp::Resume,
+    /// When its first byte arrived: a request must be completed within `session.idle_timeout`
+    /// of it (so a client dribbling bytes counts as idle).
+    pub since: Instant,
 }
 
 impl Session {
@@ -78,7 +87,7 @@ impl Session {
             bytes_in: 0,
             bytes_out: 0,
             commands: 0,
-            partial: Vec::new(),
+            unfinished: None,
             output: Vec::new(),
             output_pos: 0,
             closing: None,
@@ -86,8 +95,6 @@ impl Session {
             proto: crate::resp::Proto::Resp2,
             authenticated: false,
             auth_failures: 0,
-            partial_since: None,
-            resume: crate::resp::Resume::Fresh,
         }
     }
 
@@ -117,7 +124,8 @@ impl Session {
     /// received, or after the start of a request that is still unfinished, whichever is first.
     /// Never earlier than a deadline computed before (the idle heap relies on that).
     pub fn idle_deadline(&self, limit: Duration) -> Instant {
-        self.partial_since.unwrap_or(self.last_rx).min(self.last_rx) + limit
+        let started = self.unfinished.as_ref().map_or(self.last_rx, |u| u.since);
+        started.min(self.last_rx) + limit
     }
 
     pub fn age(&self, now: Instant) -> Duration {
@@ -326,5 +334,13 @@ mod tests {
         );
         session.closing = Some(crate::reap::ReapReason::Quit);
         assert_eq!(session.wanted_interest(), Interest::WRITABLE);
+    }
+
+    #[test]
+    fn an_idle_session_stays_small() {
+        // The table entry is all an idle session costs (docs/benchmarks.md: bytes per idle
+        // session, target <= 256 B). Unfinished requests live in a box for that reason.
+        let size = std::mem::size_of::<Session>();
+        assert!(size <= 192, "Session is {size} bytes");
     }
 }

@@ -436,7 +436,12 @@ fn unit_files_pass_systemd_analyze_and_the_check_catches_regressions() {
 
     // The same check on broken copies must fail: an unknown key, and lost hardening.
     let dir = TempDir::new("units");
-    for f in ["check-units", "vigild.service", "vigild.socket", "vigild@.service"] {
+    for f in [
+        "check-units",
+        "vigild.service",
+        "vigild.socket",
+        "vigild@.service",
+    ] {
         std::fs::copy(shipped.join(f), dir.path().join(f)).unwrap();
     }
     let unit = std::fs::read_to_string(shipped.join("vigild.service")).unwrap();
@@ -471,7 +476,10 @@ fn unit_files_pass_systemd_analyze_and_the_check_catches_regressions() {
     std::fs::write(&service, &unit).unwrap();
     std::fs::write(dir.path().join("vigild@.service"), weaken(&template)).unwrap();
     let (ok, text) = check_units(dir.path());
-    assert!(!ok && text.contains("differs from vigild.service"), "{text}");
+    assert!(
+        !ok && text.contains("differs from vigild.service"),
+        "{text}"
+    );
     // Both lose it: the exposure score catches it.
     std::fs::write(&service, weaken(&unit)).unwrap();
     let (ok, text) = check_units(dir.path());

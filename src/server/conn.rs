@@ -17,8 +17,8 @@ use crate::command::{self, Args, Step};
 use crate::presence::{Event, Left};
 use crate::rate_limit::LineBudget;
 use crate::reap::{classify, errno_name, reason_for_errno, IoClass, ReapReason};
-use crate::resp::{self, Parsed};
-use crate::session::Session;
+use crate::resp::{self, Parsed, Resume};
+use crate::session::{Session, Unfinished};
 use crate::sys;
 use mio::Token;
 
@@ -66,29 +66,40 @@ enum Input {
     Failed(i32),
 }
 
+/// What every request of a session is checked against: the size limit and the password.
+#[derive(Clone, Copy)]
+struct Policy<'a> {
+    max_request_bytes: usize,
+    password: Option<&'a Password>,
+}
+
 /// Parses and runs every complete request in `input`, appending replies to `out`. Returns the
-/// number of bytes consumed and what to do next. `session.resume` must describe `input`'s
-/// first request (`Fresh` unless `input` is the session's `partial` grown by a read); it is
-/// left describing the unfinished request after the consumed bytes.
+/// number of bytes consumed and what to do next. `resume` must describe `input`'s first request
+/// (`Fresh` unless `input` is an unfinished request grown by a read); it is left describing the
+/// unfinished request after the consumed bytes (`Fresh` when none is).
 fn run_requests(
     input: &[u8],
+    resume: &mut Resume,
     session: &mut Session,
     args: &mut Vec<Range<usize>>,
     out: &mut Vec<u8>,
-    max_request_bytes: usize,
-    password: Option<&Password>,
+    policy: Policy<'_>,
     now: Instant,
 ) -> (usize, Step) {
+    let Policy {
+        max_request_bytes,
+        password,
+    } = policy;
     let mut pos = 0;
-    let mut resume = std::mem::take(&mut session.resume);
+    let mut state = std::mem::take(resume);
     while pos < input.len() {
         let rest = &input[pos..];
         // Per request: a session that authenticates mid-pipeline gets the full limit for the
         // requests after its AUTH.
         let limit = auth::request_limit(session, password, max_request_bytes);
-        match resp::parse_resumable(rest, limit, args, &mut resume) {
+        match resp::parse_resumable(rest, limit, args, &mut state) {
             Ok(Parsed::Incomplete) => {
-                session.resume = resume;
+                *resume = state;
                 break;
             }
             Ok(Parsed::Request { consumed }) => {
@@ -120,31 +131,36 @@ fn run_requests(
     (pos, Step::Continue)
 }
 
-/// Runs the requests waiting in the session's `partial`; keeps what is left of it unless the
-/// session is closing.
-fn run_partial(
+/// Runs the requests waiting in the session's unfinished bytes; keeps what is left of them
+/// unless the session is closing. Returns what to do next.
+fn run_unfinished(
     session: &mut Session,
     args: &mut Vec<Range<usize>>,
     out: &mut Vec<u8>,
-    max_request_bytes: usize,
-    password: Option<&Password>,
+    policy: Policy<'_>,
     now: Instant,
-) -> (usize, Step) {
-    let mut pending = std::mem::take(&mut session.partial);
+) -> Step {
+    let Some(mut pending) = session.unfinished.take() else {
+        return Step::Continue;
+    };
     let (used, step) = run_requests(
-        &pending,
+        &pending.bytes,
+        &mut pending.resume,
         session,
         args,
         out,
-        max_request_bytes,
-        password,
+        policy,
         now,
     );
-    if step.keeps_input() && used < pending.len() {
-        pending.drain(..used);
-        session.partial = pending;
+    if step.keeps_input() && used < pending.bytes.len() {
+        pending.bytes.drain(..used);
+        // Something before it was consumed: the request now waiting started in this read.
+        if used > 0 {
+            pending.since = now;
+        }
+        session.unfinished = Some(pending);
     }
-    (used, step)
+    step
 }
 
 /// Writes `data` until done or `WouldBlock`. Returns the bytes written, or the fatal errno.
@@ -200,7 +216,10 @@ impl Server {
                 config,
                 ..
             } = self;
-            let password = config.server.password.as_ref();
+            let policy = Policy {
+                max_request_bytes: max_request,
+                password: config.server.password.as_ref(),
+            };
             let Some(session) = sessions.get_mut(token) else {
                 return Input::Drained;
             };
@@ -223,21 +242,25 @@ impl Server {
             session.last_rx = now;
             out_buf.clear();
             let failures_before = session.auth_failures;
-            let had_partial = !session.partial.is_empty();
-            let (used, mut step) = if !had_partial {
-                let input = &read_buf[..n];
-                let (used, step) =
-                    run_requests(input, session, args, out_buf, max_request, password, now);
-                if step.keeps_input() && used < n {
-                    session.partial.extend_from_slice(&input[used..]);
-                }
-                (used, step)
+            let mut step = if let Some(pending) = session.unfinished.as_mut() {
+                pending.bytes.extend_from_slice(&read_buf[..n]);
+                run_unfinished(session, args, out_buf, policy, now)
             } else {
-                session.partial.extend_from_slice(&read_buf[..n]);
-                run_partial(session, args, out_buf, max_request, password, now)
+                let input = &read_buf[..n];
+                let mut resume = Resume::Fresh;
+                let (used, step) =
+                    run_requests(input, &mut resume, session, args, out_buf, policy, now);
+                if step.keeps_input() && used < n {
+                    session.unfinished = Some(Box::new(Unfinished {
+                        bytes: input[used..].to_vec(),
+                        resume,
+                        since: now,
+                    }));
+                }
+                step
             };
             // A rename needs the whole loop (the name index, events, maybe a reap); the
-            // requests after it wait in `partial` until it is done.
+            // requests after it wait in the unfinished bytes until it is done.
             while let Step::Rename(name) = step {
                 self.rename_session(token, name, now);
                 let Server {
@@ -247,21 +270,17 @@ impl Server {
                     config,
                     ..
                 } = self;
-                let password = config.server.password.as_ref();
+                let policy = Policy {
+                    max_request_bytes: max_request,
+                    password: config.server.password.as_ref(),
+                };
                 let Some(session) = sessions.get_mut(token) else {
                     return Input::Drained;
                 };
-                step = run_partial(session, args, out_buf, max_request, password, now).1;
+                step = run_unfinished(session, args, out_buf, policy, now);
             }
-            let Some(session) = self.sessions.get_mut(token) else {
+            let Some(session) = self.sessions.get(token) else {
                 return Input::Drained;
-            };
-            // The unfinished request started in this read unless it was already pending and
-            // nothing was consumed before it.
-            session.partial_since = match (session.partial.is_empty(), had_partial && used == 0) {
-                (true, _) => None,
-                (false, true) => session.partial_since.or(Some(now)),
-                (false, false) => Some(now),
             };
             let failures = session.auth_failures - failures_before;
             if failures > 0 {
