@@ -322,13 +322,9 @@ fn flood(d: &Daemon, src: Ipv4Addr, n: usize) -> Vec<(TcpStream, Option<String>)
         .collect()
 }
 
-#[test]
-fn connection_floods_are_rejected_and_counted() {
-    let _cpu = heavy();
-    let d = Daemon::start("[server]\nmax_connections = 50\nmax_connections_per_ip = 10");
-    let (control, base) = guard(&d);
-    // 49 sessions from 49 addresses fill the table (with the control client: 50).
-    let held: Vec<TcpStream> = (0..49)
+/// `n` sessions from `n` source addresses, each answered one PING.
+fn hold(d: &Daemon, n: usize) -> Vec<TcpStream> {
+    (0..n)
         .map(|i| {
             let mut s = connect_from(source_ip(i), d.addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -336,7 +332,16 @@ fn connection_floods_are_rejected_and_counted() {
             assert_eq!(read_line(&mut s).unwrap(), "+PONG");
             s
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn connection_floods_are_rejected_and_counted() {
+    let _cpu = heavy();
+    let d = Daemon::start("[server]\nmax_connections = 50\nmax_connections_per_ip = 10");
+    let (control, base) = guard(&d);
+    // 49 sessions from 49 addresses fill the table (with the control client: 50).
+    let held = hold(&d, 49);
     // 3 × max_connections more: every one is told and closed.
     let excess = flood(&d, Ipv4Addr::new(127, 0, 2, 1), 150);
     for (mut s, line) in excess {
@@ -531,15 +536,7 @@ fn sighup_every_100ms_under_a_flood_then_sigterm_exits_cleanly_with_stats_that_a
     let d = Daemon::start(&variant(0));
     let (control, _base) = guard(&d);
     // 28 held sessions + control: two concurrent flood clients sometimes find the table full.
-    let held: Vec<TcpStream> = (0..28)
-        .map(|i| {
-            let mut s = connect_from(source_ip(i), d.addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            s.write_all(b"PING\r\n").unwrap();
-            assert_eq!(read_line(&mut s).unwrap(), "+PONG");
-            s
-        })
-        .collect();
+    let held = hold(&d, 28);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let addr = d.addr;

@@ -14,6 +14,7 @@ use log::{log, log_enabled, warn};
 use super::Server;
 use crate::auth::{self, Gate, Password};
 use crate::command::{self, Args, Step};
+use crate::config::Config;
 use crate::presence::{Event, Left};
 use crate::rate_limit::LineBudget;
 use crate::reap::{classify, errno_name, reason_for_errno, IoClass, ReapReason};
@@ -71,6 +72,15 @@ enum Input {
 struct Policy<'a> {
     max_request_bytes: usize,
     password: Option<&'a Password>,
+}
+
+impl<'a> Policy<'a> {
+    fn of(config: &'a Config) -> Policy<'a> {
+        Policy {
+            max_request_bytes: config.session.max_request_bytes,
+            password: config.server.password.as_ref(),
+        }
+    }
 }
 
 /// Parses and runs every complete request in `input`, appending replies to `out`. Returns the
@@ -206,7 +216,6 @@ impl Server {
 
     /// Reads until `WouldBlock` (or the cap), answering requests as they complete.
     fn read_input(&mut self, token: Token, now: Instant) -> Input {
-        let max_request = self.config.session.max_request_bytes;
         for _ in 0..MAX_READS_PER_TURN {
             let Server {
                 sessions,
@@ -216,10 +225,7 @@ impl Server {
                 config,
                 ..
             } = self;
-            let policy = Policy {
-                max_request_bytes: max_request,
-                password: config.server.password.as_ref(),
-            };
+            let policy = Policy::of(config);
             let Some(session) = sessions.get_mut(token) else {
                 return Input::Drained;
             };
@@ -270,10 +276,7 @@ impl Server {
                     config,
                     ..
                 } = self;
-                let policy = Policy {
-                    max_request_bytes: max_request,
-                    password: config.server.password.as_ref(),
-                };
+                let policy = Policy::of(config);
                 let Some(session) = sessions.get_mut(token) else {
                     return Input::Drained;
                 };
