@@ -46,7 +46,7 @@ impl Server {
                 return;
             };
             if self.sessions.get(token).is_some_and(|s| s.id == id) {
-                self.service(token, now);
+                self.service(token, now, super::conn::Wake::Drain);
             }
         }
     }

@@ -43,6 +43,7 @@ use crate::logging::LevelSource;
 use crate::notify::{status_line, Notifier};
 use crate::session::{SessionTable, SESSION_BASE};
 use crate::stats::Stats;
+use conn::Wake;
 
 /// Token of the signal pipe.
 const SIGNAL: Token = Token(0);
@@ -245,7 +246,7 @@ impl Server {
                 if (event.is_error() || event.is_read_closed()) && self.defer(event.token()) {
                     continue;
                 }
-                self.dispatch(event.token(), now);
+                self.dispatch(event.token(), now, Wake::Edge);
             }
             self.revisit_pending(now);
             self.run_timers(now);
@@ -258,11 +259,11 @@ impl Server {
         }
     }
 
-    fn dispatch(&mut self, token: Token, now: Instant) {
+    fn dispatch(&mut self, token: Token, now: Instant, wake: Wake) {
         if token == SIGNAL {
             self.handle_signals(now);
         } else if token.0 >= SESSION_BASE {
-            self.service(token, now);
+            self.service(token, now, wake);
         } else if ops::owns(token) {
             self.ops_event(token, now);
         } else if let Some(key) = token.0.checked_sub(LISTENER_BASE) {
@@ -292,7 +293,7 @@ impl Server {
 
     fn revisit_pending(&mut self, now: Instant) {
         for token in std::mem::take(&mut self.revisit) {
-            self.dispatch(token, now);
+            self.dispatch(token, now, Wake::Drain);
         }
         self.service_deferred(now);
         if std::mem::take(&mut self.accept_revisit) {
