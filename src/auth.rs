@@ -301,12 +301,7 @@ mod tests {
     }
 
     fn run(s: &mut Session, pw: Option<&Password>, words: &[&[u8]]) -> (Gate, String) {
-        let mut buf = Vec::new();
-        let mut ranges = Vec::new();
-        for w in words {
-            ranges.push(buf.len()..buf.len() + w.len());
-            buf.extend_from_slice(w);
-        }
+        let (buf, ranges) = crate::command::test_words(words);
         let mut out = Vec::new();
         let g = gate(Args::new(&buf, &ranges), s, pw, &mut out);
         (g, String::from_utf8_lossy(&out).into_owned())

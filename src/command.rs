@@ -106,6 +106,20 @@ pub(crate) fn common(args: Args<'_>, out: &mut Vec<u8>) -> bool {
     true
 }
 
+/// A request's words laid out as the parser would hand them over: one buffer and the range of
+/// each argument in it. For unit tests that build `Args` by hand.
+#[cfg(test)]
+pub(crate) fn test_words<W: AsRef<[u8]>>(words: &[W]) -> (Vec<u8>, Vec<Range<usize>>) {
+    let mut buf = Vec::new();
+    let mut ranges = Vec::new();
+    for w in words {
+        let w = w.as_ref();
+        ranges.push(buf.len()..buf.len() + w.len());
+        buf.extend_from_slice(w);
+    }
+    (buf, ranges)
+}
+
 /// Runs one request. `out` receives the reply.
 pub fn execute(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>) -> Step {
     if args.is_empty() {
@@ -359,12 +373,7 @@ mod tests {
     }
 
     fn run(session: &mut Session, words: &[&[u8]]) -> (Step, String) {
-        let mut buf = Vec::new();
-        let mut ranges = Vec::new();
-        for w in words {
-            ranges.push(buf.len()..buf.len() + w.len());
-            buf.extend_from_slice(w);
-        }
+        let (buf, ranges) = test_words(words);
         let mut out = Vec::new();
         let step = execute(Args::new(&buf, &ranges), session, Instant::now(), &mut out);
         (step, String::from_utf8_lossy(&out).into_owned())

@@ -222,12 +222,7 @@ mod tests {
     use super::*;
 
     fn run(subs: &mut Subscriptions, words: &[&str]) -> (Outcome, String) {
-        let mut buf = Vec::new();
-        let mut ranges = Vec::new();
-        for w in words {
-            ranges.push(buf.len()..buf.len() + w.len());
-            buf.extend_from_slice(w.as_bytes());
-        }
+        let (buf, ranges) = crate::command::test_words(words);
         let mut out = Vec::new();
         let o = execute(Args::new(&buf, &ranges), subs, Proto::Resp2, &mut out);
         (o, String::from_utf8(out).unwrap())
@@ -300,12 +295,7 @@ mod tests {
 
     #[test]
     fn refusal_names_the_command_as_redis_does() {
-        let mut buf = Vec::new();
-        let mut ranges = Vec::new();
-        for w in ["CLIENT", "List"] {
-            ranges.push(buf.len()..buf.len() + w.len());
-            buf.extend_from_slice(w.as_bytes());
-        }
+        let (buf, ranges) = crate::command::test_words(&["CLIENT", "List"]);
         let mut out = Vec::new();
         refuse(Args::new(&buf, &ranges), &mut out);
         assert_eq!(
