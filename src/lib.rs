@@ -7,6 +7,7 @@
 mod activation;
 mod admin;
 pub mod auth;
+mod busy_poll;
 pub mod cli;
 mod client_info;
 mod command;

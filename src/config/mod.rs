@@ -52,6 +52,7 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
 pub const DEFAULT_REUSE_PORT: bool = false;
+pub const DEFAULT_BUSY_POLL_US: u64 = 0;
 pub const DEFAULT_KEEPALIVE_ENABLED: bool = true;
 pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -96,6 +97,9 @@ pub struct ServerConfig {
     /// `SO_REUSEPORT` on the client listeners, so several processes can share a port and the
     /// kernel spreads new connections across them.
     pub reuse_port: bool,
+    /// After a turn with events, poll without sleeping this long before blocking; zero = off
+    /// (see `busy_poll.rs`).
+    pub busy_poll: Duration,
     /// Clients must `AUTH` with it first; None = no password ("" in the file).
     pub password: Option<Password>,
 }
@@ -170,6 +174,7 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             reuse_port: DEFAULT_REUSE_PORT,
+            busy_poll: Duration::from_micros(DEFAULT_BUSY_POLL_US),
             password: None,
         }
     }

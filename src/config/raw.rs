@@ -36,6 +36,7 @@ pub(super) struct RawServer {
     pub(super) max_connections: Option<RawInt>,
     pub(super) max_connections_per_ip: Option<RawInt>,
     pub(super) reuse_port: Option<bool>,
+    pub(super) busy_poll_us: Option<RawInt>,
     pub(super) password: Option<String>,
     pub(super) password_file: Option<String>,
 }
@@ -126,6 +127,9 @@ impl From<&Config> for RawConfig {
                 max_connections: int(config.server.max_connections),
                 max_connections_per_ip: int(config.server.max_connections_per_ip),
                 reuse_port: Some(config.server.reuse_port),
+                busy_poll_us: Some(RawInt(
+                    i64::try_from(config.server.busy_poll.as_micros()).unwrap_or(i64::MAX),
+                )),
                 password: Some(match config.server.password.as_ref().map(|p| &p.source) {
                     Some(PasswordSource::Inline) => REDACTED.to_owned(),
                     _ => String::new(),

@@ -130,6 +130,7 @@ fn to_toml_round_trips_the_default() {
         "max_connections =",
         "max_connections_per_ip",
         "reuse_port = false",
+        "busy_poll_us = 0",
         "[keepalive]",
         "enabled",
         "idle =",
@@ -158,6 +159,7 @@ fn to_toml_round_trips_a_non_default_config() {
         max_connections = 50000
         max_connections_per_ip = 100
         reuse_port = true
+        busy_poll_us = 25
         [keepalive]
         enabled = false
         idle = "1m30s"
@@ -177,6 +179,7 @@ fn to_toml_round_trips_a_non_default_config() {
     let c = config(text);
     assert!(c.session.unique_names);
     assert!(c.server.reuse_port);
+    assert_eq!(c.server.busy_poll, Duration::from_micros(25));
     assert_eq!(
         c.keepalive.user_timeout,
         UserTimeout::Fixed(Duration::from_millis(120_500))
@@ -273,8 +276,22 @@ fn wrong_types_are_rejected_naming_the_key() {
         &["keepalive.enabled:", "a boolean"],
     );
     rejected(
+        "[server]\nbusy_poll_us = \"15us\"",
+        &["server.busy_poll_us:", "expected an integer"],
+    );
+    rejected(
         "[server]\nreuse_port = 1",
         &["server.reuse_port:", "a boolean"],
+    );
+    invalid(
+        "[server]\nbusy_poll_us = 1001",
+        "server.busy_poll_us",
+        "1001 is out of range: use 0 to 1000 (microseconds",
+    );
+    invalid(
+        "[server]\nbusy_poll_us = -1",
+        "server.busy_poll_us",
+        "-1 is out of range",
     );
     rejected(
         "[keepalive]\nidle = true",

@@ -10,6 +10,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use crate::auth::{self, Password, PasswordSource};
+use crate::busy_poll::MAX_BUSY_POLL_US;
 use crate::duration::{DurationValue, ACCEPTED_FORMS};
 
 use super::raw::{RawInt, RawKeepalive, RawLog, RawServer, RawSession, RawStats};
@@ -161,6 +162,13 @@ impl ServerConfig {
             0..=1_000_000,
             "0 means no limit",
         )?;
+        let busy_poll_us: u64 = check.int(
+            "server.busy_poll_us",
+            raw.busy_poll_us,
+            DEFAULT_BUSY_POLL_US,
+            0..=MAX_BUSY_POLL_US as i64,
+            "microseconds; 0 turns busy polling off",
+        )?;
         let password = password(raw.password, raw.password_file, check)?;
         Ok(ServerConfig {
             listen,
@@ -168,6 +176,7 @@ impl ServerConfig {
             max_connections,
             max_connections_per_ip,
             reuse_port: raw.reuse_port.unwrap_or(DEFAULT_REUSE_PORT),
+            busy_poll: Duration::from_micros(busy_poll_us),
             password,
         })
     }

@@ -38,6 +38,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::activation::Activated;
+use crate::busy_poll::BusyPoll;
 use crate::config::Config;
 use crate::logging::LevelSource;
 use crate::notify::{status_line, Notifier};
@@ -161,6 +162,8 @@ pub struct Server {
     /// Reap lines written per second before the rest are only counted (see `conn.rs`).
     reap_log: crate::rate_limit::LineBudget,
     stopping: bool,
+    /// Poll without sleeping for a while after a busy turn (`server.busy_poll_us`).
+    busy_poll: BusyPoll,
     /// The service manager (`sd_notify`); a no-op without `NOTIFY_SOCKET`.
     notify: Notifier,
     /// Listeners came from socket activation: reloads leave them alone.
@@ -210,6 +213,7 @@ impl Server {
             auth_warn: Default::default(),
             reap_log: conn::reap_log_budget(config.log.reap_lines_per_second),
             stopping: false,
+            busy_poll: BusyPoll::default(),
             notify: Notifier::from_env(),
             socket_activated: activated.is_some(),
             config,
@@ -235,7 +239,10 @@ impl Server {
         self.next_stats = self.config.stats.interval.map(|i| now + i);
         self.notify.ready(now, &status_line(&self.stats));
         loop {
-            let timeout = self.poll_timeout(now);
+            let mut timeout = self.poll_timeout(now);
+            if self.busy_poll.is_open() {
+                timeout = self.busy_poll.timeout(Instant::now(), timeout);
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 // A signal interrupted the wait; the signal pipe reports it on the next turn.
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -244,6 +251,8 @@ impl Server {
                 return Err(e);
             }
             now = Instant::now();
+            self.busy_poll
+                .after_poll(now, !events.is_empty(), self.config.server.busy_poll);
             for event in events.iter() {
                 // A dead or departing peer waits its turn, so a burst of thousands of them
                 // cannot hold up live sessions (see deferred.rs).

@@ -1,0 +1,101 @@
+//! `server.busy_poll_us`: with it set, the loop stays awake between a client's back-to-back
+//! requests instead of sleeping in `epoll_wait` after each one, and it still goes to sleep
+//! once the traffic stops. Sleeps are counted from the daemon's voluntary context switches.
+
+mod util;
+
+use std::time::Duration;
+
+use util::Daemon;
+
+/// Voluntary context switches of every thread of `pid` so far: one per sleep in `epoll_wait`.
+fn sleeps(pid: i32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc/PID/task") {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("voluntary_ctxt_switches");
+    }
+    total
+}
+
+/// CPU time of `pid` so far, nanoseconds (`/proc/PID/schedstat`).
+fn cpu_ns(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/PID/schedstat")
+}
+
+const REQUESTS: u64 = 2_000;
+
+/// Sleeps of the daemon per request while one client sends `REQUESTS` PINGs back to back.
+fn sleeps_per_request(d: &Daemon) -> f64 {
+    let mut con = d.redis();
+    let _: String = redis::cmd("PING").query(&mut con).unwrap();
+    let before = sleeps(d.pid());
+    for _ in 0..REQUESTS {
+        let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+        assert_eq!(pong, "PONG");
+    }
+    (sleeps(d.pid()) - before) as f64 / REQUESTS as f64
+}
+
+#[test]
+fn busy_polling_keeps_the_loop_awake_between_requests_and_sleeps_after() {
+    let off = Daemon::start("[server]\nbusy_poll_us = 0\n");
+    let on = Daemon::start("[server]\nbusy_poll_us = 1000\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+
+    // Without busy polling the loop sleeps after nearly every reply; with a 1 ms window the
+    // next request (tens of microseconds later) finds it awake. A client descheduled for a
+    // millisecond lets it sleep now and then, hence the margins.
+    let (a, b) = (sleeps_per_request(&off), sleeps_per_request(&on));
+    println!("sleeps per request: busy_poll_us = 0: {a:.3}, busy_poll_us = 1000: {b:.3}");
+    assert!(
+        a > 0.5,
+        "without busy polling the loop sleeps between requests: {a:.3}"
+    );
+    assert!(
+        b < 0.2,
+        "with busy polling it stays awake between requests: {b:.3}"
+    );
+
+    // Pipelined requests from several clients are all answered.
+    let mut cons: Vec<_> = (0..4).map(|_| on.redis()).collect();
+    for con in &mut cons {
+        let mut pipe = redis::pipe();
+        for _ in 0..500 {
+            pipe.cmd("PING");
+        }
+        let pongs: Vec<String> = pipe.query(con).unwrap();
+        assert!(pongs.len() == 500 && pongs.iter().all(|p| p == "PONG"));
+    }
+
+    // The window closes once traffic stops: holding the sessions costs no CPU.
+    std::thread::sleep(Duration::from_millis(50));
+    let (cpu0, sleeps0) = (cpu_ns(on.pid()), sleeps(on.pid()));
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_ms = (cpu_ns(on.pid()) - cpu0) as f64 / 1e6;
+    println!("idle after traffic: {idle_ms:.3} ms of CPU in 1 s");
+    assert!(
+        idle_ms < 20.0,
+        "the daemon keeps polling after traffic stopped: {idle_ms:.1} ms of CPU in 1 s"
+    );
+    assert!(
+        sleeps(on.pid()) - sleeps0 <= 5,
+        "it sleeps in epoll_wait again"
+    );
+
+    // The effective value is visible to operators.
+    let url = format!("redis://{}/", on.ops_listener("admin"));
+    let mut admin = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("server.busy_poll_us")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(got, ["server.busy_poll_us", "1000"]);
+}
