@@ -57,11 +57,11 @@ fn busy_polling_keeps_the_loop_awake_between_requests_and_sleeps_after() {
     let (a, b) = (sleeps_per_request(&off), sleeps_per_request(&on));
     println!("sleeps per request: busy_poll_us = 0: {a:.3}, busy_poll_us = 1000: {b:.3}");
     assert!(
-        a > 0.5,
+        a > 0.3,
         "without busy polling the loop sleeps between requests: {a:.3}"
     );
     assert!(
-        b < 0.2,
+        b < 0.1,
         "with busy polling it stays awake between requests: {b:.3}"
     );
 
@@ -114,5 +114,5 @@ fn busy_polling_keeps_the_loop_awake_between_requests_and_sleeps_after() {
         .expect("reload line");
     let c = sleeps_per_request(&on);
     println!("sleeps per request after the reload to 0: {c:.3}");
-    assert!(c > 0.5, "busy polling is off after the reload: {c:.3}");
+    assert!(c > 0.3, "busy polling is off after the reload: {c:.3}");
 }
