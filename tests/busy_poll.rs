@@ -116,3 +116,25 @@ fn busy_polling_keeps_the_loop_awake_between_requests_and_sleeps_after() {
     println!("sleeps per request after the reload to 0: {c:.3}");
     assert!(c > 0.3, "busy polling is off after the reload: {c:.3}");
 }
+
+#[test]
+fn busy_polling_stops_opening_windows_for_a_client_slower_than_the_window() {
+    let d = Daemon::start("[server]\nbusy_poll_us = 1000\n");
+    let mut con = d.redis();
+    // A request every 3 ms: every 1 ms window expires empty. Polling through each would cost
+    // about 1 ms of CPU a request (300 ms here); once the loop sees that, it opens only one
+    // window in 16 busy turns.
+    let n = 300;
+    let cpu0 = cpu_ns(d.pid());
+    for _ in 0..n {
+        let pong: String = redis::cmd("PING").query(&mut con).unwrap();
+        assert_eq!(pong, "PONG");
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let spent_ms = (cpu_ns(d.pid()) - cpu0) as f64 / 1e6;
+    println!("{n} requests 3 ms apart with busy_poll_us = 1000: {spent_ms:.1} ms of CPU");
+    assert!(
+        spent_ms < 100.0,
+        "windows that keep expiring empty are still opened: {spent_ms:.1} ms of CPU"
+    );
+}

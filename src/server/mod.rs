@@ -240,8 +240,9 @@ impl Server {
         self.notify.ready(now, &status_line(&self.stats));
         loop {
             let mut timeout = self.poll_timeout(now);
-            if self.busy_poll.is_open() {
-                timeout = self.busy_poll.timeout(Instant::now(), timeout);
+            if self.busy_poll.wants_clock() {
+                let window = self.config.server.busy_poll;
+                timeout = self.busy_poll.timeout(Instant::now(), window, timeout);
             }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 // A signal interrupted the wait; the signal pipe reports it on the next turn.
@@ -252,7 +253,7 @@ impl Server {
             }
             now = Instant::now();
             self.busy_poll
-                .after_poll(now, !events.is_empty(), self.config.server.busy_poll);
+                .after_poll(!events.is_empty(), self.config.server.busy_poll);
             for event in events.iter() {
                 // A dead or departing peer waits its turn, so a burst of thousands of them
                 // cannot hold up live sessions (see deferred.rs).
