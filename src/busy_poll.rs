@@ -29,6 +29,14 @@ const SCORE_MAX: u32 = 256;
 /// Each window moves the score an eighth of the way to 0 or `SCORE_MAX`.
 const SCORE_SHIFT: u32 = 3;
 
+/// Windows opened and windows that caught an event, since start; shown by `INFO` and the
+/// metrics so an operator can see whether busy polling pays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowCounts {
+    pub opened: u64,
+    pub caught: u64,
+}
+
 /// The polling window's state; owned by the event loop.
 #[derive(Debug)]
 pub struct BusyPoll {
@@ -40,6 +48,7 @@ pub struct BusyPoll {
     score: u32,
     /// Busy turns without a window since the last one, while windows are mostly misses.
     skipped: u32,
+    counts: WindowCounts,
 }
 
 impl Default for BusyPoll {
@@ -49,6 +58,7 @@ impl Default for BusyPoll {
             until: None,
             score: SCORE_MAX,
             skipped: 0,
+            counts: WindowCounts::default(),
         }
     }
 }
@@ -58,12 +68,16 @@ impl BusyPoll {
     /// configured length; zero turns all of this off.
     pub fn after_poll(&mut self, had_events: bool, window: Duration) {
         if window.is_zero() {
-            *self = BusyPoll::default();
+            *self = BusyPoll {
+                counts: self.counts,
+                ..BusyPoll::default()
+            };
             return;
         }
         if had_events {
             if self.until.take().is_some() {
                 self.record(true);
+                self.counts.caught += 1;
             }
             self.busy = true;
         }
@@ -86,6 +100,7 @@ impl BusyPoll {
     ) -> Option<Duration> {
         if std::mem::take(&mut self.busy) && !window.is_zero() && self.worth_opening() {
             self.until = Some(now + window);
+            self.counts.opened += 1;
         }
         match self.until {
             Some(until) if now < until => Some(Duration::ZERO),
@@ -96,6 +111,10 @@ impl BusyPoll {
             }
             None => timeout,
         }
+    }
+
+    pub fn counts(&self) -> WindowCounts {
+        self.counts
     }
 
     fn worth_opening(&mut self) -> bool {
@@ -174,6 +193,13 @@ mod tests {
         b.after_poll(false, WINDOW);
         assert_eq!(b.timeout(t0 + WINDOW, WINDOW, SLEEP), SLEEP);
         assert!(!b.wants_clock());
+        assert_eq!(
+            b.counts(),
+            WindowCounts {
+                opened: 1,
+                caught: 0
+            }
+        );
         // A deadline shorter than the sleep is passed through untouched.
         let soon = Some(Duration::from_millis(3));
         assert_eq!(b.timeout(t0 + WINDOW, WINDOW, soon), soon);
@@ -199,6 +225,16 @@ mod tests {
             .filter(|&i| gap(&mut b, t0 + us(i * 100), us(5)))
             .count();
         assert_eq!(slept, 0);
+        assert_eq!(
+            b.counts(),
+            WindowCounts {
+                opened: 1000,
+                caught: 1000
+            }
+        );
+        // Turning it off keeps the counts.
+        b.after_poll(true, Duration::ZERO);
+        assert_eq!(b.counts().opened, 1000);
     }
 
     #[test]

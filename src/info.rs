@@ -117,6 +117,8 @@ fn stats(v: &View<'_>, out: &mut String) {
             s.reason(reason).count,
         );
     }
+    line(out, "busy_poll_windows", s.busy_poll.opened);
+    line(out, "busy_poll_windows_caught", s.busy_poll.caught);
     line(out, "config_reloads", s.reloads);
     line(out, "last_reload_ok", u8::from(s.last_reload_ok()));
 }

@@ -27,6 +27,8 @@ pub mod names {
     pub const DETECTION_LATENCY: &str = "vigild_detection_latency_seconds";
     pub const SESSION_LIFETIME: &str = "vigild_session_lifetime_seconds";
     pub const RELOADS: &str = "vigild_reloads_total";
+    pub const BUSY_POLL_WINDOWS: &str = "vigild_busy_poll_windows_total";
+    pub const BUSY_POLL_CAUGHT: &str = "vigild_busy_poll_windows_caught_total";
     pub const LAST_RELOAD_SUCCESS: &str = "vigild_last_reload_success";
     pub const BUILD_INFO: &str = "vigild_build_info";
     pub const START_TIME: &str = "vigild_start_time_seconds";
@@ -155,6 +157,30 @@ pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
             &LIFETIME_BUCKETS_MS,
         );
     }
+    family(
+        out,
+        names::BUSY_POLL_WINDOWS,
+        "counter",
+        "Busy-polling windows opened after a busy loop turn (server.busy_poll_us).",
+    );
+    let _ = writeln!(
+        out,
+        "{} {}",
+        names::BUSY_POLL_WINDOWS,
+        stats.busy_poll.opened
+    );
+    family(
+        out,
+        names::BUSY_POLL_CAUGHT,
+        "counter",
+        "Busy-polling windows that caught an event before they closed, sparing a wakeup.",
+    );
+    let _ = writeln!(
+        out,
+        "{} {}",
+        names::BUSY_POLL_CAUGHT,
+        stats.busy_poll.caught
+    );
     family(
         out,
         names::RELOADS,

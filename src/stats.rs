@@ -18,6 +18,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::busy_poll::WindowCounts;
 use crate::histogram::Histogram;
 use crate::presence::PresenceCounters;
 use crate::reap::ReapReason;
@@ -75,6 +76,8 @@ pub struct Stats {
     pub presence: PresenceCounters,
     /// Wrong passwords sent with `AUTH` (or `HELLO ... AUTH`).
     pub auth_failures: u64,
+    /// Busy-polling windows (`server.busy_poll_us`), copied from the loop each turn.
+    pub busy_poll: WindowCounts,
 }
 
 impl Stats {

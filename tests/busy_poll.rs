@@ -33,6 +33,30 @@ fn cpu_ns(pid: i32) -> u64 {
 
 const REQUESTS: u64 = 2_000;
 
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+
+fn admin(d: &Daemon) -> redis::Connection {
+    let url = format!("redis://{}/", d.ops_listener("admin"));
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+/// `(busy_poll_windows, busy_poll_windows_caught)` from `INFO stats`.
+fn windows(admin: &mut redis::Connection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO").arg("stats").query(admin).unwrap();
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("{name} in INFO stats:\n{info}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (
+        field("busy_poll_windows"),
+        field("busy_poll_windows_caught"),
+    )
+}
+
 /// Sleeps of the daemon per request while one client sends `REQUESTS` PINGs back to back.
 fn sleeps_per_request(d: &Daemon) -> f64 {
     let mut con = d.redis();
@@ -47,8 +71,10 @@ fn sleeps_per_request(d: &Daemon) -> f64 {
 
 #[test]
 fn busy_polling_keeps_the_loop_awake_between_requests_and_sleeps_after() {
-    let off = Daemon::start("[server]\nbusy_poll_us = 0\n");
-    let on = Daemon::start("[server]\nbusy_poll_us = 1000\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let off = Daemon::start(&format!("[server]\nbusy_poll_us = 0\n{ADMIN}"));
+    let on = Daemon::start(&format!("[server]\nbusy_poll_us = 1000\n{ADMIN}"));
+    let mut on_admin = admin(&on);
+    let before = windows(&mut on_admin);
 
     // Without busy polling the loop sleeps after most replies (0.7 to 1.0 a request here: now
     // and then the next request arrives before the turn ends); with a 1 ms window the next
@@ -63,6 +89,19 @@ fn busy_polling_keeps_the_loop_awake_between_requests_and_sleeps_after() {
     assert!(
         b < 0.1,
         "with busy polling it stays awake between requests: {b:.3}"
+    );
+    // Operators see it work: nearly every request came inside a window.
+    let (opened, caught) = windows(&mut on_admin);
+    let (opened, caught) = (opened - before.0, caught - before.1);
+    println!("windows opened {opened}, caught {caught}");
+    assert!(
+        caught >= REQUESTS * 9 / 10 && opened >= caught,
+        "{opened} / {caught}"
+    );
+    assert_eq!(
+        windows(&mut admin(&off)),
+        (0, 0),
+        "none without busy polling"
     );
 
     // Pipelined requests from several clients are all answered.
@@ -92,12 +131,10 @@ fn busy_polling_keeps_the_loop_awake_between_requests_and_sleeps_after() {
     );
 
     // The effective value is visible to operators.
-    let url = format!("redis://{}/", on.ops_listener("admin"));
-    let mut admin = redis::Client::open(url).unwrap().get_connection().unwrap();
     let got: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("server.busy_poll_us")
-        .query(&mut admin)
+        .query(&mut on_admin)
         .unwrap();
     assert_eq!(got, ["server.busy_poll_us", "1000"]);
 
@@ -119,7 +156,8 @@ fn busy_polling_keeps_the_loop_awake_between_requests_and_sleeps_after() {
 
 #[test]
 fn busy_polling_stops_opening_windows_for_a_client_slower_than_the_window() {
-    let d = Daemon::start("[server]\nbusy_poll_us = 1000\n");
+    let d = Daemon::start(&format!("[server]\nbusy_poll_us = 1000\n{ADMIN}"));
+    let mut ops = admin(&d);
     let mut con = d.redis();
     // A request every 3 ms: every 1 ms window expires empty. Polling through each would cost
     // about 1 ms of CPU a request (300 ms here); once the loop sees that, it opens only one
@@ -132,7 +170,12 @@ fn busy_polling_stops_opening_windows_for_a_client_slower_than_the_window() {
         std::thread::sleep(Duration::from_millis(3));
     }
     let spent_ms = (cpu_ns(d.pid()) - cpu0) as f64 / 1e6;
-    println!("{n} requests 3 ms apart with busy_poll_us = 1000: {spent_ms:.1} ms of CPU");
+    let (opened, caught) = windows(&mut ops);
+    println!(
+        "{n} requests 3 ms apart with busy_poll_us = 1000: {spent_ms:.1} ms of CPU, \
+         {opened} windows opened, {caught} caught"
+    );
+    assert!(opened < 60, "one busy turn in 16 opens a window: {opened}");
     assert!(
         spent_ms < 100.0,
         "windows that keep expiring empty are still opened: {spent_ms:.1} ms of CPU"

@@ -254,6 +254,7 @@ impl Server {
             now = Instant::now();
             self.busy_poll
                 .after_poll(!events.is_empty(), self.config.server.busy_poll);
+            self.stats.busy_poll = self.busy_poll.counts();
             for event in events.iter() {
                 // A dead or departing peer waits its turn, so a burst of thousands of them
                 // cannot hold up live sessions (see deferred.rs).
