@@ -29,8 +29,8 @@ const SCORE_MAX: u32 = 256;
 /// Each window moves the score an eighth of the way to 0 or `SCORE_MAX`.
 const SCORE_SHIFT: u32 = 3;
 
-/// Windows opened and windows that caught an event, since start; shown by `INFO` and the
-/// metrics so an operator can see whether busy polling pays.
+/// Windows opened and windows that caught an event, since start; kept in the statistics and
+/// shown by `INFO` and the metrics so an operator can see whether busy polling pays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WindowCounts {
     pub opened: u64,
@@ -48,7 +48,6 @@ pub struct BusyPoll {
     score: u32,
     /// Busy turns without a window since the last one, while windows are mostly misses.
     skipped: u32,
-    counts: WindowCounts,
 }
 
 impl Default for BusyPoll {
@@ -58,26 +57,22 @@ impl Default for BusyPoll {
             until: None,
             score: SCORE_MAX,
             skipped: 0,
-            counts: WindowCounts::default(),
         }
     }
 }
 
 impl BusyPoll {
-    /// After `poll` returned: an event inside an open window is a hit. `window` is the
-    /// configured length; zero turns all of this off.
-    pub fn after_poll(&mut self, had_events: bool, window: Duration) {
+    /// After `poll` returned: an event inside an open window is a hit (counted in `counts`).
+    /// `window` is the configured length; zero turns all of this off.
+    pub fn after_poll(&mut self, had_events: bool, window: Duration, counts: &mut WindowCounts) {
         if window.is_zero() {
-            *self = BusyPoll {
-                counts: self.counts,
-                ..BusyPoll::default()
-            };
+            *self = BusyPoll::default();
             return;
         }
         if had_events {
             if self.until.take().is_some() {
                 self.record(true);
-                self.counts.caught += 1;
+                counts.caught += 1;
             }
             self.busy = true;
         }
@@ -91,16 +86,18 @@ impl BusyPoll {
     }
 
     /// Before `poll`, at `now` (the end of the turn): zero (do not sleep) while a window is
-    /// open, otherwise `timeout` unchanged. A busy turn opens a window of `window` from `now`.
+    /// open, otherwise `timeout` unchanged. A busy turn opens a window of `window` from `now`
+    /// (counted in `counts`).
     pub fn timeout(
         &mut self,
         now: Instant,
         window: Duration,
         timeout: Option<Duration>,
+        counts: &mut WindowCounts,
     ) -> Option<Duration> {
         if std::mem::take(&mut self.busy) && !window.is_zero() && self.worth_opening() {
             self.until = Some(now + window);
-            self.counts.opened += 1;
+            counts.opened += 1;
         }
         match self.until {
             Some(until) if now < until => Some(Duration::ZERO),
@@ -111,10 +108,6 @@ impl BusyPoll {
             }
             None => timeout,
         }
-    }
-
-    pub fn counts(&self) -> WindowCounts {
-        self.counts
     }
 
     fn worth_opening(&mut self) -> bool {
@@ -143,13 +136,35 @@ mod tests {
     const WINDOW: Duration = Duration::from_micros(15);
     const SLEEP: Option<Duration> = Some(Duration::from_secs(1));
 
+    /// The loop's side: the state and the counts it keeps in its statistics.
+    #[derive(Default)]
+    struct Loop {
+        poll: BusyPoll,
+        counts: WindowCounts,
+    }
+
+    impl Loop {
+        fn after_poll(&mut self, had_events: bool, window: Duration) {
+            self.poll.after_poll(had_events, window, &mut self.counts);
+        }
+
+        fn timeout(
+            &mut self,
+            now: Instant,
+            window: Duration,
+            t: Option<Duration>,
+        ) -> Option<Duration> {
+            self.poll.timeout(now, window, t, &mut self.counts)
+        }
+    }
+
     fn us(n: u64) -> Duration {
         Duration::from_micros(n)
     }
 
     /// One busy turn ending at `at`, then polls until an event at `at + gap` or the window
     /// closes; returns whether the loop would have slept.
-    fn gap(b: &mut BusyPoll, at: Instant, gap: Duration) -> bool {
+    fn gap(b: &mut Loop, at: Instant, gap: Duration) -> bool {
         b.after_poll(true, WINDOW);
         let mut t = at;
         loop {
@@ -171,9 +186,9 @@ mod tests {
     #[test]
     fn off_with_a_zero_window() {
         let t0 = Instant::now();
-        let mut b = BusyPoll::default();
+        let mut b = Loop::default();
         b.after_poll(true, Duration::ZERO);
-        assert!(!b.wants_clock());
+        assert!(!b.poll.wants_clock());
         assert_eq!(b.timeout(t0, Duration::ZERO, SLEEP), SLEEP);
         assert_eq!(b.timeout(t0, Duration::ZERO, None), None);
     }
@@ -181,20 +196,20 @@ mod tests {
     #[test]
     fn a_busy_turn_opens_a_window_that_closes_after_it() {
         let t0 = Instant::now();
-        let mut b = BusyPoll::default();
-        assert!(!b.wants_clock());
+        let mut b = Loop::default();
+        assert!(!b.poll.wants_clock());
         assert_eq!(b.timeout(t0, WINDOW, SLEEP), SLEEP, "no events, no window");
         b.after_poll(true, WINDOW);
-        assert!(b.wants_clock());
+        assert!(b.poll.wants_clock());
         assert_eq!(b.timeout(t0, WINDOW, None), Some(Duration::ZERO));
         // Empty polls inside the window neither extend nor close it.
         b.after_poll(false, WINDOW);
         assert_eq!(b.timeout(t0 + us(14), WINDOW, SLEEP), Some(Duration::ZERO));
         b.after_poll(false, WINDOW);
         assert_eq!(b.timeout(t0 + WINDOW, WINDOW, SLEEP), SLEEP);
-        assert!(!b.wants_clock());
+        assert!(!b.poll.wants_clock());
         assert_eq!(
-            b.counts(),
+            b.counts,
             WindowCounts {
                 opened: 1,
                 caught: 0
@@ -208,7 +223,7 @@ mod tests {
     #[test]
     fn the_window_starts_when_the_turn_ends() {
         let t0 = Instant::now();
-        let mut b = BusyPoll::default();
+        let mut b = Loop::default();
         b.after_poll(true, WINDOW);
         // The turn took longer than the window; polling still goes on for the window after it.
         let end = t0 + us(100);
@@ -219,35 +234,35 @@ mod tests {
 
     #[test]
     fn dense_traffic_keeps_polling() {
-        let mut b = BusyPoll::default();
+        let mut b = Loop::default();
         let t0 = Instant::now();
         let slept = (0..1000)
             .filter(|&i| gap(&mut b, t0 + us(i * 100), us(5)))
             .count();
         assert_eq!(slept, 0);
         assert_eq!(
-            b.counts(),
+            b.counts,
             WindowCounts {
                 opened: 1000,
                 caught: 1000
             }
         );
-        // Turning it off keeps the counts.
+        // Turning it off leaves the counts alone.
         b.after_poll(true, Duration::ZERO);
-        assert_eq!(b.counts().opened, 1000);
+        assert_eq!(b.counts.opened, 1000);
     }
 
     #[test]
     fn sparse_traffic_stops_opening_windows_until_it_gets_dense_again() {
-        let mut b = BusyPoll::default();
+        let mut b = Loop::default();
         let t0 = Instant::now();
         let mut at = t0;
         // Gaps of 3 ms: every window is a miss. After a handful the loop opens one in 16.
         let mut windows = 0;
         for _ in 0..320 {
-            let before = b.score;
+            let before = b.poll.score;
             gap(&mut b, at, Duration::from_millis(3));
-            if b.score != before {
+            if b.poll.score != before {
                 windows += 1;
             }
             at += Duration::from_millis(3);

@@ -76,7 +76,7 @@ pub struct Stats {
     pub presence: PresenceCounters,
     /// Wrong passwords sent with `AUTH` (or `HELLO ... AUTH`).
     pub auth_failures: u64,
-    /// Busy-polling windows (`server.busy_poll_us`), copied from the loop each turn.
+    /// Busy-polling windows (`server.busy_poll_us`), counted by `BusyPoll`.
     pub busy_poll: WindowCounts,
 }
 

@@ -242,7 +242,10 @@ impl Server {
             let mut timeout = self.poll_timeout(now);
             if self.busy_poll.wants_clock() {
                 let window = self.config.server.busy_poll;
-                timeout = self.busy_poll.timeout(Instant::now(), window, timeout);
+                let counts = &mut self.stats.busy_poll;
+                timeout = self
+                    .busy_poll
+                    .timeout(Instant::now(), window, timeout, counts);
             }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 // A signal interrupted the wait; the signal pipe reports it on the next turn.
@@ -252,9 +255,11 @@ impl Server {
                 return Err(e);
             }
             now = Instant::now();
-            self.busy_poll
-                .after_poll(!events.is_empty(), self.config.server.busy_poll);
-            self.stats.busy_poll = self.busy_poll.counts();
+            self.busy_poll.after_poll(
+                !events.is_empty(),
+                self.config.server.busy_poll,
+                &mut self.stats.busy_poll,
+            );
             for event in events.iter() {
                 // A dead or departing peer waits its turn, so a burst of thousands of them
                 // cannot hold up live sessions (see deferred.rs).
