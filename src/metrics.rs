@@ -74,27 +74,27 @@ const _: () = assert!(all_on_boundaries(&LIFETIME_BUCKETS_MS));
 
 /// Appends the whole exposition. `started` is when the daemon started.
 pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
-    family(
+    scalar(
         out,
         names::SESSIONS_LIVE,
         "gauge",
         "Client sessions open now.",
+        stats.live,
     );
-    let _ = writeln!(out, "{} {}", names::SESSIONS_LIVE, stats.live);
-    family(
+    scalar(
         out,
         names::SESSIONS_PEAK,
         "gauge",
         "Most client sessions open at once since start.",
+        stats.peak,
     );
-    let _ = writeln!(out, "{} {}", names::SESSIONS_PEAK, stats.peak);
-    family(
+    scalar(
         out,
         names::ACCEPTED,
         "counter",
         "Client sessions accepted (accepted = reaped + live).",
+        stats.accepted,
     );
-    let _ = writeln!(out, "{} {}", names::ACCEPTED, stats.accepted);
     family(
         out,
         names::REJECTED,
@@ -157,48 +157,33 @@ pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
             &LIFETIME_BUCKETS_MS,
         );
     }
-    family(
+    scalar(
         out,
         names::BUSY_POLL_WINDOWS,
         "counter",
         "Busy-polling windows opened after a busy loop turn (server.busy_poll_us).",
+        stats.busy_poll.opened,
     );
-    let _ = writeln!(
-        out,
-        "{} {}",
-        names::BUSY_POLL_WINDOWS,
-        stats.busy_poll.opened
-    );
-    family(
+    scalar(
         out,
         names::BUSY_POLL_CAUGHT,
         "counter",
         "Busy-polling windows that caught an event before they closed, sparing a wakeup.",
+        stats.busy_poll.caught,
     );
-    let _ = writeln!(
-        out,
-        "{} {}",
-        names::BUSY_POLL_CAUGHT,
-        stats.busy_poll.caught
-    );
-    family(
+    scalar(
         out,
         names::RELOADS,
         "counter",
         "Config reloads attempted (SIGHUP), successful or not.",
+        stats.reloads,
     );
-    let _ = writeln!(out, "{} {}", names::RELOADS, stats.reloads);
-    family(
+    scalar(
         out,
         names::LAST_RELOAD_SUCCESS,
         "gauge",
         "1 if the last config reload (or the start-up load) succeeded, 0 if it was refused.",
-    );
-    let _ = writeln!(
-        out,
-        "{} {}",
-        names::LAST_RELOAD_SUCCESS,
-        u8::from(stats.last_reload_ok())
+        u8::from(stats.last_reload_ok()),
     );
     presence(stats, out);
     family(
@@ -258,13 +243,18 @@ fn presence(stats: &Stats, out: &mut String) {
         ),
     ];
     for (name, kind, help, value) in series {
-        family(out, name, kind, help);
-        let _ = writeln!(out, "{name} {value}");
+        scalar(out, name, kind, help, value);
     }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A family with one unlabelled sample.
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// One labelled histogram: cumulative buckets, `+Inf`, `_sum` and `_count`.
