@@ -9,18 +9,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use util::{client_id, fields, Daemon, TempDir};
+use util::{client_id, fields, info_map, Daemon, TempDir};
 
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
-
-/// A `redis` crate connection to the admin listener.
-fn admin(d: &Daemon) -> redis::Connection {
-    let url = format!("redis://{}/", d.ops_listener("admin"));
-    redis::Client::open(url)
-        .unwrap()
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .expect("connect to the admin listener")
-}
 
 /// Runs `redis-cli` with `args` and returns its standard output.
 fn redis_cli(args: &[&str]) -> String {
@@ -68,7 +59,7 @@ fn client_list_shows_named_sessions_with_their_keepalive_fields() {
 
     let list: String = redis::cmd("CLIENT")
         .arg("LIST")
-        .query(&mut admin(&d))
+        .query(&mut d.admin())
         .unwrap();
     assert_eq!(
         list.lines().count(),
@@ -101,7 +92,7 @@ fn client_list_shows_named_sessions_with_their_keepalive_fields() {
         .arg("LIST")
         .arg("ID")
         .arg(id)
-        .query(&mut admin(&d))
+        .query(&mut d.admin())
         .unwrap();
     assert_eq!(only.lines().count(), 1, "{only}");
 }
@@ -110,7 +101,7 @@ fn client_list_shows_named_sessions_with_their_keepalive_fields() {
 fn client_kill_reaps_with_reason_killed_and_the_client_sees_the_connection_closed() {
     let d = Daemon::start(ADMIN);
     let admin_addr = d.ops_listener("admin");
-    let mut con = admin(&d);
+    let mut con = d.admin();
 
     // KILL ID: the victim is a raw socket, so the end of the connection is seen exactly.
     let mut victim = TcpStream::connect(d.addr).unwrap();
@@ -206,15 +197,6 @@ fn client_kill_reaps_with_reason_killed_and_the_client_sees_the_connection_close
     assert_eq!(pong, "PONG", "the admin connection itself stays");
 }
 
-/// `INFO` text as `key -> value`, section headers and blank lines left out.
-fn info_map(text: &str) -> std::collections::HashMap<String, String> {
-    text.lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 #[test]
 fn info_sections_in_redis_format() {
     let d = Daemon::start(&format!(
@@ -280,7 +262,7 @@ fn info_sections_in_redis_format() {
     // One section, any case; the redis crate too.
     let ka: String = redis::cmd("INFO")
         .arg("KeepAlive")
-        .query(&mut admin(&d))
+        .query(&mut d.admin())
         .unwrap();
     assert!(ka.starts_with("# Keepalive\r\n"), "{ka}");
     assert!(!ka.contains("# Server"));
@@ -293,7 +275,7 @@ fn info_sections_in_redis_format() {
 #[test]
 fn config_get_shows_the_effective_config_and_follows_a_reload() {
     let d = Daemon::start(&format!("[keepalive]\nidle = \"45s\"\nprobes = 5\n{ADMIN}"));
-    let mut con = admin(&d);
+    let mut con = d.admin();
     let pairs: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("keepalive.*")
@@ -398,7 +380,7 @@ fn the_admin_listener_survives_garbage_and_quit() {
         "QUIT answers and closes; nothing after it runs"
     );
 
-    let pong: String = redis::cmd("PING").query(&mut admin(&d)).unwrap();
+    let pong: String = redis::cmd("PING").query(&mut d.admin()).unwrap();
     assert_eq!(pong, "PONG");
     let pong: String = redis::cmd("PING").query(&mut d.redis()).unwrap();
     assert_eq!(pong, "PONG");

@@ -7,7 +7,7 @@ mod util;
 
 use std::time::Duration;
 
-use util::Daemon;
+use util::{cpu_ns, info, Daemon};
 
 /// Voluntary context switches of every thread of `pid` so far: one per sleep in `epoll_wait`.
 fn sleeps(pid: i32) -> u64 {
@@ -23,30 +23,17 @@ fn sleeps(pid: i32) -> u64 {
     total
 }
 
-/// CPU time of `pid` so far, nanoseconds (`/proc/PID/schedstat`).
-fn cpu_ns(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .expect("/proc/PID/schedstat")
-}
-
 const REQUESTS: u64 = 2_000;
 
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
 
-fn admin(d: &Daemon) -> redis::Connection {
-    let url = format!("redis://{}/", d.ops_listener("admin"));
-    redis::Client::open(url).unwrap().get_connection().unwrap()
-}
-
 /// `(busy_poll_windows, busy_poll_windows_caught)` from `INFO stats`.
 fn windows(admin: &mut redis::Connection) -> (u64, u64) {
-    let info: String = redis::cmd("INFO").arg("stats").query(admin).unwrap();
+    let stats = info(admin, "stats");
     let field = |name: &str| -> u64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")))
-            .unwrap_or_else(|| panic!("{name} in INFO stats:\n{info}"))
+        stats
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} in INFO stats: {stats:?}"))
             .trim()
             .parse()
             .unwrap()
@@ -73,7 +60,7 @@ fn sleeps_per_request(d: &Daemon) -> f64 {
 fn busy_polling_keeps_the_loop_awake_between_requests_and_sleeps_after() {
     let off = Daemon::start(&format!("[server]\nbusy_poll_us = 0\n{ADMIN}"));
     let on = Daemon::start(&format!("[server]\nbusy_poll_us = 1000\n{ADMIN}"));
-    let mut on_admin = admin(&on);
+    let mut on_admin = on.admin();
     let before = windows(&mut on_admin);
 
     // Without busy polling the loop sleeps after most replies (0.7 to 1.0 a request here: now
@@ -99,7 +86,7 @@ fn busy_polling_keeps_the_loop_awake_between_requests_and_sleeps_after() {
         "{opened} / {caught}"
     );
     assert_eq!(
-        windows(&mut admin(&off)),
+        windows(&mut off.admin()),
         (0, 0),
         "none without busy polling"
     );
@@ -157,7 +144,7 @@ fn busy_polling_keeps_the_loop_awake_between_requests_and_sleeps_after() {
 #[test]
 fn busy_polling_stops_opening_windows_for_a_client_slower_than_the_window() {
     let d = Daemon::start(&format!("[server]\nbusy_poll_us = 1000\n{ADMIN}"));
-    let mut ops = admin(&d);
+    let mut ops = d.admin();
     let mut con = d.redis();
     // A request every 3 ms: every 1 ms window expires empty. Polling through each would cost
     // about 1 ms of CPU a request (300 ms here); once the loop sees that, it opens only one

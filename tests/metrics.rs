@@ -188,10 +188,7 @@ fn counters_and_histograms_follow_reaps() {
     let _: String = redis::cmd("QUIT").query(&mut quitter).unwrap();
     let mut victim = d.redis();
     let victim_id = client_id(&mut victim);
-    let mut admin = redis::Client::open(format!("redis://{}/", d.ops_listener("admin")))
-        .unwrap()
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .unwrap();
+    let mut admin = d.admin();
     let n: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("ID")

@@ -17,21 +17,13 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use util::{fields, Daemon};
+use util::{cpu_ns, fields, info, Daemon};
 
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn admin_url(d: &Daemon) -> String {
     format!("redis://{}/", d.ops_listener("admin"))
-}
-
-/// A `redis` crate connection to the admin listener.
-fn admin(d: &Daemon) -> redis::Connection {
-    redis::Client::open(admin_url(d))
-        .unwrap()
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .expect("connect to the admin listener")
 }
 
 /// Subscribes `con` to `presence` with the redis crate's pub/sub API.
@@ -61,14 +53,6 @@ fn unix_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-fn info(con: &mut redis::Connection, section: &str) -> BTreeMap<String, String> {
-    let text: String = redis::cmd("INFO").arg(section).query(con).unwrap();
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 /// A raw RESP client: its own socket, so its address and the end of its connection are exact.
@@ -126,8 +110,8 @@ impl Raw {
 #[test]
 fn joined_named_left_arrive_in_order_with_their_fields() {
     let d = Daemon::start(ADMIN);
-    let mut con = admin(&d);
-    let mut other_admin = admin(&d);
+    let mut con = d.admin();
+    let mut other_admin = d.admin();
     let mut ps = subscribe(&mut con);
     let before = unix_ms();
 
@@ -302,8 +286,8 @@ fn redis_cli_subscribe_prints_the_events() {
 #[test]
 fn a_subscribed_connection_follows_redis_rules() {
     let d = Daemon::start(ADMIN);
-    let mut con = admin(&d);
-    let mut observer = admin(&d);
+    let mut con = d.admin();
+    let mut observer = d.admin();
     {
         let mut ps = subscribe(&mut con);
         ps.subscribe("not-published").unwrap();
@@ -365,8 +349,8 @@ fn a_subscribed_connection_follows_redis_rules() {
 #[test]
 fn unique_names_replace_the_older_session_and_lookup_finds_the_holder() {
     let d = Daemon::start(&format!("[session]\nunique_names = true\n{ADMIN}"));
-    let mut con = admin(&d);
-    let mut ops = admin(&d);
+    let mut con = d.admin();
+    let mut ops = d.admin();
     let mut ps = subscribe(&mut con);
     let lookup = |ops: &mut redis::Connection, name: &str| -> Option<String> {
         redis::cmd("CLIENT")
@@ -415,7 +399,7 @@ fn unique_names_replace_the_older_session_and_lookup_finds_the_holder() {
 #[test]
 fn without_unique_names_sessions_share_a_name() {
     let d = Daemon::start(ADMIN);
-    let mut ops = admin(&d);
+    let mut ops = d.admin();
     let mut a = Raw::connect(d.addr);
     let mut b = Raw::connect(d.addr);
     let (a_id, b_id) = (a.id(), b.id());
@@ -450,7 +434,7 @@ fn a_slow_subscriber_is_dropped_without_stalling_the_loop_or_the_others() {
         "[session]\nmax_output_bytes = 262144\n{ADMIN}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
          [log]\nlevel = \"info\"\n"
     ));
-    let mut ops = admin(&d);
+    let mut ops = d.admin();
     let slow = stuck_subscriber(&d.ops_listener("admin"));
     // A fast subscriber reads everything on its own thread.
     let url = admin_url(&d);
@@ -545,12 +529,12 @@ fn a_slow_subscriber_is_dropped_without_stalling_the_loop_or_the_others() {
 #[test]
 fn shutdown_publishes_a_left_for_every_session() {
     let mut d = Daemon::start(ADMIN);
-    let mut con = admin(&d);
+    let mut con = d.admin();
     let clients: Vec<Raw> = (0..3).map(|_| Raw::connect(d.addr)).collect();
     let mut ps = subscribe(&mut con);
     // Wait until the three sessions are in the table (their joined may predate the
     // subscription): CLIENT LIST on another connection.
-    let mut ops = admin(&d);
+    let mut ops = d.admin();
     let deadline = Instant::now() + TIMEOUT;
     while info(&mut ops, "clients")["connected_clients"] != "3" {
         assert!(Instant::now() < deadline);
@@ -687,7 +671,7 @@ fn resync_recipe_matches_client_list_after_churn() {
     });
     ready.recv_timeout(TIMEOUT).expect("subscribed");
     // Step 2 of the recipe: CLIENT LIST on a second connection.
-    let mut ops = admin(&d);
+    let mut ops = d.admin();
     let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut ops).unwrap();
     let (mut live, start_seq) = snapshot(&list);
 
@@ -766,14 +750,6 @@ fn resync_recipe_matches_client_list_after_churn() {
         live.len()
     );
     drop(pools);
-}
-
-/// The daemon's CPU time so far (`/proc/PID/schedstat`, nanoseconds on a CPU).
-fn cpu_ns(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// `n` sessions that each join, take a name and quit: 3 events each.
@@ -858,7 +834,7 @@ fn fan_out_to_a_hundred_subscribers() {
     const SESSIONS: usize = 300;
     const BURST: usize = 500;
     let d = Daemon::start(&format!("{ADMIN}\n[log]\nlevel = \"info\"\n"));
-    let mut ops = admin(&d);
+    let mut ops = d.admin();
     let before = cpu_ns(d.pid());
     short_sessions(d.addr, SESSIONS);
     let alone = cpu_ns(d.pid()) - before;

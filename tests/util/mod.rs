@@ -333,6 +333,14 @@ impl Daemon {
             .expect("connect with redis")
     }
 
+    /// A `redis` crate connection to the admin listener (configured on `ip:port`).
+    pub fn admin(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://{}/", self.ops_listener("admin")))
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("connect to the admin listener")
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -454,4 +462,27 @@ pub fn raise_fd_limit() -> u64 {
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
     }
     lim.rlim_cur
+}
+
+/// `INFO` text as `key -> value`, section headers and blank lines left out.
+pub fn info_map(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// `INFO section` from a connection (the admin listener's), as `key -> value`.
+pub fn info(con: &mut redis::Connection, section: &str) -> HashMap<String, String> {
+    let text: String = redis::cmd("INFO").arg(section).query(con).unwrap();
+    info_map(&text)
+}
+
+/// CPU time of process `pid` so far, nanoseconds (`/proc/PID/schedstat`).
+pub fn cpu_ns(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("/proc/PID/schedstat")
 }
