@@ -23,6 +23,7 @@ mod dead;
 mod ends;
 mod mass;
 mod presence;
+mod suspect;
 mod window;
 
 use std::panic::{self, AssertUnwindSafe};
@@ -102,6 +103,16 @@ const CASES: &[Case] = &[
         "presence_partition",
         "partition, idle session, seen by a presence watcher",
         presence::partition_presence,
+    ),
+    case(
+        "suspect_then_reaped",
+        "partition, idle session, watched in CLIENT LIST",
+        suspect::suspect_then_reaped,
+    ),
+    case(
+        "suspect_then_heals",
+        "partition healed after the first probe",
+        suspect::suspect_then_heals,
     ),
     case(
         "graceful_close",

@@ -1,0 +1,167 @@
+//! `state=suspect` under a real fault: an idle session whose port is cut reads `ok` in the admin
+//! listener's `CLIENT LIST` until the first keepalive probe goes unanswered, `suspect` from then
+//! on, and is reaped at the bound; and if the partition heals before the last probe, the next
+//! probe is acknowledged and the session reads `ok` again and stays. Keepalive 2/1/3: the first
+//! probe leaves at 2 s, the kernel gives up at 5 s. Only the client port is cut; the admin
+//! listener's port stays reachable.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::check::{self, by_id, expect_reap, is_reap, Bound, Row, QUIET};
+use crate::util::{client_id, fields, netns, Daemon};
+
+/// idle + interval × probes (2 + 1 × 3 s), with the matrix's tolerance.
+const IDLE_BOUND: Bound = Bound::around(5_000, 500, 1_000);
+/// `suspect` shows once the first probe (at idle = 2 s) is out and unanswered.
+const SUSPECT_BOUND: Bound = Bound::around(2_000, 100, 1_000);
+/// How often the watcher reads CLIENT LIST.
+const POLL: Duration = Duration::from_millis(50);
+
+fn daemon() -> Daemon {
+    check::start(&check::config(
+        "auto",
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+    ))
+}
+
+/// The `state=` field of session `id` in the admin's CLIENT LIST, or `None` when it is gone.
+fn state_of(admin: &mut redis::Connection, id: i64) -> Option<String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(admin)
+        .expect("CLIENT LIST on the admin listener");
+    let key = format!("id={id}");
+    list.lines()
+        .find(|l| l.split(' ').next() == Some(key.as_str()))
+        .map(|l| fields(l).get("state").cloned().unwrap_or_default())
+}
+
+/// Reads the session's state every [`POLL`] until `want` shows (returns when, since `from`) or
+/// `limit` has passed since `from` (panics). Every state seen before must be `before`.
+fn wait_state(
+    admin: &mut redis::Connection,
+    id: i64,
+    want: &str,
+    before: &str,
+    from: Instant,
+    limit: Duration,
+) -> u64 {
+    loop {
+        let state = state_of(admin, id);
+        let at = from.elapsed();
+        match state.as_deref() {
+            Some(s) if s == want => return at.as_millis() as u64,
+            Some(s) if s == before => {}
+            other => panic!(
+                "session {id} read {other:?} after {at:?} while waiting for state={want} \
+                 (only state={before} may come first)"
+            ),
+        }
+        assert!(
+            at < limit,
+            "session {id} did not read state={want} within {limit:?}"
+        );
+        thread::sleep(POLL);
+    }
+}
+
+/// Partitioned and never healed: ok → suspect after the first probe → reaped at the bound.
+pub fn suspect_then_reaped() -> Row {
+    let d = daemon();
+    let mut admin = d.admin();
+    let mut con = d.redis();
+    let id = client_id(&mut con);
+    let _: String = redis::cmd("PING").query(&mut con).expect("PING");
+    let last = Instant::now();
+    thread::sleep(QUIET);
+    assert_eq!(state_of(&mut admin, id).as_deref(), Some("ok"));
+    check::cut_port(d.addr.port());
+    let suspect_ms = wait_state(
+        &mut admin,
+        id,
+        "suspect",
+        "ok",
+        last,
+        Duration::from_millis(IDLE_BOUND.lo()),
+    );
+    SUSPECT_BOUND.check("first state=suspect", suspect_ms, "");
+    // Suspect from then until the reap: never ok again.
+    while !d.log.lines().iter().any(|l| is_reap(l, &by_id(id))) {
+        match state_of(&mut admin, id).as_deref() {
+            Some("suspect") | None => {}
+            other => panic!("session {id} read {other:?} between the first probe and the reap"),
+        }
+        assert!(
+            last.elapsed() < Duration::from_millis(IDLE_BOUND.hi() + 1_000),
+            "no reap within the bound"
+        );
+        thread::sleep(POLL);
+    }
+    let r = expect_reap(&d, &by_id(id), "keepalive-timeout", last, IDLE_BOUND);
+    assert_eq!(
+        state_of(&mut admin, id),
+        None,
+        "reaped: gone from CLIENT LIST"
+    );
+    r.row(
+        "keepalive-timeout",
+        IDLE_BOUND,
+        format!("state=ok, then suspect from {suspect_ms} ms until the reap"),
+    )
+}
+
+/// Partitioned, then healed after the first probe: suspect → ok at the next probe's ACK, and
+/// the session lives on (no reap, PING answered).
+pub fn suspect_then_heals() -> Row {
+    let d = daemon();
+    let mut admin = d.admin();
+    let mut con = d.redis();
+    let id = client_id(&mut con);
+    let _: String = redis::cmd("PING").query(&mut con).expect("PING");
+    let last = Instant::now();
+    thread::sleep(QUIET);
+    check::cut_port(d.addr.port());
+    let suspect_ms = wait_state(
+        &mut admin,
+        id,
+        "suspect",
+        "ok",
+        last,
+        Duration::from_millis(IDLE_BOUND.lo()),
+    );
+    SUSPECT_BOUND.check("first state=suspect", suspect_ms, "");
+    netns::nft("delete table inet fault\n").unwrap_or_else(|e| panic!("heal: {e}"));
+    let healed = Instant::now();
+    // The next probe leaves at most one interval (1 s) later and is acknowledged.
+    let ok_ms = wait_state(
+        &mut admin,
+        id,
+        "ok",
+        "suspect",
+        healed,
+        Duration::from_millis(1_500),
+    );
+    // Past the moment the kernel would have given up, the session is still there.
+    thread::sleep(Duration::from_millis(IDLE_BOUND.hi()).saturating_sub(last.elapsed()));
+    assert_eq!(state_of(&mut admin, id).as_deref(), Some("ok"));
+    let pong: String = redis::cmd("PING")
+        .query(&mut con)
+        .expect("PING after the heal");
+    assert_eq!(pong, "PONG");
+    assert!(
+        !d.log.lines().iter().any(|l| is_reap(l, &by_id(id))),
+        "a healed session must not be reaped:\n{}",
+        d.log.text()
+    );
+    Row {
+        expected: "no reap",
+        got: "no reap".into(),
+        test_ms: last.elapsed().as_millis() as u64,
+        daemon_ms: None,
+        bound: SUSPECT_BOUND.to_string(),
+        note: format!(
+            "suspect at {suspect_ms} ms, healed, ok again {ok_ms} ms after the heal; PING answered"
+        ),
+    }
+}
