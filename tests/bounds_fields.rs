@@ -653,3 +653,47 @@ fn takeover_churn_with_unique_names_and_a_password_stays_within_the_log_budget()
     assert!(replaced > 0, "{st:?}");
     release(&d, control, base, "takeover-churn");
 }
+
+#[test]
+fn a_session_with_every_field_at_its_bound_costs_about_a_kilobyte_more() {
+    let _cpu = heavy();
+    const SESSIONS: usize = 4000;
+    util::raise_fd_limit();
+    let d = Daemon::start("[log]\nlevel = \"info\"\n");
+    let addr = d.addr;
+    let mut held: Vec<TcpStream> = (0..SESSIONS)
+        .map(|i| {
+            let mut s = connect_from(source_ip(i), addr).expect("connect");
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            s.write_all(b"PING\r\n").unwrap();
+            s
+        })
+        .collect();
+    for s in &mut held {
+        assert_eq!(read_line(s).unwrap(), "+PONG");
+    }
+    let idle = util::load::rss_kb(d.pid());
+    for (i, s) in held.iter_mut().enumerate() {
+        let mut out = request(&[b"CLIENT", b"SETNAME", &name_of(256, &format!("-{i}"))]);
+        out.extend(request(&[b"CLIENT", b"SETINFO", b"LIB-NAME", &[b'l'; 128]]));
+        out.extend(request(&[b"CLIENT", b"SETINFO", b"LIB-VER", &[b'v'; 128]]));
+        s.write_all(&out).unwrap();
+    }
+    for s in &mut held {
+        for _ in 0..3 {
+            assert_eq!(read_line(s).unwrap(), "+OK");
+        }
+    }
+    let named = util::load::rss_kb(d.pid());
+    let per_session = (named.saturating_sub(idle)) as f64 * 1024.0 / SESSIONS as f64;
+    eprintln!(
+        "fields-at-bound: {SESSIONS} sessions, rss {idle} KiB idle -> {named} KiB with a \
+         256-byte name and 128-byte lib-name and lib-ver each: {per_session:.0} bytes a session"
+    );
+    // 512 bytes of strings, the name's copy in the name index, three boxes and the index's
+    // share of buckets: about 1 KB. Before the bounds it was up to 3 × 64 KiB.
+    assert!(
+        (512.0..2048.0).contains(&per_session),
+        "{per_session} bytes per session"
+    );
+}
