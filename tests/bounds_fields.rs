@@ -300,8 +300,8 @@ fn sessions_sending_60kb_fields_hold_no_more_than_their_bounds() {
                         let line = read_line(&mut s).unwrap();
                         if line.starts_with("-ERR") && line.contains("is longer than") {
                             errors += 1;
-                        } else if line.starts_with('$') {
-                            let n: usize = line[1..].parse().unwrap();
+                        } else if let Some(len) = line.strip_prefix('$') {
+                            let n: usize = len.parse().unwrap();
                             let mut body = vec![0; n + 2];
                             s.read_exact(&mut body).unwrap();
                             let info = String::from_utf8_lossy(&body).into_owned();
@@ -572,7 +572,7 @@ fn takeover_churn(addr: SocketAddr, threads: usize, len: usize, password: &str) 
                     };
                     s.set_read_timeout(Some(TIMEOUT)).unwrap();
                     let mut out = Vec::new();
-                    if i % 10 == 0 {
+                    if i.is_multiple_of(10) {
                         out.extend(request(&[b"AUTH", b"wrong"]));
                     }
                     out.extend(request(&[b"AUTH", password.as_bytes()]));
