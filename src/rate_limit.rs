@@ -8,9 +8,10 @@
 //!
 //! Both budgets count in fixed one-second windows, a window opening with the first line after
 //! the previous one ended. A line is admitted while the window has bytes left and charged what
-//! it wrote, so a window writes at most `bytes_per_second` plus one line; over `T` seconds that
-//! is at most `(T + 1) × (bytes_per_second + longest line)`. Lines are short by construction:
-//! client strings in them go through `logging::clipped` (at most 256 bytes each).
+//! it wrote, so a window writes at most `bytes_per_second` plus one line; any `T` seconds
+//! touch at most `T + 2` windows (one may have opened just before), so they get at most
+//! `(T + 2) × (bytes_per_second + longest line)`. Lines are short by construction: client
+//! strings in them go through `logging::clipped` (at most 256 bytes each).
 //!
 //! Time is a parameter: the caller passes the loop's `now`.
 
