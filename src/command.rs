@@ -5,11 +5,17 @@
 //! Commands that read or change other sessions are not here: they belong to the admin listener
 //! (src/admin.rs), which shares the connection commands below ([`common`], [`set_name`],
 //! [`set_lib_info`], [`hello`]) and refuses nothing that is refused here by accident.
+//!
+//! What a connection stores about itself is bounded ([`FieldLimits`]): a name longer than
+//! `session.max_name_bytes`, or a lib-name or lib-ver longer than `session.max_lib_bytes`, is
+//! refused with an `-ERR` naming the limit, and the connection keeps its old value. A reload
+//! that lowers a bound leaves values set before as they are.
 
 use std::ops::Range;
 use std::time::Instant;
 
 use crate::client_info;
+use crate::config::SessionConfig;
 use crate::reap::ReapReason;
 use crate::resp::{self, Proto};
 use crate::session::{LibInfo, Session};
@@ -31,6 +37,24 @@ impl Step {
     /// Whether the session goes on reading (its unparsed input is kept).
     pub fn keeps_input(&self) -> bool {
         !matches!(self, Step::Close(_))
+    }
+}
+
+/// The longest values a connection may store about itself, from the `[session]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldLimits {
+    /// `session.max_name_bytes`
+    pub name: usize,
+    /// `session.max_lib_bytes`, for lib-name and lib-ver each
+    pub lib: usize,
+}
+
+impl FieldLimits {
+    pub fn of(session: &SessionConfig) -> FieldLimits {
+        FieldLimits {
+            name: session.max_name_bytes,
+            lib: session.max_lib_bytes,
+        }
     }
 }
 
@@ -121,7 +145,13 @@ pub(crate) fn test_words<W: AsRef<[u8]>>(words: &[W]) -> (Vec<u8>, Vec<Range<usi
 }
 
 /// Runs one request. `out` receives the reply.
-pub fn execute(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>) -> Step {
+pub fn execute(
+    args: Args<'_>,
+    session: &mut Session,
+    limits: FieldLimits,
+    now: Instant,
+    out: &mut Vec<u8>,
+) -> Step {
     if args.is_empty() {
         return Step::Continue;
     }
@@ -133,9 +163,9 @@ pub fn execute(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Ve
         resp::write_simple(out, "OK");
         return Step::Close(ReapReason::Quit);
     } else if args.is(0, "CLIENT") {
-        return client(args, session, now, out);
+        return client(args, session, limits, now, out);
     } else if args.is(0, "HELLO") {
-        if let Hello::SetName(name) = hello(args, session.id, &mut session.proto, out) {
+        if let Hello::SetName(name) = hello(args, session.id, &mut session.proto, limits, out) {
             return Step::Rename(name);
         }
     } else if args.is(0, "INFO") || args.is(0, "CONFIG") {
@@ -150,10 +180,16 @@ pub fn execute(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Ve
     Step::Continue
 }
 
-fn client(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>) -> Step {
+fn client(
+    args: Args<'_>,
+    session: &mut Session,
+    limits: FieldLimits,
+    now: Instant,
+    out: &mut Vec<u8>,
+) -> Step {
     let n = args.len();
     if args.is(1, "SETNAME") && n == 3 {
-        if let Some(name) = parse_name(args.get(2), out) {
+        if let Some(name) = parse_name(args.get(2), limits, out) {
             if session.name != name {
                 return Step::Rename(name);
             }
@@ -171,7 +207,7 @@ fn client(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>
         line.push('\n');
         resp::write_bulk(out, line.as_bytes());
     } else if args.is(1, "SETINFO") && n == 4 {
-        set_lib_info(&mut session.lib, args, out);
+        set_lib_info(&mut session.lib, args, limits, out);
     } else if args.is(1, "LIST") || args.is(1, "KILL") || args.is(1, "LOOKUP") {
         resp::write_error(
             out,
@@ -188,9 +224,32 @@ fn client(args: Args<'_>, session: &mut Session, now: Instant, out: &mut Vec<u8>
 }
 
 /// `CLIENT SETNAME name`: answers it and returns the new name (`None` clears it), or writes
-/// the error and returns `None` for a name Redis would refuse.
+/// the error and returns `None` for a name Redis would refuse or one over `limits.name`.
 #[allow(clippy::option_option)] // "no change" and "clear the name" are different answers
-pub(crate) fn parse_name(name: &[u8], out: &mut Vec<u8>) -> Option<Option<Box<str>>> {
+pub(crate) fn parse_name(
+    name: &[u8],
+    limits: FieldLimits,
+    out: &mut Vec<u8>,
+) -> Option<Option<Box<str>>> {
+    let name = checked_name(name, limits, out)?;
+    resp::write_simple(out, "OK");
+    Some(name)
+}
+
+/// A name as `CLIENT SETNAME` and `HELLO ... SETNAME` take it (empty: `None`, no name), or
+/// the error written and `None`.
+#[allow(clippy::option_option)]
+fn checked_name(name: &[u8], limits: FieldLimits, out: &mut Vec<u8>) -> Option<Option<Box<str>>> {
+    if name.len() > limits.name {
+        resp::write_error(
+            out,
+            &format!(
+                "ERR client name is longer than {} bytes (session.max_name_bytes)",
+                limits.name
+            ),
+        );
+        return None;
+    }
     if !valid_token(name) {
         resp::write_error(
             out,
@@ -198,7 +257,6 @@ pub(crate) fn parse_name(name: &[u8], out: &mut Vec<u8>) -> Option<Option<Box<st
         );
         return None;
     }
-    resp::write_simple(out, "OK");
     Some(if name.is_empty() {
         None
     } else {
@@ -207,14 +265,24 @@ pub(crate) fn parse_name(name: &[u8], out: &mut Vec<u8>) -> Option<Option<Box<st
 }
 
 /// `CLIENT SETNAME name` for a connection that keeps its own name (the admin listener's).
-pub(crate) fn set_name(slot: &mut Option<Box<str>>, name: &[u8], out: &mut Vec<u8>) {
-    if let Some(name) = parse_name(name, out) {
+pub(crate) fn set_name(
+    slot: &mut Option<Box<str>>,
+    name: &[u8],
+    limits: FieldLimits,
+    out: &mut Vec<u8>,
+) {
+    if let Some(name) = parse_name(name, limits, out) {
         *slot = name;
     }
 }
 
-/// `CLIENT SETINFO LIB-NAME|LIB-VER value` (args 2 and 3).
-pub(crate) fn set_lib_info(lib: &mut Option<Box<LibInfo>>, args: Args<'_>, out: &mut Vec<u8>) {
+/// `CLIENT SETINFO LIB-NAME|LIB-VER value` (args 2 and 3). A refused value changes nothing.
+pub(crate) fn set_lib_info(
+    lib: &mut Option<Box<LibInfo>>,
+    args: Args<'_>,
+    limits: FieldLimits,
+    out: &mut Vec<u8>,
+) {
     let value = args.get(3);
     if !valid_token(value) {
         resp::write_error(
@@ -223,16 +291,31 @@ pub(crate) fn set_lib_info(lib: &mut Option<Box<LibInfo>>, args: Args<'_>, out: 
         );
         return;
     }
-    let value: Box<str> = String::from_utf8_lossy(value).into();
-    let lib = lib.get_or_insert_with(Box::default);
-    if args.is(2, "LIB-NAME") {
-        lib.name = value;
+    let field = if args.is(2, "LIB-NAME") {
+        "lib-name"
     } else if args.is(2, "LIB-VER") {
-        lib.version = value;
+        "lib-ver"
     } else {
         let attr = printable(args.get(2));
         resp::write_error(out, &format!("ERR Unrecognized option '{attr}'"));
         return;
+    };
+    if value.len() > limits.lib {
+        resp::write_error(
+            out,
+            &format!(
+                "ERR {field} is longer than {} bytes (session.max_lib_bytes)",
+                limits.lib
+            ),
+        );
+        return;
+    }
+    let value: Box<str> = String::from_utf8_lossy(value).into();
+    let lib = lib.get_or_insert_with(Box::default);
+    if field == "lib-name" {
+        lib.name = value;
+    } else {
+        lib.version = value;
     }
     resp::write_simple(out, "OK");
 }
@@ -250,7 +333,13 @@ pub(crate) enum Hello {
 /// `proto` to RESP2 or RESP3 and answers with the server's map in that protocol. redis-py 8
 /// and other current clients open with `HELLO 3` and do not fall back when refused, so RESP3
 /// is spoken, not only RESP2. `AUTH` is handled before this (see `auth`); here it is skipped.
-pub(crate) fn hello(args: Args<'_>, id: u64, proto: &mut Proto, out: &mut Vec<u8>) -> Hello {
+pub(crate) fn hello(
+    args: Args<'_>,
+    id: u64,
+    proto: &mut Proto,
+    limits: FieldLimits,
+    out: &mut Vec<u8>,
+) -> Hello {
     let mut wanted = *proto;
     let mut name = None;
     if args.len() >= 2 {
@@ -274,19 +363,11 @@ pub(crate) fn hello(args: Args<'_>, id: u64, proto: &mut Proto, out: &mut Vec<u8
             if args.is(i, "AUTH") && i + 2 < args.len() {
                 i += 3;
             } else if args.is(i, "SETNAME") && i + 1 < args.len() {
-                let value = args.get(i + 1);
-                if !valid_token(value) {
-                    resp::write_error(
-                        out,
-                        "ERR Client names cannot contain spaces, newlines or special characters.",
-                    );
+                // A refused name refuses the whole HELLO: the protocol does not change either.
+                let Some(value) = checked_name(args.get(i + 1), limits, out) else {
                     return Hello::Done;
-                }
-                name = Some(if value.is_empty() {
-                    None
-                } else {
-                    Some(String::from_utf8_lossy(value).into())
-                });
+                };
+                name = Some(value);
                 i += 2;
             } else {
                 let opt = printable(args.get(i));
@@ -373,10 +454,78 @@ mod tests {
     }
 
     fn run(session: &mut Session, words: &[&[u8]]) -> (Step, String) {
+        let limits = FieldLimits::of(&SessionConfig::default());
+        run_with(session, limits, words)
+    }
+
+    fn run_with(session: &mut Session, limits: FieldLimits, words: &[&[u8]]) -> (Step, String) {
         let (buf, ranges) = test_words(words);
         let mut out = Vec::new();
-        let step = execute(Args::new(&buf, &ranges), session, Instant::now(), &mut out);
+        let step = execute(
+            Args::new(&buf, &ranges),
+            session,
+            limits,
+            Instant::now(),
+            &mut out,
+        );
         (step, String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn names_and_lib_fields_over_their_bounds_are_refused_and_the_old_values_kept() {
+        let (_c, mut s) = session();
+        let limits = FieldLimits { name: 8, lib: 4 };
+        let run = |s: &mut Session, words: &[&[u8]]| run_with(s, limits, words);
+        assert_eq!(
+            run(&mut s, &[b"CLIENT", b"SETNAME", b"12345678"]),
+            (Step::Rename(Some("12345678".into())), "+OK\r\n".into()),
+            "a name at the bound is taken"
+        );
+        s.name = Some("12345678".into());
+        let over = "-ERR client name is longer than 8 bytes (session.max_name_bytes)\r\n";
+        assert_eq!(
+            run(&mut s, &[b"CLIENT", b"SETNAME", b"123456789"]),
+            (Step::Continue, over.into())
+        );
+        // Over the bound and invalid too: the bound is named first (no scan of a long value).
+        assert_eq!(
+            run(&mut s, &[b"CLIENT", b"SETNAME", b"a b c d e f"]).1,
+            over
+        );
+        // HELLO ... SETNAME: the whole HELLO is refused, the protocol stays.
+        assert_eq!(
+            run(&mut s, &[b"HELLO", b"3", b"SETNAME", b"123456789"]),
+            (Step::Continue, over.into())
+        );
+        assert_eq!(s.proto, Proto::Resp2);
+        assert_eq!(
+            run(&mut s, &[b"CLIENT", b"GETNAME"]).1,
+            "$8\r\n12345678\r\n"
+        );
+
+        assert_eq!(
+            run(&mut s, &[b"CLIENT", b"SETINFO", b"lib-name", b"abcd"]).1,
+            "+OK\r\n"
+        );
+        assert_eq!(
+            run(&mut s, &[b"CLIENT", b"SETINFO", b"LIB-NAME", b"abcde"]).1,
+            "-ERR lib-name is longer than 4 bytes (session.max_lib_bytes)\r\n"
+        );
+        assert_eq!(
+            run(&mut s, &[b"CLIENT", b"SETINFO", b"LIB-VER", b"1.2.3"]).1,
+            "-ERR lib-ver is longer than 4 bytes (session.max_lib_bytes)\r\n"
+        );
+        assert!(run(&mut s, &[b"CLIENT", b"SETINFO", b"LIB-FOO", b"abcde"])
+            .1
+            .starts_with("-ERR Unrecognized option 'LIB-FOO'"));
+        let lib = s.lib.as_deref().unwrap();
+        assert_eq!((&*lib.name, &*lib.version), ("abcd", ""));
+
+        // The admin listener's own name goes through the same check.
+        let mut slot = Some("old".into());
+        let mut out = Vec::new();
+        set_name(&mut slot, b"123456789", limits, &mut out);
+        assert_eq!((slot.as_deref(), &out[..]), (Some("old"), over.as_bytes()));
     }
 
     #[test]

@@ -9,7 +9,12 @@
 //! journald strips and stores as the entry's priority (`journalctl -p warning` then works),
 //! and the timestamp is left out because journald records its own. Otherwise a line is
 //! `<timestamp> <LEVEL> <message>`.
+//!
+//! Client-supplied strings (names, lib fields, anything a peer sent) go into a line only
+//! through [`clipped`]: at most [`MAX_LOGGED_CLIENT_BYTES`] bytes of them, escaped, and a cut
+//! marked `…(+NB)`, so no client can make one line long or forge a second one.
 
+use std::fmt;
 use std::io::Write as _;
 use std::os::fd::AsFd as _;
 use std::os::unix::fs::MetadataExt as _;
@@ -54,6 +59,61 @@ pub fn init(level: LevelFilter) -> LevelSource {
     } else {
         log::set_max_level(level);
         LevelSource::Config
+    }
+}
+
+/// The most bytes of one client-supplied string a log line shows. A name at the default
+/// `session.max_name_bytes` (256) is shown whole.
+pub const MAX_LOGGED_CLIENT_BYTES: usize = 256;
+
+/// A client-supplied string as a log line shows it; see [`clipped`].
+#[derive(Debug, Clone, Copy)]
+pub struct Clipped<'a> {
+    bytes: &'a [u8],
+    max: usize,
+}
+
+/// `s` for a log line: printable ASCII other than space and `\` as is, every other byte as
+/// `\xNN`, at most [`MAX_LOGGED_CLIENT_BYTES`] bytes shown; when cut, the slice is followed
+/// by `…(+NB)`, N being the bytes of `s` left out (`name=abc…(+1234B)`). Names are printable
+/// ASCII without spaces and anything else is escaped, so the `…` (U+2026) of the marker
+/// never comes from the client: a cut is unambiguous, and the value stays one logfmt word.
+pub fn clipped<S: AsRef<[u8]> + ?Sized>(s: &S) -> Clipped<'_> {
+    clipped_to(s.as_ref(), MAX_LOGGED_CLIENT_BYTES)
+}
+
+/// [`clipped`] with another bound, for tests.
+fn clipped_to(bytes: &[u8], max: usize) -> Clipped<'_> {
+    Clipped { bytes, max }
+}
+
+impl fmt::Display for Clipped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = |b: u8| (b'!'..=b'~').contains(&b) && b != b'\\';
+        let mut shown = 0;
+        let mut i = 0;
+        while i < self.bytes.len() {
+            // A run of plain bytes is written as one slice.
+            let run = self.bytes[i..]
+                .iter()
+                .take_while(|&&b| plain(b))
+                .count()
+                .min(self.max - shown);
+            if run > 0 {
+                // Plain bytes are ASCII, so the slice is valid UTF-8.
+                f.write_str(std::str::from_utf8(&self.bytes[i..i + run]).unwrap_or(""))?;
+                shown += run;
+                i += run;
+                continue;
+            }
+            if plain(self.bytes[i]) || shown + 4 > self.max {
+                return write!(f, "…(+{}B)", self.bytes.len() - i);
+            }
+            write!(f, "\\x{:02x}", self.bytes[i])?;
+            shown += 4;
+            i += 1;
+        }
+        Ok(())
     }
 }
 
@@ -102,6 +162,22 @@ mod tests {
         assert_eq!(syslog_priority(Level::Info), 6);
         assert_eq!(syslog_priority(Level::Debug), 7);
         assert_eq!(syslog_priority(Level::Trace), 7);
+    }
+
+    #[test]
+    fn clipped_strings_are_cut_visibly_and_escaped() {
+        let show = |s: &[u8], max| clipped_to(s, max).to_string();
+        assert_eq!(show(b"sensor-7", 8), "sensor-7");
+        assert_eq!(show(b"sensor-7", 6), "sensor…(+2B)");
+        assert_eq!(show(b"", 6), "");
+        assert_eq!(show(b"a b\n\\", 64), "a\\x20b\\x0a\\x5c");
+        // An escape that does not fit whole is left out whole.
+        assert_eq!(show(b"ab\xff", 5), "ab…(+1B)");
+        assert_eq!(show("x…".as_bytes(), 64), "x\\xe2\\x80\\xa6");
+        let long = "n".repeat(10_000);
+        let line = clipped(&long).to_string();
+        assert_eq!(line, format!("{}…(+9744B)", "n".repeat(256)));
+        assert_eq!(clipped("-").to_string(), "-");
     }
 
     #[test]

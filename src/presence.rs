@@ -9,6 +9,9 @@
 //! - `left`: it was reaped (`addr`, `name`, `reason`, `errno`, `lifetime_ms`, `silent_ms`, and
 //!   the `TCP_INFO` snapshot taken at reap under the log line's names, `tcpi_*`).
 //!
+//! Names are carried whole: they are at most `session.max_name_bytes` when set (a reload that
+//! lowers the bound leaves names already held as they are, so `left` matches `named`).
+//!
 //! The JSON is written by hand: the objects are flat, their strings are addresses, reason names
 //! and client names (printable ASCII by `CLIENT SETNAME`'s rule), so a 20-line escaper does what
 //! a serializer would, writes straight into the loop's scratch buffer, and adds no dependency.

@@ -431,8 +431,8 @@ fn stuck_subscriber(admin_addr: &str) -> TcpStream {
 fn a_slow_subscriber_is_dropped_without_stalling_the_loop_or_the_others() {
     const EVENTS: u64 = 300;
     let d = Daemon::start(&format!(
-        "[session]\nmax_output_bytes = 262144\n{ADMIN}\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
-         [log]\nlevel = \"info\"\n"
+        "[session]\nmax_output_bytes = 262144\nmax_name_bytes = 65536\n{ADMIN}\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"info\"\n"
     ));
     let mut ops = d.admin();
     let slow = stuck_subscriber(&d.ops_listener("admin"));

@@ -29,14 +29,16 @@ pub(super) fn client_command(
     } else if args.is(1, "ID") && n == 2 {
         resp::write_integer(out, i64::try_from(client.id).unwrap_or(i64::MAX));
     } else if args.is(1, "SETNAME") && n == 3 {
-        command::set_name(&mut client.name, args.get(2), out);
+        let limits = command::FieldLimits::of(&view.config.session);
+        command::set_name(&mut client.name, args.get(2), limits, out);
     } else if args.is(1, "GETNAME") && n == 2 {
         match &client.name {
             Some(name) => resp::write_bulk(out, name.as_bytes()),
             None => resp::write_null(out, client.proto),
         }
     } else if args.is(1, "SETINFO") && n == 4 {
-        command::set_lib_info(&mut client.lib, args, out);
+        let limits = command::FieldLimits::of(&view.config.session);
+        command::set_lib_info(&mut client.lib, args, limits, out);
     } else if args.is(1, "INFO") && n == 2 {
         let line = admin_line(client, view.now);
         resp::write_bulk(out, line.as_bytes());

@@ -151,8 +151,9 @@ pub fn execute(
     } else if args.is(0, "CONFIG") {
         config_command(args, view, client.proto, out);
     } else if args.is(0, "HELLO") {
+        let limits = command::FieldLimits::of(&view.config.session);
         if let command::Hello::SetName(name) =
-            command::hello(args, client.id, &mut client.proto, out)
+            command::hello(args, client.id, &mut client.proto, limits, out)
         {
             client.name = name;
         }

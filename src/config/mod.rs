@@ -62,9 +62,22 @@ pub const DEFAULT_SESSION_IDLE_TIMEOUT: Option<Duration> = None;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_UNIQUE_NAMES: bool = false;
+/// A FQDN (253 bytes) fits; Redis-style names are device ids, hostnames, UUIDs.
+pub const DEFAULT_MAX_NAME_BYTES: usize = 256;
+/// Library names and versions are a few dozen bytes (`redis-py`, `5.0.1`).
+pub const DEFAULT_MAX_LIB_BYTES: usize = 128;
 pub const DEFAULT_STATS_INTERVAL: Option<Duration> = Some(Duration::from_secs(60));
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 pub const DEFAULT_REAP_LINES_PER_SECOND: u64 = 1000;
+/// Room for 1000 reap lines a second of the usual 300-400 bytes (so
+/// `log.reap_lines_per_second` stays the limit a reset flood meets) plus other client-caused
+/// lines; it binds when lines are long (names near their bound) or kinds add up. Sustained, it is
+/// 1.8 GB an hour: the bound on what an attacker can write, not a comfortable rate.
+pub const DEFAULT_LOG_BYTES_PER_SECOND: u64 = 512 * 1024;
+/// The smallest non-zero `log.bytes_per_second`: a few lines' worth.
+pub const MIN_LOG_BYTES_PER_SECOND: u64 = 4096;
+/// The largest `session.max_name_bytes` and `session.max_lib_bytes`.
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
 /// Longest config file read; real ones are a few hundred bytes.
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// What `to_toml` (and so `--check-config`) prints instead of an inline password.
@@ -151,6 +164,10 @@ pub struct SessionConfig {
     pub max_output_bytes: usize,
     /// `CLIENT SETNAME x` reaps the older session holding `x` (reason `replaced`).
     pub unique_names: bool,
+    /// Longest client name (`CLIENT SETNAME`, `HELLO ... SETNAME`); longer is refused.
+    pub max_name_bytes: usize,
+    /// Longest `CLIENT SETINFO LIB-NAME` or `LIB-VER` value; longer is refused.
+    pub max_lib_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -164,6 +181,9 @@ pub struct LogConfig {
     pub level: LevelFilter,
     /// Reap lines written per second before the rest are only counted; 0 = no limit.
     pub reap_lines_per_second: u64,
+    /// Bytes a second of every line a client can cause (reaps, renames, takeovers, failed
+    /// passwords, connects) together, before the rest are only counted; 0 = no limit.
+    pub bytes_per_second: u64,
 }
 
 impl Default for ServerConfig {
@@ -199,6 +219,8 @@ impl Default for SessionConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             unique_names: DEFAULT_UNIQUE_NAMES,
+            max_name_bytes: DEFAULT_MAX_NAME_BYTES,
+            max_lib_bytes: DEFAULT_MAX_LIB_BYTES,
         }
     }
 }
@@ -216,6 +238,7 @@ impl Default for LogConfig {
         LogConfig {
             level: DEFAULT_LOG_LEVEL,
             reap_lines_per_second: DEFAULT_REAP_LINES_PER_SECOND,
+            bytes_per_second: DEFAULT_LOG_BYTES_PER_SECOND,
         }
     }
 }

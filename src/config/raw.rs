@@ -58,6 +58,8 @@ pub(super) struct RawSession {
     pub(super) max_request_bytes: Option<RawInt>,
     pub(super) max_output_bytes: Option<RawInt>,
     pub(super) unique_names: Option<bool>,
+    pub(super) max_name_bytes: Option<RawInt>,
+    pub(super) max_lib_bytes: Option<RawInt>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -71,6 +73,7 @@ pub(super) struct RawStats {
 pub(super) struct RawLog {
     pub(super) level: Option<String>,
     pub(super) reap_lines_per_second: Option<RawInt>,
+    pub(super) bytes_per_second: Option<RawInt>,
 }
 
 /// Any TOML integer; range checks happen in stage 2 where the message can explain the limit.
@@ -155,6 +158,8 @@ impl From<&Config> for RawConfig {
                 max_request_bytes: int(config.session.max_request_bytes),
                 max_output_bytes: int(config.session.max_output_bytes),
                 unique_names: Some(config.session.unique_names),
+                max_name_bytes: int(config.session.max_name_bytes),
+                max_lib_bytes: int(config.session.max_lib_bytes),
             },
             stats: RawStats {
                 interval: timer(config.stats.interval),
@@ -163,6 +168,9 @@ impl From<&Config> for RawConfig {
                 level: Some(config.log.level.as_str().to_ascii_lowercase()),
                 reap_lines_per_second: Some(RawInt(
                     i64::try_from(config.log.reap_lines_per_second).unwrap_or(i64::MAX),
+                )),
+                bytes_per_second: Some(RawInt(
+                    i64::try_from(config.log.bytes_per_second).unwrap_or(i64::MAX),
                 )),
             },
             admin: endpoints::to_raw(&config.admin),

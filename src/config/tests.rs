@@ -587,3 +587,52 @@ fn per_ip_limit_above_the_total() {
     );
     assert!(warnings("[server]\nmax_connections = 10\nmax_connections_per_ip = 10").is_empty());
 }
+
+#[test]
+fn field_bounds_and_the_log_byte_budget() {
+    let c = Config::default();
+    assert_eq!(
+        (c.session.max_name_bytes, c.session.max_lib_bytes),
+        (256, 128)
+    );
+    assert_eq!(c.log.bytes_per_second, 512 * 1024);
+    let c =
+        config("[session]\nmax_name_bytes = 1\nmax_lib_bytes = 65536\n[log]\nbytes_per_second = 0");
+    assert_eq!(
+        (c.session.max_name_bytes, c.session.max_lib_bytes),
+        (1, 65_536)
+    );
+    assert_eq!(c.log.bytes_per_second, 0);
+    assert_eq!(config(&c.to_toml()), c);
+    assert_eq!(
+        config("[log]\nbytes_per_second = 4096")
+            .log
+            .bytes_per_second,
+        4096
+    );
+    for (table, key, value, needle) in [
+        ("session", "max_name_bytes", "0", "use 1 to 65536"),
+        ("session", "max_name_bytes", "65537", "CLIENT LIST"),
+        ("session", "max_lib_bytes", "0", "LIB-NAME and LIB-VER"),
+        ("session", "max_lib_bytes", "100000", "use 1 to 65536"),
+        ("log", "bytes_per_second", "-1", "0 means no limit"),
+        (
+            "log",
+            "bytes_per_second",
+            "4095",
+            "use 0 (no limit) or at least 4096",
+        ),
+        (
+            "log",
+            "bytes_per_second",
+            "1073741825",
+            "use 0 to 1073741824",
+        ),
+    ] {
+        invalid(
+            &format!("[{table}]\n{key} = {value}"),
+            &format!("{table}.{key}"),
+            needle,
+        );
+    }
+}

@@ -355,6 +355,22 @@ impl SessionConfig {
                 "1 KiB to 1 GiB",
             )?,
             unique_names: raw.unique_names.unwrap_or(DEFAULT_UNIQUE_NAMES),
+            max_name_bytes: check.int(
+                "session.max_name_bytes",
+                raw.max_name_bytes,
+                DEFAULT_MAX_NAME_BYTES,
+                1..=MAX_FIELD_BYTES as i64,
+                "bytes; a name is copied into every CLIENT LIST line and presence event about \
+                 its session, so keep it to a few hundred",
+            )?,
+            max_lib_bytes: check.int(
+                "session.max_lib_bytes",
+                raw.max_lib_bytes,
+                DEFAULT_MAX_LIB_BYTES,
+                1..=MAX_FIELD_BYTES as i64,
+                "bytes, for CLIENT SETINFO LIB-NAME and LIB-VER each; they are copied into every \
+                 CLIENT LIST line",
+            )?,
         })
     }
 }
@@ -381,9 +397,11 @@ impl LogConfig {
             0..=1_000_000,
             "0 logs every reap; past the limit reaps are counted by reason in one line a second",
         )?;
+        let bytes_per_second = log_bytes_per_second(raw.bytes_per_second, check)?;
         let Some(text) = raw.level else {
             return Ok(LogConfig {
                 reap_lines_per_second,
+                bytes_per_second,
                 ..LogConfig::default()
             });
         };
@@ -404,6 +422,30 @@ impl LogConfig {
         Ok(LogConfig {
             level,
             reap_lines_per_second,
+            bytes_per_second,
         })
     }
+}
+
+/// `log.bytes_per_second`: 0 (no limit) or from a few lines' worth up to 1 GiB.
+fn log_bytes_per_second(raw: Option<RawInt>, check: &Check<'_>) -> Result<u64, ConfigError> {
+    const KEY: &str = "log.bytes_per_second";
+    let bytes: u64 = check.int(
+        KEY,
+        raw,
+        DEFAULT_LOG_BYTES_PER_SECOND,
+        0..=1024 * MIB,
+        "0 means no limit; past the limit client-caused lines are counted by kind in one line \
+         a second",
+    )?;
+    if bytes != 0 && bytes < MIN_LOG_BYTES_PER_SECOND {
+        return Err(check.invalid(
+            KEY,
+            format!(
+                "{bytes} is too small: use 0 (no limit) or at least {MIN_LOG_BYTES_PER_SECOND} \
+                 (one reap line is 300-700 bytes)"
+            ),
+        ));
+    }
+    Ok(bytes)
 }

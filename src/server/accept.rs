@@ -13,7 +13,7 @@ use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{info, warn, Level};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
@@ -21,7 +21,7 @@ use super::conn::Cause;
 use super::{Listener, Server, StartError, LISTENER_BASE};
 use crate::activation::Activated;
 use crate::listener;
-use crate::rate_limit::RateLimited;
+use crate::rate_limit::{budgeted, LineKind, RateLimited};
 use crate::reap::{classify, IoClass};
 use crate::session::Session;
 use crate::sockopt;
@@ -172,7 +172,13 @@ impl Server {
         let accepted = self.listeners.get(key).map(|l| l.socket.accept());
         let shed = match accepted {
             Some(Ok((stream, peer))) => {
-                debug!("refused {peer}: out of file descriptors");
+                budgeted!(
+                    self.log_budget,
+                    LineKind::Connect,
+                    Level::Debug,
+                    now,
+                    "refused {peer}: out of file descriptors"
+                );
                 // `refuse` consumes and closes the stream: its descriptor is free again below.
                 refuse(
                     stream,
@@ -220,7 +226,14 @@ impl Server {
         };
         if let Some(cause) = cause {
             self.stats.on_reject(cause);
-            debug!("refused {peer}: {}", cause.name());
+            budgeted!(
+                self.log_budget,
+                LineKind::Connect,
+                Level::Debug,
+                now,
+                "refused {peer}: {}",
+                cause.name()
+            );
             if let Some(n) = self.accept.limit_warn.hit(now) {
                 warn!(
                     "refusing connections: {} reached ({n} refused since the last warning; live={})",
@@ -261,7 +274,13 @@ impl Server {
             self.reap(token, Cause::Errno(e.raw_os_error().unwrap_or(0)), now);
             return;
         }
-        debug!("accepted id={id} peer={peer}");
+        budgeted!(
+            self.log_budget,
+            LineKind::Connect,
+            Level::Debug,
+            now,
+            "accepted id={id} peer={peer}"
+        );
         if let Some(limit) = self.config.session.idle_timeout {
             self.idle_heap
                 .push(std::cmp::Reverse((now + limit, token, id)));

@@ -5,10 +5,11 @@
 
 use std::time::Instant;
 
-use log::warn;
+use log::Level;
 use mio::Token;
 
 use super::Server;
+use crate::rate_limit::{budgeted, LineKind};
 
 impl Server {
     /// Records `n` wrong passwords just sent by the session at `token`.
@@ -19,7 +20,11 @@ impl Server {
         };
         for _ in 0..n {
             if let Some(count) = self.auth_warn.hit(now) {
-                warn!(
+                budgeted!(
+                    self.log_budget,
+                    LineKind::Auth,
+                    Level::Warn,
+                    now,
                     "auth failed id={} peer={} session_failures={} ({count} failures since the last warning; total {})",
                     session.id, session.peer, session.auth_failures, self.stats.auth_failures
                 );

@@ -9,38 +9,18 @@ use std::io::{Read as _, Write as _};
 use std::ops::Range;
 use std::time::Instant;
 
-use log::{log, log_enabled, warn};
-
 use super::{Server, READ_BUF_BYTES};
 use crate::auth::{self, Gate, Password};
 use crate::command::{self, Args, Step};
 use crate::config::Config;
+use crate::logging::clipped;
 use crate::presence::{Event, Left};
-use crate::rate_limit::LineBudget;
+use crate::rate_limit::{budgeted, LineKind};
 use crate::reap::{classify, errno_name, reason_for_errno, IoClass, ReapReason};
 use crate::resp::{self, Parsed, Resume};
 use crate::session::{Session, Unfinished};
 use crate::sys;
 use mio::Token;
-
-/// The reap-line budget for `log.reap_lines_per_second` (0 = no limit). Past it reaps are only
-/// counted, and one warning a second says how many lines were left out, by reason. A flood of
-/// resets otherwise costs a line per connection: in a debug build logging was two thirds of
-/// the daemon's work per reset (100,000 connect-RST cycles: 4.5 s of CPU with a line each,
-/// 1.5 s without), enough to delay other clients' replies by 45-70 ms on two cores, and the
-/// lines would fill disks.
-pub(super) fn reap_log_budget(per_second: u64) -> LineBudget {
-    LineBudget::new(reap_lines_budget(per_second), ReapReason::ALL.len())
-}
-
-/// `log.reap_lines_per_second` as a budget: 0 means no limit.
-pub(super) fn reap_lines_budget(per_second: u64) -> u64 {
-    if per_second == 0 {
-        u64::MAX
-    } else {
-        per_second
-    }
-}
 
 /// Reads per session per turn (of up to 64 KiB each): a client that keeps its socket full
 /// cannot starve the others. 256 KiB of pipelined requests is about 1 ms of work in a release
@@ -86,6 +66,7 @@ enum Input {
 struct Policy<'a> {
     max_request_bytes: usize,
     password: Option<&'a Password>,
+    fields: command::FieldLimits,
 }
 
 impl<'a> Policy<'a> {
@@ -93,6 +74,7 @@ impl<'a> Policy<'a> {
         Policy {
             max_request_bytes: config.session.max_request_bytes,
             password: config.server.password.as_ref(),
+            fields: command::FieldLimits::of(&config.session),
         }
     }
 }
@@ -113,6 +95,7 @@ fn run_requests(
     let Policy {
         max_request_bytes,
         password,
+        fields,
     } = policy;
     let mut pos = 0;
     let mut state = std::mem::take(resume);
@@ -133,7 +116,7 @@ fn run_requests(
                 }
                 let args = Args::new(rest, args);
                 let step = match auth::gate(args, session, password, out) {
-                    Gate::Run => command::execute(args, session, now, out),
+                    Gate::Run => command::execute(args, session, fields, now, out),
                     Gate::Answered(step) => step,
                 };
                 if step != Step::Continue {
@@ -405,27 +388,9 @@ impl Server {
         }
     }
 
-    /// Logs how many reap lines were left out over `log.reap_lines_per_second`, once a second.
-    pub(super) fn report_left_out_reap_lines(&mut self, now: Instant) {
-        let Some(counts) = self.reap_log.take_report(now) else {
-            return;
-        };
-        let mut by_reason = String::new();
-        let mut total = 0;
-        for (k, n) in counts {
-            if let Some(reason) = ReapReason::ALL.get(k) {
-                by_reason.push_str(&format!(" reap.{reason}={n}"));
-                total += n;
-            }
-        }
-        warn!(
-            "reap lines left out: {total} over {} a second (log.reap_lines_per_second);{by_reason} (the statistics count every reap)",
-            self.config.log.reap_lines_per_second
-        );
-    }
-
     /// Ends a session: snapshot `TCP_INFO`, decide the reason, deregister, close, count, log
-    /// (one line, unless over `log.reap_lines_per_second`). The only place a session ends.
+    /// (one line, within the log budget: `log.reap_lines_per_second`, `log.bytes_per_second`).
+    /// The only place a session ends.
     pub(super) fn reap(&mut self, token: Token, cause: Cause, now: Instant) {
         let Some(mut session) = self.sessions.remove(token) else {
             return;
@@ -445,34 +410,34 @@ impl Server {
         let silent = session.idle_for(now);
         self.stats.on_reap(reason, lifetime, silent);
         let i = info.unwrap_or_default();
-        let written = log_enabled!(reason.log_level()) && self.reap_log.admit(reason.index(), now);
-        if written {
-            log!(
-                reason.log_level(),
-                "reap id={} peer={} name={} reason={} errno={} lifetime_ms={} silent_ms={} \
-                 tcpi_state={} tcpi_probes={} tcpi_retransmits={} tcpi_backoff={} tcpi_unacked={} \
-                 tcpi_rtt_us={} tcpi_total_retrans={} tcpi_last_data_recv_ms={} \
-                 tcpi_last_ack_recv_ms={} tcpi_notsent_bytes={} tcpi_snd_wnd={}",
-                session.id,
-                session.peer,
-                session.name.as_deref().unwrap_or("-"),
-                reason,
-                errno_name(errno),
-                lifetime.as_millis(),
-                silent.as_millis(),
-                i.state,
-                i.probes,
-                i.retransmits,
-                i.backoff,
-                i.unacked,
-                i.rtt_us,
-                i.total_retrans,
-                i.last_data_recv_ms,
-                i.last_ack_recv_ms,
-                i.notsent_bytes,
-                i.snd_wnd.map_or_else(|| "-".to_string(), |w| w.to_string()),
-            );
-        }
+        budgeted!(
+            self.log_budget,
+            LineKind::Reap(reason),
+            reason.log_level(),
+            now,
+            "reap id={} peer={} name={} reason={} errno={} lifetime_ms={} silent_ms={} \
+             tcpi_state={} tcpi_probes={} tcpi_retransmits={} tcpi_backoff={} tcpi_unacked={} \
+             tcpi_rtt_us={} tcpi_total_retrans={} tcpi_last_data_recv_ms={} \
+             tcpi_last_ack_recv_ms={} tcpi_notsent_bytes={} tcpi_snd_wnd={}",
+            session.id,
+            session.peer,
+            clipped(session.name.as_deref().unwrap_or("-")),
+            reason,
+            errno_name(errno),
+            lifetime.as_millis(),
+            silent.as_millis(),
+            i.state,
+            i.probes,
+            i.retransmits,
+            i.backoff,
+            i.unacked,
+            i.rtt_us,
+            i.total_retrans,
+            i.last_data_recv_ms,
+            i.last_ack_recv_ms,
+            i.notsent_bytes,
+            i.snd_wnd.map_or_else(|| "-".to_string(), |w| w.to_string()),
+        );
         self.publish(&Event::Left(Left {
             id: session.id,
             addr: session.peer,

@@ -110,11 +110,13 @@ impl Server {
         if old.stats.interval != new.stats.interval {
             self.next_stats = new.stats.interval.map(|i| now + i);
         }
-        if old.log.reap_lines_per_second != new.log.reap_lines_per_second {
-            self.reap_log.set_per_second(super::conn::reap_lines_budget(
-                new.log.reap_lines_per_second,
-            ));
+        if (old.log.reap_lines_per_second, old.log.bytes_per_second)
+            != (new.log.reap_lines_per_second, new.log.bytes_per_second)
+        {
+            self.log_budget
+                .set_limits(new.log.reap_lines_per_second, new.log.bytes_per_second);
         }
+        self.note_lowered_field_bounds(&old);
         if old.log.level != new.log.level {
             match self.level_source {
                 LevelSource::Config => log::set_max_level(new.log.level),

@@ -159,8 +159,9 @@ pub struct Server {
     ops: ops::Ops,
     /// Failed `AUTH` warnings, at most one a second.
     auth_warn: crate::rate_limit::RateLimited,
-    /// Reap lines written per second before the rest are only counted (see `conn.rs`).
-    reap_log: crate::rate_limit::LineBudget,
+    /// Every line a client can cause is written within it (`log.reap_lines_per_second`,
+    /// `log.bytes_per_second`); the rest are counted by kind (see `rate_limit.rs`).
+    log_budget: crate::rate_limit::LogBudget,
     stopping: bool,
     /// Poll without sleeping for a while after a busy turn (`server.busy_poll_us`).
     busy_poll: BusyPoll,
@@ -211,7 +212,10 @@ impl Server {
             accept: accept::AcceptState::new(),
             ops: ops::Ops::new(),
             auth_warn: Default::default(),
-            reap_log: conn::reap_log_budget(config.log.reap_lines_per_second),
+            log_budget: crate::rate_limit::LogBudget::new(
+                config.log.reap_lines_per_second,
+                config.log.bytes_per_second,
+            ),
             stopping: false,
             busy_poll: BusyPoll::default(),
             notify: Notifier::from_env(),
@@ -302,7 +306,7 @@ impl Server {
             self.accept.retry_at(),
             self.ops_deadline(),
             self.notify.watchdog_deadline(),
-            self.reap_log.report_due(),
+            self.log_budget.report_due(),
         ];
         deadlines
             .into_iter()
@@ -324,7 +328,7 @@ impl Server {
     fn run_timers(&mut self, now: Instant) {
         self.reap_idle(now);
         self.ops_timers(now);
-        self.report_left_out_reap_lines(now);
+        self.log_budget.report_left_out(now);
         if self.accept.retry_at().is_some_and(|at| at <= now) {
             self.accept.clear_retry();
             self.accept_all(now);

@@ -6,15 +6,24 @@
 //! table (`accept.rs`), `named` in [`Server::rename_session`] (the only caller of
 //! `SessionTable::rename`), `left` in `Server::reap` (the only place a session ends, so every
 //! reason, shutdown included, is published).
+//!
+//! Names in events are the names sessions hold, whole: they are bounded by
+//! `session.max_name_bytes` when set, and a reload that lowers the bound leaves names set
+//! before as they are (cutting one would make its `left` disagree with its `named` and with
+//! `CLIENT LOOKUP`); the reload says how many sessions keep a longer name. Log lines show at
+//! most `logging::MAX_LOGGED_CLIENT_BYTES` of a name, within the log budget.
 
 use std::time::Instant;
 
-use log::{debug, info};
+use log::{warn, Level};
 use mio::Token;
 
 use super::conn::Cause;
 use super::Server;
+use crate::config::Config;
+use crate::logging::clipped;
 use crate::presence::Event;
+use crate::rate_limit::{budgeted, LineKind};
 use crate::reap::ReapReason;
 
 impl Server {
@@ -62,9 +71,15 @@ impl Server {
                 .collect();
             for old in older {
                 if let Some(o) = self.sessions.get(old) {
-                    info!(
-                        "session id={id} peer={peer} takes the name {n}: reaping its holder id={} peer={}",
-                        o.id, o.peer
+                    budgeted!(
+                        self.log_budget,
+                        LineKind::Takeover,
+                        Level::Info,
+                        now,
+                        "session id={id} peer={peer} takes the name {}: reaping its holder id={} peer={}",
+                        clipped(&**n),
+                        o.id,
+                        o.peer
                     );
                 }
                 self.reap(old, Cause::Reason(ReapReason::Replaced), now);
@@ -74,15 +89,64 @@ impl Server {
             return;
         };
         let name = self.sessions.get(token).and_then(|s| s.name.clone());
-        debug!(
+        budgeted!(
+            self.log_budget,
+            LineKind::Rename,
+            Level::Debug,
+            now,
             "named id={id} name={} previous={}",
-            name.as_deref().unwrap_or("-"),
-            previous.as_deref().unwrap_or("-")
+            clipped(name.as_deref().unwrap_or("-")),
+            clipped(previous.as_deref().unwrap_or("-"))
         );
         self.publish(&Event::Named {
             id,
             name: name.as_deref(),
             previous: previous.as_deref(),
         });
+    }
+}
+
+impl Server {
+    /// After a reload: when `session.max_name_bytes` or `session.max_lib_bytes` went down,
+    /// says how many sessions keep longer values set before (they are not cut; new values are
+    /// held to the new bound).
+    pub(super) fn note_lowered_field_bounds(&self, old: &Config) {
+        let (was, new) = (&old.session, &self.config.session);
+        let sessions = || self.sessions.iter().map(|(_, s)| s);
+        let names = sessions().map(|s| s.name.as_deref().map_or(0, str::len));
+        kept_longer(
+            "session.max_name_bytes",
+            was.max_name_bytes,
+            new.max_name_bytes,
+            names,
+        );
+        let libs = sessions().map(|s| {
+            s.lib
+                .as_deref()
+                .map_or(0, |l| l.name.len().max(l.version.len()))
+        });
+        kept_longer(
+            "session.max_lib_bytes",
+            was.max_lib_bytes,
+            new.max_lib_bytes,
+            libs,
+        );
+    }
+}
+
+/// Warns when the bound `key` went down from `before` to `after` and some of the values, of
+/// `lengths`, are longer than the new bound.
+fn kept_longer(key: &str, before: usize, after: usize, lengths: impl Iterator<Item = usize>) {
+    if after >= before {
+        return;
+    }
+    let (over, longest) = lengths
+        .filter(|&n| n > after)
+        .fold((0usize, 0usize), |(c, m), n| (c + 1, m.max(n)));
+    if over > 0 {
+        warn!(
+            "reload: {key} lowered from {before} to {after}: {over} session(s) keep the longer \
+             values they set before (up to {longest} bytes); new values are held to {after}"
+        );
     }
 }

@@ -185,7 +185,8 @@ pub fn is_reap_of(line: &str, id: i64) -> bool {
 }
 
 /// Adds `listen = ["127.0.0.1:0"]` and `[log] level = "debug"` with every reap logged
-/// (`reap_lines_per_second = 0`) to a config unless it sets them itself.
+/// (`reap_lines_per_second = 0`, `bytes_per_second = 0`) to a config unless it sets them
+/// itself.
 pub fn complete_config(body: &str) -> String {
     let mut text = String::new();
     if !sets_server_listen(body) {
@@ -199,7 +200,9 @@ pub fn complete_config(body: &str) -> String {
         text.push_str(body);
     }
     if !body.contains("[log]") {
-        text.push_str("\n[log]\nlevel = \"debug\"\nreap_lines_per_second = 0\n");
+        text.push_str(
+            "\n[log]\nlevel = \"debug\"\nreap_lines_per_second = 0\nbytes_per_second = 0\n",
+        );
     }
     text
 }
