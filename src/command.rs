@@ -15,10 +15,13 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::client_info;
+use crate::command_table::{self, Spec};
 use crate::config::SessionConfig;
+use crate::probe;
 use crate::reap::ReapReason;
 use crate::resp::{self, Proto};
 use crate::session::{LibInfo, Session};
+use crate::transaction;
 
 /// What the event loop does after a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +34,10 @@ pub enum Step {
     /// `named` event and, with `session.unique_names`, reaps the name's older holder first.
     /// Requests after it wait until that is done.
     Rename(Option<Box<str>>),
+    /// `EXEC` (its array header already written): the loop runs these queued requests (RESP
+    /// multibulk, see `transaction.rs`) before anything the client sent after `EXEC`, each
+    /// adding its one reply to the array.
+    Exec(Box<[u8]>),
 }
 
 impl Step {
@@ -47,6 +54,8 @@ pub struct FieldLimits {
     pub name: usize,
     /// `session.max_lib_bytes`, for lib-name and lib-ver each
     pub lib: usize,
+    /// `session.max_request_bytes`: what a `MULTI` may queue in all
+    pub transaction: usize,
 }
 
 impl FieldLimits {
@@ -54,6 +63,7 @@ impl FieldLimits {
         FieldLimits {
             name: session.max_name_bytes,
             lib: session.max_lib_bytes,
+            transaction: session.max_request_bytes,
         }
     }
 }
@@ -93,9 +103,10 @@ impl<'a> Args<'a> {
     }
 }
 
-/// Commands that touch no connection state, answered the same on every listener: `PING`,
-/// `ECHO`, `SELECT`, `COMMAND`. Returns false (and writes nothing) for any other command.
-pub(crate) fn common(args: Args<'_>, out: &mut Vec<u8>) -> bool {
+/// Commands that touch no connection state, answered alike on every listener: `PING`,
+/// `ECHO`, `SELECT`, and `COMMAND` from the listener's own `table`. Returns false (and writes
+/// nothing) for any other command.
+pub(crate) fn common(args: Args<'_>, table: &[Spec], proto: Proto, out: &mut Vec<u8>) -> bool {
     let n = args.len();
     if args.is(0, "PING") {
         match n {
@@ -118,12 +129,7 @@ pub(crate) fn common(args: Args<'_>, out: &mut Vec<u8>) -> bool {
             resp::write_error(out, "ERR DB index is out of range");
         }
     } else if args.is(0, "COMMAND") {
-        // `redis-cli` asks for COMMAND DOCS in interactive mode: an empty answer is enough.
-        if args.is(1, "COUNT") {
-            resp::write_integer(out, 0);
-        } else {
-            resp::write_array_len(out, 0);
-        }
+        command_table::command(args, table, proto, out);
     } else {
         return false;
     }
@@ -156,7 +162,12 @@ pub fn execute(
         return Step::Continue;
     }
     session.commands += 1;
-    if common(args, out) {
+    match transaction::intercept(args, &mut session.transaction, limits.transaction, out) {
+        transaction::Outcome::Run => {}
+        transaction::Outcome::Answered => return Step::Continue,
+        transaction::Outcome::Exec(queued) => return Step::Exec(queued),
+    }
+    if common(args, &command_table::CLIENT_PORT, session.proto, out) {
         return Step::Continue;
     }
     if args.is(0, "QUIT") {
@@ -168,12 +179,12 @@ pub fn execute(
         if let Hello::SetName(name) = hello(args, session.id, &mut session.proto, limits, out) {
             return Step::Rename(name);
         }
-    } else if args.is(0, "INFO") || args.is(0, "CONFIG") {
-        let cmd = printable(args.get(0)).to_ascii_uppercase();
-        resp::write_error(
-            out,
-            &format!("ERR {cmd} is only available on the admin listener"),
-        );
+    } else if args.is(0, "INFO") {
+        probe::info(args, out);
+    } else if args.is(0, "CONFIG") {
+        probe::config(args, session.proto, out);
+    } else if let Some(why) = probe::refusal(args) {
+        resp::write_error(out, &why);
     } else {
         unknown_command(args, out);
     }
@@ -377,20 +388,18 @@ pub(crate) fn hello(
         }
     }
     *proto = wanted;
-    let fields: [(&str, &[u8]); 3] = [
-        ("server", b"vigild"),
-        ("version", env!("CARGO_PKG_VERSION").as_bytes()),
-        ("mode", b"standalone"),
-    ];
+    // Redis 7's order: node-redis reads the RESP2 reply by position.
     resp::write_map_len(out, 7, wanted);
-    for (k, v) in fields {
-        resp::write_bulk(out, k.as_bytes());
-        resp::write_bulk(out, v);
-    }
+    resp::write_bulk(out, b"server");
+    resp::write_bulk(out, b"vigild");
+    resp::write_bulk(out, b"version");
+    resp::write_bulk(out, env!("CARGO_PKG_VERSION").as_bytes());
     resp::write_bulk(out, b"proto");
     resp::write_integer(out, if wanted == Proto::Resp3 { 3 } else { 2 });
     resp::write_bulk(out, b"id");
     resp::write_integer(out, i64::try_from(id).unwrap_or(i64::MAX));
+    resp::write_bulk(out, b"mode");
+    resp::write_bulk(out, b"standalone");
     resp::write_bulk(out, b"role");
     resp::write_bulk(out, b"master");
     resp::write_bulk(out, b"modules");
@@ -474,7 +483,11 @@ mod tests {
     #[test]
     fn names_and_lib_fields_over_their_bounds_are_refused_and_the_old_values_kept() {
         let (_c, mut s) = session();
-        let limits = FieldLimits { name: 8, lib: 4 };
+        let limits = FieldLimits {
+            name: 8,
+            lib: 4,
+            transaction: 1024,
+        };
         let run = |s: &mut Session, words: &[&[u8]]| run_with(s, limits, words);
         assert_eq!(
             run(&mut s, &[b"CLIENT", b"SETNAME", b"12345678"]),
@@ -615,7 +628,8 @@ mod tests {
             .starts_with("-ERR Syntax error"));
         assert_eq!(s.proto, Proto::Resp2, "a refused HELLO changes nothing");
         assert_eq!(run(&mut s, &[b"SELECT", b"0"]).1, "+OK\r\n");
-        assert_eq!(run(&mut s, &[b"COMMAND", b"DOCS"]).1, "*0\r\n");
+        assert!(run(&mut s, &[b"COMMAND", b"DOCS"]).1.starts_with("*28\r\n"));
+        assert_eq!(run(&mut s, &[b"COMMAND", b"COUNT"]).1, ":14\r\n");
         // HELLO 3 switches to RESP3: a map reply, and nulls become `_`.
         let (step, reply) = run(&mut s, &[b"HELLO", b"3", b"SETNAME", b"dev-9"]);
         assert!(reply.starts_with("%7\r\n$6\r\nserver\r\n"), "{reply}");
@@ -625,13 +639,47 @@ mod tests {
         assert_eq!(run(&mut s, &[b"CLIENT", b"GETNAME"]).1, "_\r\n");
         assert!(run(&mut s, &[b"HELLO", b"2"]).1.starts_with("*14\r\n"));
         assert_eq!(run(&mut s, &[b"CLIENT", b"GETNAME"]).1, "$-1\r\n");
-        for admin_only in [&[&b"INFO"[..]][..], &[b"config", b"get", b"*"]] {
-            let (step, reply) = run(&mut s, admin_only);
-            assert_eq!(step, Step::Continue);
+        // What libraries probe at connect is answered, without operator data.
+        let (step, info) = run(&mut s, &[b"INFO"]);
+        assert_eq!(step, Step::Continue);
+        assert!(info.contains("loading:0") && !info.contains("connected_clients"));
+        assert_eq!(
+            run(&mut s, &[b"config", b"get", b"appendonly"]).1,
+            "*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"
+        );
+        assert!(run(&mut s, &[b"MONITOR"]).1.contains("SUBSCRIBE presence"));
+    }
+
+    #[test]
+    fn hello_fields_come_in_redis_order() {
+        let (_c, mut s) = session();
+        let (_, reply) = run(&mut s, &[b"HELLO"]);
+        let at = |key: &str| {
+            reply
+                .find(&format!("${}\r\n{key}\r\n", key.len()))
+                .unwrap_or_else(|| panic!("no {key} in {reply}"))
+        };
+        let keys = [
+            "server", "version", "proto", "id", "mode", "role", "modules",
+        ];
+        for pair in keys.windows(2) {
             assert!(
-                reply.contains("only available on the admin listener"),
-                "{reply}"
+                at(pair[0]) < at(pair[1]),
+                "{} before {}: {reply}",
+                pair[0],
+                pair[1]
             );
         }
+    }
+
+    #[test]
+    fn multi_queues_and_exec_hands_the_requests_to_the_loop() {
+        let (_c, mut s) = session();
+        assert_eq!(run(&mut s, &[b"MULTI"]).1, "+OK\r\n");
+        assert_eq!(run(&mut s, &[b"PING"]).1, "+QUEUED\r\n");
+        let (step, reply) = run(&mut s, &[b"EXEC"]);
+        assert_eq!(reply, "*1\r\n");
+        assert_eq!(step, Step::Exec(b"*1\r\n$4\r\nPING\r\n"[..].into()));
+        assert!(s.transaction.is_none());
     }
 }

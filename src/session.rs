@@ -59,6 +59,8 @@ pub struct Session {
     pub authenticated: bool,
     /// Wrong passwords sent on this session (see `auth::MAX_FAILURES`).
     pub auth_failures: u32,
+    /// The open `MULTI`, boxed: `None` (8 bytes) for every session not inside one.
+    pub transaction: Option<Box<crate::transaction::Transaction>>,
 }
 
 /// A request that spans reads. Boxed in the session, so that the much more common session with
@@ -95,6 +97,7 @@ impl Session {
             proto: crate::resp::Proto::Resp2,
             authenticated: false,
             auth_failures: 0,
+            transaction: None,
         }
     }
 

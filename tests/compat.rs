@@ -377,7 +377,10 @@ fn redis_benchmark_runs_without_warnings() {
         Duration::from_secs(30),
     );
     let all = format!("{out}{err}");
-    assert!(all.contains("PING_INLINE") && all.contains("PING_MBULK"), "{all}");
+    assert!(
+        all.contains("PING_INLINE") && all.contains("PING_MBULK"),
+        "{all}"
+    );
     assert!(!all.to_lowercase().contains("warn"), "{all}");
     assert!(!all.contains("Could not fetch"), "{all}");
 }
@@ -403,7 +406,10 @@ fn redis_cli_stat_reads_the_admin_info() {
         let cols: Vec<&str> = line.split_whitespace().collect();
         assert!(cols.len() >= 6, "{line:?}");
         assert!(cols[1].ends_with('B') || cols[1].ends_with('K') || cols[1].ends_with('M'));
-        assert_eq!(cols[2], "1", "connected_clients counts client sessions: {line:?}");
+        assert_eq!(
+            cols[2], "1",
+            "connected_clients counts client sessions: {line:?}"
+        );
     }
 }
 

@@ -135,7 +135,7 @@ pub fn execute(
         }
         return AdminStep::Continue;
     }
-    if command::common(args, out) {
+    if command::common(args, &crate::command_table::ADMIN, client.proto, out) {
         return AdminStep::Continue;
     }
     if args.is(0, "QUIT") {

@@ -170,6 +170,24 @@ fn run_unfinished(
     step
 }
 
+/// Makes `queued` (an EXEC's requests) the next requests the session runs, before whatever
+/// unfinished input it had (which then parses again from its start).
+fn run_first(session: &mut Session, queued: &[u8], now: Instant) {
+    match session.unfinished.as_mut() {
+        Some(pending) => {
+            pending.bytes.splice(0..0, queued.iter().copied());
+            pending.resume = Resume::Fresh;
+        }
+        None => {
+            session.unfinished = Some(Box::new(Unfinished {
+                bytes: queued.to_vec(),
+                resume: Resume::Fresh,
+                since: now,
+            }));
+        }
+    }
+}
+
 /// Writes `data` until done or `WouldBlock`. Returns the bytes written, or the fatal errno.
 fn write_some(session: &mut Session, data: &[u8]) -> Result<usize, i32> {
     let mut written = 0;
@@ -263,9 +281,18 @@ impl Server {
                 step
             };
             // A rename needs the whole loop (the name index, events, maybe a reap); the
-            // requests after it wait in the unfinished bytes until it is done.
-            while let Step::Rename(name) = step {
-                self.rename_session(token, name, now);
+            // requests after it wait in the unfinished bytes until it is done. An EXEC puts
+            // its queued requests in front of them.
+            loop {
+                match step {
+                    Step::Rename(name) => self.rename_session(token, name, now),
+                    Step::Exec(queued) => {
+                        if let Some(s) = self.sessions.get_mut(token) {
+                            run_first(s, &queued, now);
+                        }
+                    }
+                    _ => break,
+                }
                 let Server {
                     sessions,
                     out_buf,
