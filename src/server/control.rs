@@ -15,6 +15,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use super::conn::Cause;
 use super::Server;
+use crate::auth::PasswordSource;
 use crate::config::Config;
 use crate::logging::LevelSource;
 use crate::notify::status_line;
@@ -73,6 +74,7 @@ impl Server {
         }
         let new = loaded.config;
         let old = std::mem::replace(&mut self.config, new.clone());
+        warn_about_lost_protection(&old, &new);
 
         if self.socket_activated {
             if old.server.listen != new.server.listen {
@@ -107,6 +109,13 @@ impl Server {
         if old.session.idle_timeout != new.session.idle_timeout {
             self.rebuild_idle_heap();
         }
+        let (o, n) = (&old.server, &new.server);
+        if o.password.is_some() != n.password.is_some()
+            || o.auth_timeout != n.auth_timeout
+            || o.auth_failures_before_backoff != n.auth_failures_before_backoff
+        {
+            self.rebuild_auth_deadlines();
+        }
         if old.stats.interval != new.stats.interval {
             self.next_stats = new.stats.interval.map(|i| now + i);
         }
@@ -139,7 +148,11 @@ impl Server {
         for key in stale {
             let mut l = self.listeners.remove(key);
             let _ = self.poll.registry().deregister(&mut l.socket);
-            info!("reload: closed listener {}", l.addr);
+            // A warning: a truncated or mistaken file can drop a listener clients rely on.
+            warn!(
+                "reload: closed listener {} (no longer in server.listen); new clients cannot connect there",
+                l.addr
+            );
         }
         let have: HashSet<SocketAddr> = self.listeners.iter().map(|(_, l)| l.addr).collect();
         for addr in self.config.server.listen.clone() {
@@ -168,5 +181,55 @@ impl Server {
         self.drain_subscribers(now);
         self.close_ops();
         info!("closed {live} sessions; final {}", self.stats.line());
+    }
+}
+
+/// Warns about what a reload takes away: the password (or a change of it) and the operator
+/// listeners. A truncated or half-written file otherwise reloads with only `reloaded` logged,
+/// and authentication or the admin listener is silently gone. (Client listeners closed are
+/// reported where they are closed, in `reconcile_listeners`.)
+fn warn_about_lost_protection(old: &Config, new: &Config) {
+    let shown = |p: &crate::auth::Password| match &p.source {
+        PasswordSource::Inline => "server.password".to_string(),
+        PasswordSource::File(path) => format!("server.password_file {}", path.display()),
+    };
+    match (&old.server.password, &new.server.password) {
+        (Some(was), None) => warn!(
+            "reload: {} removed: authentication is now off, and every session (new or open) may run commands without AUTH",
+            shown(was)
+        ),
+        (Some(was), Some(now)) if !was.same_secret(now) => warn!(
+            "reload: the password changed ({}): new connections need the new one; sessions already authenticated keep their access",
+            shown(now)
+        ),
+        (None, Some(now)) => info!(
+            "reload: {} set: authentication is on for new connections; sessions already open keep the access they had",
+            shown(now)
+        ),
+        _ => {}
+    }
+    if old.server.password.is_some() && new.server.password.is_some() {
+        if old.server.auth_timeout.is_some() && new.server.auth_timeout.is_none() {
+            warn!("reload: server.auth_timeout turned off: unauthenticated connections may now hold their slots indefinitely");
+        }
+        if old.server.auth_failures_before_backoff > 0
+            && new.server.auth_failures_before_backoff == 0
+        {
+            warn!("reload: server.auth_failures_before_backoff = 0: failed passwords are no longer limited per address");
+        }
+    }
+    for (role, was, now) in [
+        ("admin", &old.admin.listen, &new.admin.listen),
+        ("metrics", &old.metrics.listen, &new.metrics.listen),
+    ] {
+        match (was, now) {
+            (Some(was), None) => warn!(
+                "reload: {role}.listen removed: the {role} listener on {was} is closed"
+            ),
+            (Some(was), Some(now)) if was != now => warn!(
+                "reload: {role}.listen changed from {was} to {now}: the {role} listener on {was} is closed"
+            ),
+            _ => {}
+        }
     }
 }

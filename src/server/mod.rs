@@ -147,6 +147,8 @@ pub struct Server {
     /// Argument ranges of the request being executed.
     args: Vec<Range<usize>>,
     idle_heap: BinaryHeap<IdleEntry>,
+    /// `auth_timeout` deadlines and the per-address failure table (see `auth.rs`).
+    auth_guard: auth::AuthGuard,
     next_stats: Option<Instant>,
     /// Sessions whose input was not drained this turn (per-turn read cap).
     revisit: Vec<Token>,
@@ -204,6 +206,7 @@ impl Server {
             out_buf: Vec::with_capacity(READ_BUF_BYTES),
             args: Vec::with_capacity(16),
             idle_heap: BinaryHeap::new(),
+            auth_guard: Default::default(),
             next_stats: None,
             revisit: Vec::new(),
             accept_revisit: false,
@@ -298,6 +301,7 @@ impl Server {
         }
         let deadlines = [
             self.idle_heap.peek().map(|Reverse((at, _, _))| *at),
+            self.auth_guard.deadline(),
             self.next_stats,
             self.accept.retry_at(),
             self.ops_deadline(),
@@ -323,6 +327,7 @@ impl Server {
 
     fn run_timers(&mut self, now: Instant) {
         self.reap_idle(now);
+        self.reap_unauthenticated(now);
         self.ops_timers(now);
         self.report_left_out_reap_lines(now);
         if self.accept.retry_at().is_some_and(|at| at <= now) {
