@@ -631,7 +631,10 @@ fn auth_timeout_and_backoff_keys() {
         "{w:?}"
     );
     let w = warnings("[server]\npassword = \"x\"\nauth_failures_before_backoff = 0");
-    assert!(w.len() == 1 && w[0].contains("not limited per address"), "{w:?}");
+    assert!(
+        w.len() == 1 && w[0].contains("not limited per address"),
+        "{w:?}"
+    );
     assert!(warnings("[server]\nauth_timeout = \"0s\"").is_empty());
 }
 
