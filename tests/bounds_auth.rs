@@ -364,7 +364,8 @@ fn a_reload_with_the_config_replaced_by_a_fifo_keeps_the_old_config_and_never_bl
         .wait_for(Duration::from_secs(5), |l| l.contains("reload failed"))
         .expect("a reload failure line");
     let want = format!(
-        "reload failed, keeping the running config: {}: is a FIFO (named pipe), not a regular file",
+        "reload failed, keeping the running config: {}: cannot read: is a FIFO (named pipe), not \
+         a regular file",
         d.config_path.display()
     );
     assert!(line.contains(&want), "{line}");

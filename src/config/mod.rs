@@ -306,7 +306,7 @@ impl Config {
             },
             small_file::ReadError::NotRegular(_) => ConfigError::File {
                 path: path.to_owned(),
-                message: format!("{e}; the config must be a regular file"),
+                message: format!("cannot read: {e}; the config must be a regular file"),
             },
             small_file::ReadError::Changed(_) => ConfigError::File {
                 path: path.to_owned(),

@@ -652,7 +652,8 @@ fn load_refuses_what_is_not_a_regular_file_and_files_that_changed() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}: is a FIFO (named pipe), not a regular file; the config must be a regular file",
+            "{}: cannot read: is a FIFO (named pipe), not a regular file; the config must be a \
+             regular file",
             fifo.display()
         )
     );
