@@ -83,6 +83,15 @@ fn guess(src: IpAddr, addr: SocketAddr, n: usize) -> (usize, usize) {
     (wrong, throttled)
 }
 
+/// `GET /metrics` on the metrics listener, raw: the body.
+fn scrape(d: &Daemon) -> String {
+    let mut s = TcpStream::connect(d.ops_listener("metrics")).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (body, _) = read_to_close(&mut s, Duration::from_secs(5));
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 fn stat(st: &std::collections::HashMap<String, String>, key: &str) -> u64 {
     st.get(key).map_or(0, |v| v.parse().unwrap())
 }
@@ -159,7 +168,8 @@ fn unauthenticated_connections_filling_max_connections_are_reaped_at_auth_timeou
 fn a_guessing_loop_from_one_address_is_throttled_and_another_address_is_not() {
     // The default limits; reap lines budgeted (100 a second) so the log bound is tight.
     let d = Daemon::start(
-        "[server]\npassword = \"pw\"\n[log]\nlevel = \"info\"\nreap_lines_per_second = 100",
+        "[server]\npassword = \"pw\"\n[log]\nlevel = \"info\"\nreap_lines_per_second = 100\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"",
     );
     let control = Control::start(d.addr, Some("pw"));
     std::thread::sleep(Duration::from_millis(50));
@@ -195,6 +205,20 @@ fn a_guessing_loop_from_one_address_is_throttled_and_another_address_is_not() {
     assert!(attempts > 100, "the loop barely ran: {attempts}");
     assert_eq!(stat(&st, "reap.auth-throttled"), throttled as u64);
     assert!(stat(&st, "auth.lockouts") >= 1);
+    // The same counts in INFO and in the metrics.
+    let info = util::info(&mut d.admin(), "stats");
+    assert_eq!(info["auth_failures"], compared.to_string());
+    assert_eq!(info["auth_lockouts"], st["auth.lockouts"]);
+    assert_eq!(info["reaped_auth-throttled"], throttled.to_string());
+    let metrics = scrape(&d);
+    for want in [
+        format!("vigild_auth_failures_total {compared}\n"),
+        format!("vigild_auth_lockouts_total {}\n", st["auth.lockouts"]),
+        "vigild_auth_tracked_addresses 1\n".to_string(),
+        format!("vigild_reaped_total{{reason=\"auth-throttled\"}} {throttled}\n"),
+    ] {
+        assert!(metrics.contains(&want), "{want:?} not in the metrics");
+    }
     // Right now the attacker's address is locked out: even the right password is refused
     // without being compared...
     let mut s = connect_from(Ipv4Addr::new(127, 0, 1, 1), d.addr).unwrap();
