@@ -94,13 +94,15 @@ impl Server {
         }
     }
 
-    /// Before a session's requests run: what its address may still attempt.
+    /// Before a session's requests run: what its address may still attempt. Nothing to do
+    /// without a password, or for a session that authenticated (its own limit of
+    /// `auth::MAX_FAILURES` still applies), so their requests cost no lookup.
     pub(super) fn refresh_guess_budget(&mut self, token: Token, now: Instant) {
         if self.config.server.password.is_none() {
             return;
         }
         let policy = policy(&self.config);
-        if let Some(session) = self.sessions.get_mut(token) {
+        if let Some(session) = self.sessions.get_mut(token).filter(|s| !s.authenticated) {
             session.guess_budget = self
                 .auth_guard
                 .throttle
