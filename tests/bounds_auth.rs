@@ -326,6 +326,8 @@ fn the_table_of_failing_addresses_stays_bounded() {
     std::thread::sleep(Duration::from_millis(50));
     let base = Footprint::of(d.pid());
     let hwm_before = vm_hwm_kb(d.pid());
+    let log_before = d.log.len();
+    let t_start = Instant::now();
     // One address locked out first...
     let locked = IpAddr::V4(Ipv4Addr::new(127, 9, 9, 9));
     for _ in 0..4 {
@@ -363,12 +365,22 @@ fn the_table_of_failing_addresses_stays_bounded() {
             l.contains("auth throttled: 127.9.9.9 locked out for 2s")
         })
         .expect("the second lockout of 127.9.9.9");
+    // Reap lines: 100 a second, plus one report of those left out, one `auth failed` and one
+    // of each throttle warning a second at most, plus the stats line.
+    let logged = d.log.len() - log_before;
+    let secs = t_start.elapsed().as_secs() + 1;
+    let log_bound = secs * (100 + 4) + 2;
+    assert!(
+        logged as u64 <= log_bound,
+        "{logged} lines in {secs} s (bound {log_bound})"
+    );
     let hwm = vm_hwm_kb(d.pid());
     let after = base.assert_back(d.pid(), 0, RSS_SLACK_KB, "address table");
     let report = control.stop();
     eprintln!(
-        "address table: {n} addresses failed once in {elapsed:?}; tracked {tracked}; VmHWM \
-         {hwm_before} -> {hwm} KiB; rss {} -> {} KiB; control {} pings, max {:?}",
+        "address table: {n} addresses failed once in {elapsed:?}; tracked {tracked}; {logged} \
+         log lines (bound {log_bound}); VmHWM {hwm_before} -> {hwm} KiB; rss {} -> {} KiB; \
+         control {} pings, max {:?}",
         base.rss_kb, after.rss_kb, report.pings, report.max
     );
     report.assert_ok("address table");

@@ -103,10 +103,10 @@ impl Server {
         }
         let policy = policy(&self.config);
         if let Some(session) = self.sessions.get_mut(token).filter(|s| !s.authenticated) {
-            session.guess_budget = self
-                .auth_guard
-                .throttle
-                .budget(session.peer.ip(), now, &policy);
+            let throttle = &mut self.auth_guard.throttle;
+            session.guess_budget = throttle.budget(session.peer.ip(), now, &policy);
+            // A lookup may have forgotten a decayed entry.
+            self.stats.auth_tracked = throttle.tracked() as u64;
         }
     }
 
