@@ -4,6 +4,10 @@
 //! statistics are logged). `SIGHUP` reloads the config file: a bad file is logged and the
 //! running config stays; a good one is applied to live sessions too (keepalive options on
 //! every socket, idle timeout, limits, log level) and listeners are added or closed to match.
+//! The file is read without blocking (`Config::load`: a FIFO or device in its place is refused,
+//! never opened for reading), and what a reload takes away (the password, a change of it,
+//! `auth_timeout` or the per-address limit turned off, a client, admin or metrics listener) is
+//! logged as a warning naming it.
 //! `SIGUSR1` logs the statistics now.
 
 use std::collections::HashSet;

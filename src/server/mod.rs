@@ -4,8 +4,8 @@
 //! - Readiness is a hint. Accept, read and write loops run until `WouldBlock` (or a per-turn
 //!   cap, after which the token is revisited on the next turn with a zero poll timeout).
 //! - Time is read once per turn and passed down as `now`.
-//! - The poll timeout is the nearest deadline (idle reaps, statistics, accept retry, the
-//!   systemd watchdog ping); the loop never sleeps and never busy-waits.
+//! - The poll timeout is the nearest deadline (idle reaps, `auth_timeout` reaps, statistics,
+//!   accept retry, the systemd watchdog ping); the loop never sleeps and never busy-waits.
 //! - A session ends only in [`Server::reap`].
 //! - Sessions whose event reports an error or hang-up are serviced at most
 //!   `deferred::PER_TURN` per turn, after the live ones.
