@@ -564,9 +564,14 @@ fn a_reload_that_drops_the_password_or_a_listener_warns_naming_it() {
     // A truncated file: only the first listener left, no password, no admin listener.
     replace_config(&d, &format!("[server]\nlisten = [\"{}\"]\n", "127.0.0.1:0"));
     d.signal(libc::SIGHUP);
-    d.log
+    let reloaded = d
+        .log
         .wait_for(Duration::from_secs(5), |l| l.contains("reloaded "))
         .expect("reloaded");
+    assert!(
+        reloaded.contains("(changed: server.listen server.password admin.listen)"),
+        "{reloaded}"
+    );
     let warns: Vec<String> = d
         .log
         .lines()

@@ -136,7 +136,16 @@ impl Server {
                 }
             }
         }
-        info!("reloaded {}", self.config_path.display());
+        let changed = changed_keys(&old, &new);
+        info!(
+            "reloaded {} (changed: {})",
+            self.config_path.display(),
+            if changed.is_empty() {
+                "nothing".to_string()
+            } else {
+                changed.join(" ")
+            }
+        );
     }
 
     /// Opens listeners the new config adds and closes those it dropped. A listener that cannot
@@ -236,4 +245,42 @@ fn warn_about_lost_protection(old: &Config, new: &Config) {
             _ => {}
         }
     }
+}
+
+/// The dotted keys whose effective value differs between two configs, in file order (from
+/// `to_toml`, so every key is compared, including keys added later; an inline password shows
+/// as redacted in both, and its change is warned about separately).
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+        for (k, v) in table {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(t) => flatten(&key, t, out),
+                v => out.push((key, v.clone())),
+            }
+        }
+    }
+    let flat = |c: &Config| {
+        let mut out = Vec::new();
+        let table: toml::Table = toml::from_str(&c.to_toml()).unwrap_or_default();
+        flatten("", &table, &mut out);
+        out
+    };
+    let (before, after) = (flat(old), flat(new));
+    let mut changed: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| !before.iter().any(|(bk, bv)| bk == k && bv == v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    // Keys left out of the rendering (an operator listener turned off).
+    for (k, _) in &before {
+        if !after.iter().any(|(ak, _)| ak == k) {
+            changed.push(k.clone());
+        }
+    }
+    changed
 }
