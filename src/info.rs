@@ -117,6 +117,9 @@ fn stats(v: &View<'_>, out: &mut String) {
             s.reason(reason).count,
         );
     }
+    line(out, "auth_failures", s.auth_failures);
+    line(out, "auth_lockouts", s.auth_lockouts);
+    line(out, "auth_tracked_addresses", s.auth_tracked);
     line(out, "busy_poll_windows", s.busy_poll.opened);
     line(out, "busy_poll_windows_caught", s.busy_poll.caught);
     line(out, "config_reloads", s.reloads);

@@ -27,6 +27,9 @@ pub mod names {
     pub const DETECTION_LATENCY: &str = "vigild_detection_latency_seconds";
     pub const SESSION_LIFETIME: &str = "vigild_session_lifetime_seconds";
     pub const RELOADS: &str = "vigild_reloads_total";
+    pub const AUTH_FAILURES: &str = "vigild_auth_failures_total";
+    pub const AUTH_LOCKOUTS: &str = "vigild_auth_lockouts_total";
+    pub const AUTH_TRACKED: &str = "vigild_auth_tracked_addresses";
     pub const BUSY_POLL_WINDOWS: &str = "vigild_busy_poll_windows_total";
     pub const BUSY_POLL_CAUGHT: &str = "vigild_busy_poll_windows_caught_total";
     pub const LAST_RELOAD_SUCCESS: &str = "vigild_last_reload_success";
@@ -157,6 +160,7 @@ pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
             &LIFETIME_BUCKETS_MS,
         );
     }
+    auth(stats, out);
     scalar(
         out,
         names::BUSY_POLL_WINDOWS,
@@ -211,6 +215,32 @@ pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
         u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
     );
     out.push('\n');
+}
+
+/// Failed passwords and the per-address lockouts (src/auth_throttle.rs); throttled attempts
+/// and auth timeouts are reap reasons.
+fn auth(stats: &Stats, out: &mut String) {
+    scalar(
+        out,
+        names::AUTH_FAILURES,
+        "counter",
+        "Wrong passwords compared (AUTH, HELLO ... AUTH).",
+        stats.auth_failures,
+    );
+    scalar(
+        out,
+        names::AUTH_LOCKOUTS,
+        "counter",
+        "Times a source address (IPv6: a /64) was locked out after server.auth_failures_before_backoff wrong passwords.",
+        stats.auth_lockouts,
+    );
+    scalar(
+        out,
+        names::AUTH_TRACKED,
+        "gauge",
+        "Source addresses in the table of failed passwords now (bounded).",
+        stats.auth_tracked,
+    );
 }
 
 /// The presence counters (docs/presence.md).

@@ -39,6 +39,11 @@ pub enum ReapReason {
     SlowConsumer,
     /// Too many wrong passwords (`auth::MAX_FAILURES`) on one session.
     AuthFailed,
+    /// Not authenticated within `server.auth_timeout` of connecting (with a password set).
+    AuthTimeout,
+    /// Sent `AUTH` while its address was locked out after failed passwords
+    /// (`server.auth_failures_before_backoff`); refused without comparing.
+    AuthThrottled,
     /// An operator's `CLIENT KILL`.
     Killed,
     /// Another session took its name.
@@ -51,7 +56,7 @@ pub enum ReapReason {
 
 impl ReapReason {
     /// Every reason, in the order statistics list them.
-    pub const ALL: [ReapReason; 15] = [
+    pub const ALL: [ReapReason; 17] = [
         ReapReason::Closed,
         ReapReason::Quit,
         ReapReason::Reset,
@@ -63,6 +68,8 @@ impl ReapReason {
         ReapReason::ProtocolError,
         ReapReason::SlowConsumer,
         ReapReason::AuthFailed,
+        ReapReason::AuthTimeout,
+        ReapReason::AuthThrottled,
         ReapReason::Killed,
         ReapReason::Replaced,
         ReapReason::Shutdown,
@@ -83,6 +90,8 @@ impl ReapReason {
             ReapReason::ProtocolError => "protocol-error",
             ReapReason::SlowConsumer => "slow-consumer",
             ReapReason::AuthFailed => "auth-failed",
+            ReapReason::AuthTimeout => "auth-timeout",
+            ReapReason::AuthThrottled => "auth-throttled",
             ReapReason::Killed => "killed",
             ReapReason::Replaced => "replaced",
             ReapReason::Shutdown => "shutdown",
@@ -123,6 +132,8 @@ impl ReapReason {
             | ReapReason::ProtocolError
             | ReapReason::SlowConsumer
             | ReapReason::AuthFailed
+            | ReapReason::AuthTimeout
+            | ReapReason::AuthThrottled
             | ReapReason::Error => Level::Warn,
         }
     }

@@ -59,6 +59,9 @@ pub struct Session {
     pub authenticated: bool,
     /// Wrong passwords sent on this session (see `auth::MAX_FAILURES`).
     pub auth_failures: u32,
+    /// Passwords its address may still have compared, set by the loop before requests run
+    /// (see `auth_throttle.rs`).
+    pub guess_budget: crate::auth::GuessBudget,
 }
 
 /// A request that spans reads. Boxed in the session, so that the much more common session with
@@ -95,6 +98,7 @@ impl Session {
             proto: crate::resp::Proto::Resp2,
             authenticated: false,
             auth_failures: 0,
+            guess_budget: crate::auth::GuessBudget::Unlimited,
         }
     }
 

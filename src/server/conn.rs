@@ -195,6 +195,7 @@ impl Server {
             // A stale event for a session reaped earlier this turn.
             return;
         }
+        self.refresh_guess_budget(token, now);
         if let Err(errno) = self.flush_pending(token) {
             return self.reap(token, Cause::Errno(errno), now);
         }
