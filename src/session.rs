@@ -72,6 +72,10 @@ pub struct Unfinished {
     /// When its first byte arrived: a request must be completed within `session.idle_timeout`
     /// of it (so a client dribbling bytes counts as idle).
     pub since: Instant,
+    /// The bytes were not (all) parsed because the session's pending output reached
+    /// `session.max_output_bytes`: they may hold complete requests, to be run, before any
+    /// further read, once the output drains below the limit.
+    pub held: bool,
 }
 
 impl Session {
@@ -101,6 +105,15 @@ impl Session {
     /// Bytes queued for the peer and not yet written.
     pub fn pending_output(&self) -> usize {
         self.output.len() - self.output_pos
+    }
+
+    /// The bytes of input waiting unexecuted for lack of output room, if any (see
+    /// [`Unfinished::held`]).
+    pub fn held_input(&self) -> Option<usize> {
+        self.unfinished
+            .as_ref()
+            .filter(|u| u.held)
+            .map(|u| u.bytes.len())
     }
 
     /// The interest this session needs now: readable until it is closing, writable while

@@ -81,10 +81,12 @@ enum Input {
     Failed(i32),
 }
 
-/// What every request of a session is checked against: the size limit and the password.
+/// What every request of a session is checked against: the size limits and the password.
 #[derive(Clone, Copy)]
 struct Policy<'a> {
     max_request_bytes: usize,
+    /// At or above this much pending output, the session's requests wait unexecuted.
+    max_output_bytes: usize,
     password: Option<&'a Password>,
 }
 
@@ -92,13 +94,64 @@ impl<'a> Policy<'a> {
     fn of(config: &'a Config) -> Policy<'a> {
         Policy {
             max_request_bytes: config.session.max_request_bytes,
+            max_output_bytes: config.session.max_output_bytes,
             password: config.server.password.as_ref(),
         }
     }
 }
 
-/// Parses and runs every complete request in `input`, appending replies to `out`. Returns the
-/// number of bytes consumed and what to do next. `resume` must describe `input`'s first request
+/// How much unexecuted input a paused session may hold (see the module docs): one request at
+/// the limit plus one turn's reads. A client that sends more than this while it does not read
+/// its replies is a slow consumer.
+pub(super) fn held_input_limit(max_request_bytes: usize) -> usize {
+    max_request_bytes.saturating_add(MAX_READS_PER_TURN * READ_BUF_BYTES)
+}
+
+/// Above this capacity the loop's output buffer is given back after a batch (a spike of
+/// replies, up to `max_output_bytes` and one reply); below it the capacity is kept, so the
+/// common batch allocates nothing.
+const OUT_BUF_KEEP_BYTES: usize = 4 * READ_BUF_BYTES;
+/// Above this many argument ranges (16 bytes each) the loop's argument list is given back.
+const ARGS_KEEP: usize = 1024;
+
+/// How far [`run_requests`] got.
+struct Ran {
+    /// Bytes of input consumed.
+    used: usize,
+    step: Step,
+    /// It stopped before the next request because the session's pending output reached
+    /// `max_output_bytes`: the rest of the input waits (paused), unparsed.
+    held: bool,
+}
+
+/// One `read` of a session's socket, `Interrupted` retried.
+enum Received {
+    Bytes(usize),
+    /// FIN.
+    Closed,
+    WouldBlock,
+    Failed(i32),
+}
+
+fn receive(session: &mut Session, buf: &mut [u8]) -> Received {
+    loop {
+        return match session.stream.read(buf) {
+            Ok(0) => Received::Closed,
+            Ok(n) => Received::Bytes(n),
+            Err(e) => match classify(&e) {
+                IoClass::Retry => continue,
+                IoClass::WouldBlock => Received::WouldBlock,
+                IoClass::Exhausted(errno) | IoClass::Fatal(errno) => Received::Failed(errno),
+            },
+        };
+    }
+}
+
+/// Parses and runs the complete requests in `input`, appending replies to `out` (which holds
+/// only this session's replies), until the input is used up, a step needs the loop, or the
+/// session's pending output (queued in the session plus `out`) reaches `max_output_bytes`:
+/// then the rest waits, and [`Ran::held`] says so. A reply is never cut: the request that
+/// crosses the limit is answered in full. `resume` must describe `input`'s first request
 /// (`Fresh` unless `input` is an unfinished request grown by a read); it is left describing the
 /// unfinished request after the consumed bytes (`Fresh` when none is).
 fn run_requests(
@@ -109,14 +162,25 @@ fn run_requests(
     out: &mut Vec<u8>,
     policy: Policy<'_>,
     now: Instant,
-) -> (usize, Step) {
+) -> Ran {
     let Policy {
         max_request_bytes,
+        max_output_bytes,
         password,
     } = policy;
     let mut pos = 0;
     let mut state = std::mem::take(resume);
     while pos < input.len() {
+        // One addition and one comparison per request: the fast path pays nothing more.
+        if session.pending_output() + out.len() >= max_output_bytes {
+            // At a request boundary, so `state` is `Fresh`.
+            *resume = state;
+            return Ran {
+                used: pos,
+                step: Step::Continue,
+                held: true,
+            };
+        }
         let rest = &input[pos..];
         // Per request: a session that authenticates mid-pipeline gets the full limit for the
         // requests after its AUTH.
@@ -138,7 +202,11 @@ fn run_requests(
                 };
                 if step != Step::Continue {
                     // Close, or a rename the loop must apply before the next request runs.
-                    return (pos, step);
+                    return Ran {
+                        used: pos,
+                        step,
+                        held: false,
+                    };
                 }
             }
             Err(e) => {
@@ -148,11 +216,19 @@ fn run_requests(
                     }
                     e => resp::write_error(out, &format!("ERR {e}")),
                 }
-                return (input.len(), Step::Close(ReapReason::ProtocolError));
+                return Ran {
+                    used: input.len(),
+                    step: Step::Close(ReapReason::ProtocolError),
+                    held: false,
+                };
             }
         }
     }
-    (pos, Step::Continue)
+    Ran {
+        used: pos,
+        step: Step::Continue,
+        held: false,
+    }
 }
 
 /// Runs the requests waiting in the session's unfinished bytes; keeps what is left of them
@@ -167,7 +243,7 @@ fn run_unfinished(
     let Some(mut pending) = session.unfinished.take() else {
         return Step::Continue;
     };
-    let (used, step) = run_requests(
+    let ran = run_requests(
         &pending.bytes,
         &mut pending.resume,
         session,
@@ -176,15 +252,16 @@ fn run_unfinished(
         policy,
         now,
     );
-    if step.keeps_input() && used < pending.bytes.len() {
-        pending.bytes.drain(..used);
+    if ran.step.keeps_input() && ran.used < pending.bytes.len() {
+        pending.bytes.drain(..ran.used);
         // Something before it was consumed: the request now waiting started in this read.
-        if used > 0 {
+        if ran.used > 0 {
             pending.since = now;
         }
+        pending.held = ran.held;
         session.unfinished = Some(pending);
     }
-    step
+    ran.step
 }
 
 /// Writes `data` until done or `WouldBlock`. Returns the bytes written, or the fatal errno.
@@ -228,7 +305,9 @@ impl Server {
         self.settle(token, now);
     }
 
-    /// Reads until `WouldBlock` (or the cap), answering requests as they complete.
+    /// Reads until `WouldBlock` (or the cap), answering requests as they complete. Requests
+    /// held back for lack of output room run first, once the output is below the limit again;
+    /// while it is not, input is read (up to [`held_input_limit`]) but not executed.
     fn read_input(&mut self, token: Token, now: Instant, wake: Wake) -> Input {
         for _ in 0..MAX_READS_PER_TURN {
             let Server {
@@ -243,41 +322,60 @@ impl Server {
             let Some(session) = sessions.get_mut(token) else {
                 return Input::Drained;
             };
-            if session.closing.is_some() {
-                return Input::Drained;
-            }
-            let n = match session.stream.read(read_buf) {
-                // FIN: answer what was already received, then close.
-                Ok(0) => return Input::Closing(ReapReason::Closed),
-                Ok(n) => n,
-                Err(e) => match classify(&e) {
-                    IoClass::Retry => continue,
-                    IoClass::WouldBlock => return Input::Drained,
-                    IoClass::Exhausted(errno) | IoClass::Fatal(errno) => {
-                        return Input::Failed(errno)
-                    }
-                },
-            };
-            session.bytes_in += n as u64;
-            session.last_rx = now;
-            out_buf.clear();
+            let held = session.held_input();
+            let over = session.pending_output() >= policy.max_output_bytes;
             let failures_before = session.auth_failures;
-            let mut step = if let Some(pending) = session.unfinished.as_mut() {
-                pending.bytes.extend_from_slice(&read_buf[..n]);
+            out_buf.clear();
+            let mut read = None;
+            let mut step = if held.is_some() && !over {
+                // Resume: the output drained below the limit (a FIN received meanwhile does
+                // not cancel requests that arrived before it).
                 run_unfinished(session, args, out_buf, policy, now)
             } else {
-                let input = &read_buf[..n];
-                let mut resume = Resume::Fresh;
-                let (used, step) =
-                    run_requests(input, &mut resume, session, args, out_buf, policy, now);
-                if step.keeps_input() && used < n {
-                    session.unfinished = Some(Box::new(Unfinished {
-                        bytes: input[used..].to_vec(),
-                        resume,
-                        since: now,
-                    }));
+                if session.closing.is_some() {
+                    return Input::Drained;
                 }
-                step
+                if held.is_some_and(|n| n >= held_input_limit(policy.max_request_bytes)) {
+                    // Paused and full: `settle` reaps it as a slow consumer.
+                    return Input::Drained;
+                }
+                let n = match receive(session, read_buf) {
+                    // FIN: answer what was already received, then close.
+                    Received::Closed => return Input::Closing(ReapReason::Closed),
+                    Received::Bytes(n) => n,
+                    Received::WouldBlock => return Input::Drained,
+                    Received::Failed(errno) => return Input::Failed(errno),
+                };
+                session.bytes_in += n as u64;
+                session.last_rx = now;
+                read = Some(n);
+                if let (Some(pending), true) = (session.unfinished.as_mut(), over) {
+                    // Paused: kept, not run (the output is at its limit); they run first
+                    // once it drains.
+                    pending.bytes.extend_from_slice(&read_buf[..n]);
+                    pending.held = true;
+                    if wake == Wake::Edge && n < READ_BUF_BYTES {
+                        return Input::Drained;
+                    }
+                    continue;
+                }
+                if let Some(pending) = session.unfinished.as_mut() {
+                    pending.bytes.extend_from_slice(&read_buf[..n]);
+                    run_unfinished(session, args, out_buf, policy, now)
+                } else {
+                    let input = &read_buf[..n];
+                    let mut resume = Resume::Fresh;
+                    let ran = run_requests(input, &mut resume, session, args, out_buf, policy, now);
+                    if ran.step.keeps_input() && ran.used < n {
+                        session.unfinished = Some(Box::new(Unfinished {
+                            bytes: input[ran.used..].to_vec(),
+                            resume,
+                            since: now,
+                            held: ran.held,
+                        }));
+                    }
+                    ran.step
+                }
             };
             // A rename needs the whole loop (the name index, events, maybe a reap); the
             // requests after it wait in the unfinished bytes until it is done.
@@ -309,17 +407,14 @@ impl Server {
             if let Step::Close(reason) = step {
                 return Input::Closing(reason);
             }
-            // Over its output limit: it will be reaped as a slow consumer; reading (and
-            // answering) more of its pipeline would only be wasted work.
-            let max_output = self.config.session.max_output_bytes;
-            if self
-                .sessions
-                .get(token)
-                .is_some_and(|s| s.pending_output() > max_output)
+            // Over its output limit with requests waiting: the next round reads without
+            // running (or resumes, if the kernel took the batch).
+            if read.is_some_and(|n| wake == Wake::Edge && n < READ_BUF_BYTES)
+                && self
+                    .sessions
+                    .get(token)
+                    .is_some_and(|s| s.held_input().is_none())
             {
-                return Input::Drained;
-            }
-            if wake == Wake::Edge && n < READ_BUF_BYTES {
                 return Input::Drained;
             }
         }
@@ -330,7 +425,10 @@ impl Server {
     /// them, otherwise behind the queue. What the kernel refuses is kept in the session.
     fn queue_output(&mut self, token: Token) -> Result<(), i32> {
         let Server {
-            sessions, out_buf, ..
+            sessions,
+            out_buf,
+            args,
+            ..
         } = self;
         if out_buf.is_empty() {
             return Ok(());
@@ -349,6 +447,14 @@ impl Server {
             session.output.extend_from_slice(out_buf);
         }
         out_buf.clear();
+        // After a spike (a batch of large replies), give the memory back; the loop's buffers
+        // return to their usual size instead of keeping the largest batch ever built.
+        if out_buf.capacity() > OUT_BUF_KEEP_BYTES {
+            *out_buf = Vec::with_capacity(READ_BUF_BYTES);
+        }
+        if args.capacity() > ARGS_KEEP {
+            *args = Vec::with_capacity(16);
+        }
         Ok(())
     }
 
@@ -378,17 +484,20 @@ impl Server {
         Ok(())
     }
 
-    /// After I/O: reap a session that is done or over its output limit, else re-arm interest.
+    /// After I/O: reap a session that is done or a slow consumer, else re-arm interest.
     fn settle(&mut self, token: Token, now: Instant) {
         let max_output = self.config.session.max_output_bytes;
+        let held_limit = held_input_limit(self.config.session.max_request_bytes);
         let Some(session) = self.sessions.get_mut(token) else {
             return;
         };
         let pending = session.pending_output();
-        if pending > max_output {
+        let held = session.held_input();
+        if pending >= max_output && held.is_some_and(|n| n >= held_limit) {
+            // Paused (output at its limit), and still sending: it does not read its replies.
             return self.reap(token, Cause::Reason(ReapReason::SlowConsumer), now);
         }
-        if let (Some(reason), 0) = (session.closing, pending) {
+        if let (Some(reason), 0, None) = (session.closing, pending, held) {
             return self.reap(token, Cause::Reason(reason), now);
         }
         let wanted = session.wanted_interest();
