@@ -87,6 +87,9 @@ struct Policy<'a> {
     max_request_bytes: usize,
     /// At or above this much pending output, the session's requests wait unexecuted.
     max_output_bytes: usize,
+    /// Bytes of replies this batch may add before the rest of the input waits: what is left
+    /// below `max_output_bytes`, and of the session's share of this loop turn.
+    room: usize,
     password: Option<&'a Password>,
 }
 
@@ -95,8 +98,18 @@ impl<'a> Policy<'a> {
         Policy {
             max_request_bytes: config.session.max_request_bytes,
             max_output_bytes: config.session.max_output_bytes,
+            room: usize::MAX,
             password: config.server.password.as_ref(),
         }
+    }
+
+    /// With [`Policy::room`] set for `session`, which built `built` bytes of replies this turn.
+    fn for_batch(mut self, session: &Session, built: usize) -> Policy<'a> {
+        let below_limit = self
+            .max_output_bytes
+            .saturating_sub(session.pending_output());
+        self.room = below_limit.min(OUTPUT_PER_TURN.saturating_sub(built));
+        self
     }
 }
 
@@ -106,6 +119,13 @@ impl<'a> Policy<'a> {
 pub(super) fn held_input_limit(max_request_bytes: usize) -> usize {
     max_request_bytes.saturating_add(MAX_READS_PER_TURN * READ_BUF_BYTES)
 }
+
+/// Bytes of replies one session may have built per loop turn (then it is revisited next turn),
+/// as reads are capped at 256 KiB: with the `max_output_bytes` limit alone, a pipeline of
+/// cheap requests with large replies (`CLIENT INFO` asks a dozen `getsockopt`s) ran 1 MiB of
+/// replies per resume, up to 4 MiB per turn, and held a control client's `PING` for 135 ms
+/// (debug build).
+const OUTPUT_PER_TURN: usize = MAX_READS_PER_TURN * READ_BUF_BYTES;
 
 /// Above this capacity the loop's output buffer is given back after a batch (a spike of
 /// replies, up to `max_output_bytes` and one reply); below it the capacity is kept, so the
@@ -165,14 +185,15 @@ fn run_requests(
 ) -> Ran {
     let Policy {
         max_request_bytes,
-        max_output_bytes,
+        room,
         password,
+        ..
     } = policy;
     let mut pos = 0;
     let mut state = std::mem::take(resume);
     while pos < input.len() {
-        // One addition and one comparison per request: the fast path pays nothing more.
-        if session.pending_output() + out.len() >= max_output_bytes {
+        // One comparison per request: the fast path pays nothing more.
+        if out.len() >= room {
             // At a request boundary, so `state` is `Fresh`.
             *resume = state;
             return Ran {
@@ -309,6 +330,8 @@ impl Server {
     /// held back for lack of output room run first, once the output is below the limit again;
     /// while it is not, input is read (up to [`held_input_limit`]) but not executed.
     fn read_input(&mut self, token: Token, now: Instant, wake: Wake) -> Input {
+        // Replies built for this session this turn (see OUTPUT_PER_TURN).
+        let mut built = 0;
         for _ in 0..MAX_READS_PER_TURN {
             let Server {
                 sessions,
@@ -318,12 +341,16 @@ impl Server {
                 config,
                 ..
             } = self;
-            let policy = Policy::of(config);
             let Some(session) = sessions.get_mut(token) else {
                 return Input::Drained;
             };
+            let policy = Policy::of(config).for_batch(session, built);
             let held = session.held_input();
             let over = session.pending_output() >= policy.max_output_bytes;
+            if held.is_some() && !over && built >= OUTPUT_PER_TURN {
+                // Its share of this turn is used: the held requests run on the next one.
+                return Input::Capped;
+            }
             let failures_before = session.auth_failures;
             out_buf.clear();
             let mut read = None;
@@ -388,10 +415,10 @@ impl Server {
                     config,
                     ..
                 } = self;
-                let policy = Policy::of(config);
                 let Some(session) = sessions.get_mut(token) else {
                     return Input::Drained;
                 };
+                let policy = Policy::of(config).for_batch(session, built);
                 step = run_unfinished(session, args, out_buf, policy, now);
             }
             let Some(session) = self.sessions.get(token) else {
@@ -401,6 +428,7 @@ impl Server {
             if failures > 0 {
                 self.auth_failed(token, failures, now);
             }
+            built += self.out_buf.len();
             if let Err(errno) = self.queue_output(token) {
                 return Input::Failed(errno);
             }

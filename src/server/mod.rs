@@ -181,6 +181,8 @@ impl Server {
         level_source: LevelSource,
         activated: Option<Vec<Activated>>,
     ) -> Result<Server, StartError> {
+        // Before the first large buffer: see there why.
+        crate::sys::fix_mmap_threshold();
         let poll = Poll::new().map_err(StartError::Poll)?;
         let mut signals = Signals::new([
             signal_hook::consts::SIGTERM,
