@@ -295,7 +295,11 @@ impl Server {
 
     /// Time until the nearest deadline; zero when work was left over from this turn.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.revisit.is_empty() || self.accept_revisit || !self.deferred.is_empty() {
+        if !self.revisit.is_empty()
+            || self.accept_revisit
+            || !self.deferred.is_empty()
+            || self.presence_backlog()
+        {
             return Some(Duration::ZERO);
         }
         let deadlines = [
