@@ -363,3 +363,284 @@ fn a_paused_pipeline_resumes_in_order_when_the_client_reads() {
     assert_eq!(reap["reason"], "closed", "{reap:?}");
     g.release(&d, "paused pipeline resumes");
 }
+
+/// One RESP value as the tests read it: a line (`+`, `-`, `:`), a bulk (`$`), or an array of
+/// those.
+#[derive(Debug, PartialEq)]
+enum Value {
+    Line(String),
+    Bulk(Vec<u8>),
+    Nil,
+    Array(Vec<Value>),
+}
+
+fn read_value(r: &mut impl BufRead) -> Value {
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line).expect("a RESP line");
+    assert!(
+        line.ends_with(b"\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&line)
+    );
+    let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+    match text.as_bytes().first() {
+        Some(b'$') if text == "$-1" => Value::Nil,
+        Some(b'$') => {
+            let len: usize = text[1..].parse().expect("bulk length");
+            let mut body = vec![0; len + 2];
+            r.read_exact(&mut body).expect("bulk body");
+            body.truncate(len);
+            Value::Bulk(body)
+        }
+        Some(b'*') | Some(b'>') => {
+            let n: usize = text[1..].parse().expect("array length");
+            Value::Array((0..n).map(|_| read_value(r)).collect())
+        }
+        _ => Value::Line(text),
+    }
+}
+
+/// A raw connection to the admin listener, with a buffered reader beside it.
+fn admin_raw(d: &Daemon) -> (TcpStream, BufReader<TcpStream>) {
+    let s = TcpStream::connect(d.ops_listener("admin")).expect("connect to the admin listener");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let r = BufReader::with_capacity(64 * 1024, s.try_clone().unwrap());
+    (s, r)
+}
+
+/// `*N $.. words..` for the admin listener.
+fn command(words: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", words.len()).into_bytes();
+    for w in words {
+        out.extend_from_slice(format!("${}\r\n", w.len()).as_bytes());
+        out.extend_from_slice(w);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The case: 1024 subscriptions with 60 KB names (about 64 MB kept per connection
+/// before, and not given back after close). Now each is refused; then 1024 names of 200 bytes:
+/// 327 fit in `admin.max_subscription_bytes` (64 KiB), the rest are refused, and the connection
+/// stays usable throughout.
+#[test]
+fn long_or_too_many_subscription_names_are_refused_and_memory_returns() {
+    let _cpu = alone();
+    let d = Daemon::start(ADMIN);
+    let g = Guard::start(&d);
+    let (mut s, mut r) = admin_raw(&d);
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..1024usize {
+                let mut name = format!("{i:04}").into_bytes();
+                name.resize(60_000, b'c');
+                s.write_all(&command(&[b"SUBSCRIBE", &name])).unwrap();
+            }
+        })
+    };
+    for i in 0..1024 {
+        match read_value(&mut r) {
+            Value::Line(l) => assert_eq!(
+                l, "-ERR channel name is 60000 bytes, at most 256 (admin.max_channel_bytes)",
+                "SUBSCRIBE {i}"
+            ),
+            other => panic!("SUBSCRIBE {i}: {other:?}"),
+        }
+    }
+    writer.join().unwrap();
+    let mut confirmed = 0;
+    let mut refused = 0;
+    for batch in 0..16usize {
+        let names: Vec<Vec<u8>> = (0..64)
+            .map(|j| {
+                let mut n = format!("{:04}", batch * 64 + j).into_bytes();
+                n.resize(200, b'd');
+                n
+            })
+            .collect();
+        let mut words: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+        words.extend(names.iter().map(|n| n.as_slice()));
+        s.write_all(&command(&words)).unwrap();
+        for _ in 0..64 {
+            match read_value(&mut r) {
+                Value::Array(v) => {
+                    confirmed += 1;
+                    assert_eq!(v[2], Value::Line(format!(":{confirmed}")), "{v:?}");
+                }
+                Value::Line(l) if l.contains("(admin.max_subscription_bytes)") => refused += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!((confirmed, refused), (327, 1024 - 327));
+    // Still a working (subscribed) connection.
+    s.write_all(&command(&[b"PING"])).unwrap();
+    assert_eq!(
+        read_value(&mut r),
+        Value::Array(vec![Value::Bulk(b"pong".to_vec()), Value::Bulk(vec![])])
+    );
+    let hwm = g.hwm_growth_kb(&d);
+    eprintln!("subscriptions: {confirmed} held, {refused} + 1024 refused; VmHWM +{hwm} KiB");
+    assert!(hwm < 8 * 1024, "VmHWM grew by {hwm} KiB");
+    drop(r);
+    drop(s);
+    g.release(&d, "long subscription names");
+}
+
+/// Reads presence frames until `PING`'s `pong` arrives; returns the event of each, as
+/// (kind of frame, pattern or channel, seq, event name).
+fn frames_until_pong(r: &mut impl BufRead) -> Vec<(String, String, u64, String)> {
+    let mut got = Vec::new();
+    loop {
+        let Value::Array(v) = read_value(r) else {
+            panic!("not a frame");
+        };
+        let text = |x: &Value| match x {
+            Value::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+            other => format!("{other:?}"),
+        };
+        let kind = text(&v[0]);
+        if kind == "pong" {
+            return got;
+        }
+        let json: serde_json::Value = serde_json::from_str(&text(&v[v.len() - 1])).unwrap();
+        got.push((
+            kind,
+            text(&v[1]),
+            json["seq"].as_u64().unwrap(),
+            json["event"].as_str().unwrap().to_string(),
+        ));
+    }
+}
+
+/// A pattern (or channel) subscribed twice is one subscription, as in Redis: the same count in
+/// each confirmation, and each event once per pattern, once per channel.
+#[test]
+fn a_duplicate_pattern_is_one_subscription_and_delivers_once() {
+    let _cpu = alone();
+    let d = Daemon::start(ADMIN);
+    let (mut s, mut r) = admin_raw(&d);
+    s.write_all(&command(&[b"PSUBSCRIBE", b"pres*", b"pres*"]))
+        .unwrap();
+    s.write_all(&command(&[b"PSUBSCRIBE", b"pres*"])).unwrap();
+    s.write_all(&command(&[b"SUBSCRIBE", b"presence", b"presence"]))
+        .unwrap();
+    let counts: Vec<Value> = (0..5)
+        .map(|_| match read_value(&mut r) {
+            Value::Array(mut v) => v.pop().unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let n = |k: &str| Value::Line(format!(":{k}"));
+    assert_eq!(counts, vec![n("1"), n("1"), n("1"), n("2"), n("2")]);
+    let mut c = TcpStream::connect(d.addr).unwrap();
+    c.write_all(b"PING\r\n").unwrap();
+    assert_eq!(read_line(&mut c).unwrap(), "+PONG");
+    drop(c);
+    // The joined and left events, each once by channel and once by pattern, then the pong.
+    let mut got = Vec::new();
+    wait_until(Duration::from_secs(5), "the joined and left events", || {
+        s.write_all(&command(&[b"PING"])).unwrap();
+        got.extend(frames_until_pong(&mut r));
+        got.len() >= 4
+    });
+    let kinds: Vec<(&str, &str, &str)> = got
+        .iter()
+        .map(|(k, p, _, e)| (k.as_str(), p.as_str(), e.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("message", "presence", "joined"),
+            ("pmessage", "pres*", "joined"),
+            ("message", "presence", "left"),
+            ("pmessage", "pres*", "left"),
+        ]
+    );
+}
+
+/// A burst of events (a client pipelining 400 `CLIENT SETNAME`s in one write) to a subscriber
+/// holding 256 patterns that all match `presence`: 100,000 frames, which one turn built all at
+/// once before. Delivery is spread over turns (1 MiB of frames each), the control client's
+/// `PING` stays fast, and the subscriber gets every event once per pattern, in order.
+#[test]
+fn a_fan_out_burst_is_spread_over_turns_in_order() {
+    let _cpu = alone();
+    const PATTERNS: usize = 256;
+    const RENAMES: u64 = 400;
+    let d = Daemon::start(&format!(
+        "[session]\nmax_output_bytes = 67108864\n{ADMIN}[log]\nlevel = \"info\"\n"
+    ));
+    let (mut s, mut r) = admin_raw(&d);
+    let patterns: Vec<Vec<u8>> = (0..PATTERNS)
+        .map(|i| format!("[p{i}]*").into_bytes())
+        .collect();
+    let mut words: Vec<&[u8]> = vec![b"PSUBSCRIBE"];
+    words.extend(patterns.iter().map(|p| p.as_slice()));
+    s.write_all(&command(&words)).unwrap();
+    for i in 0..PATTERNS {
+        match read_value(&mut r) {
+            Value::Array(v) => assert_eq!(v[2], Value::Line(format!(":{}", i + 1))),
+            other => panic!("{other:?}"),
+        }
+    }
+    let g = Guard::start(&d);
+    // The subscriber reads everything as it comes, counting frames per event.
+    let reader = std::thread::spawn(move || {
+        let mut per_seq: Vec<(u64, usize)> = Vec::new();
+        let mut named = 0;
+        while named < RENAMES {
+            let Value::Array(v) = read_value(&mut r) else {
+                panic!("not a frame");
+            };
+            let Value::Bulk(json) = &v[3] else {
+                panic!("{v:?}");
+            };
+            let json: serde_json::Value = serde_json::from_slice(json).unwrap();
+            let seq = json["seq"].as_u64().unwrap();
+            match per_seq.last_mut() {
+                Some((last, n)) if *last == seq => *n += 1,
+                _ => {
+                    if json["event"] == "named" {
+                        named += 1;
+                    }
+                    per_seq.push((seq, 1));
+                }
+            }
+        }
+        // The last event's frames.
+        while per_seq.last().is_some_and(|(_, n)| *n < PATTERNS) {
+            let _ = read_value(&mut r);
+            per_seq.last_mut().unwrap().1 += 1;
+        }
+        per_seq
+    });
+    let mut c = TcpStream::connect(d.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let burst: String = (0..RENAMES)
+        .map(|i| format!("CLIENT SETNAME n{i}\r\n"))
+        .collect();
+    let started = Instant::now();
+    c.write_all(burst.as_bytes()).unwrap();
+    let per_seq = reader.join().unwrap();
+    let took = started.elapsed();
+    // Every event, each once per pattern, numbers consecutive (none lost, none twice).
+    assert!(per_seq.iter().all(|(_, n)| *n == PATTERNS), "{per_seq:?}");
+    for w in per_seq.windows(2) {
+        assert_eq!(w[1].0, w[0].0 + 1, "events out of order or missing: {w:?}");
+    }
+    eprintln!(
+        "fan-out: {} events x {PATTERNS} patterns delivered in {took:?}",
+        per_seq.len()
+    );
+    let mut ok = BufReader::new(c.try_clone().unwrap());
+    for _ in 0..RENAMES {
+        assert_eq!(read_value(&mut ok), Value::Line("+OK".into()));
+    }
+    drop(ok);
+    drop(c);
+    // The subscriber was there before the baseline; it leaves after the check.
+    g.release(&d, "fan-out burst");
+    drop(s);
+}
