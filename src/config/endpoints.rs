@@ -164,7 +164,8 @@ impl OpsListenerConfig {
     fn to_raw(&self) -> RawOpsListener {
         // The subscription bounds only when not the default: `[metrics]` refuses them, and
         // there they are always the default.
-        let unless_default = |v: usize, d: usize| (v != d).then(|| RawInt(v as i64));
+        let unless_default =
+            |v: usize, d: usize| (v != d).then_some(RawInt(i64::try_from(v).unwrap_or(i64::MAX)));
         RawOpsListener {
             listen: self.listen.as_ref().map(|e| e.to_string()),
             allow_remote: Some(self.allow_remote),
