@@ -3,7 +3,9 @@
 //! A session holds no heap buffers while it is idle: requests are read into a buffer the event
 //! loop owns, and a session keeps only the unfinished tail of a request (`unfinished`, boxed:
 //! `None` unless a request spans reads) and output the kernel did not take yet (`output`, an
-//! empty `Vec` when idle). An idle session is its table entry and nothing else.
+//! empty `Vec` when idle). An idle session is its table entry and nothing else. A session
+//! whose output reached `session.max_output_bytes` keeps its unexecuted requests in
+//! `unfinished` too, marked [`Unfinished::held`] (see `server/conn.rs`).
 //!
 //! The table also keeps the name index (name → the sessions holding it, oldest first) for
 //! `CLIENT LOOKUP` and `session.unique_names`. It is maintained in exactly two places:

@@ -4,6 +4,32 @@
 //! copied into the session. Replies go into the loop's output buffer and are written straight
 //! away; only what the kernel does not take is copied into the session. So an idle session
 //! holds no buffers, and a fast client costs no allocation per request.
+//!
+//! Output is accounted per request, not per read. Before each request, the session's pending
+//! output (queued in the session, plus its replies built so far in the loop's buffer) is
+//! compared with `session.max_output_bytes`; at the limit the session is *paused*: the rest of
+//! its input waits unparsed in its unfinished bytes (marked held), and runs, before anything
+//! else is read, once a write brings the output below the limit again (the writable event
+//! after the client reads). A reply is never cut, so pending output stays below the limit plus
+//! one reply. One session also builds at most `OUTPUT_PER_TURN` (256 KiB) of replies per loop
+//! turn, as it reads at most 256 KiB; the rest waits for the next turn. Before this, one 13 KB
+//! write of `CLIENT INFO` × 1000 built 170 MiB of replies in one go.
+//!
+//! When a paused session is a slow consumer: while paused it is still read, but not run, up to
+//! [`held_input_limit`] (`max_request_bytes` + 256 KiB) of waiting input; a client that sends
+//! more than that while its replies wait at the limit is not reading them, and is reaped
+//! (`slow-consumer`) in the same turn. This keeps the old promise (a client pipelining without
+//! reading is dropped at once, while it is still sending) and lets a client that sent a long
+//! pipeline and then reads get every reply, in order. A paused client that neither reads nor
+//! sends costs at most `max_output_bytes` + one reply + the held input, and is ended by the
+//! kernel (`TCP_USER_TIMEOUT` on the zero window: `stalled`) or `session.idle_timeout`. The
+//! kernel's own unsent bytes (`tcpi_notsent_bytes`) are not counted: that would cost a
+//! `getsockopt` per batch, and that memory is the kernel's, bounded by `net.ipv4.tcp_wmem`,
+//! not the daemon's RSS.
+//!
+//! The loop's scratch buffers return to their usual size after a spike: the output buffer is
+//! replaced by a 64 KiB one once it grew past 256 KiB, the argument list past 1024 ranges; a
+//! session's output queue is freed when it drains.
 
 use std::io::{Read as _, Write as _};
 use std::ops::Range;
