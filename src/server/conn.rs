@@ -651,3 +651,75 @@ impl Server {
         self.descriptor_freed();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(now: Instant) -> (std::net::TcpStream, Session) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, peer) = l.accept().unwrap();
+        let mut session = Session::new(1, mio::net::TcpStream::from_std(s), peer, now);
+        session.authenticated = true;
+        (c, session)
+    }
+
+    #[test]
+    fn requests_stop_at_the_output_room_and_resume_where_they_stopped() {
+        let now = Instant::now();
+        let (_c, mut s) = session(now);
+        let config = Config::default();
+        let input = b"PING\r\nPING\r\nPING\r\nPING\r\nPING\r\n";
+        let (mut args, mut out, mut resume) = (Vec::new(), Vec::new(), Resume::Fresh);
+        // "+PONG\r\n" is 7 bytes: after three replies (21 >= 20) the rest waits.
+        let mut policy = Policy::of(&config);
+        policy.room = 20;
+        let ran = run_requests(input, &mut resume, &mut s, &mut args, &mut out, policy, now);
+        assert_eq!((ran.used, ran.held, &ran.step), (18, true, &Step::Continue));
+        assert_eq!(out, b"+PONG\r\n".repeat(3));
+        assert_eq!(resume, Resume::Fresh, "stopped at a request boundary");
+        // A reply is never cut: with room for one byte, one whole request still runs.
+        out.clear();
+        policy.room = 1;
+        let ran = run_requests(
+            &input[18..],
+            &mut resume,
+            &mut s,
+            &mut args,
+            &mut out,
+            policy,
+            now,
+        );
+        assert_eq!((ran.used, ran.held), (6, true));
+        out.clear();
+        let ran = run_requests(
+            &input[24..],
+            &mut resume,
+            &mut s,
+            &mut args,
+            &mut out,
+            Policy::of(&config),
+            now,
+        );
+        assert_eq!((ran.used, ran.held), (6, false));
+        assert_eq!(s.commands, 5, "each request ran once");
+    }
+
+    #[test]
+    fn the_room_is_what_is_left_below_the_limit_and_of_the_turn() {
+        let now = Instant::now();
+        let (_c, mut s) = session(now);
+        let mut config = Config::default();
+        config.session.max_output_bytes = 4096;
+        assert_eq!(Policy::of(&config).for_batch(&s, 0).room, 4096);
+        s.output.extend_from_slice(&[b'x'; 1000]);
+        assert_eq!(Policy::of(&config).for_batch(&s, 0).room, 3096);
+        s.output_pos = 1000;
+        config.session.max_output_bytes = 1 << 30;
+        let p = Policy::of(&config).for_batch(&s, OUTPUT_PER_TURN - 10);
+        assert_eq!(p.room, 10, "the turn's share");
+        assert_eq!(Policy::of(&config).for_batch(&s, OUTPUT_PER_TURN).room, 0);
+        assert_eq!(held_input_limit(65_536), 65_536 + 256 * 1024);
+    }
+}
