@@ -11,8 +11,8 @@
 //! its input waits unparsed in its unfinished bytes (marked held), and runs, before anything
 //! else is read, once a write brings the output below the limit again (the writable event
 //! after the client reads). A reply is never cut, so pending output stays below the limit plus
-//! one reply. One session also builds at most `OUTPUT_PER_TURN` (256 KiB) of replies per loop
-//! turn, as it reads at most 256 KiB; the rest waits for the next turn. Before this, one 13 KB
+//! one reply. One session also builds at most `OUTPUT_PER_TURN` (64 KiB, one read's worth) of
+//! replies per loop turn; the rest waits for the next turn. Before this, one 13 KB
 //! write of `CLIENT INFO` × 1000 built 170 MiB of replies in one go.
 //!
 //! When a paused session is a slow consumer: while paused it is still read, but not run, up to
@@ -146,12 +146,14 @@ pub(super) fn held_input_limit(max_request_bytes: usize) -> usize {
     max_request_bytes.saturating_add(MAX_READS_PER_TURN * READ_BUF_BYTES)
 }
 
-/// Bytes of replies one session may have built per loop turn (then it is revisited next turn),
-/// as reads are capped at 256 KiB: with the `max_output_bytes` limit alone, a pipeline of
-/// cheap requests with large replies (`CLIENT INFO` asks a dozen `getsockopt`s) ran 1 MiB of
-/// replies per resume, up to 4 MiB per turn, and held a control client's `PING` for 135 ms
-/// (debug build).
-const OUTPUT_PER_TURN: usize = MAX_READS_PER_TURN * READ_BUF_BYTES;
+/// Bytes of replies one session may have built per loop turn (then it is revisited next turn):
+/// one read's worth. Replies can cost far more per byte than requests (`CLIENT INFO` asks the
+/// kernel a dozen `getsockopt`s for 450 bytes), so the 256 KiB read cap alone does not bound
+/// a turn. With only the `max_output_bytes` limit, a pipeline of `CLIENT INFO`s drained by a
+/// fast reader ran 1 MiB of replies per resume, up to 4 MiB per turn, and held a control
+/// client's `PING` for 135 ms; with 256 KiB a turn, 60-90 ms on a loaded machine; with 64 KiB,
+/// 22-39 ms (debug build).
+const OUTPUT_PER_TURN: usize = READ_BUF_BYTES;
 
 /// Above this capacity the loop's output buffer is given back after a batch (a spike of
 /// replies, up to `max_output_bytes` and one reply); below it the capacity is kept, so the
