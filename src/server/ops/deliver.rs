@@ -19,8 +19,9 @@
 //! turn; the events after that wait in a [`Backlog`] (their JSON, built when they happened) and
 //! go out on the next turns, in order, before any newer event. So a burst of events times many
 //! subscribers times many matching patterns costs a few milliseconds per turn, not one long
-//! freeze, and no subscriber loses or reorders an event. (A command's reply can overtake events
-//! that wait in the backlog; without a backlog, events and replies keep their order.)
+//! freeze, and no subscriber loses or reorders an event. (While events wait, a command's reply
+//! can overtake them, and a connection that subscribes then receives them too; without a
+//! backlog, as in every normal turn, events and replies keep their order.)
 
 use std::collections::VecDeque;
 use std::io;
