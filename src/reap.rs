@@ -35,7 +35,8 @@ pub enum ReapReason {
     IdleTimeout,
     /// A malformed or oversized request.
     ProtocolError,
-    /// Pending output above `session.max_output_bytes`.
+    /// Pending output at `session.max_output_bytes` (its requests paused) while the client
+    /// kept sending: more than `max_request_bytes` + 256 KiB of requests wait (`server/conn.rs`).
     SlowConsumer,
     /// Too many wrong passwords (`auth::MAX_FAILURES`) on one session.
     AuthFailed,

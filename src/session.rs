@@ -3,7 +3,9 @@
 //! A session holds no heap buffers while it is idle: requests are read into a buffer the event
 //! loop owns, and a session keeps only the unfinished tail of a request (`unfinished`, boxed:
 //! `None` unless a request spans reads) and output the kernel did not take yet (`output`, an
-//! empty `Vec` when idle). An idle session is its table entry and nothing else.
+//! empty `Vec` when idle). An idle session is its table entry and nothing else. A session
+//! whose output reached `session.max_output_bytes` keeps its unexecuted requests in
+//! `unfinished` too, marked [`Unfinished::held`] (see `server/conn.rs`).
 //!
 //! The table also keeps the name index (name → the sessions holding it, oldest first) for
 //! `CLIENT LOOKUP` and `session.unique_names`. It is maintained in exactly two places:
@@ -75,6 +77,10 @@ pub struct Unfinished {
     /// When its first byte arrived: a request must be completed within `session.idle_timeout`
     /// of it (so a client dribbling bytes counts as idle).
     pub since: Instant,
+    /// The bytes were not (all) parsed because the session's pending output reached
+    /// `session.max_output_bytes`: they may hold complete requests, to be run, before any
+    /// further read, once the output drains below the limit.
+    pub held: bool,
 }
 
 impl Session {
@@ -105,6 +111,15 @@ impl Session {
     /// Bytes queued for the peer and not yet written.
     pub fn pending_output(&self) -> usize {
         self.output.len() - self.output_pos
+    }
+
+    /// The bytes of input waiting unexecuted for lack of output room, if any (see
+    /// [`Unfinished::held`]).
+    pub fn held_input(&self) -> Option<usize> {
+        self.unfinished
+            .as_ref()
+            .filter(|u| u.held)
+            .map(|u| u.bytes.len())
     }
 
     /// The interest this session needs now: readable until it is closing, writable while

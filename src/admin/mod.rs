@@ -121,7 +121,9 @@ pub fn execute(
     client.commands += 1;
     client.last_command = view.now;
     // First: a subscribed connection may run only a few commands, PING included.
-    if pubsub::execute(args, &mut client.subscriptions, client.proto, out) == pubsub::Outcome::Done
+    let limits = pubsub::Limits::of(&view.config.admin);
+    if pubsub::execute(args, &mut client.subscriptions, client.proto, limits, out)
+        == pubsub::Outcome::Done
     {
         return AdminStep::Continue;
     }

@@ -12,11 +12,17 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::raw::RawInt;
 use super::{Check, ConfigError, ServerConfig};
 
 pub const DEFAULT_ADMIN_LISTEN: Option<Endpoint> = None;
 pub const DEFAULT_METRICS_LISTEN: Option<Endpoint> = None;
 pub const DEFAULT_ALLOW_REMOTE: bool = false;
+/// `[admin]`: the longest channel name or pattern a connection may subscribe to. Redis has
+/// no bound; a few hundred bytes is far more than any real name ("presence" is 8).
+pub const DEFAULT_MAX_CHANNEL_BYTES: usize = 256;
+/// `[admin]`: the total bytes of one connection's channel names and patterns.
+pub const DEFAULT_MAX_SUBSCRIPTION_BYTES: usize = 64 * 1024;
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_UNIX_PATH_BYTES: usize = 107;
@@ -55,6 +61,10 @@ pub struct OpsListenerConfig {
     pub listen: Option<Endpoint>,
     /// A non-loopback `listen` is refused unless this is set.
     pub allow_remote: bool,
+    /// `[admin]` only (refused in `[metrics]`): the longest channel name or pattern.
+    pub max_channel_bytes: usize,
+    /// `[admin]` only: the total bytes of one connection's channel names and patterns.
+    pub max_subscription_bytes: usize,
 }
 
 impl Default for OpsListenerConfig {
@@ -63,6 +73,8 @@ impl Default for OpsListenerConfig {
         OpsListenerConfig {
             listen: None,
             allow_remote: DEFAULT_ALLOW_REMOTE,
+            max_channel_bytes: DEFAULT_MAX_CHANNEL_BYTES,
+            max_subscription_bytes: DEFAULT_MAX_SUBSCRIPTION_BYTES,
         }
     }
 }
@@ -78,13 +90,44 @@ fn exposure(table: &str) -> &'static str {
 
 impl OpsListenerConfig {
     /// Stage 2 for `[admin]` or `[metrics]` (`table` names it in errors).
-    fn from_raw(
-        table: &str,
-        listen: Option<String>,
-        allow_remote: Option<bool>,
-        check: &Check<'_>,
-    ) -> Result<Self, ConfigError> {
+    fn from_raw(table: &str, raw: RawOpsListener, check: &Check<'_>) -> Result<Self, ConfigError> {
+        let RawOpsListener {
+            listen,
+            allow_remote,
+            max_channel_bytes,
+            max_subscription_bytes,
+        } = raw;
         let allow_remote = allow_remote.unwrap_or(DEFAULT_ALLOW_REMOTE);
+        if table != "admin" {
+            for (name, set) in [
+                ("max_channel_bytes", max_channel_bytes.is_some()),
+                ("max_subscription_bytes", max_subscription_bytes.is_some()),
+            ] {
+                if set {
+                    return Err(check.invalid(
+                        &format!("{table}.{name}"),
+                        format!(
+                            "bounds pub/sub subscriptions, which only the admin listener has: \
+                             set admin.{name} instead"
+                        ),
+                    ));
+                }
+            }
+        }
+        let max_channel_bytes = check.int(
+            &format!("{table}.max_channel_bytes"),
+            max_channel_bytes,
+            DEFAULT_MAX_CHANNEL_BYTES,
+            8..=65_536,
+            "8 bytes (\"presence\") to 64 KiB",
+        )?;
+        let max_subscription_bytes = check.int(
+            &format!("{table}.max_subscription_bytes"),
+            max_subscription_bytes,
+            DEFAULT_MAX_SUBSCRIPTION_BYTES,
+            8..=16 * 1024 * 1024,
+            "8 bytes to 16 MiB per connection",
+        )?;
         let key = format!("{table}.listen");
         let Some(text) = listen else {
             return Ok(OpsListenerConfig {
@@ -94,6 +137,8 @@ impl OpsListenerConfig {
                     DEFAULT_METRICS_LISTEN
                 },
                 allow_remote,
+                max_channel_bytes,
+                max_subscription_bytes,
             });
         };
         let endpoint = parse_endpoint(&key, text.trim(), check)?;
@@ -111,13 +156,24 @@ impl OpsListenerConfig {
         Ok(OpsListenerConfig {
             listen: Some(endpoint),
             allow_remote,
+            max_channel_bytes,
+            max_subscription_bytes,
         })
     }
 
     fn to_raw(&self) -> RawOpsListener {
+        // The subscription bounds only when not the default: `[metrics]` refuses them, and
+        // there they are always the default.
+        let unless_default =
+            |v: usize, d: usize| (v != d).then_some(RawInt(i64::try_from(v).unwrap_or(i64::MAX)));
         RawOpsListener {
             listen: self.listen.as_ref().map(|e| e.to_string()),
             allow_remote: Some(self.allow_remote),
+            max_channel_bytes: unless_default(self.max_channel_bytes, DEFAULT_MAX_CHANNEL_BYTES),
+            max_subscription_bytes: unless_default(
+                self.max_subscription_bytes,
+                DEFAULT_MAX_SUBSCRIPTION_BYTES,
+            ),
         }
     }
 }
@@ -180,9 +236,8 @@ pub(super) fn from_raw(
     server: &ServerConfig,
     check: &Check<'_>,
 ) -> Result<(OpsListenerConfig, OpsListenerConfig), ConfigError> {
-    let admin = OpsListenerConfig::from_raw("admin", admin.listen, admin.allow_remote, check)?;
-    let metrics =
-        OpsListenerConfig::from_raw("metrics", metrics.listen, metrics.allow_remote, check)?;
+    let admin = OpsListenerConfig::from_raw("admin", admin, check)?;
+    let metrics = OpsListenerConfig::from_raw("metrics", metrics, check)?;
     let fixed = |e: &Option<Endpoint>| match e {
         Some(Endpoint::Tcp(a)) if a.port() == 0 => None,
         other => other.clone(),
@@ -230,6 +285,10 @@ pub(super) fn warnings(admin: &OpsListenerConfig, out: &mut Vec<String>) {
 pub(super) struct RawOpsListener {
     listen: Option<String>,
     allow_remote: Option<bool>,
+    /// `[admin]` only.
+    max_channel_bytes: Option<RawInt>,
+    /// `[admin]` only.
+    max_subscription_bytes: Option<RawInt>,
 }
 
 /// Stage 1 from a validated config, for `Config::to_toml`.
@@ -290,6 +349,42 @@ mod tests {
         let l = parse("[admin]\nlisten = \"127.0.0.2:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"")
             .unwrap();
         assert!(l.warnings.is_empty());
+    }
+
+    #[test]
+    fn subscription_bounds_are_admin_keys_with_ranges() {
+        let c = parse("").unwrap().config;
+        assert_eq!(c.admin.max_channel_bytes, DEFAULT_MAX_CHANNEL_BYTES);
+        assert_eq!(c.admin.max_subscription_bytes, 65_536);
+        let c = parse("[admin]\nmax_channel_bytes = 1024\nmax_subscription_bytes = 8192\n")
+            .unwrap()
+            .config;
+        assert_eq!(
+            (c.admin.max_channel_bytes, c.admin.max_subscription_bytes),
+            (1024, 8192)
+        );
+        let back = parse(&c.to_toml()).unwrap().config;
+        assert_eq!(back, c, "to_toml keeps them");
+        invalid(
+            "[admin]\nmax_channel_bytes = 7",
+            "admin.max_channel_bytes",
+            "8 bytes (\"presence\") to 64 KiB",
+        );
+        invalid(
+            "[admin]\nmax_subscription_bytes = 17000000",
+            "admin.max_subscription_bytes",
+            "out of range",
+        );
+        invalid(
+            "[metrics]\nmax_channel_bytes = 256",
+            "metrics.max_channel_bytes",
+            "set admin.max_channel_bytes instead",
+        );
+        invalid(
+            "[metrics]\nmax_subscription_bytes = 256",
+            "metrics.max_subscription_bytes",
+            "only the admin listener",
+        );
     }
 
     #[test]

@@ -184,6 +184,8 @@ impl Server {
         level_source: LevelSource,
         activated: Option<Vec<Activated>>,
     ) -> Result<Server, StartError> {
+        // Before the first large buffer: see there why.
+        crate::sys::fix_mmap_threshold();
         let poll = Poll::new().map_err(StartError::Poll)?;
         let mut signals = Signals::new([
             signal_hook::consts::SIGTERM,
@@ -300,7 +302,11 @@ impl Server {
 
     /// Time until the nearest deadline; zero when work was left over from this turn.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.revisit.is_empty() || self.accept_revisit || !self.deferred.is_empty() {
+        if !self.revisit.is_empty()
+            || self.accept_revisit
+            || !self.deferred.is_empty()
+            || self.presence_backlog()
+        {
             return Some(Duration::ZERO);
         }
         let deadlines = [

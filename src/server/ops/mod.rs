@@ -120,6 +120,8 @@ pub(super) struct Ops {
     frame_buf: Vec<u8>,
     /// Subscribers given events this turn, to be written at its end.
     dirty: Vec<usize>,
+    /// Events waiting for the next turn's delivery budget (`deliver.rs`).
+    backlog: deliver::Backlog,
 }
 
 impl Ops {
@@ -135,6 +137,7 @@ impl Ops {
             json_buf: Vec::new(),
             frame_buf: Vec::new(),
             dirty: Vec::new(),
+            backlog: deliver::Backlog::default(),
         }
     }
 
@@ -343,6 +346,11 @@ impl Server {
             conn.id,
             conn.peer
         );
+    }
+
+    /// Whether presence events wait for the next turn (the poll timeout is then zero).
+    pub(super) fn presence_backlog(&self) -> bool {
+        self.ops.backlog.is_waiting()
     }
 
     /// The nearest operator timer, for the poll timeout.
