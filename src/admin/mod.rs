@@ -133,6 +133,17 @@ const COMMANDS: [&str; 9] = [
     "PING", "ECHO", "SELECT", "COMMAND", "QUIT", "CLIENT", "INFO", "CONFIG", "HELLO",
 ];
 
+/// Work units (see src/server/ops/mod.rs: about one `CLIENT LIST` line, 12 µs in a debug
+/// build) a request costs besides its reply's bytes (one unit per 512): `CONFIG GET` renders
+/// and flattens the whole config (about 0.4 ms in a debug build).
+pub fn request_cost(args: Args<'_>) -> usize {
+    if args.is(0, "CONFIG") {
+        40
+    } else {
+        1
+    }
+}
+
 /// Runs one admin request, writing its reply to `out`.
 pub fn execute(
     args: Args<'_>,

@@ -84,6 +84,8 @@ pub(super) struct OpsConn {
     held: bool,
     /// A `CLIENT LIST` being built; the connection's next request waits for it.
     listing: Option<Box<Listing>>,
+    /// Whether it is on the operator work queue.
+    pub(super) queued: bool,
     interest: Interest,
     last_rx: Instant,
     /// When output last made progress (or became pending).
@@ -115,6 +117,7 @@ impl OpsConn {
             phase: Phase::Open,
             held: false,
             listing: None,
+            queued: false,
             interest: Interest::READABLE,
             last_rx: now,
             last_tx: now,
@@ -289,10 +292,8 @@ impl Server {
         );
         if done {
             conn.listing = None;
-        } else if conn.pending() < OUTPUT_WINDOW_BYTES {
-            // Out of budget for this turn.
-            self.revisit.push(Token(CONN_BASE + key));
         }
+        // Not done and under the window: out of budget; `ops_settle` queues it.
     }
 
     /// Reads until `WouldBlock`, executing as requests complete. `Err` closes the connection.
@@ -415,8 +416,10 @@ impl Server {
                         admin_clients,
                         ops: counters,
                     };
-                    let step = admin::execute(Args::new(rest, args), client, &view, output);
-                    *budget = budget.saturating_sub(cost(output.len() - before));
+                    let request = Args::new(rest, args);
+                    let step = admin::execute(request, client, &view, output);
+                    let units = admin::request_cost(request) + cost(output.len() - before);
+                    *budget = budget.saturating_sub(units);
                     step
                 }
                 Err(e) => {
@@ -491,7 +494,7 @@ impl Server {
                     let before = conn.output.len();
                     let status =
                         respond(&req, path, stats, counters, *started_at, &mut conn.output);
-                    *budget = budget.saturating_sub(cost(conn.output.len() - before));
+                    *budget = budget.saturating_sub(1 + cost(conn.output.len() - before));
                     debug!(
                         "metrics id={} peer={}: {} {} -> {}",
                         conn.id,
@@ -592,9 +595,16 @@ impl Server {
         let Some(conn) = self.ops.conns.get_mut(key) else {
             return;
         };
-        if conn.held && conn.accepts_input() {
-            self.revisit.push(Token(CONN_BASE + key));
+        if (conn.held && conn.accepts_input())
+            || (conn.listing.is_some() && conn.pending() < OUTPUT_WINDOW_BYTES)
+        {
+            // Work that no readiness event will bring back (bytes already read, or a listing
+            // whose output the socket took at once): the work queue, served in turn.
+            self.ops_queue(key);
         }
+        let Some(conn) = self.ops.conns.get_mut(key) else {
+            return;
+        };
         let Some(wanted) = conn.wanted_interest() else {
             return self.ops_close(key, "done");
         };
@@ -613,7 +623,7 @@ impl Server {
 
 /// Budget units for a reply of `bytes`: about one per `CLIENT LIST` line's worth.
 fn cost(bytes: usize) -> usize {
-    1 + bytes / 512
+    bytes / 512
 }
 
 /// Writes queued output until done or `WouldBlock`; frees the buffer once it is empty.

@@ -46,6 +46,7 @@
 mod conn;
 mod deliver;
 
+use std::collections::VecDeque;
 use std::io::Write as _;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -67,8 +68,10 @@ use crate::session::SESSION_BASE;
 const OPS_BASE: usize = 1 << 15;
 const ADMIN_LISTENER: Token = Token(OPS_BASE);
 const METRICS_LISTENER: Token = Token(OPS_BASE + 1);
+/// On the revisit list while the work queue is not empty: serve it next turn.
+const WORK: Token = Token(OPS_BASE + 2);
 /// Connection tokens are `CONN_BASE + slab key`.
-const CONN_BASE: usize = OPS_BASE + 2;
+const CONN_BASE: usize = OPS_BASE + 3;
 // Both listeners at their highest `max_connections` fit the token range.
 const _: () = assert!(CONN_BASE + 2 * MAX_OPS_LISTENER_CONNECTIONS <= SESSION_BASE);
 
@@ -175,6 +178,11 @@ pub(super) struct Ops {
     budget: Budget,
     /// Open, refused and closed connections by listener.
     counters: OpsCounters,
+    /// Connections with work waiting for budget, served round-robin at the start of each
+    /// turn (before readiness events), so no connection starves another.
+    queue: VecDeque<usize>,
+    /// Whether [`WORK`] is on the loop's revisit list.
+    work_pending: bool,
     /// Scratch for one presence event: its JSON, and its `message` frame.
     json_buf: Vec<u8>,
     frame_buf: Vec<u8>,
@@ -194,6 +202,8 @@ impl Ops {
             last_warn: [None; 3],
             budget: Budget::default(),
             counters: OpsCounters::default(),
+            queue: VecDeque::new(),
+            work_pending: false,
             json_buf: Vec::new(),
             frame_buf: Vec::new(),
             dirty: Vec::new(),
@@ -337,8 +347,48 @@ impl Server {
             self.ops_accept(Role::Admin, now);
         } else if token == METRICS_LISTENER {
             self.ops_accept(Role::Metrics, now);
+        } else if token == WORK {
+            self.ops_run_queue(now);
         } else if let Some(key) = conn_key(token) {
             self.ops_service(key, now);
+        }
+    }
+
+    /// Puts a connection on the work queue (once), and makes sure the loop comes back for it.
+    fn ops_queue(&mut self, key: usize) {
+        if let Some(conn) = self.ops.conns.get_mut(key) {
+            if !conn.queued {
+                conn.queued = true;
+                self.ops.queue.push_back(key);
+            }
+        }
+        if !self.ops.work_pending {
+            self.ops.work_pending = true;
+            self.revisit.push(WORK);
+        }
+    }
+
+    /// Serves queued connections front to back while the turn's budget lasts; a connection
+    /// that still has work goes to the back, those not reached keep their place.
+    fn ops_run_queue(&mut self, now: Instant) {
+        self.ops.work_pending = false;
+        for _ in 0..self.ops.queue.len() {
+            if *self.ops.budget.left(now) == 0 {
+                break;
+            }
+            let Some(key) = self.ops.queue.pop_front() else {
+                break;
+            };
+            match self.ops.conns.get_mut(key) {
+                Some(conn) => conn.queued = false,
+                // Closed since.
+                None => continue,
+            }
+            self.ops_service(key, now);
+        }
+        if !self.ops.queue.is_empty() && !self.ops.work_pending {
+            self.ops.work_pending = true;
+            self.revisit.push(WORK);
         }
     }
 
