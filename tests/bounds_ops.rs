@@ -127,6 +127,7 @@ fn pipelined_client_list_and_metrics_from_never_reading_connections_stay_bounded
 
     // Case 1: pipelined CLIENT LIST, never read.
     let control = Control::start(d.addr, None);
+    let log_before = d.log.len();
     let base = Footprint::of(pid);
     reset_hwm(pid);
     let peak_before = hwm_kb(pid);
@@ -231,6 +232,13 @@ fn pipelined_client_list_and_metrics_from_never_reading_connections_stay_bounded
         reset(s);
     }
     let after = base.assert_back(pid, 0, RSS_SLACK_KB, "metrics");
+    // Log growth: nothing here is worth a line at info level (no timer fired).
+    let logged = d.log.len() - log_before;
+    assert!(
+        logged <= 4,
+        "{logged} lines: {:?}",
+        d.log.lines_from(log_before)
+    );
     let report = control.stop();
     eprintln!(
         "metrics: fds {} -> {}; rss {} -> {} KiB; control {} pings, max {:?}",

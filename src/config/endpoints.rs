@@ -27,8 +27,9 @@ pub const DEFAULT_ADMIN_LISTEN: Option<Endpoint> = None;
 pub const DEFAULT_METRICS_LISTEN: Option<Endpoint> = None;
 pub const DEFAULT_ALLOW_REMOTE: bool = false;
 /// Admin connections held at once. Each may hold a `CLIENT LIST` in progress (a snapshot of
-/// about 40 bytes per session plus one 64 KiB output window), so this bounds what all admin
-/// connections together can take: 128 × (40 B × 10,000 sessions + 80 KiB) ≈ 60 MiB.
+/// at most 80 bytes per session plus one 64 KiB output window), so this bounds what all admin
+/// connections together can take: 128 × (80 B × 10,000 sessions + 80 KiB) ≈ 108 MiB, where
+/// one reply buffer each would be 128 × 3.9 MB ≈ 500 MB.
 pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 128;
 /// Metrics connections held at once; a scraper needs one. Each holds at most one response
 /// (about 40 KiB) above its 64 KiB output window.

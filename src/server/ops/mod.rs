@@ -18,13 +18,15 @@
 //!   second. So a connection holds at most the window plus one reply.
 //! - Replies that grow with the session table (`CLIENT LIST`, `CLIENT LOOKUP` of a shared
 //!   name, above 256 sessions) are built turn by turn as the socket drains
-//!   (src/admin/listing.rs): a snapshot of about 40 bytes per session, then lines rendered
+//!   (src/admin/listing.rs): a snapshot of at most 80 bytes per session, then lines rendered
 //!   into the output window. The other replies are bounded by constants (`/metrics` is about
 //!   40 KiB whatever the number of sessions, so it keeps its `Content-Length`).
 //! - Work per loop turn: all operator connections together spend at most `WORK_PER_TURN`
-//!   units (about one `CLIENT LIST` line, or 512 reply bytes, each; about 12 ms in a debug
-//!   build, a few in release); a connection that runs out waits on the revisit list for the
-//!   next turn, so pipelined requests from many connections cannot freeze the loop.
+//!   (512) units: one per `CLIENT LIST` line rendered (about 12 µs in a debug build), one per
+//!   512 reply bytes, one per request (40 for `CONFIG GET`). That is about 6 ms in a debug
+//!   build, under 2 ms in release. A connection that runs out waits on the work queue, served
+//!   round-robin at the start of the next turn (before readiness events), so pipelined
+//!   requests from many connections can neither freeze the loop nor starve each other.
 //! - Interest is derived from state in one function (`OpsConn::wanted_interest`).
 //! - Each listener has its own cap (`admin.max_connections`, `metrics.max_connections`) and
 //!   idle timeout (`admin.idle_timeout`, `metrics.idle_timeout`; nothing received and nothing
@@ -79,7 +81,7 @@ const MAX_ACCEPTS_PER_TURN: usize = 64;
 /// At most one warning of each kind per this period.
 const WARN_EVERY: Duration = Duration::from_secs(1);
 /// Work units all operator connections may spend in one loop turn (see the module docs).
-const WORK_PER_TURN: usize = 1024;
+const WORK_PER_TURN: usize = 512;
 
 /// Kinds of warning, each rate-limited on its own.
 #[derive(Debug, Clone, Copy)]
