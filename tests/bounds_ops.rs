@@ -284,6 +284,23 @@ fn idle_metrics_connections_fill_only_their_own_cap_and_a_reload_raises_it() {
         l.contains("metrics listener: refusing") && l.contains("metrics.max_connections (8)")
     });
     assert!((1..=2).contains(&warns), "rate-limited warning: {warns}");
+    // Requests that wait for the turn's budget are all answered before a FIN behind them:
+    // 300 `CONFIG GET *` are 30 turns of operator budget.
+    let mut pipe = TcpStream::connect(&admin).unwrap();
+    pipe.write_all("CONFIG GET *\r\n".repeat(300).as_bytes())
+        .unwrap();
+    pipe.shutdown(std::net::Shutdown::Write).unwrap();
+    pipe.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut replies = Vec::new();
+    pipe.read_to_end(&mut replies).unwrap();
+    let first = String::from_utf8_lossy(&replies[..replies.len().min(8)]).into_owned();
+    let maps = replies
+        .windows(first.len().max(1))
+        .filter(|w| *w == first.as_bytes())
+        .count();
+    assert!(first.starts_with('*'), "{first:?}");
+    assert_eq!(maps, 300, "every request before the FIN is answered");
     // Admin connections past their own cap are told so.
     let held: Vec<redis::Connection> = (0..4)
         .map(|_| {

@@ -170,9 +170,11 @@ impl OpsConn {
         self.phase == Phase::Open && self.pending() < OUTPUT_WINDOW_BYTES && self.listing.is_none()
     }
 
-    /// After executing: whether input was left unexecuted (see `held`).
-    fn note_held(&mut self) {
-        self.held = self.phase == Phase::Open && !self.input.is_empty();
+    /// After executing: whether input was left unexecuted for a reason other than an
+    /// incomplete request (see `held`). While held, nothing more is read, so unexecuted input
+    /// cannot pile up and a FIN behind it is seen only once everything before it is answered.
+    fn note_held(&mut self, incomplete: bool) {
+        self.held = self.phase == Phase::Open && !self.input.is_empty() && !incomplete;
     }
 
     /// Whether this is an admin connection with a subscription (idle by nature).
@@ -188,7 +190,7 @@ impl OpsConn {
     fn wanted_interest(&self) -> Option<Interest> {
         let writable = self.pending() > 0;
         let readable = match self.phase {
-            Phase::Open => self.accepts_input(),
+            Phase::Open => self.accepts_input() && !self.held,
             Phase::Closing => false,
             Phase::Lingering { .. } => true,
         };
@@ -196,9 +198,9 @@ impl OpsConn {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
             (false, true) => Some(Interest::WRITABLE),
-            // A listing waiting for the next turn's budget: the revisit list brings it back;
-            // mio needs some interest meanwhile.
-            (false, false) if self.listing.is_some() => Some(Interest::READABLE),
+            // Work waiting for the next turn's budget: the work queue brings it back; mio
+            // needs some interest meanwhile.
+            (false, false) if self.listing.is_some() || self.held => Some(Interest::READABLE),
             (false, false) => None,
         }
     }
@@ -303,7 +305,7 @@ impl Server {
             let Some(conn) = ops.conns.get_mut(key) else {
                 return Ok(());
             };
-            if !conn.accepts_input() {
+            if !conn.accepts_input() || conn.held {
                 return Ok(());
             }
             match conn.stream.read(read_buf) {
@@ -354,6 +356,7 @@ impl Server {
         let admin_clients = self.ops.counters.open[Role::Admin.index()] as usize;
         let max_request = self.config.session.max_request_bytes;
         let mut pos = 0;
+        let mut incomplete = false;
         loop {
             let Server {
                 ops,
@@ -400,7 +403,10 @@ impl Server {
             let subscribed = client.subscriptions.wants_presence();
             let rest = &input[pos..];
             let step = match resp::parse(rest, max_request, args) {
-                Ok(Parsed::Incomplete) => break,
+                Ok(Parsed::Incomplete) => {
+                    incomplete = true;
+                    break;
+                }
                 Ok(Parsed::Request { consumed }) => {
                     pos += consumed;
                     let view = View {
@@ -466,7 +472,7 @@ impl Server {
         }
         if let Some(conn) = self.ops.conns.get_mut(key) {
             conn.input.drain(..pos.min(conn.input.len()));
-            conn.note_held();
+            conn.note_held(incomplete);
         }
     }
 
@@ -484,10 +490,14 @@ impl Server {
         };
         let budget = budget.left(now);
         let mut pos = 0;
+        let mut incomplete = false;
         while conn.accepts_input() && *budget > 0 {
             let rest = &conn.input[pos..];
             match http::parse(rest) {
-                Ok(None) => break,
+                Ok(None) => {
+                    incomplete = true;
+                    break;
+                }
                 Ok(Some(req)) => {
                     pos += req.consumed;
                     let path = rest.get(req.path.clone()).unwrap_or_default();
@@ -532,7 +542,7 @@ impl Server {
             }
         }
         conn.input.drain(..pos.min(conn.input.len()));
-        conn.note_held();
+        conn.note_held(incomplete);
     }
 
     /// After the FIN: discards input until the client closes, the cap, or the timer.
