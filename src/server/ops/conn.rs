@@ -273,7 +273,8 @@ impl Server {
     }
 
     /// Builds more of a connection's listing, while its output is under the window and the
-    /// turn's budget lasts; what the budget leaves for later is revisited next turn.
+    /// turn's budget lasts; what the budget leaves for later goes on the work queue
+    /// (`ops_settle`).
     fn ops_produce(&mut self, key: usize, now: Instant) {
         let Server { ops, sessions, .. } = self;
         let Ops { conns, budget, .. } = ops;
