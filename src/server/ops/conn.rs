@@ -177,6 +177,11 @@ impl OpsConn {
         self.held = self.phase == Phase::Open && !self.input.is_empty() && !incomplete;
     }
 
+    /// Whether it has work that waits for the turn's budget (a listing, or held input).
+    pub(super) fn wants_budget(&self) -> bool {
+        self.listing.is_some() || self.held
+    }
+
     /// Whether this is an admin connection with a subscription (idle by nature).
     fn subscribed(&self) -> bool {
         match &self.protocol {

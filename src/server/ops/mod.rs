@@ -15,18 +15,22 @@
 //!   a connection's next request is not executed and its input is not read. It resumes as the
 //!   socket drains; output that makes no progress for 60 s (or the listener's `idle_timeout`
 //!   if shorter) closes the connection as `slow-consumer`, counted and logged at most once a
-//!   second. So a connection holds at most the window plus one reply.
+//!   second (presence subscribers are exempt: `deliver.rs` bounds them by
+//!   `session.max_output_bytes`). So a connection holds at most the window plus one reply,
+//!   plus a listing's snapshot while one is built.
 //! - Replies that grow with the session table (`CLIENT LIST`, `CLIENT LOOKUP` of a shared
 //!   name, above 256 sessions) are built turn by turn as the socket drains
 //!   (src/admin/listing.rs): a snapshot of at most 80 bytes per session, then lines rendered
 //!   into the output window. The other replies are bounded by constants (`/metrics` is about
 //!   40 KiB whatever the number of sessions, so it keeps its `Content-Length`).
 //! - Work per loop turn: all operator connections together spend at most `WORK_PER_TURN`
-//!   (512) units: one per `CLIENT LIST` line rendered (about 12 µs in a debug build), one per
-//!   512 reply bytes, one per request (40 for `CONFIG GET`). That is about 6 ms in a debug
-//!   build, under 2 ms in release. A connection that runs out waits on the work queue, served
-//!   round-robin at the start of the next turn (before readiness events), so pipelined
-//!   requests from many connections can neither freeze the loop nor starve each other.
+//!   (256) units: one per `CLIENT LIST` line rendered (about 12 µs in a debug build), one per
+//!   512 reply bytes, one per request (40 for `CONFIG GET`). That is about 3 ms in a debug
+//!   build, under 1 ms in release; one request may overrun it once (a `CLIENT LIST` snapshot
+//!   of 10,000 sessions costs 626 units, a few ms in a debug build). A connection that runs out waits on the work queue, served
+//!   round-robin on the next turn (a readiness event for a waiting connection only writes
+//!   what is ready), so pipelined requests from many connections can neither freeze the loop
+//!   nor starve each other.
 //! - Interest is derived from state in one function (`OpsConn::wanted_interest`).
 //! - Each listener has its own cap (`admin.max_connections`, `metrics.max_connections`) and
 //!   idle timeout (`admin.idle_timeout`, `metrics.idle_timeout`; nothing received and nothing
@@ -81,7 +85,7 @@ const MAX_ACCEPTS_PER_TURN: usize = 64;
 /// At most one warning of each kind per this period.
 const WARN_EVERY: Duration = Duration::from_secs(1);
 /// Work units all operator connections may spend in one loop turn (see the module docs).
-const WORK_PER_TURN: usize = 512;
+const WORK_PER_TURN: usize = 256;
 
 /// Kinds of warning, each rate-limited on its own.
 #[derive(Debug, Clone, Copy)]
@@ -352,7 +356,14 @@ impl Server {
         } else if token == WORK {
             self.ops_run_queue(now);
         } else if let Some(key) = conn_key(token) {
-            self.ops_service(key, now);
+            let waits = self.ops.conns.get(key).is_some_and(|c| c.wants_budget());
+            if waits && !self.ops.queue.is_empty() {
+                // Others wait for the budget before it: write what is ready and keep to the
+                // queue, so readiness cannot jump it.
+                self.ops_settle(key, now);
+            } else {
+                self.ops_service(key, now);
+            }
         }
     }
 
