@@ -13,6 +13,7 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::admin::{OpsCounters, OPS_LISTENERS};
 use crate::histogram::{self, Histogram};
 use crate::reap::ReapReason;
 use crate::stats::{RejectCause, Stats};
@@ -39,6 +40,9 @@ pub mod names {
     pub const PRESENCE_MESSAGES: &str = "vigild_presence_messages_total";
     pub const PRESENCE_SUBSCRIBERS: &str = "vigild_presence_subscribers";
     pub const PRESENCE_DROPPED: &str = "vigild_presence_subscribers_dropped_total";
+    pub const OPS_CONNECTIONS: &str = "vigild_ops_connections";
+    pub const OPS_REJECTED: &str = "vigild_ops_rejected_total";
+    pub const OPS_CLOSED: &str = "vigild_ops_closed_total";
 }
 
 /// The `Content-Type` of a scrape: the text format, version 0.0.4.
@@ -75,8 +79,9 @@ const fn all_on_boundaries(bounds: &[u64]) -> bool {
 const _: () = assert!(all_on_boundaries(&LATENCY_BUCKETS_MS));
 const _: () = assert!(all_on_boundaries(&LIFETIME_BUCKETS_MS));
 
-/// Appends the whole exposition. `started` is when the daemon started.
-pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
+/// Appends the whole exposition. `ops` are the operator listeners' counters; `started` is
+/// when the daemon started.
+pub fn render(stats: &Stats, ops: &OpsCounters, started: SystemTime, out: &mut String) {
     scalar(
         out,
         names::SESSIONS_LIVE,
@@ -190,6 +195,7 @@ pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
         u8::from(stats.last_reload_ok()),
     );
     presence(stats, out);
+    operator(ops, out);
     family(
         out,
         names::BUILD_INFO,
@@ -277,6 +283,56 @@ fn presence(stats: &Stats, out: &mut String) {
     }
 }
 
+/// The operator listeners' connections (docs/admin.md), by `listener`.
+fn operator(ops: &OpsCounters, out: &mut String) {
+    family(
+        out,
+        names::OPS_CONNECTIONS,
+        "gauge",
+        "Operator connections open now, by listener (admin, metrics).",
+    );
+    for (i, l) in OPS_LISTENERS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{}{{listener=\"{l}\"}} {}",
+            names::OPS_CONNECTIONS,
+            ops.open[i]
+        );
+    }
+    family(
+        out,
+        names::OPS_REJECTED,
+        "counter",
+        "Operator connections refused because the listener's max_connections was reached.",
+    );
+    for (i, l) in OPS_LISTENERS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{}{{listener=\"{l}\"}} {}",
+            names::OPS_REJECTED,
+            ops.refused[i]
+        );
+    }
+    family(
+        out,
+        names::OPS_CLOSED,
+        "counter",
+        "Operator connections closed by the daemon: idle-timeout, or slow-consumer (output that did not drain).",
+    );
+    for (i, l) in OPS_LISTENERS.iter().enumerate() {
+        for (reason, n) in [
+            ("idle-timeout", ops.idle_closed[i]),
+            ("slow-consumer", ops.slow_closed[i]),
+        ] {
+            let _ = writeln!(
+                out,
+                "{}{{listener=\"{l}\",reason=\"{reason}\"}} {n}",
+                names::OPS_CLOSED
+            );
+        }
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -347,7 +403,20 @@ mod tests {
     #[test]
     fn every_series_is_present_with_zeros() {
         let mut out = String::new();
-        render(&Stats::default(), SystemTime::now(), &mut out);
+        render(
+            &Stats::default(),
+            &OpsCounters::default(),
+            SystemTime::now(),
+            &mut out,
+        );
+        for zero in [
+            "vigild_ops_connections{listener=\"admin\"} 0\n",
+            "vigild_ops_rejected_total{listener=\"metrics\"} 0\n",
+            "vigild_ops_closed_total{listener=\"admin\",reason=\"slow-consumer\"} 0\n",
+            "vigild_ops_closed_total{listener=\"metrics\",reason=\"idle-timeout\"} 0\n",
+        ] {
+            assert!(out.contains(zero), "{zero}");
+        }
         for reason in ReapReason::ALL {
             assert!(
                 out.contains(&format!("vigild_reaped_total{{reason=\"{}\"}} 0\n", reason)),
@@ -393,7 +462,7 @@ mod tests {
         stats.on_reap(ka, Duration::from_millis(9000), Duration::from_millis(6399));
         stats.on_reap(ka, Duration::from_millis(9000), Duration::from_millis(6400));
         let mut out = String::new();
-        render(&stats, SystemTime::now(), &mut out);
+        render(&stats, &OpsCounters::default(), SystemTime::now(), &mut out);
         let l = "vigild_detection_latency_seconds_bucket{reason=\"keepalive-timeout\",le=";
         assert!(out.contains(&format!("{l}\"3.2\"}} 0\n")), "{out}");
         assert!(

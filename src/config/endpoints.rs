@@ -5,15 +5,23 @@
 //! loopback address or a unix socket path (created with mode 0600) unless `allow_remote = true`
 //! says that exposing it is on purpose. Anything else is a config error, so vigild refuses to
 //! start (and a reload is refused) rather than open the port.
+//!
+//! Each listener has its own connection cap and idle timeout (`max_connections`,
+//! `idle_timeout`), so idle metrics connections cannot lock out the admin listener, nor the
+//! other way round. Their defaults differ by table (a subscriber on the admin listener is idle
+//! by nature, a scraper reconnects), hence [`OpsListenerConfig::admin`] and
+//! [`OpsListenerConfig::metrics`] rather than one `Default`.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::raw::RawInt;
 use super::{Check, ConfigError, ServerConfig};
+use crate::duration::DurationValue;
 
 pub const DEFAULT_ADMIN_LISTEN: Option<Endpoint> = None;
 pub const DEFAULT_METRICS_LISTEN: Option<Endpoint> = None;
@@ -23,6 +31,22 @@ pub const DEFAULT_ALLOW_REMOTE: bool = false;
 pub const DEFAULT_MAX_CHANNEL_BYTES: usize = 256;
 /// `[admin]`: the total bytes of one connection's channel names and patterns.
 pub const DEFAULT_MAX_SUBSCRIPTION_BYTES: usize = 64 * 1024;
+/// Admin connections held at once. Each may hold a `CLIENT LIST` in progress (a snapshot of
+/// at most 80 bytes per session plus one 64 KiB output window), so this bounds what all admin
+/// connections together can take: 128 × (80 B × 10,000 sessions + 80 KiB) ≈ 108 MiB, where
+/// one reply buffer each would be 128 × 3.9 MB ≈ 500 MB.
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 128;
+/// Metrics connections held at once; a scraper needs one. Each holds at most one response
+/// (about 40 KiB) above its 64 KiB output window.
+pub const DEFAULT_METRICS_MAX_CONNECTIONS: usize = 256;
+/// Admin connections quiet this long are closed (`0s` = never). Subscribed connections are
+/// exempt, as Redis's `timeout` spares pub/sub clients; `redis-cli` reconnects by itself.
+pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Option<Duration> = Some(Duration::from_secs(300));
+/// Metrics connections quiet this long are closed; longer than common scrape intervals, so
+/// Prometheus keeps its connection.
+pub const DEFAULT_METRICS_IDLE_TIMEOUT: Option<Duration> = Some(Duration::from_secs(120));
+/// Both caps together must fit the operator side's token range (`server/ops/mod.rs`).
+pub const MAX_OPS_LISTENER_CONNECTIONS: usize = 16_000;
 
 /// `sun_path` holds 108 bytes including the terminating NUL.
 const MAX_UNIX_PATH_BYTES: usize = 107;
@@ -65,14 +89,32 @@ pub struct OpsListenerConfig {
     pub max_channel_bytes: usize,
     /// `[admin]` only: the total bytes of one connection's channel names and patterns.
     pub max_subscription_bytes: usize,
+    /// Connections of this listener held at once; more are told so and closed.
+    pub max_connections: usize,
+    /// `None` = connections are never closed for being quiet.
+    pub idle_timeout: Option<Duration>,
 }
 
-impl Default for OpsListenerConfig {
-    /// Off: [`DEFAULT_ADMIN_LISTEN`] and [`DEFAULT_METRICS_LISTEN`] are both `None`.
-    fn default() -> Self {
+impl OpsListenerConfig {
+    /// `[admin]` with every key at its default (off).
+    pub fn admin() -> Self {
         OpsListenerConfig {
-            listen: None,
+            listen: DEFAULT_ADMIN_LISTEN,
             allow_remote: DEFAULT_ALLOW_REMOTE,
+            max_channel_bytes: DEFAULT_MAX_CHANNEL_BYTES,
+            max_subscription_bytes: DEFAULT_MAX_SUBSCRIPTION_BYTES,
+            max_connections: DEFAULT_ADMIN_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_ADMIN_IDLE_TIMEOUT,
+        }
+    }
+
+    /// `[metrics]` with every key at its default (off).
+    pub fn metrics() -> Self {
+        OpsListenerConfig {
+            listen: DEFAULT_METRICS_LISTEN,
+            allow_remote: DEFAULT_ALLOW_REMOTE,
+            max_connections: DEFAULT_METRICS_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_METRICS_IDLE_TIMEOUT,
             max_channel_bytes: DEFAULT_MAX_CHANNEL_BYTES,
             max_subscription_bytes: DEFAULT_MAX_SUBSCRIPTION_BYTES,
         }
@@ -91,13 +133,33 @@ fn exposure(table: &str) -> &'static str {
 impl OpsListenerConfig {
     /// Stage 2 for `[admin]` or `[metrics]` (`table` names it in errors).
     fn from_raw(table: &str, raw: RawOpsListener, check: &Check<'_>) -> Result<Self, ConfigError> {
+        let defaults = if table == "admin" {
+            OpsListenerConfig::admin()
+        } else {
+            OpsListenerConfig::metrics()
+        };
         let RawOpsListener {
             listen,
             allow_remote,
+            max_connections,
+            idle_timeout,
             max_channel_bytes,
             max_subscription_bytes,
         } = raw;
         let allow_remote = allow_remote.unwrap_or(DEFAULT_ALLOW_REMOTE);
+        let max_connections = check.int(
+            &format!("{table}.max_connections"),
+            max_connections,
+            defaults.max_connections,
+            1..=MAX_OPS_LISTENER_CONNECTIONS as i64,
+            "each operator listener can hold 1 to 16000 connections",
+        )?;
+        let idle_timeout = check.optional_timer(
+            &format!("{table}.idle_timeout"),
+            idle_timeout,
+            defaults.idle_timeout,
+            "no idle timeout",
+        )?;
         if table != "admin" {
             for (name, set) in [
                 ("max_channel_bytes", max_channel_bytes.is_some()),
@@ -131,14 +193,12 @@ impl OpsListenerConfig {
         let key = format!("{table}.listen");
         let Some(text) = listen else {
             return Ok(OpsListenerConfig {
-                listen: if table == "admin" {
-                    DEFAULT_ADMIN_LISTEN
-                } else {
-                    DEFAULT_METRICS_LISTEN
-                },
                 allow_remote,
+                max_connections,
+                idle_timeout,
                 max_channel_bytes,
                 max_subscription_bytes,
+                ..defaults
             });
         };
         let endpoint = parse_endpoint(&key, text.trim(), check)?;
@@ -156,6 +216,8 @@ impl OpsListenerConfig {
         Ok(OpsListenerConfig {
             listen: Some(endpoint),
             allow_remote,
+            max_connections,
+            idle_timeout,
             max_channel_bytes,
             max_subscription_bytes,
         })
@@ -169,6 +231,10 @@ impl OpsListenerConfig {
         RawOpsListener {
             listen: self.listen.as_ref().map(|e| e.to_string()),
             allow_remote: Some(self.allow_remote),
+            max_connections: Some(RawInt(self.max_connections as i64)),
+            idle_timeout: Some(DurationValue::from(
+                self.idle_timeout.unwrap_or(Duration::ZERO),
+            )),
             max_channel_bytes: unless_default(self.max_channel_bytes, DEFAULT_MAX_CHANNEL_BYTES),
             max_subscription_bytes: unless_default(
                 self.max_subscription_bytes,
@@ -285,6 +351,8 @@ pub(super) fn warnings(admin: &OpsListenerConfig, out: &mut Vec<String>) {
 pub(super) struct RawOpsListener {
     listen: Option<String>,
     allow_remote: Option<bool>,
+    max_connections: Option<RawInt>,
+    idle_timeout: Option<DurationValue>,
     /// `[admin]` only.
     max_channel_bytes: Option<RawInt>,
     /// `[admin]` only.
@@ -457,6 +525,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(wrong.contains("metrics.allow_remote"), "{wrong}");
+    }
+
+    #[test]
+    fn caps_and_idle_timeouts_are_per_table() {
+        let c = parse("").unwrap().config;
+        assert_eq!(
+            (c.admin.max_connections, c.admin.idle_timeout),
+            (DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_ADMIN_IDLE_TIMEOUT)
+        );
+        assert_eq!(
+            (c.metrics.max_connections, c.metrics.idle_timeout),
+            (
+                DEFAULT_METRICS_MAX_CONNECTIONS,
+                DEFAULT_METRICS_IDLE_TIMEOUT
+            )
+        );
+        let c = parse(
+            "[admin]\nmax_connections = 4\nidle_timeout = \"0s\"\n\
+             [metrics]\nmax_connections = 16000\nidle_timeout = \"3s\"",
+        )
+        .unwrap()
+        .config;
+        assert_eq!((c.admin.max_connections, c.admin.idle_timeout), (4, None));
+        assert_eq!(
+            (c.metrics.max_connections, c.metrics.idle_timeout),
+            (16_000, Some(Duration::from_secs(3)))
+        );
+        assert_eq!(parse(&c.to_toml()).unwrap().config, c, "round trip");
+        invalid(
+            "[admin]\nmax_connections = 0",
+            "admin.max_connections",
+            "use 1 to 16000",
+        );
+        invalid(
+            "[metrics]\nmax_connections = 16001",
+            "metrics.max_connections",
+            "use 1 to 16000",
+        );
+        invalid(
+            "[metrics]\nidle_timeout = \"200ms\"",
+            "metrics.idle_timeout",
+            "\"0s\" for no idle timeout",
+        );
     }
 
     #[test]

@@ -40,7 +40,9 @@ mod toml_error;
 mod validate;
 
 pub use endpoints::{
-    Endpoint, OpsListenerConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_ALLOW_REMOTE, DEFAULT_METRICS_LISTEN,
+    Endpoint, OpsListenerConfig, DEFAULT_ADMIN_IDLE_TIMEOUT, DEFAULT_ADMIN_LISTEN,
+    DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_ALLOW_REMOTE, DEFAULT_METRICS_IDLE_TIMEOUT,
+    DEFAULT_METRICS_LISTEN, DEFAULT_METRICS_MAX_CONNECTIONS, MAX_OPS_LISTENER_CONNECTIONS,
 };
 use raw::RawConfig;
 use toml_error::describe_toml_error;
@@ -93,7 +95,7 @@ const MAX_KEEPALIVE_SECS: u64 = 32_767;
 const MAX_USER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 const MIB: i64 = 1024 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
     pub keepalive: KeepaliveConfig,
@@ -102,6 +104,21 @@ pub struct Config {
     pub log: LogConfig,
     pub admin: OpsListenerConfig,
     pub metrics: OpsListenerConfig,
+}
+
+impl Default for Config {
+    /// Every key at its default; `[admin]` and `[metrics]` differ in theirs.
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            keepalive: KeepaliveConfig::default(),
+            session: SessionConfig::default(),
+            stats: StatsConfig::default(),
+            log: LogConfig::default(),
+            admin: OpsListenerConfig::admin(),
+            metrics: OpsListenerConfig::metrics(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
