@@ -8,6 +8,11 @@
 //!   `-WRONGPASS ...`. After [`MAX_FAILURES`] wrong passwords on one session the session is
 //!   closed (reason `auth-failed`), so one connection cannot pipeline thousands of guesses.
 //! - Passwords are compared in constant time (no early exit on the first differing byte).
+//! - Failures are also limited per source address (`crate::auth_throttle`): the loop gives each
+//!   session a [`GuessBudget`] before its requests run, and an `AUTH` past it is refused
+//!   without comparing (`-ERR too many failed AUTH attempts ...`, session closed with
+//!   `auth-throttled`). Unauthenticated sessions are also reaped after `server.auth_timeout`
+//!   (the loop's deadline heap, `src/server/auth.rs`).
 //! - Before authenticating, a request may be at most [`MAX_UNAUTHENTICATED_REQUEST`] bytes.
 //! - Sessions open when a password is turned on by a reload keep the access they had, as in
 //!   Redis; turning the password off lets every session in at once.
@@ -16,14 +21,15 @@
 //! Counting failures in statistics and logging them (rate-limited) is the event loop's part.
 
 use std::fmt;
-use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+pub use crate::auth_throttle::GuessBudget;
 use crate::command::{Args, Step};
 use crate::reap::ReapReason;
 use crate::resp;
 use crate::session::Session;
+use crate::small_file::{self, ReadError};
 
 /// Wrong passwords one session may send before it is closed.
 pub const MAX_FAILURES: u32 = 3;
@@ -40,6 +46,8 @@ const NOAUTH_HELLO: &str = "NOAUTH HELLO must be called with the client already 
      otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the \
      client and select the RESP protocol version at the same time";
 const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+/// The reply to an `AUTH` from a locked-out address, before `retry in Ns`.
+pub const THROTTLED: &str = "ERR too many failed AUTH attempts from this address";
 const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the \
      default user. Are you sure your configuration is correct?";
 
@@ -78,6 +86,11 @@ impl Password {
         }
     }
 
+    /// Whether two passwords are the same secret, wherever they came from.
+    pub fn same_secret(&self, other: &Password) -> bool {
+        constant_time_eq(&self.secret, &other.secret)
+    }
+
     /// Whether `given` is the password, in time that depends on the lengths only.
     pub fn matches(&self, given: &[u8]) -> bool {
         constant_time_eq(given, &self.secret)
@@ -99,24 +112,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Reads `server.password_file`: a regular file (checked before opening, so a FIFO or device
-/// cannot block or flood the loader), at most [`MAX_PASSWORD_BYTES`] after one trailing line
-/// ending is dropped, not empty. The error text follows the key's name in the config error.
+/// Reads `server.password_file`: a regular file (opened non-blocking and checked with
+/// `fstat`, so a FIFO or device can neither block nor flood the loader), at most
+/// [`MAX_PASSWORD_BYTES`] after one trailing line ending is dropped, not empty. The error text
+/// follows the key's name in the config error.
 pub fn read_password_file(path: &Path) -> Result<Box<[u8]>, String> {
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!(
-            "{shown} is not a regular file; point it at a file that holds the password"
-        ));
-    }
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let mut secret = Vec::with_capacity(64);
     // Two bytes of slack for a line ending that is not part of the password.
     let cap = MAX_PASSWORD_BYTES as u64 + 2;
-    file.take(cap + 1)
-        .read_to_end(&mut secret)
-        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut secret = small_file::read_regular(path, cap).map_err(|e| match e {
+        ReadError::Io(e) => format!("cannot read {shown}: {e}"),
+        ReadError::NotRegular(_) => {
+            format!("{shown} {e}; point it at a file that holds the password")
+        }
+        ReadError::TooLarge => too_long(path),
+        ReadError::Changed(_) => format!("{shown} {e}"),
+    })?;
     if secret.ends_with(b"\n") {
         secret.pop();
         if secret.ends_with(b"\r") {
@@ -129,12 +140,16 @@ pub fn read_password_file(path: &Path) -> Result<Box<[u8]>, String> {
         ));
     }
     if secret.len() > MAX_PASSWORD_BYTES {
-        return Err(format!(
-            "{shown} holds more than {MAX_PASSWORD_BYTES} bytes; a password must fit in one \
-             AUTH request"
-        ));
+        return Err(too_long(path));
     }
     Ok(secret.into_boxed_slice())
+}
+
+fn too_long(path: &Path) -> String {
+    format!(
+        "{} holds more than {MAX_PASSWORD_BYTES} bytes; a password must fit in one AUTH request",
+        path.display()
+    )
 }
 
 /// A warning when the password file's mode lets other users read it or its group change it
@@ -197,11 +212,12 @@ pub fn gate(
             return Gate::Run;
         }
         if args.is(2, "AUTH") && args.len() >= 5 {
-            if check(args.get(3), args.get(4), session, password) {
+            let checked = check(args.get(3), args.get(4), session, password);
+            if checked == Checked::Right {
                 return Gate::Run;
             }
             session.commands += 1;
-            return Gate::Answered(wrong_password(session, out));
+            return Gate::Answered(refused(checked, session, out));
         }
         session.commands += 1;
         resp::write_error(out, NOAUTH_HELLO);
@@ -234,22 +250,49 @@ fn auth(
         resp::write_error(out, NO_PASSWORD);
         return Step::Continue;
     };
-    if check(user, given, session, password) {
-        resp::write_simple(out, "OK");
-        Step::Continue
-    } else {
-        wrong_password(session, out)
+    match check(user, given, session, password) {
+        Checked::Right => {
+            resp::write_simple(out, "OK");
+            Step::Continue
+        }
+        checked => refused(checked, session, out),
     }
 }
 
-/// Checks a user and password; on success the session is authenticated.
-fn check(user: &[u8], given: &[u8], session: &mut Session, password: &Password) -> bool {
+/// The outcome of one `AUTH` attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checked {
+    Right,
+    Wrong,
+    /// Not compared: the address is locked out for this many more seconds.
+    Throttled(u16),
+}
+
+/// Checks a user and password, if the session's budget allows a comparison; on success the
+/// session is authenticated.
+fn check(user: &[u8], given: &[u8], session: &mut Session, password: &Password) -> Checked {
+    if let Err(retry_secs) = session.guess_budget.take() {
+        return Checked::Throttled(retry_secs);
+    }
     // Both are always evaluated: no shortcut that would time the user name separately.
     let ok = password.matches(given) & user.eq_ignore_ascii_case(b"default");
     if ok {
         session.authenticated = true;
+        Checked::Right
+    } else {
+        Checked::Wrong
     }
-    ok
+}
+
+/// Answers an attempt that did not authenticate.
+fn refused(checked: Checked, session: &mut Session, out: &mut Vec<u8>) -> Step {
+    match checked {
+        Checked::Throttled(secs) => {
+            resp::write_error(out, &format!("{THROTTLED}; retry in {secs}s"));
+            Step::Close(ReapReason::AuthThrottled)
+        }
+        _ => wrong_password(session, out),
+    }
 }
 
 fn wrong_password(session: &mut Session, out: &mut Vec<u8>) -> Step {
@@ -393,6 +436,37 @@ mod tests {
         let (g, reply) = run(&mut s, Some(&pw), &[b"AUTH", b"guess"]);
         assert_eq!(g, Gate::Answered(Step::Close(ReapReason::AuthFailed)));
         assert!(reply.starts_with("-WRONGPASS"), "{reply}");
+    }
+
+    #[test]
+    fn past_the_budget_auth_is_refused_without_comparing_and_closes() {
+        let pw = Password::new(&b"pw"[..], PasswordSource::Inline);
+        let (_c, mut s) = session();
+        s.guess_budget = GuessBudget::Left {
+            left: 1,
+            then_secs: 4,
+        };
+        let (g, reply) = run(&mut s, Some(&pw), &[b"AUTH", b"guess"]);
+        assert_eq!(g, Gate::Answered(Step::Continue));
+        assert!(reply.starts_with("-WRONGPASS"), "{reply}");
+        // The right password, but nothing left in the budget: not compared.
+        let (g, reply) = run(&mut s, Some(&pw), &[b"AUTH", b"pw"]);
+        assert_eq!(g, Gate::Answered(Step::Close(ReapReason::AuthThrottled)));
+        assert_eq!(
+            reply,
+            "-ERR too many failed AUTH attempts from this address; retry in 4s\r\n"
+        );
+        assert!(!s.authenticated);
+        assert_eq!(s.auth_failures, 1, "a refused attempt is not a failure");
+        s.guess_budget = GuessBudget::Throttled { retry_secs: 9 };
+        let (g, reply) = run(
+            &mut s,
+            Some(&pw),
+            &[b"HELLO", b"3", b"AUTH", b"default", b"pw"],
+        );
+        assert_eq!(g, Gate::Answered(Step::Close(ReapReason::AuthThrottled)));
+        assert!(reply.ends_with("retry in 9s\r\n"), "{reply}");
+        assert!(!s.authenticated);
     }
 
     #[test]

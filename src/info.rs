@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use crate::admin::View;
+use crate::admin::{View, OPS_LISTENERS};
 use crate::config::UserTimeout;
 use crate::duration::format_duration;
 use crate::histogram::Histogram;
@@ -96,6 +96,28 @@ fn clients(v: &View<'_>, out: &mut String) {
         v.config.server.max_connections_per_ip,
     );
     line(out, "admin_clients", v.admin_clients);
+    // Per operator listener: open now, its cap, and what was refused or closed by timer.
+    let ops = v.ops;
+    for (i, name) in OPS_LISTENERS.iter().enumerate() {
+        let config = if i == 0 {
+            &v.config.admin
+        } else {
+            &v.config.metrics
+        };
+        line(out, &format!("{name}_connections"), ops.open[i]);
+        line(
+            out,
+            &format!("{name}_max_connections"),
+            config.max_connections,
+        );
+        line(out, &format!("{name}_rejected_connections"), ops.refused[i]);
+        line(out, &format!("{name}_idle_closed"), ops.idle_closed[i]);
+        line(
+            out,
+            &format!("{name}_slow_consumers_closed"),
+            ops.slow_closed[i],
+        );
+    }
 }
 
 fn stats(v: &View<'_>, out: &mut String) {
@@ -117,6 +139,9 @@ fn stats(v: &View<'_>, out: &mut String) {
             s.reason(reason).count,
         );
     }
+    line(out, "auth_failures", s.auth_failures);
+    line(out, "auth_lockouts", s.auth_lockouts);
+    line(out, "auth_tracked_addresses", s.auth_tracked);
     line(out, "busy_poll_windows", s.busy_poll.opened);
     line(out, "busy_poll_windows_caught", s.busy_poll.caught);
     line(out, "config_reloads", s.reloads);

@@ -7,6 +7,7 @@
 mod activation;
 mod admin;
 pub mod auth;
+mod auth_throttle;
 mod busy_poll;
 pub mod cli;
 mod client_info;
@@ -31,6 +32,7 @@ pub mod reap;
 pub mod resp;
 mod server;
 mod session;
+mod small_file;
 mod sockopt;
 mod stats;
 mod sys;

@@ -13,6 +13,7 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::admin::{OpsCounters, OPS_LISTENERS};
 use crate::histogram::{self, Histogram};
 use crate::reap::ReapReason;
 use crate::stats::{RejectCause, Stats};
@@ -27,6 +28,9 @@ pub mod names {
     pub const DETECTION_LATENCY: &str = "vigild_detection_latency_seconds";
     pub const SESSION_LIFETIME: &str = "vigild_session_lifetime_seconds";
     pub const RELOADS: &str = "vigild_reloads_total";
+    pub const AUTH_FAILURES: &str = "vigild_auth_failures_total";
+    pub const AUTH_LOCKOUTS: &str = "vigild_auth_lockouts_total";
+    pub const AUTH_TRACKED: &str = "vigild_auth_tracked_addresses";
     pub const BUSY_POLL_WINDOWS: &str = "vigild_busy_poll_windows_total";
     pub const BUSY_POLL_CAUGHT: &str = "vigild_busy_poll_windows_caught_total";
     pub const LAST_RELOAD_SUCCESS: &str = "vigild_last_reload_success";
@@ -36,6 +40,9 @@ pub mod names {
     pub const PRESENCE_MESSAGES: &str = "vigild_presence_messages_total";
     pub const PRESENCE_SUBSCRIBERS: &str = "vigild_presence_subscribers";
     pub const PRESENCE_DROPPED: &str = "vigild_presence_subscribers_dropped_total";
+    pub const OPS_CONNECTIONS: &str = "vigild_ops_connections";
+    pub const OPS_REJECTED: &str = "vigild_ops_rejected_total";
+    pub const OPS_CLOSED: &str = "vigild_ops_closed_total";
 }
 
 /// The `Content-Type` of a scrape: the text format, version 0.0.4.
@@ -72,8 +79,9 @@ const fn all_on_boundaries(bounds: &[u64]) -> bool {
 const _: () = assert!(all_on_boundaries(&LATENCY_BUCKETS_MS));
 const _: () = assert!(all_on_boundaries(&LIFETIME_BUCKETS_MS));
 
-/// Appends the whole exposition. `started` is when the daemon started.
-pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
+/// Appends the whole exposition. `ops` are the operator listeners' counters; `started` is
+/// when the daemon started.
+pub fn render(stats: &Stats, ops: &OpsCounters, started: SystemTime, out: &mut String) {
     scalar(
         out,
         names::SESSIONS_LIVE,
@@ -157,6 +165,7 @@ pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
             &LIFETIME_BUCKETS_MS,
         );
     }
+    auth(stats, out);
     scalar(
         out,
         names::BUSY_POLL_WINDOWS,
@@ -186,6 +195,7 @@ pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
         u8::from(stats.last_reload_ok()),
     );
     presence(stats, out);
+    operator(ops, out);
     family(
         out,
         names::BUILD_INFO,
@@ -211,6 +221,32 @@ pub fn render(stats: &Stats, started: SystemTime, out: &mut String) {
         u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX),
     );
     out.push('\n');
+}
+
+/// Failed passwords and the per-address lockouts (src/auth_throttle.rs); throttled attempts
+/// and auth timeouts are reap reasons.
+fn auth(stats: &Stats, out: &mut String) {
+    scalar(
+        out,
+        names::AUTH_FAILURES,
+        "counter",
+        "Wrong passwords compared (AUTH, HELLO ... AUTH).",
+        stats.auth_failures,
+    );
+    scalar(
+        out,
+        names::AUTH_LOCKOUTS,
+        "counter",
+        "Times a source address (IPv6: a /64) was locked out after server.auth_failures_before_backoff wrong passwords.",
+        stats.auth_lockouts,
+    );
+    scalar(
+        out,
+        names::AUTH_TRACKED,
+        "gauge",
+        "Source addresses in the table of failed passwords now (bounded).",
+        stats.auth_tracked,
+    );
 }
 
 /// The presence counters (docs/presence.md).
@@ -244,6 +280,56 @@ fn presence(stats: &Stats, out: &mut String) {
     ];
     for (name, kind, help, value) in series {
         scalar(out, name, kind, help, value);
+    }
+}
+
+/// The operator listeners' connections (docs/admin.md), by `listener`.
+fn operator(ops: &OpsCounters, out: &mut String) {
+    family(
+        out,
+        names::OPS_CONNECTIONS,
+        "gauge",
+        "Operator connections open now, by listener (admin, metrics).",
+    );
+    for (i, l) in OPS_LISTENERS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{}{{listener=\"{l}\"}} {}",
+            names::OPS_CONNECTIONS,
+            ops.open[i]
+        );
+    }
+    family(
+        out,
+        names::OPS_REJECTED,
+        "counter",
+        "Operator connections refused because the listener's max_connections was reached.",
+    );
+    for (i, l) in OPS_LISTENERS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{}{{listener=\"{l}\"}} {}",
+            names::OPS_REJECTED,
+            ops.refused[i]
+        );
+    }
+    family(
+        out,
+        names::OPS_CLOSED,
+        "counter",
+        "Operator connections closed by the daemon: idle-timeout, or slow-consumer (output that did not drain).",
+    );
+    for (i, l) in OPS_LISTENERS.iter().enumerate() {
+        for (reason, n) in [
+            ("idle-timeout", ops.idle_closed[i]),
+            ("slow-consumer", ops.slow_closed[i]),
+        ] {
+            let _ = writeln!(
+                out,
+                "{}{{listener=\"{l}\",reason=\"{reason}\"}} {n}",
+                names::OPS_CLOSED
+            );
+        }
     }
 }
 
@@ -317,7 +403,20 @@ mod tests {
     #[test]
     fn every_series_is_present_with_zeros() {
         let mut out = String::new();
-        render(&Stats::default(), SystemTime::now(), &mut out);
+        render(
+            &Stats::default(),
+            &OpsCounters::default(),
+            SystemTime::now(),
+            &mut out,
+        );
+        for zero in [
+            "vigild_ops_connections{listener=\"admin\"} 0\n",
+            "vigild_ops_rejected_total{listener=\"metrics\"} 0\n",
+            "vigild_ops_closed_total{listener=\"admin\",reason=\"slow-consumer\"} 0\n",
+            "vigild_ops_closed_total{listener=\"metrics\",reason=\"idle-timeout\"} 0\n",
+        ] {
+            assert!(out.contains(zero), "{zero}");
+        }
         for reason in ReapReason::ALL {
             assert!(
                 out.contains(&format!("vigild_reaped_total{{reason=\"{}\"}} 0\n", reason)),
@@ -363,7 +462,7 @@ mod tests {
         stats.on_reap(ka, Duration::from_millis(9000), Duration::from_millis(6399));
         stats.on_reap(ka, Duration::from_millis(9000), Duration::from_millis(6400));
         let mut out = String::new();
-        render(&stats, SystemTime::now(), &mut out);
+        render(&stats, &OpsCounters::default(), SystemTime::now(), &mut out);
         let l = "vigild_detection_latency_seconds_bucket{reason=\"keepalive-timeout\",le=";
         assert!(out.contains(&format!("{l}\"3.2\"}} 0\n")), "{out}");
         assert!(

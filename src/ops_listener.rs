@@ -107,15 +107,24 @@ fn remove_stale(path: &Path) -> io::Result<()> {
             "the path exists and is not a socket; remove it or choose another path",
         ));
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "another process is listening on this socket (another vigild?)",
-        )),
+    // Non-blocking (mio's connect): a blocking one waits as long as another process holds
+    // the path with a full listen queue and never accepts, and this runs on the event loop
+    // when a reload moves the listener.
+    match UnixStream::connect(path) {
+        Ok(_) => Err(live()),
+        // A listener whose queue is full: someone is listening, just not accepting.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(live()),
         // Nobody behind it: left over from an earlier run that did not remove it.
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => fs::remove_file(path),
         Err(e) => Err(e),
     }
+}
+
+fn live() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "another process is listening on this socket (another vigild?)",
+    )
 }
 
 impl Drop for OpsListener {
@@ -234,6 +243,29 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         drop(l);
         assert!(!path.exists());
+        let _ = fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_live_socket_with_a_full_queue_is_refused_at_once() {
+        let path = temp_path("full");
+        let holder = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // Fill its queue: non-blocking connects until the kernel says it is full.
+        let mut queued = Vec::new();
+        loop {
+            match UnixStream::connect(&path) {
+                Ok(s) => queued.push(s),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(queued.len() < 100_000, "the queue never filled");
+        }
+        let t0 = std::time::Instant::now();
+        let err = OpsListener::bind(&Endpoint::Unix(path.clone())).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(1));
+        assert!(path.exists(), "a live socket is never removed");
+        drop(holder);
         let _ = fs::remove_dir_all(path.parent().unwrap());
     }
 

@@ -13,6 +13,13 @@
 //! unknown ones as unknown, in that order as Redis does. Unsubscribing from the last subscription
 //! leaves subscribed mode. The `redis` crate unsubscribes with both `UNSUBSCRIBE` and
 //! `PUNSUBSCRIBE` when its `PubSub` is dropped, so both must answer.
+//!
+//! What one connection can make us keep is bounded ([`Limits`]): at most [`MAX_SUBSCRIPTIONS`]
+//! channels and patterns, each name at most `admin.max_channel_bytes`, all names together at
+//! most `admin.max_subscription_bytes`. Over a bound the name is refused with an `-ERR` (the
+//! other names of the same command still count) and the connection stays. A name already held
+//! is one subscription, as in Redis: subscribing again confirms with the same count, costs
+//! nothing, and the events are delivered once per channel and once per pattern.
 
 use crate::command::{self, Args};
 use crate::resp::{self, Proto};
@@ -22,15 +29,41 @@ pub const PRESENCE: &[u8] = b"presence";
 /// Channels plus patterns one connection may hold; a bound on what a client can make us keep.
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
 
+/// The bounds on one connection's subscriptions, from `[admin]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest channel name or pattern.
+    pub max_name_bytes: usize,
+    /// All names and patterns of one connection together.
+    pub max_total_bytes: usize,
+}
+
+impl Limits {
+    pub fn of(admin: &crate::config::OpsListenerConfig) -> Limits {
+        Limits {
+            max_name_bytes: admin.max_channel_bytes,
+            max_total_bytes: admin.max_subscription_bytes,
+        }
+    }
+}
+
 /// One admin connection's subscriptions.
 #[derive(Debug, Default)]
 pub struct Subscriptions {
     channels: Vec<Box<[u8]>>,
     /// Patterns, each with whether it matches [`PRESENCE`] (decided once, at subscribe).
     patterns: Vec<(Box<[u8]>, bool)>,
+    /// Bytes of all the names in `channels` and `patterns`.
+    bytes: usize,
 }
 
 impl Subscriptions {
+    /// Bytes of the names held (what `admin.max_subscription_bytes` bounds).
+    #[cfg(test)]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn count(&self) -> usize {
         self.channels.len() + self.patterns.len()
     }
@@ -102,6 +135,7 @@ pub fn execute(
     args: Args<'_>,
     subs: &mut Subscriptions,
     proto: Proto,
+    limits: Limits,
     out: &mut Vec<u8>,
 ) -> Outcome {
     let names = 1..args.len();
@@ -120,6 +154,30 @@ pub fn execute(
                 subs.channels.iter().any(|c| &**c == name)
             };
             if !held {
+                let what = if pattern { "pattern" } else { "channel name" };
+                if name.len() > limits.max_name_bytes {
+                    resp::write_error(
+                        out,
+                        &format!(
+                            "ERR {what} is {} bytes, at most {} (admin.max_channel_bytes)",
+                            name.len(),
+                            limits.max_name_bytes
+                        ),
+                    );
+                    continue;
+                }
+                if subs.bytes + name.len() > limits.max_total_bytes {
+                    resp::write_error(
+                        out,
+                        &format!(
+                            "ERR this connection's channel names and patterns would take {} \
+                             bytes, at most {} (admin.max_subscription_bytes)",
+                            subs.bytes + name.len(),
+                            limits.max_total_bytes
+                        ),
+                    );
+                    continue;
+                }
                 if subs.count() >= MAX_SUBSCRIPTIONS {
                     resp::write_error(
                         out,
@@ -136,6 +194,7 @@ pub fn execute(
                 } else {
                     subs.channels.push(name.into());
                 }
+                subs.bytes += name.len();
             }
             confirm(out, proto, kind, Some(name), subs.count());
         }
@@ -153,6 +212,7 @@ pub fn execute(
             } else {
                 std::mem::take(&mut subs.channels)
             };
+            subs.bytes -= all.iter().map(|n| n.len()).sum::<usize>();
             if all.is_empty() {
                 confirm(out, proto, kind, None, subs.count());
             }
@@ -164,10 +224,15 @@ pub fn execute(
         } else {
             for i in names {
                 let name = args.get(i);
+                let before = subs.count();
                 if pattern {
                     subs.patterns.retain(|(p, _)| &**p != name);
                 } else {
                     subs.channels.retain(|c| &**c != name);
+                }
+                // Names are unique per kind, so at most one went.
+                if subs.count() < before {
+                    subs.bytes -= name.len();
                 }
                 confirm(out, proto, kind, Some(name), subs.count());
             }
@@ -221,10 +286,21 @@ fn confirm(out: &mut Vec<u8>, proto: Proto, kind: &[u8], name: Option<&[u8]>, co
 mod tests {
     use super::*;
 
+    const LIMITS: Limits = Limits {
+        max_name_bytes: 256,
+        max_total_bytes: 64 * 1024,
+    };
+
     fn run(subs: &mut Subscriptions, words: &[&str]) -> (Outcome, String) {
         let (buf, ranges) = crate::command::test_words(words);
         let mut out = Vec::new();
-        let o = execute(Args::new(&buf, &ranges), subs, Proto::Resp2, &mut out);
+        let o = execute(
+            Args::new(&buf, &ranges),
+            subs,
+            Proto::Resp2,
+            LIMITS,
+            &mut out,
+        );
         (o, String::from_utf8(out).unwrap())
     }
 
@@ -317,5 +393,64 @@ mod tests {
         let (_, r) = run(&mut s, &["SUBSCRIBE", "presence"]);
         assert!(r.starts_with("-ERR at most 1024"), "{r}");
         assert_eq!(s.count(), MAX_SUBSCRIPTIONS);
+    }
+
+    #[test]
+    fn names_and_their_total_are_bounded_in_bytes() {
+        let mut s = Subscriptions::default();
+        let long = "x".repeat(257);
+        let (_, r) = run(&mut s, &["SUBSCRIBE", &long, "presence"]);
+        assert!(
+            r.starts_with(
+                "-ERR channel name is 257 bytes, at most 256 (admin.max_channel_bytes)\r\n"
+            ),
+            "{r}"
+        );
+        assert!(
+            r.ends_with("$8\r\npresence\r\n:1\r\n"),
+            "the other name counts: {r}"
+        );
+        let (_, r) = run(&mut s, &["PSUBSCRIBE", &long]);
+        assert!(r.starts_with("-ERR pattern is 257 bytes"), "{r}");
+        assert_eq!((s.count(), s.bytes()), (1, 8));
+        // 256-byte names: 255 more fit in 64 KiB next to "presence", the next does not.
+        for i in 0..255 {
+            let (_, r) = run(&mut s, &["PSUBSCRIBE", &format!("{i:0>256}")]);
+            assert!(r.starts_with("*3"), "{i}: {r}");
+        }
+        assert_eq!(s.bytes(), 8 + 255 * 256);
+        let (_, r) = run(&mut s, &["SUBSCRIBE", &"y".repeat(256)]);
+        assert!(
+            r.contains("would take 65544 bytes, at most 65536 (admin.max_subscription_bytes)"),
+            "{r}"
+        );
+        // Again: one subscription, no bytes.
+        let (_, r) = run(&mut s, &["PSUBSCRIBE", &format!("{:0>256}", 3)]);
+        assert!(r.ends_with(":256\r\n"), "{r}");
+        assert_eq!(s.bytes(), 8 + 255 * 256);
+        // Unsubscribing gives the bytes back, by name and all at once.
+        run(
+            &mut s,
+            &["PUNSUBSCRIBE", &format!("{:0>256}", 3), "never-held"],
+        );
+        assert_eq!(s.bytes(), 8 + 254 * 256);
+        run(&mut s, &["PUNSUBSCRIBE"]);
+        run(&mut s, &["UNSUBSCRIBE"]);
+        assert_eq!((s.count(), s.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn a_pattern_subscribed_twice_is_one_subscription_delivered_once() {
+        let mut s = Subscriptions::default();
+        let first = run(&mut s, &["PSUBSCRIBE", "pres*"]).1;
+        let again = run(&mut s, &["PSUBSCRIBE", "pres*", "pres*"]).1;
+        assert!(first.ends_with(":1\r\n"));
+        assert_eq!(
+            again,
+            first.repeat(2),
+            "Redis confirms each, with the same count"
+        );
+        let mut out = Vec::new();
+        assert_eq!(s.frames(b"", b"{}", Proto::Resp2, &mut out), 1);
     }
 }

@@ -35,10 +35,16 @@ pub enum ReapReason {
     IdleTimeout,
     /// A malformed or oversized request.
     ProtocolError,
-    /// Pending output above `session.max_output_bytes`.
+    /// Pending output at `session.max_output_bytes` (its requests paused) while the client
+    /// kept sending: more than `max_request_bytes` + 256 KiB of requests wait (`server/conn.rs`).
     SlowConsumer,
     /// Too many wrong passwords (`auth::MAX_FAILURES`) on one session.
     AuthFailed,
+    /// Not authenticated within `server.auth_timeout` of connecting (with a password set).
+    AuthTimeout,
+    /// Sent `AUTH` while its address was locked out after failed passwords
+    /// (`server.auth_failures_before_backoff`); refused without comparing.
+    AuthThrottled,
     /// An operator's `CLIENT KILL`.
     Killed,
     /// Another session took its name.
@@ -51,7 +57,7 @@ pub enum ReapReason {
 
 impl ReapReason {
     /// Every reason, in the order statistics list them.
-    pub const ALL: [ReapReason; 15] = [
+    pub const ALL: [ReapReason; 17] = [
         ReapReason::Closed,
         ReapReason::Quit,
         ReapReason::Reset,
@@ -63,6 +69,8 @@ impl ReapReason {
         ReapReason::ProtocolError,
         ReapReason::SlowConsumer,
         ReapReason::AuthFailed,
+        ReapReason::AuthTimeout,
+        ReapReason::AuthThrottled,
         ReapReason::Killed,
         ReapReason::Replaced,
         ReapReason::Shutdown,
@@ -83,6 +91,8 @@ impl ReapReason {
             ReapReason::ProtocolError => "protocol-error",
             ReapReason::SlowConsumer => "slow-consumer",
             ReapReason::AuthFailed => "auth-failed",
+            ReapReason::AuthTimeout => "auth-timeout",
+            ReapReason::AuthThrottled => "auth-throttled",
             ReapReason::Killed => "killed",
             ReapReason::Replaced => "replaced",
             ReapReason::Shutdown => "shutdown",
@@ -123,6 +133,8 @@ impl ReapReason {
             | ReapReason::ProtocolError
             | ReapReason::SlowConsumer
             | ReapReason::AuthFailed
+            | ReapReason::AuthTimeout
+            | ReapReason::AuthThrottled
             | ReapReason::Error => Level::Warn,
         }
     }

@@ -3,7 +3,9 @@
 //! A session holds no heap buffers while it is idle: requests are read into a buffer the event
 //! loop owns, and a session keeps only the unfinished tail of a request (`unfinished`, boxed:
 //! `None` unless a request spans reads) and output the kernel did not take yet (`output`, an
-//! empty `Vec` when idle). An idle session is its table entry and nothing else.
+//! empty `Vec` when idle). An idle session is its table entry and nothing else. A session
+//! whose output reached `session.max_output_bytes` keeps its unexecuted requests in
+//! `unfinished` too, marked [`Unfinished::held`] (see `server/conn.rs`).
 //!
 //! The table also keeps the name index (name → the sessions holding it, oldest first) for
 //! `CLIENT LOOKUP` and `session.unique_names`. It is maintained in exactly two places:
@@ -59,6 +61,9 @@ pub struct Session {
     pub authenticated: bool,
     /// Wrong passwords sent on this session (see `auth::MAX_FAILURES`).
     pub auth_failures: u32,
+    /// Passwords its address may still have compared, set by the loop before requests run
+    /// (see `auth_throttle.rs`).
+    pub guess_budget: crate::auth::GuessBudget,
     /// The open `MULTI`, boxed: `None` (8 bytes) for every session not inside one.
     pub transaction: Option<Box<crate::transaction::Transaction>>,
 }
@@ -74,6 +79,10 @@ pub struct Unfinished {
     /// When its first byte arrived: a request must be completed within `session.idle_timeout`
     /// of it (so a client dribbling bytes counts as idle).
     pub since: Instant,
+    /// The bytes were not (all) parsed because the session's pending output reached
+    /// `session.max_output_bytes`: they may hold complete requests, to be run, before any
+    /// further read, once the output drains below the limit.
+    pub held: bool,
 }
 
 impl Session {
@@ -97,6 +106,7 @@ impl Session {
             proto: crate::resp::Proto::Resp2,
             authenticated: false,
             auth_failures: 0,
+            guess_budget: crate::auth::GuessBudget::Unlimited,
             transaction: None,
         }
     }
@@ -104,6 +114,15 @@ impl Session {
     /// Bytes queued for the peer and not yet written.
     pub fn pending_output(&self) -> usize {
         self.output.len() - self.output_pos
+    }
+
+    /// The bytes of input waiting unexecuted for lack of output room, if any (see
+    /// [`Unfinished::held`]).
+    pub fn held_input(&self) -> Option<usize> {
+        self.unfinished
+            .as_ref()
+            .filter(|u| u.held)
+            .map(|u| u.bytes.len())
     }
 
     /// The interest this session needs now: readable until it is closing, writable while

@@ -8,7 +8,10 @@
 //!   latency_ms.keepalive-timeout=5012/5030/5101/5101 lifetime_ms.closed=20/41/90/90 ...
 //! ```
 //!
-//! `auth.failed=N` (present once a password was wrong) counts failed `AUTH` attempts.
+//! `auth.failed=N` (present once a password was wrong) counts failed `AUTH` attempts;
+//! `auth.lockouts` and `auth.tracked` (present once an address failed) count addresses locked
+//! out and those in the failure table now. Throttled attempts and auth timeouts are reaps
+//! (`reap.auth-throttled`, `reap.auth-timeout`).
 //! `latency_ms.R` (detection reasons only) is the time from the last byte received to the reap;
 //! `lifetime_ms.R` is accept to reap. Both are `min/p50/p99/max`. Reasons with no reaps are
 //! left out of the line. The line ends with the presence counters (docs/presence.md):
@@ -76,6 +79,10 @@ pub struct Stats {
     pub presence: PresenceCounters,
     /// Wrong passwords sent with `AUTH` (or `HELLO ... AUTH`).
     pub auth_failures: u64,
+    /// Times an address was locked out after failed passwords (`auth_throttle.rs`).
+    pub auth_lockouts: u64,
+    /// Addresses in the failure table now (at most `auth_throttle::MAX_TRACKED` + 1).
+    pub auth_tracked: u64,
     /// Busy-polling windows (`server.busy_poll_us`), counted by `BusyPoll`.
     pub busy_poll: WindowCounts,
 }
@@ -149,6 +156,13 @@ impl Stats {
         }
         if self.auth_failures > 0 {
             let _ = write!(s, " auth.failed={}", self.auth_failures);
+        }
+        if self.auth_lockouts > 0 || self.auth_tracked > 0 {
+            let _ = write!(
+                s,
+                " auth.lockouts={} auth.tracked={}",
+                self.auth_lockouts, self.auth_tracked
+            );
         }
         for reason in ReapReason::ALL {
             let r = self.reason(reason);

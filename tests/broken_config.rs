@@ -176,11 +176,15 @@ fn each_kind_of_mistake_gives_one_line_naming_the_key() {
         &["cannot read", "No such file"],
     );
     refused("a directory", dir.path(), &["cannot read"]);
+    // A device is refused before anything is read (it could be endless, or block).
     refused(
         "endless input",
         std::path::Path::new("/dev/zero"),
-        &["larger than 1024 KiB"],
+        &["cannot read", "is a character device, not a regular file"],
     );
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, vec![b'#'; 1024 * 1024 + 1]).unwrap();
+    refused("a file over the cap", &big, &["larger than 1024 KiB"]);
 }
 
 #[test]

@@ -11,7 +11,12 @@ use crate::command::{self, Args};
 use crate::resp::{self, Proto};
 use crate::session::Session;
 
+use super::listing::Listing;
 use super::{AdminClient, AdminStep, View};
+
+/// Listings of at most this many sessions are written at once (one turn renders them in
+/// about 3 ms in a debug build); longer ones are built turn by turn (`listing.rs`).
+pub(super) const SMALL_LISTING: usize = 256;
 
 pub(super) fn client_command(
     args: Args<'_>,
@@ -21,11 +26,11 @@ pub(super) fn client_command(
 ) -> AdminStep {
     let n = args.len();
     if args.is(1, "LIST") {
-        client_list(args, view, out);
+        return client_list(args, view, out);
     } else if args.is(1, "KILL") {
         return client_kill(args, view, out);
     } else if args.is(1, "LOOKUP") && n == 3 {
-        client_lookup(args.get(2), view, client.proto, out);
+        return client_lookup(args.get(2), view, client.proto, out);
     } else if args.is(1, "ID") && n == 2 {
         resp::write_integer(out, i64::try_from(client.id).unwrap_or(i64::MAX));
     } else if args.is(1, "SETNAME") && n == 3 {
@@ -111,7 +116,7 @@ fn sessions_by_id<'a>(view: &View<'a>) -> Vec<(Token, &'a Session)> {
     all
 }
 
-fn client_list(args: Args<'_>, view: &View<'_>, out: &mut Vec<u8>) {
+fn client_list(args: Args<'_>, view: &View<'_>, out: &mut Vec<u8>) -> AdminStep {
     let mut ids: Option<Vec<u64>> = None;
     let mut any_type = true;
     let mut i = 2;
@@ -122,7 +127,7 @@ fn client_list(args: Args<'_>, view: &View<'_>, out: &mut Vec<u8>) {
                 None => {
                     let t = command::printable(args.get(i + 1));
                     resp::write_error(out, &format!("ERR Unknown client type '{t}'"));
-                    return;
+                    return AdminStep::Continue;
                 }
             }
             i += 2;
@@ -133,7 +138,7 @@ fn client_list(args: Args<'_>, view: &View<'_>, out: &mut Vec<u8>) {
                     Some(id) => list.push(id),
                     None => {
                         resp::write_error(out, "ERR Invalid client ID");
-                        return;
+                        return AdminStep::Continue;
                     }
                 }
             }
@@ -141,43 +146,69 @@ fn client_list(args: Args<'_>, view: &View<'_>, out: &mut Vec<u8>) {
             i = args.len();
         } else {
             resp::write_error(out, "ERR syntax error");
-            return;
+            return AdminStep::Continue;
         }
+    }
+    let mut listed = Vec::new();
+    if any_type {
+        listed = sessions_by_id(view);
+        if let Some(ids) = &ids {
+            let wanted: std::collections::HashSet<u64> = ids.iter().copied().collect();
+            listed.retain(|(_, s)| wanted.contains(&s.id));
+        }
+    }
+    reply_lines(listed, view, out)
+}
+
+/// Writes the lines of `listed` as one bulk string, or, above [`SMALL_LISTING`] sessions,
+/// returns the [`Listing`] that builds it turn by turn.
+fn reply_lines(listed: Vec<(Token, &Session)>, view: &View<'_>, out: &mut Vec<u8>) -> AdminStep {
+    let seq = view.stats.presence.seq;
+    if listed.len() > SMALL_LISTING {
+        return AdminStep::List(Box::new(Listing::new(listed.into_iter(), view.now, seq)));
     }
     let mut text = String::new();
-    if any_type {
-        for (_, session) in sessions_by_id(view) {
-            if ids.as_ref().is_some_and(|ids| !ids.contains(&session.id)) {
-                continue;
-            }
-            list_line(session, view, &mut text);
-        }
+    for (_, session) in listed {
+        list_line(session, view.now, seq, &mut text);
     }
     resp::write_bulk(out, text.as_bytes());
+    AdminStep::Continue
 }
 
 /// One `CLIENT LIST` line: the session's description and the presence sequence number it
-/// reflects (the same on every line: the loop changes nothing while it lists).
-fn list_line(session: &Session, view: &View<'_>, text: &mut String) {
-    client_info::describe(session, view.now, text);
+/// reflects (the same on every line: the listing is of the sessions at that number).
+pub(super) fn list_line(session: &Session, now: Instant, seq: u64, text: &mut String) {
+    let info = crate::sys::tcp_info(&session.stream).ok();
+    list_line_with(session, now, seq, info, text);
+}
+
+/// [`list_line`] with `TCP_INFO` as read earlier.
+pub(super) fn list_line_with(
+    session: &Session,
+    now: Instant,
+    seq: u64,
+    info: Option<crate::sys::TcpInfo>,
+    text: &mut String,
+) {
+    client_info::describe_with(session, now, info, text);
     text.push_str(" presence-seq=");
-    text.push_str(&view.stats.presence.seq.to_string());
+    text.push_str(&seq.to_string());
     text.push('\n');
 }
 
 /// `CLIENT LOOKUP name`: the `CLIENT LIST` line of the session holding `name` (of each holder,
 /// oldest first, when names are not unique), or nil.
-fn client_lookup(name: &[u8], view: &View<'_>, proto: Proto, out: &mut Vec<u8>) {
+fn client_lookup(name: &[u8], view: &View<'_>, proto: Proto, out: &mut Vec<u8>) -> AdminStep {
     let holders = view.sessions.holders(name);
     if holders.is_empty() {
         resp::write_null(out, proto);
-        return;
+        return AdminStep::Continue;
     }
-    let mut text = String::new();
-    for session in holders.iter().filter_map(|t| view.sessions.get(*t)) {
-        list_line(session, view, &mut text);
-    }
-    resp::write_bulk(out, text.as_bytes());
+    let listed = holders
+        .iter()
+        .filter_map(|t| view.sessions.get(*t).map(|s| (*t, s)))
+        .collect();
+    reply_lines(listed, view, out)
 }
 
 /// The filters of `CLIENT KILL`; a session must pass all that are set.

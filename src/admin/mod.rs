@@ -35,11 +35,13 @@ use crate::stats::Stats;
 
 mod client;
 mod config_get;
+mod listing;
 #[cfg(test)]
 mod tests;
 
 use client::client_command;
 use config_get::config_command;
+pub use listing::Listing;
 
 /// One admin connection's own state.
 #[derive(Debug)]
@@ -75,6 +77,24 @@ impl AdminClient {
     }
 }
 
+/// The operator side's own counters, by listener (index 0 admin, 1 metrics; see
+/// [`OPS_LISTENERS`]), shown by `INFO clients` and the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpsCounters {
+    /// Connections open now.
+    pub open: [u64; 2],
+    /// Connections refused because the listener's `max_connections` was reached.
+    pub refused: [u64; 2],
+    /// Connections closed after `idle_timeout` with nothing received or written.
+    pub idle_closed: [u64; 2],
+    /// Connections closed because their pending output did not drain (reason
+    /// `slow-consumer`).
+    pub slow_closed: [u64; 2],
+}
+
+/// The operator listeners, in the order of [`OpsCounters`]' arrays.
+pub const OPS_LISTENERS: [&str; 2] = ["admin", "metrics"];
+
 /// What the admin commands may read: a borrow of the event loop's state for one request.
 pub struct View<'a> {
     pub now: Instant,
@@ -90,12 +110,17 @@ pub struct View<'a> {
     pub metrics_listener: Option<&'a str>,
     /// Admin connections open now, this one included.
     pub admin_clients: usize,
+    /// The operator side's counters.
+    pub ops: &'a OpsCounters,
 }
 
 /// What the event loop does after an admin request (whose reply is already written).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum AdminStep {
     Continue,
+    /// The reply is too long for one turn: the loop builds it with this, as the socket drains,
+    /// before it runs the connection's next request.
+    List(Box<Listing>),
     /// Deliver the reply, then close this admin connection (`QUIT`).
     Close,
     /// Reap these sessions with reason `killed`.
@@ -107,6 +132,17 @@ pub enum AdminStep {
 const COMMANDS: [&str; 9] = [
     "PING", "ECHO", "SELECT", "COMMAND", "QUIT", "CLIENT", "INFO", "CONFIG", "HELLO",
 ];
+
+/// Work units (see src/server/ops/mod.rs: about one `CLIENT LIST` line, 12 µs in a debug
+/// build) a request costs besides its reply's bytes (one unit per 512): `CONFIG GET` renders
+/// and flattens the whole config (about 0.4 ms in a debug build).
+pub fn request_cost(args: Args<'_>) -> usize {
+    if args.is(0, "CONFIG") {
+        40
+    } else {
+        1
+    }
+}
 
 /// Runs one admin request, writing its reply to `out`.
 pub fn execute(
@@ -121,7 +157,9 @@ pub fn execute(
     client.commands += 1;
     client.last_command = view.now;
     // First: a subscribed connection may run only a few commands, PING included.
-    if pubsub::execute(args, &mut client.subscriptions, client.proto, out) == pubsub::Outcome::Done
+    let limits = pubsub::Limits::of(&view.config.admin);
+    if pubsub::execute(args, &mut client.subscriptions, client.proto, limits, out)
+        == pubsub::Outcome::Done
     {
         return AdminStep::Continue;
     }

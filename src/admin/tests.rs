@@ -1,5 +1,6 @@
 //! Unit tests for the admin commands, run against a fixture of real sessions in a table.
 
+use super::client::SMALL_LISTING as SMALL;
 use super::config_get::flatten;
 use super::*;
 use crate::session::Session;
@@ -11,6 +12,7 @@ struct Fixture {
     config: Config,
     listeners: Vec<SocketAddr>,
     started: Instant,
+    ops: OpsCounters,
     // Client ends of the sessions, kept open.
     _clients: Vec<std::net::TcpStream>,
 }
@@ -35,6 +37,7 @@ impl Fixture {
             config: Config::default(),
             listeners: vec![l.local_addr().unwrap()],
             started,
+            ops: OpsCounters::default(),
             _clients: clients,
         }
     }
@@ -51,6 +54,7 @@ impl Fixture {
             admin_listener: Some("127.0.0.1:7380"),
             metrics_listener: None,
             admin_clients: 1,
+            ops: &self.ops,
         }
     }
 
@@ -368,4 +372,132 @@ fn secrets_are_hidden_from_config_get() {
     flatten("", &table, &mut out);
     assert!(out.contains(&("server.password".into(), "(hidden)".into())));
     assert!(out.contains(&("server.listen".into(), "a b".into())));
+}
+
+/// Drives a listing to its end in small turns, draining its output as a reader would.
+fn drive(listing: &mut Listing, sessions: &SessionTable, mut between: impl FnMut(usize)) -> String {
+    let mut all = Vec::new();
+    let mut out = Vec::new();
+    let mut turns = 0;
+    loop {
+        let mut budget = 40;
+        let done = listing.advance(sessions, &mut budget, &mut out, |o| o.len(), 4096);
+        assert!(out.len() < 4096 + 1024, "the window holds: {}", out.len());
+        all.append(&mut out);
+        turns += 1;
+        assert!(turns < 10_000);
+        if done {
+            break;
+        }
+        between(turns);
+    }
+    String::from_utf8(all).unwrap()
+}
+
+/// `tcpi-last-data-recv-ms` moves with the clock; everything else of an idle session stays.
+fn steady(text: &str) -> String {
+    text.split(' ')
+        .map(|f| {
+            if f.starts_with("tcpi-last-data-recv-ms=") {
+                "tcpi-last-data-recv-ms=_"
+            } else {
+                f
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The bulk string's declared length and its body.
+fn bulk(reply: &str) -> (usize, &str) {
+    let (head, rest) = reply.split_once("\r\n").unwrap();
+    let len: usize = head[1..].parse().unwrap();
+    assert!(rest.ends_with("\r\n"), "{rest:?}");
+    (len, &rest[..rest.len() - 2])
+}
+
+#[test]
+fn long_listings_are_built_in_turns_and_match_the_one_buffer_reply() {
+    let f = Fixture::new(SMALL + 44);
+    let now = f.started + Duration::from_secs(90_000);
+    let (step, direct) = f.run(&["CLIENT", "LIST"]);
+    let AdminStep::List(mut listing) = step else {
+        panic!("a listing of {} sessions is built in turns", SMALL + 44);
+    };
+    assert_eq!(direct, "", "nothing is written at the request");
+    let built = drive(&mut listing, &f.sessions, |_| {});
+    let (len, body) = bulk(&built);
+    assert_eq!(len, body.len());
+    // The one-buffer rendering of the same table.
+    let mut text = String::new();
+    let mut all: Vec<_> = f.sessions.iter().collect();
+    all.sort_by_key(|(_, s)| s.id);
+    for (_, s) in all {
+        super::client::list_line(s, now, f.stats.presence.seq, &mut text);
+    }
+    assert_eq!(steady(body), steady(&text));
+    assert_eq!(body.lines().count(), SMALL + 44);
+}
+
+#[test]
+fn a_listing_shows_the_snapshot_sessions_and_names_whatever_happens_meanwhile() {
+    let mut f = Fixture::new(SMALL + 4);
+    let (id_a, id_b) = (3, SMALL as u64 + 2);
+    f.sessions
+        .rename(f.token(id_a), Some("before".into()))
+        .unwrap();
+    let (step, _) = f.run(&["CLIENT", "LIST"]);
+    let AdminStep::List(mut listing) = step else {
+        panic!("built in turns");
+    };
+    // Meanwhile, in the middle of the measuring: session A is renamed, session C (measured
+    // already) and session B (not yet) leave.
+    let (ta, tb, tc) = (f.token(id_a), f.token(id_b), f.token(5));
+    let sessions = std::cell::RefCell::new(std::mem::replace(
+        &mut f.sessions,
+        SessionTable::with_capacity(1),
+    ));
+    // (The fixture's own table is not used below.)
+    let mut all = Vec::new();
+    let mut out = Vec::new();
+    let mut turn = 0;
+    loop {
+        let mut budget = 40;
+        let done = listing.advance(&sessions.borrow(), &mut budget, &mut out, |o| o.len(), 4096);
+        all.append(&mut out);
+        if done {
+            break;
+        }
+        turn += 1;
+        if turn == 3 {
+            let mut s = sessions.borrow_mut();
+            s.rename(ta, Some("after-a-much-longer-name".into()))
+                .unwrap();
+            s.remove(tb).unwrap();
+            s.remove(tc).unwrap();
+        }
+    }
+    let built = String::from_utf8(all).unwrap();
+    let (len, body) = bulk(&built);
+    assert_eq!(len, body.len(), "the declared length holds");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.len(), SMALL + 4, "every snapshot session is listed");
+    let a = lines.iter().find(|l| l.starts_with("id=3 ")).unwrap();
+    assert!(a.contains(" name=before "), "{a}");
+    let b = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("id={id_b} ")))
+        .unwrap();
+    assert_eq!(*b, format!("id={id_b} name= state=gone presence-seq=0"));
+    let c = lines.iter().find(|l| l.starts_with("id=5 ")).unwrap();
+    assert!(c.starts_with("id=5 name= state=gone pad=0000"), "{c}");
+    for line in lines {
+        // Every field is key=value, as Redis clients split them.
+        assert!(
+            line.split(' ')
+                .all(|f| f.split_once('=').is_some_and(|(k, _)| !k.is_empty())),
+            "{line}"
+        );
+        assert!(line.ends_with(" presence-seq=0"), "{line}");
+    }
 }

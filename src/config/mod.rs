@@ -30,6 +30,7 @@ use log::LevelFilter;
 
 use crate::auth::{self, Password, PasswordSource};
 use crate::duration::format_duration;
+use crate::small_file;
 
 mod endpoints;
 mod raw;
@@ -39,7 +40,9 @@ mod toml_error;
 mod validate;
 
 pub use endpoints::{
-    Endpoint, OpsListenerConfig, DEFAULT_ADMIN_LISTEN, DEFAULT_ALLOW_REMOTE, DEFAULT_METRICS_LISTEN,
+    Endpoint, OpsListenerConfig, DEFAULT_ADMIN_IDLE_TIMEOUT, DEFAULT_ADMIN_LISTEN,
+    DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_ALLOW_REMOTE, DEFAULT_METRICS_IDLE_TIMEOUT,
+    DEFAULT_METRICS_LISTEN, DEFAULT_METRICS_MAX_CONNECTIONS, MAX_OPS_LISTENER_CONNECTIONS,
 };
 use raw::RawConfig;
 use toml_error::describe_toml_error;
@@ -53,6 +56,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
 pub const DEFAULT_REUSE_PORT: bool = false;
 pub const DEFAULT_BUSY_POLL_US: u64 = 0;
+pub const DEFAULT_AUTH_TIMEOUT: Option<Duration> = Some(Duration::from_secs(5));
+pub const DEFAULT_AUTH_FAILURES_BEFORE_BACKOFF: u32 = 10;
+pub const DEFAULT_AUTH_BACKOFF_MAX: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE_ENABLED: bool = true;
 pub const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -89,7 +95,7 @@ const MAX_KEEPALIVE_SECS: u64 = 32_767;
 const MAX_USER_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 const MIB: i64 = 1024 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
     pub keepalive: KeepaliveConfig,
@@ -98,6 +104,21 @@ pub struct Config {
     pub log: LogConfig,
     pub admin: OpsListenerConfig,
     pub metrics: OpsListenerConfig,
+}
+
+impl Default for Config {
+    /// Every key at its default; `[admin]` and `[metrics]` differ in theirs.
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            keepalive: KeepaliveConfig::default(),
+            session: SessionConfig::default(),
+            stats: StatsConfig::default(),
+            log: LogConfig::default(),
+            admin: OpsListenerConfig::admin(),
+            metrics: OpsListenerConfig::metrics(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +136,14 @@ pub struct ServerConfig {
     pub busy_poll: Duration,
     /// Clients must `AUTH` with it first; None = no password ("" in the file).
     pub password: Option<Password>,
+    /// With a password: a session not authenticated this long after connecting is reaped
+    /// (`auth-timeout`). None = off ("0s").
+    pub auth_timeout: Option<Duration>,
+    /// Wrong passwords from one address (IPv6: one /64) before it is locked out; 0 = no
+    /// per-address limit (see `auth_throttle.rs`).
+    pub auth_failures_before_backoff: u32,
+    /// The longest lockout; lockouts start at 1 s and double up to it.
+    pub auth_backoff_max: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +225,9 @@ impl Default for ServerConfig {
             reuse_port: DEFAULT_REUSE_PORT,
             busy_poll: Duration::from_micros(DEFAULT_BUSY_POLL_US),
             password: None,
+            auth_timeout: DEFAULT_AUTH_TIMEOUT,
+            auth_failures_before_backoff: DEFAULT_AUTH_FAILURES_BEFORE_BACKOFF,
+            auth_backoff_max: DEFAULT_AUTH_BACKOFF_MAX,
         }
     }
 }
@@ -261,6 +293,11 @@ pub enum ConfigError {
         path: PathBuf,
         message: String,
     },
+    /// The path is not a regular file, or the file changed while it was read.
+    File {
+        path: PathBuf,
+        message: String,
+    },
     Invalid {
         path: PathBuf,
         key: String,
@@ -274,7 +311,9 @@ impl fmt::Display for ConfigError {
             ConfigError::Read { path, source } => {
                 write!(f, "{}: cannot read: {source}", path.display())
             }
-            ConfigError::Parse { path, message } => write!(f, "{}: {message}", path.display()),
+            ConfigError::Parse { path, message } | ConfigError::File { path, message } => {
+                write!(f, "{}: {message}", path.display())
+            }
             ConfigError::Invalid { path, key, message } => {
                 write!(f, "{}: {key}: {message}", path.display())
             }
@@ -287,29 +326,33 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// Reads and checks the file at `path`. It must be a regular file (opened non-blocking and
+    /// checked with `fstat`, so a FIFO or device cannot block a reload), at most 1 MiB, and
+    /// unchanged while it was read (see `small_file.rs`).
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-        let read_error = |source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let file = std::fs::File::open(path).map_err(read_error)?;
         // Capped, so `--config /dev/zero` (or a log file given by mistake) is an error, not
         // an unbounded allocation.
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(file, MAX_CONFIG_BYTES + 1),
-            &mut bytes,
-        )
-        .map_err(read_error)?;
-        if bytes.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(ConfigError::Parse {
+        let bytes = small_file::read_regular(path, MAX_CONFIG_BYTES).map_err(|e| match e {
+            small_file::ReadError::Io(source) => ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            },
+            small_file::ReadError::TooLarge => ConfigError::Parse {
                 path: path.to_owned(),
                 message: format!(
                     "is larger than {} KiB; is this the config file?",
                     MAX_CONFIG_BYTES / 1024
                 ),
-            });
-        }
+            },
+            small_file::ReadError::NotRegular(_) => ConfigError::File {
+                path: path.to_owned(),
+                message: format!("cannot read: {e}; the config must be a regular file"),
+            },
+            small_file::ReadError::Changed(_) => ConfigError::File {
+                path: path.to_owned(),
+                message: e.to_string(),
+            },
+        })?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
             let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -373,6 +416,22 @@ impl Config {
         }
         if let Some(PasswordSource::File(path)) = server.password.as_ref().map(|p| &p.source) {
             out.extend(auth::file_mode_warning(path));
+        }
+        if server.password.is_some() && server.auth_timeout.is_none() {
+            out.push(
+                "server.auth_timeout = \"0s\" (off) with a password set: connections that never \
+                 authenticate keep their slot until they close, so they can fill \
+                 server.max_connections; set a few seconds, such as \"5s\"."
+                    .to_owned(),
+            );
+        }
+        if server.password.is_some() && server.auth_failures_before_backoff == 0 {
+            out.push(
+                "server.auth_failures_before_backoff = 0: failed passwords are not limited per \
+                 address, only to 3 per connection, so one address can guess as fast as it can \
+                 reconnect; set a limit, such as 10."
+                    .to_owned(),
+            );
         }
         let ka = &self.keepalive;
         let bound = ka.detection_bound();

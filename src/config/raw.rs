@@ -39,6 +39,9 @@ pub(super) struct RawServer {
     pub(super) busy_poll_us: Option<RawInt>,
     pub(super) password: Option<String>,
     pub(super) password_file: Option<String>,
+    pub(super) auth_timeout: Option<DurationValue>,
+    pub(super) auth_failures_before_backoff: Option<RawInt>,
+    pub(super) auth_backoff_max: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -141,6 +144,11 @@ impl From<&Config> for RawConfig {
                     Some(PasswordSource::File(path)) => path.display().to_string(),
                     _ => String::new(),
                 }),
+                auth_timeout: timer(config.server.auth_timeout),
+                auth_failures_before_backoff: Some(RawInt(i64::from(
+                    config.server.auth_failures_before_backoff,
+                ))),
+                auth_backoff_max: Some(config.server.auth_backoff_max.into()),
             },
             keepalive: RawKeepalive {
                 enabled: Some(ka.enabled),

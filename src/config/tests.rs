@@ -636,3 +636,91 @@ fn field_bounds_and_the_log_byte_budget() {
         );
     }
 }
+
+#[test]
+fn auth_timeout_and_backoff_keys() {
+    let d = config("");
+    assert_eq!(d.server.auth_timeout, Some(secs(5)));
+    assert_eq!(d.server.auth_failures_before_backoff, 10);
+    assert_eq!(d.server.auth_backoff_max, secs(60));
+    let c = config(
+        "[server]\nauth_timeout = \"2s\"\nauth_failures_before_backoff = 3\nauth_backoff_max = \"5m\"",
+    );
+    assert_eq!(c.server.auth_timeout, Some(secs(2)));
+    assert_eq!(c.server.auth_failures_before_backoff, 3);
+    assert_eq!(c.server.auth_backoff_max, secs(300));
+    assert_eq!(config(&c.to_toml()), c);
+    let off = config("[server]\nauth_timeout = \"0s\"\nauth_failures_before_backoff = 0");
+    assert_eq!(off.server.auth_timeout, None);
+    assert_eq!(config(&off.to_toml()), off);
+    invalid(
+        "[server]\nauth_timeout = \"500ms\"",
+        "server.auth_timeout",
+        "\"0s\" for no deadline for AUTH",
+    );
+    invalid(
+        "[server]\nauth_timeout = \"2h\"",
+        "server.auth_timeout",
+        "at most \"1h\"",
+    );
+    invalid(
+        "[server]\nauth_failures_before_backoff = 1001",
+        "server.auth_failures_before_backoff",
+        "use 0 to 1000",
+    );
+    invalid(
+        "[server]\nauth_backoff_max = \"0s\"",
+        "server.auth_backoff_max",
+        "\"1s\" to \"1h\"",
+    );
+    // Turning either off with a password set is legal, and warned about.
+    let w = warnings("[server]\npassword = \"x\"\nauth_timeout = \"0s\"");
+    assert!(
+        w.len() == 1 && w[0].contains("can fill server.max_connections"),
+        "{w:?}"
+    );
+    let w = warnings("[server]\npassword = \"x\"\nauth_failures_before_backoff = 0");
+    assert!(
+        w.len() == 1 && w[0].contains("not limited per address"),
+        "{w:?}"
+    );
+    assert!(warnings("[server]\nauth_timeout = \"0s\"").is_empty());
+}
+
+#[test]
+fn load_refuses_what_is_not_a_regular_file_and_files_that_changed() {
+    let dir = std::env::temp_dir().join(format!("vigild-config-fifo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("vigild.toml");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let err = Config::load(&fifo).unwrap_err();
+    assert!(matches!(err, ConfigError::File { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: cannot read: is a FIFO (named pipe), not a regular file; the config must be a \
+             regular file",
+            fifo.display()
+        )
+    );
+    let err = Config::load(&dir).unwrap_err();
+    assert!(err.to_string().contains("is a directory"), "{err}");
+    let err = Config::load(Path::new("/dev/zero")).unwrap_err();
+    assert!(err.to_string().contains("is a character device"), "{err}");
+    // A password file that is a FIFO: named, with the key.
+    let pw_fifo = dir.join("pw");
+    let c = std::ffi::CString::new(pw_fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let cfg = dir.join("real.toml");
+    std::fs::write(&cfg, "[server]\npassword_file = \"pw\"\n").unwrap();
+    let err = Config::load(&cfg).unwrap_err().to_string();
+    assert!(
+        err.contains("server.password_file: ") && err.contains("pw is a FIFO (named pipe)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -16,6 +16,9 @@ use crate::duration::{DurationValue, ACCEPTED_FORMS};
 use super::raw::{RawInt, RawKeepalive, RawLog, RawServer, RawSession, RawStats};
 use super::*;
 
+/// The longest `server.auth_timeout` and `server.auth_backoff_max`.
+const MAX_AUTH_TIMER: Duration = Duration::from_secs(3600);
+
 /// Context for stage 2: where the text came from, so each error can name the file.
 pub(super) struct Check<'a> {
     pub(super) path: &'a Path,
@@ -170,6 +173,42 @@ impl ServerConfig {
             "microseconds; 0 turns busy polling off",
         )?;
         let password = password(raw.password, raw.password_file, check)?;
+        let auth_timeout = check.optional_timer(
+            "server.auth_timeout",
+            raw.auth_timeout,
+            DEFAULT_AUTH_TIMEOUT,
+            "no deadline for AUTH",
+        )?;
+        if let Some(t) = auth_timeout.filter(|t| *t > MAX_AUTH_TIMER) {
+            return Err(check.invalid(
+                "server.auth_timeout",
+                format!(
+                    "{} is too long: use at most \"1h\"; a client authenticates right after \
+                     connecting",
+                    format_duration(t)
+                ),
+            ));
+        }
+        let auth_failures_before_backoff = check.int(
+            "server.auth_failures_before_backoff",
+            raw.auth_failures_before_backoff,
+            DEFAULT_AUTH_FAILURES_BEFORE_BACKOFF,
+            0..=1000,
+            "wrong passwords from one address before it is locked out; 0 = no per-address limit",
+        )?;
+        let auth_backoff_max = check
+            .duration("server.auth_backoff_max", raw.auth_backoff_max)?
+            .unwrap_or(DEFAULT_AUTH_BACKOFF_MAX);
+        if auth_backoff_max < Duration::from_secs(1) || auth_backoff_max > MAX_AUTH_TIMER {
+            return Err(check.invalid(
+                "server.auth_backoff_max",
+                format!(
+                    "{} is out of range: use \"1s\" to \"1h\" (lockouts start at 1s and double \
+                     up to it)",
+                    format_duration(auth_backoff_max)
+                ),
+            ));
+        }
         Ok(ServerConfig {
             listen,
             backlog,
@@ -178,6 +217,9 @@ impl ServerConfig {
             reuse_port: raw.reuse_port.unwrap_or(DEFAULT_REUSE_PORT),
             busy_poll: Duration::from_micros(busy_poll_us),
             password,
+            auth_timeout,
+            auth_failures_before_backoff,
+            auth_backoff_max,
         })
     }
 }

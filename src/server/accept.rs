@@ -285,6 +285,7 @@ impl Server {
             self.idle_heap
                 .push(std::cmp::Reverse((now + limit, token, id)));
         }
+        self.auth_admitted(token, id, now);
         // Bytes that arrived before registration are not lost: adding a ready socket to
         // epoll reports it at once, so the first request is read on the next turn.
     }

@@ -4,6 +4,32 @@
 //! copied into the session. Replies go into the loop's output buffer and are written straight
 //! away; only what the kernel does not take is copied into the session. So an idle session
 //! holds no buffers, and a fast client costs no allocation per request.
+//!
+//! Output is accounted per request, not per read. Before each request, the session's pending
+//! output (queued in the session, plus its replies built so far in the loop's buffer) is
+//! compared with `session.max_output_bytes`; at the limit the session is *paused*: the rest of
+//! its input waits unparsed in its unfinished bytes (marked held), and runs, before anything
+//! else is read, once a write brings the output below the limit again (the writable event
+//! after the client reads). A reply is never cut, so pending output stays below the limit plus
+//! one reply. One session also builds at most `OUTPUT_PER_TURN` (64 KiB, one read's worth) of
+//! replies per loop turn; the rest waits for the next turn. Before this, one 13 KB
+//! write of `CLIENT INFO` × 1000 built 170 MiB of replies in one go.
+//!
+//! When a paused session is a slow consumer: while paused it is still read, but not run, up to
+//! [`held_input_limit`] (`max_request_bytes` + 256 KiB) of waiting input; a client that sends
+//! more than that while its replies wait at the limit is not reading them, and is reaped
+//! (`slow-consumer`) in the same turn. This keeps the old promise (a client pipelining without
+//! reading is dropped at once, while it is still sending) and lets a client that sent a long
+//! pipeline and then reads get every reply, in order. A paused client that neither reads nor
+//! sends costs at most `max_output_bytes` + one reply + the held input, and is ended by the
+//! kernel (`TCP_USER_TIMEOUT` on the zero window: `stalled`) or `session.idle_timeout`. The
+//! kernel's own unsent bytes (`tcpi_notsent_bytes`) are not counted: that would cost a
+//! `getsockopt` per batch, and that memory is the kernel's, bounded by `net.ipv4.tcp_wmem`,
+//! not the daemon's RSS.
+//!
+//! The loop's scratch buffers return to their usual size after a spike: the output buffer is
+//! replaced by a 64 KiB one once it grew past 256 KiB, the argument list past 1024 ranges; a
+//! session's output queue is freed when it drains.
 
 use std::io::{Read as _, Write as _};
 use std::ops::Range;
@@ -61,10 +87,15 @@ enum Input {
     Failed(i32),
 }
 
-/// What every request of a session is checked against: the size limit and the password.
+/// What every request of a session is checked against: the size limits and the password.
 #[derive(Clone, Copy)]
 struct Policy<'a> {
     max_request_bytes: usize,
+    /// At or above this much pending output, the session's requests wait unexecuted.
+    max_output_bytes: usize,
+    /// Bytes of replies this batch may add before the rest of the input waits: what is left
+    /// below `max_output_bytes`, and of the session's share of this loop turn.
+    room: usize,
     password: Option<&'a Password>,
     fields: command::FieldLimits,
 }
@@ -73,14 +104,84 @@ impl<'a> Policy<'a> {
     fn of(config: &'a Config) -> Policy<'a> {
         Policy {
             max_request_bytes: config.session.max_request_bytes,
+            max_output_bytes: config.session.max_output_bytes,
+            room: usize::MAX,
             password: config.server.password.as_ref(),
             fields: command::FieldLimits::of(&config.session),
         }
     }
+
+    /// With [`Policy::room`] set for `session`, which built `built` bytes of replies this turn.
+    fn for_batch(mut self, session: &Session, built: usize) -> Policy<'a> {
+        let below_limit = self
+            .max_output_bytes
+            .saturating_sub(session.pending_output());
+        self.room = below_limit.min(OUTPUT_PER_TURN.saturating_sub(built));
+        self
+    }
 }
 
-/// Parses and runs every complete request in `input`, appending replies to `out`. Returns the
-/// number of bytes consumed and what to do next. `resume` must describe `input`'s first request
+/// How much unexecuted input a paused session may hold (see the module docs): one request at
+/// the limit plus one turn's reads. A client that sends more than this while it does not read
+/// its replies is a slow consumer.
+pub(super) fn held_input_limit(max_request_bytes: usize) -> usize {
+    max_request_bytes.saturating_add(MAX_READS_PER_TURN * READ_BUF_BYTES)
+}
+
+/// Bytes of replies one session may have built per loop turn (then it is revisited next turn):
+/// one read's worth. Replies can cost far more per byte than requests (`CLIENT INFO` asks the
+/// kernel a dozen `getsockopt`s for 450 bytes), so the 256 KiB read cap alone does not bound
+/// a turn. With only the `max_output_bytes` limit, a pipeline of `CLIENT INFO`s drained by a
+/// fast reader ran 1 MiB of replies per resume, up to 4 MiB per turn, and held a control
+/// client's `PING` for 135 ms; with 256 KiB a turn, 60-90 ms on a loaded machine; with 64 KiB,
+/// 22-39 ms (debug build).
+const OUTPUT_PER_TURN: usize = READ_BUF_BYTES;
+
+/// Above this capacity the loop's output buffer is given back after a batch (a spike of
+/// replies, up to `max_output_bytes` and one reply); below it the capacity is kept, so the
+/// common batch allocates nothing.
+const OUT_BUF_KEEP_BYTES: usize = 4 * READ_BUF_BYTES;
+/// Above this many argument ranges (16 bytes each) the loop's argument list is given back.
+const ARGS_KEEP: usize = 1024;
+
+/// How far [`run_requests`] got.
+struct Ran {
+    /// Bytes of input consumed.
+    used: usize,
+    step: Step,
+    /// It stopped before the next request because the session's pending output reached
+    /// `max_output_bytes`: the rest of the input waits (paused), unparsed.
+    held: bool,
+}
+
+/// One `read` of a session's socket, `Interrupted` retried.
+enum Received {
+    Bytes(usize),
+    /// FIN.
+    Closed,
+    WouldBlock,
+    Failed(i32),
+}
+
+fn receive(session: &mut Session, buf: &mut [u8]) -> Received {
+    loop {
+        return match session.stream.read(buf) {
+            Ok(0) => Received::Closed,
+            Ok(n) => Received::Bytes(n),
+            Err(e) => match classify(&e) {
+                IoClass::Retry => continue,
+                IoClass::WouldBlock => Received::WouldBlock,
+                IoClass::Exhausted(errno) | IoClass::Fatal(errno) => Received::Failed(errno),
+            },
+        };
+    }
+}
+
+/// Parses and runs the complete requests in `input`, appending replies to `out` (which holds
+/// only this session's replies), until the input is used up, a step needs the loop, or the
+/// session's pending output (queued in the session plus `out`) reaches `max_output_bytes`:
+/// then the rest waits, and [`Ran::held`] says so. A reply is never cut: the request that
+/// crosses the limit is answered in full. `resume` must describe `input`'s first request
 /// (`Fresh` unless `input` is an unfinished request grown by a read); it is left describing the
 /// unfinished request after the consumed bytes (`Fresh` when none is).
 fn run_requests(
@@ -91,15 +192,27 @@ fn run_requests(
     out: &mut Vec<u8>,
     policy: Policy<'_>,
     now: Instant,
-) -> (usize, Step) {
+) -> Ran {
     let Policy {
         max_request_bytes,
+        room,
         password,
         fields,
+        ..
     } = policy;
     let mut pos = 0;
     let mut state = std::mem::take(resume);
     while pos < input.len() {
+        // One comparison per request: the fast path pays nothing more.
+        if out.len() >= room {
+            // At a request boundary, so `state` is `Fresh`.
+            *resume = state;
+            return Ran {
+                used: pos,
+                step: Step::Continue,
+                held: true,
+            };
+        }
         let rest = &input[pos..];
         // Per request: a session that authenticates mid-pipeline gets the full limit for the
         // requests after its AUTH.
@@ -121,7 +234,11 @@ fn run_requests(
                 };
                 if step != Step::Continue {
                     // Close, or a rename the loop must apply before the next request runs.
-                    return (pos, step);
+                    return Ran {
+                        used: pos,
+                        step,
+                        held: false,
+                    };
                 }
             }
             Err(e) => {
@@ -131,11 +248,19 @@ fn run_requests(
                     }
                     e => resp::write_error(out, &format!("ERR {e}")),
                 }
-                return (input.len(), Step::Close(ReapReason::ProtocolError));
+                return Ran {
+                    used: input.len(),
+                    step: Step::Close(ReapReason::ProtocolError),
+                    held: false,
+                };
             }
         }
     }
-    (pos, Step::Continue)
+    Ran {
+        used: pos,
+        step: Step::Continue,
+        held: false,
+    }
 }
 
 /// Runs the requests waiting in the session's unfinished bytes; keeps what is left of them
@@ -150,7 +275,7 @@ fn run_unfinished(
     let Some(mut pending) = session.unfinished.take() else {
         return Step::Continue;
     };
-    let (used, step) = run_requests(
+    let ran = run_requests(
         &pending.bytes,
         &mut pending.resume,
         session,
@@ -159,15 +284,16 @@ fn run_unfinished(
         policy,
         now,
     );
-    if step.keeps_input() && used < pending.bytes.len() {
-        pending.bytes.drain(..used);
+    if ran.step.keeps_input() && ran.used < pending.bytes.len() {
+        pending.bytes.drain(..ran.used);
         // Something before it was consumed: the request now waiting started in this read.
-        if used > 0 {
+        if ran.used > 0 {
             pending.since = now;
         }
+        pending.held = ran.held;
         session.unfinished = Some(pending);
     }
-    step
+    ran.step
 }
 
 /// Makes `queued` (an EXEC's requests) the next requests the session runs, before whatever
@@ -213,6 +339,7 @@ impl Server {
             // A stale event for a session reaped earlier this turn.
             return;
         }
+        self.refresh_guess_budget(token, now);
         if let Err(errno) = self.flush_pending(token) {
             return self.reap(token, Cause::Errno(errno), now);
         }
@@ -229,8 +356,12 @@ impl Server {
         self.settle(token, now);
     }
 
-    /// Reads until `WouldBlock` (or the cap), answering requests as they complete.
+    /// Reads until `WouldBlock` (or the cap), answering requests as they complete. Requests
+    /// held back for lack of output room run first, once the output is below the limit again;
+    /// while it is not, input is read (up to [`held_input_limit`]) but not executed.
     fn read_input(&mut self, token: Token, now: Instant, wake: Wake) -> Input {
+        // Replies built for this session this turn (see OUTPUT_PER_TURN).
+        let mut built = 0;
         for _ in 0..MAX_READS_PER_TURN {
             let Server {
                 sessions,
@@ -240,45 +371,68 @@ impl Server {
                 config,
                 ..
             } = self;
-            let policy = Policy::of(config);
             let Some(session) = sessions.get_mut(token) else {
                 return Input::Drained;
             };
-            if session.closing.is_some() {
-                return Input::Drained;
+            let policy = Policy::of(config).for_batch(session, built);
+            let held = session.held_input();
+            let over = session.pending_output() >= policy.max_output_bytes;
+            if held.is_some() && !over && built >= OUTPUT_PER_TURN {
+                // Its share of this turn is used: the held requests run on the next one.
+                return Input::Capped;
             }
-            let n = match session.stream.read(read_buf) {
-                // FIN: answer what was already received, then close.
-                Ok(0) => return Input::Closing(ReapReason::Closed),
-                Ok(n) => n,
-                Err(e) => match classify(&e) {
-                    IoClass::Retry => continue,
-                    IoClass::WouldBlock => return Input::Drained,
-                    IoClass::Exhausted(errno) | IoClass::Fatal(errno) => {
-                        return Input::Failed(errno)
-                    }
-                },
-            };
-            session.bytes_in += n as u64;
-            session.last_rx = now;
-            out_buf.clear();
             let failures_before = session.auth_failures;
-            let mut step = if let Some(pending) = session.unfinished.as_mut() {
-                pending.bytes.extend_from_slice(&read_buf[..n]);
+            out_buf.clear();
+            let mut read = None;
+            let mut step = if held.is_some() && !over {
+                // Resume: the output drained below the limit (a FIN received meanwhile does
+                // not cancel requests that arrived before it).
                 run_unfinished(session, args, out_buf, policy, now)
             } else {
-                let input = &read_buf[..n];
-                let mut resume = Resume::Fresh;
-                let (used, step) =
-                    run_requests(input, &mut resume, session, args, out_buf, policy, now);
-                if step.keeps_input() && used < n {
-                    session.unfinished = Some(Box::new(Unfinished {
-                        bytes: input[used..].to_vec(),
-                        resume,
-                        since: now,
-                    }));
+                if session.closing.is_some() {
+                    return Input::Drained;
                 }
-                step
+                if held.is_some_and(|n| n >= held_input_limit(policy.max_request_bytes)) {
+                    // Paused and full: `settle` reaps it as a slow consumer.
+                    return Input::Drained;
+                }
+                let n = match receive(session, read_buf) {
+                    // FIN: answer what was already received, then close.
+                    Received::Closed => return Input::Closing(ReapReason::Closed),
+                    Received::Bytes(n) => n,
+                    Received::WouldBlock => return Input::Drained,
+                    Received::Failed(errno) => return Input::Failed(errno),
+                };
+                session.bytes_in += n as u64;
+                session.last_rx = now;
+                read = Some(n);
+                if let (Some(pending), true) = (session.unfinished.as_mut(), over) {
+                    // Paused: kept, not run (the output is at its limit); they run first
+                    // once it drains.
+                    pending.bytes.extend_from_slice(&read_buf[..n]);
+                    pending.held = true;
+                    if wake == Wake::Edge && n < READ_BUF_BYTES {
+                        return Input::Drained;
+                    }
+                    continue;
+                }
+                if let Some(pending) = session.unfinished.as_mut() {
+                    pending.bytes.extend_from_slice(&read_buf[..n]);
+                    run_unfinished(session, args, out_buf, policy, now)
+                } else {
+                    let input = &read_buf[..n];
+                    let mut resume = Resume::Fresh;
+                    let ran = run_requests(input, &mut resume, session, args, out_buf, policy, now);
+                    if ran.step.keeps_input() && ran.used < n {
+                        session.unfinished = Some(Box::new(Unfinished {
+                            bytes: input[ran.used..].to_vec(),
+                            resume,
+                            since: now,
+                            held: ran.held,
+                        }));
+                    }
+                    ran.step
+                }
             };
             // A rename needs the whole loop (the name index, events, maybe a reap); the
             // requests after it wait in the unfinished bytes until it is done. An EXEC puts
@@ -300,10 +454,10 @@ impl Server {
                     config,
                     ..
                 } = self;
-                let policy = Policy::of(config);
                 let Some(session) = sessions.get_mut(token) else {
                     return Input::Drained;
                 };
+                let policy = Policy::of(config).for_batch(session, built);
                 step = run_unfinished(session, args, out_buf, policy, now);
             }
             let Some(session) = self.sessions.get(token) else {
@@ -313,23 +467,21 @@ impl Server {
             if failures > 0 {
                 self.auth_failed(token, failures, now);
             }
+            built += self.out_buf.len();
             if let Err(errno) = self.queue_output(token) {
                 return Input::Failed(errno);
             }
             if let Step::Close(reason) = step {
                 return Input::Closing(reason);
             }
-            // Over its output limit: it will be reaped as a slow consumer; reading (and
-            // answering) more of its pipeline would only be wasted work.
-            let max_output = self.config.session.max_output_bytes;
-            if self
-                .sessions
-                .get(token)
-                .is_some_and(|s| s.pending_output() > max_output)
+            // Over its output limit with requests waiting: the next round reads without
+            // running (or resumes, if the kernel took the batch).
+            if read.is_some_and(|n| wake == Wake::Edge && n < READ_BUF_BYTES)
+                && self
+                    .sessions
+                    .get(token)
+                    .is_some_and(|s| s.held_input().is_none())
             {
-                return Input::Drained;
-            }
-            if wake == Wake::Edge && n < READ_BUF_BYTES {
                 return Input::Drained;
             }
         }
@@ -340,7 +492,10 @@ impl Server {
     /// them, otherwise behind the queue. What the kernel refuses is kept in the session.
     fn queue_output(&mut self, token: Token) -> Result<(), i32> {
         let Server {
-            sessions, out_buf, ..
+            sessions,
+            out_buf,
+            args,
+            ..
         } = self;
         if out_buf.is_empty() {
             return Ok(());
@@ -359,6 +514,14 @@ impl Server {
             session.output.extend_from_slice(out_buf);
         }
         out_buf.clear();
+        // After a spike (a batch of large replies), give the memory back; the loop's buffers
+        // return to their usual size instead of keeping the largest batch ever built.
+        if out_buf.capacity() > OUT_BUF_KEEP_BYTES {
+            *out_buf = Vec::with_capacity(READ_BUF_BYTES);
+        }
+        if args.capacity() > ARGS_KEEP {
+            *args = Vec::with_capacity(16);
+        }
         Ok(())
     }
 
@@ -388,17 +551,20 @@ impl Server {
         Ok(())
     }
 
-    /// After I/O: reap a session that is done or over its output limit, else re-arm interest.
+    /// After I/O: reap a session that is done or a slow consumer, else re-arm interest.
     fn settle(&mut self, token: Token, now: Instant) {
         let max_output = self.config.session.max_output_bytes;
+        let held_limit = held_input_limit(self.config.session.max_request_bytes);
         let Some(session) = self.sessions.get_mut(token) else {
             return;
         };
         let pending = session.pending_output();
-        if pending > max_output {
+        let held = session.held_input();
+        if pending >= max_output && held.is_some_and(|n| n >= held_limit) {
+            // Paused (output at its limit), and still sending: it does not read its replies.
             return self.reap(token, Cause::Reason(ReapReason::SlowConsumer), now);
         }
-        if let (Some(reason), 0) = (session.closing, pending) {
+        if let (Some(reason), 0, None) = (session.closing, pending, held) {
             return self.reap(token, Cause::Reason(reason), now);
         }
         let wanted = session.wanted_interest();
@@ -478,5 +644,77 @@ impl Server {
         drop(session);
         // A descriptor came free: connections refused for lack of them can be taken now.
         self.descriptor_freed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(now: Instant) -> (std::net::TcpStream, Session) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, peer) = l.accept().unwrap();
+        let mut session = Session::new(1, mio::net::TcpStream::from_std(s), peer, now);
+        session.authenticated = true;
+        (c, session)
+    }
+
+    #[test]
+    fn requests_stop_at_the_output_room_and_resume_where_they_stopped() {
+        let now = Instant::now();
+        let (_c, mut s) = session(now);
+        let config = Config::default();
+        let input = b"PING\r\nPING\r\nPING\r\nPING\r\nPING\r\n";
+        let (mut args, mut out, mut resume) = (Vec::new(), Vec::new(), Resume::Fresh);
+        // "+PONG\r\n" is 7 bytes: after three replies (21 >= 20) the rest waits.
+        let mut policy = Policy::of(&config);
+        policy.room = 20;
+        let ran = run_requests(input, &mut resume, &mut s, &mut args, &mut out, policy, now);
+        assert_eq!((ran.used, ran.held, &ran.step), (18, true, &Step::Continue));
+        assert_eq!(out, b"+PONG\r\n".repeat(3));
+        assert_eq!(resume, Resume::Fresh, "stopped at a request boundary");
+        // A reply is never cut: with room for one byte, one whole request still runs.
+        out.clear();
+        policy.room = 1;
+        let ran = run_requests(
+            &input[18..],
+            &mut resume,
+            &mut s,
+            &mut args,
+            &mut out,
+            policy,
+            now,
+        );
+        assert_eq!((ran.used, ran.held), (6, true));
+        out.clear();
+        let ran = run_requests(
+            &input[24..],
+            &mut resume,
+            &mut s,
+            &mut args,
+            &mut out,
+            Policy::of(&config),
+            now,
+        );
+        assert_eq!((ran.used, ran.held), (6, false));
+        assert_eq!(s.commands, 5, "each request ran once");
+    }
+
+    #[test]
+    fn the_room_is_what_is_left_below_the_limit_and_of_the_turn() {
+        let now = Instant::now();
+        let (_c, mut s) = session(now);
+        let mut config = Config::default();
+        config.session.max_output_bytes = 4096;
+        assert_eq!(Policy::of(&config).for_batch(&s, 0).room, 4096);
+        s.output.extend_from_slice(&[b'x'; 1000]);
+        assert_eq!(Policy::of(&config).for_batch(&s, 0).room, 3096);
+        s.output_pos = 1000;
+        config.session.max_output_bytes = 1 << 30;
+        let p = Policy::of(&config).for_batch(&s, OUTPUT_PER_TURN - 10);
+        assert_eq!(p.room, 10, "the turn's share");
+        assert_eq!(Policy::of(&config).for_batch(&s, OUTPUT_PER_TURN).room, 0);
+        assert_eq!(held_input_limit(65_536), 65_536 + 256 * 1024);
     }
 }

@@ -4,6 +4,10 @@
 //! statistics are logged). `SIGHUP` reloads the config file: a bad file is logged and the
 //! running config stays; a good one is applied to live sessions too (keepalive options on
 //! every socket, idle timeout, limits, log level) and listeners are added or closed to match.
+//! The file is read without blocking (`Config::load`: a FIFO or device in its place is refused,
+//! never opened for reading), and what a reload takes away (the password, a change of it,
+//! `auth_timeout` or the per-address limit turned off, a client, admin or metrics listener) is
+//! logged as a warning naming it.
 //! `SIGUSR1` logs the statistics now.
 
 use std::collections::HashSet;
@@ -15,6 +19,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use super::conn::Cause;
 use super::Server;
+use crate::auth::PasswordSource;
 use crate::config::Config;
 use crate::logging::LevelSource;
 use crate::notify::status_line;
@@ -73,6 +78,7 @@ impl Server {
         }
         let new = loaded.config;
         let old = std::mem::replace(&mut self.config, new.clone());
+        warn_about_lost_protection(&old, &new);
 
         if self.socket_activated {
             if old.server.listen != new.server.listen {
@@ -107,6 +113,13 @@ impl Server {
         if old.session.idle_timeout != new.session.idle_timeout {
             self.rebuild_idle_heap();
         }
+        let (o, n) = (&old.server, &new.server);
+        if o.password.is_some() != n.password.is_some()
+            || o.auth_timeout != n.auth_timeout
+            || o.auth_failures_before_backoff != n.auth_failures_before_backoff
+        {
+            self.rebuild_auth_deadlines();
+        }
         if old.stats.interval != new.stats.interval {
             self.next_stats = new.stats.interval.map(|i| now + i);
         }
@@ -125,7 +138,16 @@ impl Server {
                 }
             }
         }
-        info!("reloaded {}", self.config_path.display());
+        let changed = changed_keys(&old, &new);
+        info!(
+            "reloaded {} (changed: {})",
+            self.config_path.display(),
+            if changed.is_empty() {
+                "nothing".to_string()
+            } else {
+                changed.join(" ")
+            }
+        );
     }
 
     /// Opens listeners the new config adds and closes those it dropped. A listener that cannot
@@ -141,7 +163,11 @@ impl Server {
         for key in stale {
             let mut l = self.listeners.remove(key);
             let _ = self.poll.registry().deregister(&mut l.socket);
-            info!("reload: closed listener {}", l.addr);
+            // A warning: a truncated or mistaken file can drop a listener clients rely on.
+            warn!(
+                "reload: closed listener {} (no longer in server.listen); new clients cannot connect there",
+                l.addr
+            );
         }
         let have: HashSet<SocketAddr> = self.listeners.iter().map(|(_, l)| l.addr).collect();
         for addr in self.config.server.listen.clone() {
@@ -171,4 +197,92 @@ impl Server {
         self.close_ops();
         info!("closed {live} sessions; final {}", self.stats.line());
     }
+}
+
+/// Warns about what a reload takes away: the password (or a change of it) and the operator
+/// listeners. A truncated or half-written file otherwise reloads with only `reloaded` logged,
+/// and authentication or the admin listener is silently gone. (Client listeners closed are
+/// reported where they are closed, in `reconcile_listeners`.)
+fn warn_about_lost_protection(old: &Config, new: &Config) {
+    let shown = |p: &crate::auth::Password| match &p.source {
+        PasswordSource::Inline => "server.password".to_string(),
+        PasswordSource::File(path) => format!("server.password_file {}", path.display()),
+    };
+    match (&old.server.password, &new.server.password) {
+        (Some(was), None) => warn!(
+            "reload: {} removed: authentication is now off, and every session (new or open) may run commands without AUTH",
+            shown(was)
+        ),
+        (Some(was), Some(now)) if !was.same_secret(now) => warn!(
+            "reload: the password changed ({}): new connections need the new one; sessions already authenticated keep their access",
+            shown(now)
+        ),
+        (None, Some(now)) => info!(
+            "reload: {} set: authentication is on for new connections; sessions already open keep the access they had",
+            shown(now)
+        ),
+        _ => {}
+    }
+    if old.server.password.is_some() && new.server.password.is_some() {
+        if old.server.auth_timeout.is_some() && new.server.auth_timeout.is_none() {
+            warn!("reload: server.auth_timeout turned off: unauthenticated connections may now hold their slots indefinitely");
+        }
+        if old.server.auth_failures_before_backoff > 0
+            && new.server.auth_failures_before_backoff == 0
+        {
+            warn!("reload: server.auth_failures_before_backoff = 0: failed passwords are no longer limited per address");
+        }
+    }
+    for (role, was, now) in [
+        ("admin", &old.admin.listen, &new.admin.listen),
+        ("metrics", &old.metrics.listen, &new.metrics.listen),
+    ] {
+        match (was, now) {
+            (Some(was), None) => warn!(
+                "reload: {role}.listen removed: the {role} listener on {was} is closed"
+            ),
+            (Some(was), Some(now)) if was != now => warn!(
+                "reload: {role}.listen changed from {was} to {now}: the {role} listener on {was} is closed"
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// The dotted keys whose effective value differs between two configs, in file order (from
+/// `to_toml`, so every key is compared, including keys added later; an inline password shows
+/// as redacted in both, and its change is warned about separately).
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+        for (k, v) in table {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(t) => flatten(&key, t, out),
+                v => out.push((key, v.clone())),
+            }
+        }
+    }
+    let flat = |c: &Config| {
+        let mut out = Vec::new();
+        let table: toml::Table = toml::from_str(&c.to_toml()).unwrap_or_default();
+        flatten("", &table, &mut out);
+        out
+    };
+    let (before, after) = (flat(old), flat(new));
+    let mut changed: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| !before.iter().any(|(bk, bv)| bk == k && bv == v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    // Keys left out of the rendering (an operator listener turned off).
+    for (k, _) in &before {
+        if !after.iter().any(|(ak, _)| ak == k) {
+            changed.push(k.clone());
+        }
+    }
+    changed
 }

@@ -4,8 +4,8 @@
 //! - Readiness is a hint. Accept, read and write loops run until `WouldBlock` (or a per-turn
 //!   cap, after which the token is revisited on the next turn with a zero poll timeout).
 //! - Time is read once per turn and passed down as `now`.
-//! - The poll timeout is the nearest deadline (idle reaps, statistics, accept retry, the
-//!   systemd watchdog ping); the loop never sleeps and never busy-waits.
+//! - The poll timeout is the nearest deadline (idle reaps, `auth_timeout` reaps, statistics,
+//!   accept retry, the systemd watchdog ping); the loop never sleeps and never busy-waits.
 //! - A session ends only in [`Server::reap`].
 //! - Sessions whose event reports an error or hang-up are serviced at most
 //!   `deferred::PER_TURN` per turn, after the live ones.
@@ -147,6 +147,8 @@ pub struct Server {
     /// Argument ranges of the request being executed.
     args: Vec<Range<usize>>,
     idle_heap: BinaryHeap<IdleEntry>,
+    /// `auth_timeout` deadlines and the per-address failure table (see `auth.rs`).
+    auth_guard: auth::AuthGuard,
     next_stats: Option<Instant>,
     /// Sessions whose input was not drained this turn (per-turn read cap).
     revisit: Vec<Token>,
@@ -182,6 +184,8 @@ impl Server {
         level_source: LevelSource,
         activated: Option<Vec<Activated>>,
     ) -> Result<Server, StartError> {
+        // Before the first large buffer: see there why.
+        crate::sys::fix_mmap_threshold();
         let poll = Poll::new().map_err(StartError::Poll)?;
         let mut signals = Signals::new([
             signal_hook::consts::SIGTERM,
@@ -205,6 +209,7 @@ impl Server {
             out_buf: Vec::with_capacity(READ_BUF_BYTES),
             args: Vec::with_capacity(16),
             idle_heap: BinaryHeap::new(),
+            auth_guard: Default::default(),
             next_stats: None,
             revisit: Vec::new(),
             accept_revisit: false,
@@ -297,11 +302,16 @@ impl Server {
 
     /// Time until the nearest deadline; zero when work was left over from this turn.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.revisit.is_empty() || self.accept_revisit || !self.deferred.is_empty() {
+        if !self.revisit.is_empty()
+            || self.accept_revisit
+            || !self.deferred.is_empty()
+            || self.presence_backlog()
+        {
             return Some(Duration::ZERO);
         }
         let deadlines = [
             self.idle_heap.peek().map(|Reverse((at, _, _))| *at),
+            self.auth_guard.deadline(),
             self.next_stats,
             self.accept.retry_at(),
             self.ops_deadline(),
@@ -327,6 +337,7 @@ impl Server {
 
     fn run_timers(&mut self, now: Instant) {
         self.reap_idle(now);
+        self.reap_unauthenticated(now);
         self.ops_timers(now);
         self.log_budget.report_left_out(now);
         if self.accept.retry_at().is_some_and(|at| at <= now) {

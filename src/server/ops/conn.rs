@@ -1,5 +1,6 @@
 //! One operator connection's I/O: flushing, reading, executing admin commands or HTTP
-//! requests, lingering close, and re-arming interest. See the parent module for the invariants.
+//! requests, building long listings as the socket drains, lingering close, timers, and
+//! re-arming interest. See the parent module for the invariants.
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use log::{debug, info};
 use mio::{Interest, Token};
 
 use super::{Ops, Role, CONN_BASE};
-use crate::admin::{self, AdminClient, AdminStep, View};
+use crate::admin::{self, AdminClient, AdminStep, Listing, OpsCounters, View};
 use crate::command::Args;
 use crate::http::{self, Method, Status};
 use crate::metrics;
@@ -20,13 +21,17 @@ use crate::server::conn::Cause;
 use crate::server::Server;
 
 const MAX_READS_PER_TURN: usize = 16;
-/// Above this much unsent output, a connection's input waits.
-const OUTPUT_PAUSE_BYTES: usize = 1 << 20;
+/// The output window: while this much output waits unsent, a connection's next request is
+/// not executed (nor its input read) and a listing in progress writes nothing more. One
+/// request's reply may go past it, so a connection holds at most this plus one reply (a
+/// listing chunk ends at the window, plus one line).
+pub(super) const OUTPUT_WINDOW_BYTES: usize = 64 * 1024;
+/// Pending output that makes no progress this long (or the listener's `idle_timeout`, if
+/// shorter) closes the connection as a slow consumer. Presence subscribers are exempt: their
+/// bound is `session.max_output_bytes` (`deliver.rs`).
+pub(super) const OUTPUT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// A request head must arrive within this time of the connection's last bytes.
 const HTTP_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// An idle keep-alive HTTP connection is closed after this; longer than common scrape
-/// intervals, so Prometheus keeps its connection.
-const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Lingering close: how long, and how much, to drain after the FIN.
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 const LINGER_MAX_BYTES: usize = 1 << 20;
@@ -49,6 +54,19 @@ pub(super) enum Phase {
     },
 }
 
+/// Why a connection's timer closes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expiry {
+    /// The lingering close ran its course.
+    Linger,
+    /// An HTTP request head did not complete in time.
+    Head,
+    /// Nothing received or written for the listener's `idle_timeout`.
+    Idle,
+    /// Pending output made no progress (reason `slow-consumer`).
+    Stall,
+}
+
 pub(super) struct OpsConn {
     pub(super) id: u64,
     pub(super) stream: OpsStream,
@@ -60,12 +78,23 @@ pub(super) struct OpsConn {
     output: Vec<u8>,
     output_pos: usize,
     phase: Phase,
-    /// Input waits unexecuted because output was over [`OUTPUT_PAUSE_BYTES`]: once the output
-    /// drains, the connection is revisited, since no readiness event will come for bytes that
-    /// were already read.
+    /// Input waits unexecuted (output over [`OUTPUT_WINDOW_BYTES`], a listing in progress, or
+    /// the turn's work budget spent): once it may run, the connection is revisited, since no
+    /// readiness event will come for bytes that were already read.
     held: bool,
+    /// A `CLIENT LIST` being built; the connection's next request waits for it.
+    listing: Option<Box<Listing>>,
+    /// Whether it is on the operator work queue.
+    pub(super) queued: bool,
     interest: Interest,
     last_rx: Instant,
+    /// When output last made progress (or became pending).
+    last_tx: Instant,
+    /// Bytes written so far, and as of the last settle (to see progress).
+    written: u64,
+    written_seen: u64,
+    /// Since when pending output has made no progress.
+    stalled_since: Option<Instant>,
 }
 
 impl OpsConn {
@@ -87,8 +116,14 @@ impl OpsConn {
             output_pos: 0,
             phase: Phase::Open,
             held: false,
+            listing: None,
+            queued: false,
             interest: Interest::READABLE,
             last_rx: now,
+            last_tx: now,
+            written: 0,
+            written_seen: 0,
+            stalled_since: None,
         }
     }
 
@@ -130,16 +165,29 @@ impl OpsConn {
         }
     }
 
-    /// Whether input may be executed now.
+    /// Whether input may be read and executed now.
     fn accepts_input(&self) -> bool {
-        self.phase == Phase::Open && self.pending() <= OUTPUT_PAUSE_BYTES
+        self.phase == Phase::Open && self.pending() < OUTPUT_WINDOW_BYTES && self.listing.is_none()
     }
 
-    /// After executing: whether input was left for lack of output room (see `held`).
-    fn note_held(&mut self) {
-        self.held = self.phase == Phase::Open
-            && !self.input.is_empty()
-            && self.pending() > OUTPUT_PAUSE_BYTES;
+    /// After executing: whether input was left unexecuted for a reason other than an
+    /// incomplete request (see `held`). While held, nothing more is read, so unexecuted input
+    /// cannot pile up and a FIN behind it is seen only once everything before it is answered.
+    fn note_held(&mut self, incomplete: bool) {
+        self.held = self.phase == Phase::Open && !self.input.is_empty() && !incomplete;
+    }
+
+    /// Whether it has work that waits for the turn's budget (a listing, or held input).
+    pub(super) fn wants_budget(&self) -> bool {
+        self.listing.is_some() || self.held
+    }
+
+    /// Whether this is an admin connection with a subscription (idle by nature).
+    fn subscribed(&self) -> bool {
+        match &self.protocol {
+            Protocol::Admin(client) => client.subscriptions.active(),
+            Protocol::Metrics => false,
+        }
     }
 
     /// The interest this connection needs; `None` when it is done and must be closed. The one
@@ -147,7 +195,7 @@ impl OpsConn {
     fn wanted_interest(&self) -> Option<Interest> {
         let writable = self.pending() > 0;
         let readable = match self.phase {
-            Phase::Open => self.pending() <= OUTPUT_PAUSE_BYTES,
+            Phase::Open => self.accepts_input() && !self.held,
             Phase::Closing => false,
             Phase::Lingering { .. } => true,
         };
@@ -155,19 +203,50 @@ impl OpsConn {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
             (false, true) => Some(Interest::WRITABLE),
+            // Work waiting for the next turn's budget: the work queue brings it back; mio
+            // needs some interest meanwhile.
+            (false, false) if self.listing.is_some() || self.held => Some(Interest::READABLE),
             (false, false) => None,
         }
     }
 
-    /// When a timer must close this connection.
-    pub(super) fn deadline(&self) -> Option<Instant> {
-        match (self.phase, &self.protocol) {
-            (Phase::Lingering { until, .. }, _) => Some(until),
-            (_, Protocol::Admin(_)) => None,
-            (_, Protocol::Metrics) if !self.input.is_empty() => {
-                Some(self.last_rx + HTTP_HEAD_TIMEOUT)
-            }
-            (_, Protocol::Metrics) => Some(self.last_rx + HTTP_IDLE_TIMEOUT),
+    /// When a timer must close this connection, and why. `idle` is the listener's
+    /// `idle_timeout`.
+    pub(super) fn deadline(&self, idle: Option<Duration>) -> Option<(Instant, Expiry)> {
+        if let Phase::Lingering { until, .. } = self.phase {
+            return Some((until, Expiry::Linger));
+        }
+        if self.subscribed() {
+            // Quiet by nature; a subscriber's output is bounded by deliver.rs instead.
+            return None;
+        }
+        if self.pending() > 0 {
+            let stall = idle.map_or(OUTPUT_STALL_TIMEOUT, |i| i.min(OUTPUT_STALL_TIMEOUT));
+            let since = self.stalled_since.unwrap_or(self.last_tx);
+            return Some((since + stall, Expiry::Stall));
+        }
+        if self.listing.is_some() {
+            // Being built turn by turn (it waits only for the next turn's budget).
+            return None;
+        }
+        if matches!(self.protocol, Protocol::Metrics) && !self.input.is_empty() {
+            let head = idle.map_or(HTTP_HEAD_TIMEOUT, |i| i.min(HTTP_HEAD_TIMEOUT));
+            return Some((self.last_rx + head, Expiry::Head));
+        }
+        idle.map(|i| (self.last_rx.max(self.last_tx) + i, Expiry::Idle))
+    }
+
+    /// After a flush: notes output progress for the idle and stall timers.
+    fn note_progress(&mut self, now: Instant) {
+        if self.written != self.written_seen {
+            self.written_seen = self.written;
+            self.last_tx = now;
+            self.stalled_since = None;
+        }
+        if self.pending() == 0 {
+            self.stalled_since = None;
+        } else if self.stalled_since.is_none() {
+            self.stalled_since = Some(now);
         }
     }
 }
@@ -185,9 +264,10 @@ impl Server {
         let phase = conn.phase;
         match phase {
             Phase::Lingering { .. } => return self.ops_linger(key, now),
-            Phase::Closing => {}
+            Phase::Closing => self.ops_produce(key, now),
             Phase::Open => {
-                // Input held back while output was pending may run now.
+                // A listing in progress first, then input held back meanwhile.
+                self.ops_produce(key, now);
                 self.ops_execute(key, now);
                 if let Err(why) = self.ops_read(key, now) {
                     return self.ops_close(key, &why);
@@ -197,6 +277,33 @@ impl Server {
         self.ops_settle(key, now);
     }
 
+    /// Builds more of a connection's listing, while its output is under the window and the
+    /// turn's budget lasts; what the budget leaves for later goes on the work queue
+    /// (`ops_settle`).
+    fn ops_produce(&mut self, key: usize, now: Instant) {
+        let Server { ops, sessions, .. } = self;
+        let Ops { conns, budget, .. } = ops;
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        let Some(listing) = conn.listing.as_mut() else {
+            return;
+        };
+        let budget = budget.left(now);
+        let start = conn.output_pos;
+        let done = listing.advance(
+            sessions,
+            budget,
+            &mut conn.output,
+            |out| out.len() - start,
+            OUTPUT_WINDOW_BYTES,
+        );
+        if done {
+            conn.listing = None;
+        }
+        // Not done and under the window: out of budget; `ops_settle` queues it.
+    }
+
     /// Reads until `WouldBlock`, executing as requests complete. `Err` closes the connection.
     fn ops_read(&mut self, key: usize, now: Instant) -> Result<(), String> {
         for _ in 0..MAX_READS_PER_TURN {
@@ -204,7 +311,7 @@ impl Server {
             let Some(conn) = ops.conns.get_mut(key) else {
                 return Ok(());
             };
-            if !conn.accepts_input() {
+            if !conn.accepts_input() || conn.held {
                 return Ok(());
             }
             match conn.stream.read(read_buf) {
@@ -242,7 +349,7 @@ impl Server {
         }
         match conn.role() {
             Role::Admin => self.admin_execute(key, now),
-            Role::Metrics => self.metrics_execute(key),
+            Role::Metrics => self.metrics_execute(key, now),
         }
     }
 
@@ -252,14 +359,10 @@ impl Server {
             .iter()
             .map(|(_, l)| l.socket.local_addr().unwrap_or(l.addr))
             .collect();
-        let admin_clients = self
-            .ops
-            .conns
-            .iter()
-            .filter(|(_, c)| c.role() == Role::Admin)
-            .count();
+        let admin_clients = self.ops.counters.open[Role::Admin.index()] as usize;
         let max_request = self.config.session.max_request_bytes;
         let mut pos = 0;
+        let mut incomplete = false;
         loop {
             let Server {
                 ops,
@@ -275,6 +378,8 @@ impl Server {
                 admin,
                 metrics,
                 started,
+                budget,
+                counters,
                 ..
             } = ops;
             let Some(conn) = conns.get_mut(key) else {
@@ -283,6 +388,12 @@ impl Server {
             if !conn.accepts_input() {
                 break;
             }
+            let budget = budget.left(now);
+            if *budget == 0 {
+                // The turn's operator work is spent: the rest waits for the next turn.
+                break;
+            }
+            let before = conn.output.len();
             let OpsConn {
                 input,
                 output,
@@ -298,7 +409,10 @@ impl Server {
             let subscribed = client.subscriptions.wants_presence();
             let rest = &input[pos..];
             let step = match resp::parse(rest, max_request, args) {
-                Ok(Parsed::Incomplete) => break,
+                Ok(Parsed::Incomplete) => {
+                    incomplete = true;
+                    break;
+                }
                 Ok(Parsed::Request { consumed }) => {
                     pos += consumed;
                     let view = View {
@@ -312,8 +426,13 @@ impl Server {
                         admin_listener: admin.as_ref().map(|b| b.local.as_str()),
                         metrics_listener: metrics.as_ref().map(|b| b.local.as_str()),
                         admin_clients,
+                        ops: counters,
                     };
-                    admin::execute(Args::new(rest, args), client, &view, output)
+                    let request = Args::new(rest, args);
+                    let step = admin::execute(request, client, &view, output);
+                    let units = admin::request_cost(request) + cost(output.len() - before);
+                    *budget = budget.saturating_sub(units);
+                    step
                 }
                 Err(e) => {
                     resp::write_error(output, &format!("ERR {e}"));
@@ -337,6 +456,11 @@ impl Server {
             }
             match step {
                 AdminStep::Continue => {}
+                AdminStep::List(listing) => {
+                    *budget = budget.saturating_sub(listing.snapshot_cost());
+                    conn.listing = Some(listing);
+                    break;
+                }
                 AdminStep::Close => {
                     *phase = Phase::Closing;
                     break;
@@ -354,27 +478,39 @@ impl Server {
         }
         if let Some(conn) = self.ops.conns.get_mut(key) {
             conn.input.drain(..pos.min(conn.input.len()));
-            conn.note_held();
+            conn.note_held(incomplete);
         }
     }
 
-    fn metrics_execute(&mut self, key: usize) {
+    fn metrics_execute(&mut self, key: usize, now: Instant) {
         let Server { ops, stats, .. } = self;
         let Ops {
-            conns, started_at, ..
+            conns,
+            started_at,
+            budget,
+            counters,
+            ..
         } = ops;
         let Some(conn) = conns.get_mut(key) else {
             return;
         };
+        let budget = budget.left(now);
         let mut pos = 0;
-        while conn.accepts_input() {
+        let mut incomplete = false;
+        while conn.accepts_input() && *budget > 0 {
             let rest = &conn.input[pos..];
             match http::parse(rest) {
-                Ok(None) => break,
+                Ok(None) => {
+                    incomplete = true;
+                    break;
+                }
                 Ok(Some(req)) => {
                     pos += req.consumed;
                     let path = rest.get(req.path.clone()).unwrap_or_default();
-                    let status = respond(&req, path, stats, *started_at, &mut conn.output);
+                    let before = conn.output.len();
+                    let status =
+                        respond(&req, path, stats, counters, *started_at, &mut conn.output);
+                    *budget = budget.saturating_sub(1 + cost(conn.output.len() - before));
                     debug!(
                         "metrics id={} peer={}: {} {} -> {}",
                         conn.id,
@@ -412,7 +548,7 @@ impl Server {
             }
         }
         conn.input.drain(..pos.min(conn.input.len()));
-        conn.note_held();
+        conn.note_held(incomplete);
     }
 
     /// After the FIN: discards input until the client closes, the cap, or the timer.
@@ -456,7 +592,8 @@ impl Server {
         if let Err(e) = flush(conn) {
             return self.ops_close(key, &format!("write failed: {e}"));
         }
-        if conn.phase == Phase::Closing && conn.pending() == 0 {
+        conn.note_progress(now);
+        if conn.phase == Phase::Closing && conn.pending() == 0 && conn.listing.is_none() {
             if conn.role() == Role::Admin {
                 return self.ops_close(key, "closed");
             }
@@ -474,9 +611,16 @@ impl Server {
         let Some(conn) = self.ops.conns.get_mut(key) else {
             return;
         };
-        if conn.held && conn.accepts_input() {
-            self.revisit.push(Token(CONN_BASE + key));
+        if (conn.held && conn.accepts_input())
+            || (conn.listing.is_some() && conn.pending() < OUTPUT_WINDOW_BYTES)
+        {
+            // Work that no readiness event will bring back (bytes already read, or a listing
+            // whose output the socket took at once): the work queue, served in turn.
+            self.ops_queue(key);
         }
+        let Some(conn) = self.ops.conns.get_mut(key) else {
+            return;
+        };
         let Some(wanted) = conn.wanted_interest() else {
             return self.ops_close(key, "done");
         };
@@ -493,12 +637,20 @@ impl Server {
     }
 }
 
+/// Budget units for a reply of `bytes`: about one per `CLIENT LIST` line's worth.
+fn cost(bytes: usize) -> usize {
+    bytes / 512
+}
+
 /// Writes queued output until done or `WouldBlock`; frees the buffer once it is empty.
 pub(super) fn flush(conn: &mut OpsConn) -> std::io::Result<()> {
     while conn.output_pos < conn.output.len() {
         match conn.stream.write(&conn.output[conn.output_pos..]) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => conn.output_pos += n,
+            Ok(n) => {
+                conn.output_pos += n;
+                conn.written += n as u64;
+            }
             Err(e) => match classify(&e) {
                 IoClass::Retry => continue,
                 IoClass::WouldBlock => break,
@@ -521,6 +673,7 @@ fn respond(
     req: &http::Request,
     path: &[u8],
     stats: &crate::stats::Stats,
+    ops: &OpsCounters,
     started_at: SystemTime,
     out: &mut Vec<u8>,
 ) -> Status {
@@ -537,7 +690,7 @@ fn respond(
         ),
         Method::Get | Method::Head if path == b"/metrics" => {
             let mut body = String::with_capacity(32 * 1024);
-            metrics::render(stats, started_at, &mut body);
+            metrics::render(stats, ops, started_at, &mut body);
             (
                 Status::OK,
                 &[("Content-Type", metrics::CONTENT_TYPE)],
@@ -576,11 +729,11 @@ mod tests {
             conn.wanted_interest(),
             Some(Interest::READABLE | Interest::WRITABLE)
         );
-        conn.output.resize(OUTPUT_PAUSE_BYTES + 1, b'x');
+        conn.output.resize(OUTPUT_WINDOW_BYTES, b'x');
         assert_eq!(
             conn.wanted_interest(),
             Some(Interest::WRITABLE),
-            "backpressure"
+            "backpressure from a full window on"
         );
         assert!(!conn.accepts_input());
         conn.phase = Phase::Closing;
@@ -598,20 +751,61 @@ mod tests {
     }
 
     #[test]
-    fn deadlines_per_protocol_and_phase() {
+    fn deadlines_per_protocol_phase_and_idle_timeout() {
         let now = Instant::now();
+        let idle = Some(Duration::from_secs(120));
         let (_c, mut http) = conn(Protocol::Metrics, now);
-        assert_eq!(http.deadline(), Some(now + HTTP_IDLE_TIMEOUT));
+        assert_eq!(
+            http.deadline(idle),
+            Some((now + Duration::from_secs(120), Expiry::Idle))
+        );
+        assert_eq!(http.deadline(None), None, "idle_timeout = 0s: never");
         http.input.extend_from_slice(b"GET /met");
-        assert_eq!(http.deadline(), Some(now + HTTP_HEAD_TIMEOUT));
+        assert_eq!(
+            http.deadline(idle),
+            Some((now + HTTP_HEAD_TIMEOUT, Expiry::Head))
+        );
+        let short = Some(Duration::from_secs(3));
+        assert_eq!(
+            http.deadline(short),
+            Some((now + Duration::from_secs(3), Expiry::Head)),
+            "a shorter idle timeout also bounds the head"
+        );
         let until = now + LINGER_TIMEOUT;
         http.phase = Phase::Lingering {
             until,
             discarded: 0,
         };
-        assert_eq!(http.deadline(), Some(until));
+        assert_eq!(http.deadline(idle), Some((until, Expiry::Linger)));
+
         let client = AdminClient::new(2, "p".into(), "l".into(), now);
-        let (_c2, admin) = conn(Protocol::Admin(client), now);
-        assert_eq!(admin.deadline(), None, "admin connections do not time out");
+        let (_c2, mut admin) = conn(Protocol::Admin(client), now);
+        assert_eq!(admin.deadline(None), None, "no idle timeout: never");
+        let later = now + Duration::from_secs(5);
+        admin.last_rx = later;
+        assert_eq!(
+            admin.deadline(short),
+            Some((later + Duration::from_secs(3), Expiry::Idle)),
+            "idle counts from the last bytes received"
+        );
+        // Output waiting: the stall timer, from when it stopped moving.
+        admin.output.extend_from_slice(b"+OK\r\n");
+        admin.note_progress(later);
+        assert_eq!(
+            admin.deadline(None),
+            Some((later + OUTPUT_STALL_TIMEOUT, Expiry::Stall))
+        );
+        assert_eq!(
+            admin.deadline(short),
+            Some((later + Duration::from_secs(3), Expiry::Stall))
+        );
+        // Progress restarts it.
+        admin.written += 2;
+        let then = later + Duration::from_secs(2);
+        admin.note_progress(then);
+        assert_eq!(
+            admin.deadline(short),
+            Some((then + Duration::from_secs(3), Expiry::Stall))
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! Presence delivery: one event appended to every subscriber, the slow-subscriber policy, and
-//! the drain at shutdown.
+//! the drain at shutdown, and the per-turn bound on delivery work.
 //!
 //! The event's JSON and its `message` frame are built once per event into the loop's scratch
 //! buffers and copied into each subscriber's output (a `pmessage` for a pattern subscription is
@@ -14,7 +14,16 @@
 //! connected, so a connected watcher sees every sequence number. At shutdown the limit is off:
 //! the `left` events of every session (reason `shutdown`) are queued in full and drained for
 //! at most [`SHUTDOWN_DRAIN`].
+//!
+//! The bound on work: at most [`DELIVERY_BYTES_PER_TURN`] of frames are given out per loop
+//! turn; the events after that wait in a [`Backlog`] (their JSON, built when they happened) and
+//! go out on the next turns, in order, before any newer event. So a burst of events times many
+//! subscribers times many matching patterns costs a few milliseconds per turn, not one long
+//! freeze, and no subscriber loses or reorders an event. (While events wait, a command's reply
+//! can overtake them, and a connection that subscribes then receives them too; without a
+//! backlog, as in every normal turn, events and replies keep their order.)
 
+use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,30 +39,91 @@ use crate::server::Server;
 /// At shutdown, how long subscribers get to take their last events before they are closed.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
 
+/// Bytes of frames given to subscribers per loop turn, before the rest of the turn's events
+/// wait for the next one. A turn can publish thousands of events (a client pipelining `CLIENT
+/// SETNAME`, a mass reap), and each costs one frame per subscriber and matching pattern: up to
+/// 1024 × 1025 frames of about 300 bytes. 1 MiB is about 3,500 frames, a few milliseconds of a
+/// debug build, and far above what a normal turn publishes (64 reaps or accepts to one watcher:
+/// 20 KB).
+const DELIVERY_BYTES_PER_TURN: usize = 1 << 20;
+/// Bytes of event JSON the backlog may hold (about 3,000 events). Past it, events are given out
+/// regardless of [`DELIVERY_BYTES_PER_TURN`]: the budget smooths bursts, and under sustained
+/// overload memory stays bounded while each subscriber's `max_output_bytes` still applies.
+const BACKLOG_MAX_BYTES: usize = 1 << 20;
+
+/// Events published but not yet given to every subscriber, oldest first, because this turn's
+/// delivery budget was spent. While any wait, new events queue behind them, so each subscriber
+/// sees every event, in order. The head event may have been given to some subscribers: those
+/// with slab keys below `head_from`.
+#[derive(Debug, Default)]
+pub(in crate::server) struct Backlog {
+    events: VecDeque<Box<[u8]>>,
+    bytes: usize,
+    head_from: usize,
+    /// Frame bytes given out this turn.
+    spent: usize,
+}
+
+impl Backlog {
+    /// Whether events wait: the loop turns again at once (zero poll timeout) to give them out.
+    pub(in crate::server) fn is_waiting(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    fn push(&mut self, json: &[u8]) {
+        self.bytes += json.len();
+        self.events.push_back(json.into());
+    }
+}
+
 impl Server {
-    /// Queues event number `seq` to every presence subscriber.
+    /// Queues event number `seq` to every presence subscriber: at once while this turn's
+    /// delivery budget lasts and nothing waits before it, else behind the backlog.
     pub(in crate::server) fn ops_deliver(&mut self, seq: u64, event: &Event<'_>) {
+        let mut json = std::mem::take(&mut self.ops.json_buf);
+        json.clear();
+        presence::encode(seq, presence::unix_ms(SystemTime::now()), event, &mut json);
+        if self.ops.backlog.is_waiting() {
+            self.ops.backlog.push(&json);
+        } else if let Some(from) = self.give_event(&json, 0) {
+            self.ops.backlog.push(&json);
+            self.ops.backlog.head_from = from;
+        }
+        self.ops.json_buf = json;
+    }
+
+    /// Gives one event (its JSON) to the subscribers with slab keys from `from` on, until the
+    /// turn's budget is spent (no budget at shutdown). Returns the key it stopped before, or
+    /// `None` when every subscriber has it.
+    fn give_event(&mut self, json: &[u8], from: usize) -> Option<usize> {
         let max = self.config.session.max_output_bytes;
         let stopping = self.stopping;
         let Server { ops, stats, .. } = self;
         let Ops {
             conns,
-            json_buf,
             frame_buf,
             dirty,
+            backlog,
             ..
         } = ops;
-        json_buf.clear();
-        presence::encode(seq, presence::unix_ms(SystemTime::now()), event, json_buf);
         frame_buf.clear();
-        pubsub::write_message(frame_buf, PRESENCE, json_buf);
+        pubsub::write_message(frame_buf, PRESENCE, json);
         let mut failed: Vec<(usize, Result<usize, io::Error>)> = Vec::new();
-        for (key, conn) in conns.iter_mut() {
+        let mut stopped = None;
+        for (key, conn) in conns.iter_mut().skip_while(|(k, _)| *k < from) {
             if !conn.takes_events() {
                 continue;
             }
-            let was_idle = conn.pending() == 0;
-            stats.presence.delivered += conn.push_presence(frame_buf, json_buf);
+            if backlog.spent >= DELIVERY_BYTES_PER_TURN
+                && !stopping
+                && backlog.bytes <= BACKLOG_MAX_BYTES
+            {
+                stopped = Some(key);
+                break;
+            }
+            let was = conn.pending();
+            stats.presence.delivered += conn.push_presence(frame_buf, json);
+            backlog.spent += conn.pending().saturating_sub(was);
             if conn.pending() > max && !stopping {
                 match flush(conn) {
                     Err(e) => {
@@ -67,7 +137,7 @@ impl Server {
                     Ok(()) => {}
                 }
             }
-            if was_idle && conn.pending() > 0 {
+            if was == 0 && conn.pending() > 0 {
                 // Written at the end of the turn, with whatever else the turn adds.
                 dirty.push(key);
             }
@@ -78,11 +148,29 @@ impl Server {
                 Err(e) => self.ops_close(key, &format!("write failed: {e}")),
             }
         }
+        stopped
     }
 
-    /// At the end of a loop turn: writes the events the turn queued to subscribers (one
-    /// `write` each, however many events), and arms `WRITABLE` for what the socket refused.
+    /// Gives out waiting events, oldest first, while the turn's budget lasts.
+    fn give_backlog(&mut self) {
+        while let Some(json) = self.ops.backlog.events.pop_front() {
+            let from = std::mem::take(&mut self.ops.backlog.head_from);
+            match self.give_event(&json, from) {
+                None => self.ops.backlog.bytes -= json.len(),
+                Some(key) => {
+                    self.ops.backlog.events.push_front(json);
+                    self.ops.backlog.head_from = key;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// At the end of a loop turn: gives out what waits in the backlog, writes the events the
+    /// turn queued to subscribers (one `write` each, however many events), arms `WRITABLE` for
+    /// what the socket refused, and starts the next turn's budget.
     pub(in crate::server) fn flush_subscribers(&mut self, now: Instant) {
+        self.give_backlog();
         let mut dirty = std::mem::take(&mut self.ops.dirty);
         for &key in &dirty {
             // A key closed (and maybe reused) since only costs a needless flush.
@@ -91,6 +179,11 @@ impl Server {
         // Keep the allocation for the next turn.
         dirty.clear();
         self.ops.dirty = dirty;
+        self.ops.backlog.spent = 0;
+        if !self.ops.backlog.is_waiting() && self.ops.backlog.events.capacity() > 64 {
+            // After a burst: the queue's memory goes back.
+            self.ops.backlog = Backlog::default();
+        }
     }
 
     fn drop_slow_subscriber(&mut self, key: usize, pending: usize, max: usize) {
@@ -109,6 +202,8 @@ impl Server {
     /// for at most [`SHUTDOWN_DRAIN`]. The loop has stopped, so this waits on the poller
     /// itself (for writability only; other events are dropped).
     pub(in crate::server) fn drain_subscribers(&mut self, now: Instant) {
+        // Stopping: no budget, every waiting event is queued to its subscribers now.
+        self.give_backlog();
         let deadline = now + SHUTDOWN_DRAIN;
         let mut events = Events::with_capacity(64);
         let mut now = now;
