@@ -32,7 +32,7 @@ use crate::session::Session;
 use crate::small_file::{self, ReadError};
 
 /// Wrong passwords one session may send before it is closed.
-pub const MAX_FAILURES: u32 = 3;
+pub const MAX_FAILURES: u8 = 3;
 /// Largest request a session may send before it authenticates (when a password is set): room
 /// for `HELLO 2 AUTH default <password>` with the longest password, and little else, so an
 /// unauthenticated connection can make vigild buffer 4 KiB, not `max_request_bytes`.

@@ -1,9 +1,15 @@
 //! The one-line description of a session used by `CLIENT INFO` (and `CLIENT LIST`).
 //!
-//! Redis's field order and names come first (`id addr laddr fd name age idle ... lib-name
-//! lib-ver`), so tools that parse Redis's output keep working; vigild's own fields follow: the
-//! keepalive options read back from the kernel, a few `TCP_INFO` fields, and `state`, which is
-//! `suspect` while keepalive probes are outstanding or data waits unacknowledged.
+//! Every field Redis 7 shows comes first, in Redis's order and with Redis's names (`id addr
+//! laddr fd name age idle flags db sub psub ssub multi watch qbuf qbuf-free argv-mem multi-mem
+//! rbs rbp obl oll omem tot-mem events cmd user redir resp lib-name lib-ver`, then Redis 7.4's
+//! `tot-net-in tot-net-out tot-cmds`), so libraries that parse it into a map (valkey-py's
+//! `client_info()` reads `oll`) and tools keep working. Values are real where vigild has them
+//! (buffers, memory, the last command, the protocol) and Redis's neutral ones where it has no
+//! such thing (no databases but 0, no pub/sub on the client port, one user `default`).
+//! vigild's own fields follow: the keepalive options read back from the kernel, a few
+//! `TCP_INFO` fields, and `state`, which is `suspect` while keepalive probes are outstanding or
+//! data waits unacknowledged.
 
 use std::fmt::Write as _;
 use std::os::fd::AsRawFd;
@@ -32,28 +38,74 @@ pub fn describe_with(
         .map(|a| a.to_string())
         .unwrap_or_default();
     let (lib_name, lib_ver) = session
-        .lib
-        .as_deref()
+        .lib()
         .map(|l| (&*l.name, &*l.version))
         .unwrap_or(("", ""));
-    let _ = write!(
+    let qbuf = session.unfinished.as_ref().map_or(0, |u| u.bytes.len());
+    let qbuf_cap = session
+        .unfinished
+        .as_ref()
+        .map_or(0, |u| u.bytes.capacity());
+    let (multi, multi_mem) = session
+        .transaction()
+        .map_or((-1, 0), |t| (t.queued() as i64, t.memory()));
+    let pending = session.pending_output();
+    let omem = session.output.capacity();
+    let name = session.name.as_deref().unwrap_or("");
+    let extras = if session.extras.is_some() {
+        std::mem::size_of::<crate::session::Extras>()
+    } else {
+        0
+    };
+    let tot_mem = std::mem::size_of::<Session>()
+        + extras
+        + qbuf_cap
+        + omem
+        + multi_mem
+        + name.len()
+        + lib_name.len()
+        + lib_ver.len();
+    let events = match (
+        session.interest.is_readable(),
+        session.interest.is_writable(),
+    ) {
+        (true, true) => "rw",
+        (false, true) => "w",
+        _ => "r",
+    };
+    let _ =
+        write!(
         out,
-        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 \
-         multi=-1 qbuf={} obl={} tot-net-in={} tot-net-out={} tot-cmds={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 \
+         multi={} watch=0 qbuf={} qbuf-free={} argv-mem=0 multi-mem={} rbs={} rbp={} obl={} \
+         oll={} omem={} tot-mem={} events={} cmd={} user=default redir=-1 resp={} lib-name={} \
+         lib-ver={} tot-net-in={} tot-net-out={} tot-cmds={}",
         session.id,
         session.peer,
         laddr,
         session.stream.as_raw_fd(),
-        session.name.as_deref().unwrap_or(""),
+        name,
         session.age(now).as_secs(),
         session.idle_for(now).as_secs(),
-        session.unfinished.as_ref().map_or(0, |u| u.bytes.len()),
-        session.pending_output(),
+        if multi >= 0 { "x" } else { "N" },
+        multi,
+        qbuf,
+        qbuf_cap - qbuf,
+        multi_mem,
+        qbuf_cap,
+        qbuf,
+        pending,
+        u8::from(pending > 0),
+        omem,
+        tot_mem,
+        events,
+        crate::command_table::name_of(session.last_command),
+        if session.proto == crate::resp::Proto::Resp3 { 3 } else { 2 },
+        lib_name,
+        lib_ver,
         session.bytes_in,
         session.bytes_out,
         session.commands,
-        lib_name,
-        lib_ver,
     );
     match sockopt::read_back(&session.stream) {
         Ok(a) => {

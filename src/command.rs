@@ -162,7 +162,8 @@ pub fn execute(
         return Step::Continue;
     }
     session.commands += 1;
-    match transaction::intercept(args, &mut session.transaction, limits.transaction, out) {
+    session.last_command = command_table::id_of(args);
+    match transaction::intercept(args, &mut session.extras, limits.transaction, out) {
         transaction::Outcome::Run => {}
         transaction::Outcome::Answered => return Step::Continue,
         transaction::Outcome::Exec(queued) => return Step::Exec(queued),
@@ -218,7 +219,14 @@ fn client(
         line.push('\n');
         resp::write_bulk(out, line.as_bytes());
     } else if args.is(1, "SETINFO") && n == 4 {
-        set_lib_info(&mut session.lib, args, limits, out);
+        if let Some((field, value)) = checked_lib_info(args, limits, out) {
+            session
+                .extras
+                .get_or_insert_with(Box::default)
+                .lib
+                .set(field, value);
+            resp::write_simple(out, "OK");
+        }
     } else if args.is(1, "LIST") || args.is(1, "KILL") || args.is(1, "LOOKUP") {
         resp::write_error(
             out,
@@ -287,48 +295,75 @@ pub(crate) fn set_name(
     }
 }
 
-/// `CLIENT SETINFO LIB-NAME|LIB-VER value` (args 2 and 3). A refused value changes nothing.
+/// `CLIENT SETINFO LIB-NAME|LIB-VER value` (args 2 and 3) for a connection that keeps its
+/// library in `lib` (the admin listener's).
 pub(crate) fn set_lib_info(
     lib: &mut Option<Box<LibInfo>>,
     args: Args<'_>,
     limits: FieldLimits,
     out: &mut Vec<u8>,
 ) {
+    if let Some((field, value)) = checked_lib_info(args, limits, out) {
+        lib.get_or_insert_with(Box::default).set(field, value);
+        resp::write_simple(out, "OK");
+    }
+}
+
+/// Checks `CLIENT SETINFO LIB-NAME|LIB-VER value`: the field and value to store, or `None`
+/// with the error written.
+fn checked_lib_info(
+    args: Args<'_>,
+    limits: FieldLimits,
+    out: &mut Vec<u8>,
+) -> Option<(LibField, Box<str>)> {
     let value = args.get(3);
     if !valid_token(value) {
         resp::write_error(
             out,
             "ERR lib-name and lib-ver cannot contain spaces, newlines or special characters.",
         );
-        return;
+        return None;
     }
     let field = if args.is(2, "LIB-NAME") {
-        "lib-name"
+        LibField::Name
     } else if args.is(2, "LIB-VER") {
-        "lib-ver"
+        LibField::Version
     } else {
         let attr = printable(args.get(2));
         resp::write_error(out, &format!("ERR Unrecognized option '{attr}'"));
-        return;
+        return None;
     };
     if value.len() > limits.lib {
+        let name = match field {
+            LibField::Name => "lib-name",
+            LibField::Version => "lib-ver",
+        };
         resp::write_error(
             out,
             &format!(
-                "ERR {field} is longer than {} bytes (session.max_lib_bytes)",
+                "ERR {name} is longer than {} bytes (session.max_lib_bytes)",
                 limits.lib
             ),
         );
-        return;
+        return None;
     }
-    let value: Box<str> = String::from_utf8_lossy(value).into();
-    let lib = lib.get_or_insert_with(Box::default);
-    if field == "lib-name" {
-        lib.name = value;
-    } else {
-        lib.version = value;
+    Some((field, String::from_utf8_lossy(value).into()))
+}
+
+/// Which of `CLIENT SETINFO`'s fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LibField {
+    Name,
+    Version,
+}
+
+impl LibInfo {
+    fn set(&mut self, field: LibField, value: Box<str>) {
+        match field {
+            LibField::Name => self.name = value,
+            LibField::Version => self.version = value,
+        }
     }
-    resp::write_simple(out, "OK");
 }
 
 /// What `HELLO` asked for besides the protocol.
@@ -531,7 +566,7 @@ mod tests {
         assert!(run(&mut s, &[b"CLIENT", b"SETINFO", b"LIB-FOO", b"abcde"])
             .1
             .starts_with("-ERR Unrecognized option 'LIB-FOO'"));
-        let lib = s.lib.as_deref().unwrap();
+        let lib = s.lib().unwrap();
         assert_eq!((&*lib.name, &*lib.version), ("abcd", ""));
 
         // The admin listener's own name goes through the same check.
@@ -680,6 +715,6 @@ mod tests {
         let (step, reply) = run(&mut s, &[b"EXEC"]);
         assert_eq!(reply, "*1\r\n");
         assert_eq!(step, Step::Exec(b"*1\r\n$4\r\nPING\r\n"[..].into()));
-        assert!(s.transaction.is_none());
+        assert!(s.transaction().is_none());
     }
 }

@@ -514,6 +514,46 @@ pub fn find<'t>(table: &'t [Spec], name: &[u8]) -> Option<&'t Spec> {
     }
 }
 
+/// A small number for the client-port command (or subcommand) `args` runs, kept per session
+/// for `CLIENT LIST`'s `cmd=` (one byte instead of a name); 0 for anything not in the table.
+pub fn id_of(args: Args<'_>) -> u8 {
+    let mut id = 0u8;
+    for s in &CLIENT_PORT {
+        id += 1;
+        if !args.is(0, s.name) {
+            id += s.subcommands.len() as u8;
+            continue;
+        }
+        for c in s.subcommands {
+            id += 1;
+            let sub = c.name.rsplit('|').next().unwrap_or_default();
+            if args.is(1, sub) {
+                return id;
+            }
+        }
+        return id - s.subcommands.len() as u8;
+    }
+    0
+}
+
+/// The name `id_of` numbered, as `CLIENT LIST` shows it (`NULL`, as in Redis, for none).
+pub fn name_of(id: u8) -> &'static str {
+    let mut n = 0u8;
+    for s in &CLIENT_PORT {
+        n += 1;
+        if n == id {
+            return s.name;
+        }
+        for c in s.subcommands {
+            n += 1;
+            if n == id {
+                return c.name;
+            }
+        }
+    }
+    "NULL"
+}
+
 /// Redis 7's ten-element command info: name, arity, flags, first key, last key, step, ACL
 /// categories, tips, key specs, subcommands.
 fn write_info(s: &Spec, out: &mut Vec<u8>) {
@@ -615,6 +655,22 @@ mod tests {
         let all = run(&CLIENT_PORT, &["COMMAND", "DOCS"]);
         assert!(all.starts_with("*28\r\n"), "{all}");
         assert!(all.contains("$11\r\nsubcommands\r\n"), "{all}");
+    }
+
+    #[test]
+    fn command_ids_name_commands_and_subcommands() {
+        let id = |words: &[&str]| {
+            let (buf, ranges) = test_words(words);
+            name_of(id_of(Args::new(&buf, &ranges)))
+        };
+        assert_eq!(id(&["PING"]), "ping");
+        assert_eq!(id(&["client", "setname", "x"]), "client|setname");
+        assert_eq!(id(&["CLIENT", "INFO"]), "client|info");
+        assert_eq!(id(&["CLIENT", "NOSUCH"]), "client");
+        assert_eq!(id(&["unwatch"]), "unwatch");
+        assert_eq!(id(&["GET", "k"]), "NULL");
+        assert_eq!(name_of(0), "NULL");
+        assert_eq!(name_of(255), "NULL");
     }
 
     #[test]

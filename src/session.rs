@@ -30,6 +30,14 @@ pub struct LibInfo {
     pub version: Box<str>,
 }
 
+/// What few sessions have, boxed together so that a session with none of it pays one pointer
+/// (`Session::extras`): the library it announced, and an open `MULTI`.
+#[derive(Debug, Default)]
+pub struct Extras {
+    pub lib: LibInfo,
+    pub transaction: Option<Box<crate::transaction::Transaction>>,
+}
+
 /// One live client connection.
 #[derive(Debug)]
 pub struct Session {
@@ -39,7 +47,8 @@ pub struct Session {
     pub peer: SocketAddr,
     /// Set through [`SessionTable::rename`] only, which keeps the name index.
     pub name: Option<Box<str>>,
-    pub lib: Option<Box<LibInfo>>,
+    /// The library it announced and an open `MULTI`; `None` while it has neither.
+    pub extras: Option<Box<Extras>>,
     pub connected_at: Instant,
     pub last_rx: Instant,
     pub bytes_in: u64,
@@ -59,13 +68,14 @@ pub struct Session {
     pub proto: crate::resp::Proto,
     /// May run commands: set at accept when no password is required, or by a good `AUTH`.
     pub authenticated: bool,
-    /// Wrong passwords sent on this session (see `auth::MAX_FAILURES`).
-    pub auth_failures: u32,
+    /// Wrong passwords sent on this session (see `auth::MAX_FAILURES`; a byte, so that it
+    /// packs with the other small fields and the entry stays within its size).
+    pub auth_failures: u8,
     /// Passwords its address may still have compared, set by the loop before requests run
     /// (see `auth_throttle.rs`).
     pub guess_budget: crate::auth::GuessBudget,
-    /// The open `MULTI`, boxed: `None` (8 bytes) for every session not inside one.
-    pub transaction: Option<Box<crate::transaction::Transaction>>,
+    /// The last command run, for `CLIENT LIST`'s `cmd=` (see `command_table::id_of`).
+    pub last_command: u8,
 }
 
 /// A request that spans reads. Boxed in the session, so that the much more common session with
@@ -92,7 +102,7 @@ impl Session {
             stream,
             peer,
             name: None,
-            lib: None,
+            extras: None,
             connected_at: now,
             last_rx: now,
             bytes_in: 0,
@@ -107,8 +117,20 @@ impl Session {
             authenticated: false,
             auth_failures: 0,
             guess_budget: crate::auth::GuessBudget::Unlimited,
-            transaction: None,
+            last_command: 0,
         }
+    }
+
+    /// The library it announced with `CLIENT SETINFO`, if any.
+    pub fn lib(&self) -> Option<&LibInfo> {
+        self.extras.as_deref().map(|e| &e.lib)
+    }
+
+    /// Its open `MULTI`, if any.
+    pub fn transaction(&self) -> Option<&crate::transaction::Transaction> {
+        self.extras
+            .as_deref()
+            .and_then(|e| e.transaction.as_deref())
     }
 
     /// Bytes queued for the peer and not yet written.

@@ -23,6 +23,7 @@
 use crate::command::{self, Args};
 use crate::command_table::{self, CLIENT_PORT};
 use crate::resp;
+use crate::session::Extras;
 
 /// An open transaction: what `MULTI` started.
 #[derive(Debug, Default)]
@@ -32,6 +33,18 @@ pub struct Transaction {
     count: usize,
     /// A command was refused while queueing: `EXEC` aborts.
     dirty: bool,
+}
+
+impl Transaction {
+    /// Commands queued so far (`CLIENT LIST`'s `multi=`).
+    pub fn queued(&self) -> usize {
+        self.count
+    }
+
+    /// Heap bytes the queue holds (`multi-mem=`).
+    pub fn memory(&self) -> usize {
+        self.queued.capacity()
+    }
 }
 
 /// What a request does to a session's transaction.
@@ -45,19 +58,20 @@ pub enum Outcome {
     Exec(Box<[u8]>),
 }
 
-/// Handles `args` for a session whose transaction is `slot` (`None` outside `MULTI`).
+/// Handles `args` for a session whose open transaction, if any, is in `extras` (allocated by
+/// `MULTI` only; a session outside `MULTI` pays nothing here but a few comparisons).
 pub fn intercept(
     args: Args<'_>,
-    slot: &mut Option<Box<Transaction>>,
+    extras: &mut Option<Box<Extras>>,
     max_bytes: usize,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    let Some(tx) = slot.as_mut() else {
+    let Some(tx) = extras.as_mut().and_then(|e| e.transaction.as_mut()) else {
         if args.is(0, "MULTI") {
             if args.len() != 1 {
                 command::wrong_arity(out, "multi");
             } else {
-                *slot = Some(Box::default());
+                extras.get_or_insert_with(Box::default).transaction = Some(Box::default());
                 resp::write_simple(out, "OK");
             }
         } else if args.is(0, "EXEC") || args.is(0, "DISCARD") {
@@ -74,21 +88,19 @@ pub fn intercept(
         }
         return Outcome::Answered;
     };
-    if args.is(0, "EXEC") {
-        let tx = slot.take().unwrap_or_default();
-        if tx.dirty {
+    if args.is(0, "EXEC") || args.is(0, "DISCARD") {
+        let tx = close(extras);
+        if args.is(0, "DISCARD") {
+            resp::write_simple(out, "OK");
+        } else if tx.dirty {
             resp::write_error(
                 out,
                 "EXECABORT Transaction discarded because of previous errors.",
             );
-            return Outcome::Answered;
+        } else {
+            resp::write_array_len(out, tx.count);
+            return Outcome::Exec(tx.queued.into_boxed_slice());
         }
-        resp::write_array_len(out, tx.count);
-        return Outcome::Exec(tx.queued.into_boxed_slice());
-    }
-    if args.is(0, "DISCARD") {
-        *slot = None;
-        resp::write_simple(out, "OK");
     } else if args.is(0, "MULTI") {
         resp::write_error(out, "ERR MULTI calls can not be nested");
     } else if args.is(0, "WATCH") {
@@ -116,6 +128,21 @@ pub fn intercept(
         }
     }
     Outcome::Answered
+}
+
+/// Ends the open transaction and returns it; the extras go too when nothing else is in them.
+fn close(extras: &mut Option<Box<Extras>>) -> Box<Transaction> {
+    let tx = extras
+        .as_mut()
+        .and_then(|e| e.transaction.take())
+        .unwrap_or_default();
+    if extras
+        .as_ref()
+        .is_some_and(|e| e.lib.name.is_empty() && e.lib.version.is_empty())
+    {
+        *extras = None;
+    }
+    tx
 }
 
 /// Why a command cannot be queued (Redis's messages), or `None` when it can.
@@ -165,7 +192,7 @@ mod tests {
     use super::*;
     use crate::command::test_words;
 
-    fn run(slot: &mut Option<Box<Transaction>>, words: &[&str]) -> (Outcome, String) {
+    fn run(slot: &mut Option<Box<Extras>>, words: &[&str]) -> (Outcome, String) {
         let (buf, ranges) = test_words(words);
         let mut out = Vec::new();
         let o = intercept(Args::new(&buf, &ranges), slot, 200, &mut out);
@@ -192,7 +219,7 @@ mod tests {
         assert_eq!(reply, "*2\r\n");
         let want: &[u8] = b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nECHO\r\n$1\r\nx\r\n";
         assert_eq!(o, Outcome::Exec(want.into()));
-        assert!(tx.is_none());
+        assert!(tx.is_none(), "the extras go with the transaction");
         assert_eq!(run(&mut tx, &["EXEC"]).1, "-ERR EXEC without MULTI\r\n");
         assert_eq!(
             run(&mut tx, &["DISCARD"]).1,
@@ -222,6 +249,17 @@ mod tests {
         run(&mut tx, &["PING"]);
         assert_eq!(run(&mut tx, &["DISCARD"]).1, "+OK\r\n");
         assert!(tx.is_none());
+        // A session with a library keeps it across a transaction.
+        let mut extras = Some(Box::new(Extras {
+            lib: crate::session::LibInfo {
+                name: "redis-py".into(),
+                version: "8".into(),
+            },
+            transaction: None,
+        }));
+        run(&mut extras, &["MULTI"]);
+        run(&mut extras, &["DISCARD"]);
+        assert_eq!(extras.as_ref().map(|e| &*e.lib.name), Some("redis-py"));
         assert_eq!(run(&mut tx, &["WATCH", "k"]).1, "+OK\r\n");
         assert_eq!(run(&mut tx, &["UNWATCH"]).1, "+OK\r\n");
     }

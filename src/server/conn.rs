@@ -309,6 +309,7 @@ fn run_first(session: &mut Session, queued: &[u8], now: Instant) {
                 bytes: queued.to_vec(),
                 resume: Resume::Fresh,
                 since: now,
+                held: false,
             }));
         }
     }
@@ -463,7 +464,7 @@ impl Server {
             let Some(session) = self.sessions.get(token) else {
                 return Input::Drained;
             };
-            let failures = session.auth_failures - failures_before;
+            let failures = u32::from(session.auth_failures - failures_before);
             if failures > 0 {
                 self.auth_failed(token, failures, now);
             }

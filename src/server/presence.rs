@@ -120,11 +120,7 @@ impl Server {
             new.max_name_bytes,
             names,
         );
-        let libs = sessions().map(|s| {
-            s.lib
-                .as_deref()
-                .map_or(0, |l| l.name.len().max(l.version.len()))
-        });
+        let libs = sessions().map(|s| s.lib().map_or(0, |l| l.name.len().max(l.version.len())));
         kept_longer(
             "session.max_lib_bytes",
             was.max_lib_bytes,
