@@ -29,18 +29,52 @@ pub enum Step {
     Continue,
     /// Deliver what is queued, then reap with this reason.
     Close(ReapReason),
-    /// `CLIENT SETNAME` (already answered): the loop gives the session this name (`None`
-    /// clears it) through the session table, which keeps the name index, publishes the
-    /// `named` event and, with `session.unique_names`, reaps the name's older holder first.
-    /// Requests after it wait until that is done.
-    Rename(Option<Box<str>>),
+    /// `CLIENT SETNAME` or `HELLO ... SETNAME` (validated, not yet answered): the loop gives
+    /// the session this name through the session table, which keeps the name index, publishes
+    /// the `named` event and, with `session.unique_names`, replaces the name's holder first or
+    /// refuses the name ([`NAME_IN_USE`]) when the holder is live (src/takeover.rs). It writes
+    /// the reply then, in its place among the session's replies: [`Rename::reply`] on success
+    /// ([`answer_renamed`]). Requests after it wait until that is done.
+    Rename(Rename),
     /// `EXEC` (its array header already written): the loop runs these queued requests (RESP
     /// multibulk, see `transaction.rs`) before anything the client sent after `EXEC`, each
     /// adding its one reply to the array.
     Exec(Box<[u8]>),
 }
 
+/// A name change for the loop to apply, and what to answer when it is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rename {
+    /// The new name; `None` clears it.
+    pub name: Option<Box<str>>,
+    /// The reply on success.
+    pub reply: OnRenamed,
+}
+
+/// The reply to a name change that was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRenamed {
+    /// `CLIENT SETNAME`: `+OK`.
+    Ok,
+    /// `HELLO <proto> SETNAME`: switch to this protocol, then the server map in it. A refused
+    /// name refuses the whole `HELLO`, so the protocol changes only here.
+    Hello(Proto),
+}
+
+/// The error a newcomer's `CLIENT SETNAME` (or `HELLO ... SETNAME`) gets when a live session
+/// holds the name (`session.unique_names`, `session.takeover = "stale"`). Stable: clients and
+/// tests match it.
+pub const NAME_IN_USE: &str = "ERR name in use by a live session";
+
 impl Step {
+    /// A rename answered `+OK` once applied (`CLIENT SETNAME`).
+    pub fn rename(name: Option<Box<str>>) -> Step {
+        Step::Rename(Rename {
+            name,
+            reply: OnRenamed::Ok,
+        })
+    }
+
     /// Whether the session goes on reading (its unparsed input is kept).
     pub fn keeps_input(&self) -> bool {
         !matches!(self, Step::Close(_))
@@ -177,8 +211,13 @@ pub fn execute(
     } else if args.is(0, "CLIENT") {
         return client(args, session, limits, now, out);
     } else if args.is(0, "HELLO") {
-        if let Hello::SetName(name) = hello(args, session.id, &mut session.proto, limits, out) {
-            return Step::Rename(name);
+        if let Hello::SetName { name, proto } =
+            hello(args, session.id, &mut session.proto, limits, out)
+        {
+            return Step::Rename(Rename {
+                name,
+                reply: OnRenamed::Hello(proto),
+            });
         }
     } else if args.is(0, "INFO") {
         probe::info(args, out);
@@ -201,9 +240,12 @@ fn client(
 ) -> Step {
     let n = args.len();
     if args.is(1, "SETNAME") && n == 3 {
-        if let Some(name) = parse_name(args.get(2), limits, out) {
-            if session.name != name {
-                return Step::Rename(name);
+        if let Some(name) = checked_name(args.get(2), limits, out) {
+            if session.name == name {
+                // The same name again changes nothing: no event, no takeover.
+                resp::write_simple(out, "OK");
+            } else {
+                return Step::rename(name);
             }
         }
     } else if args.is(1, "GETNAME") && n == 2 {
@@ -242,8 +284,10 @@ fn client(
     Step::Continue
 }
 
-/// `CLIENT SETNAME name`: answers it and returns the new name (`None` clears it), or writes
-/// the error and returns `None` for a name Redis would refuse or one over `limits.name`.
+/// `CLIENT SETNAME name` for a connection whose name is unique to nobody (the admin
+/// listener's): answers it and returns the new name (`None` clears it), or writes the error
+/// and returns `None` for a name Redis would refuse or one over `limits.name`. The client port
+/// answers only once the loop applied the name ([`Step::Rename`]).
 #[allow(clippy::option_option)] // "no change" and "clear the name" are different answers
 pub(crate) fn parse_name(
     name: &[u8],
@@ -371,12 +415,18 @@ impl LibInfo {
 pub(crate) enum Hello {
     /// Answered (with the server map or an error); nothing else to do.
     Done,
-    /// Answered; the connection also asked for this name (`SETNAME`), already validated.
-    SetName(Option<Box<str>>),
+    /// Not answered yet: the connection also asked for this name (`SETNAME`), already
+    /// validated. Once the name is taken, the caller answers with [`hello_reply`] for `proto`
+    /// (which switches the protocol); if it is refused, the protocol stays as it was.
+    SetName {
+        name: Option<Box<str>>,
+        proto: Proto,
+    },
 }
 
 /// `HELLO [protover [AUTH user pass] [SETNAME name]]` for the connection with `id`: switches
-/// `proto` to RESP2 or RESP3 and answers with the server's map in that protocol. redis-py 8
+/// `proto` to RESP2 or RESP3 and answers with the server's map in that protocol, except with
+/// `SETNAME`, where the caller does both once the name is taken ([`Hello::SetName`]). redis-py 8
 /// and other current clients open with `HELLO 3` and do not fall back when refused, so RESP3
 /// is spoken, not only RESP2. `AUTH` is handled before this (see `auth`); here it is skipped.
 pub(crate) fn hello(
@@ -422,6 +472,20 @@ pub(crate) fn hello(
             }
         }
     }
+    match name {
+        Some(name) => Hello::SetName {
+            name,
+            proto: wanted,
+        },
+        None => {
+            hello_reply(id, proto, wanted, out);
+            Hello::Done
+        }
+    }
+}
+
+/// A successful `HELLO`'s answer: switches `proto` to `wanted` and writes the server map in it.
+pub(crate) fn hello_reply(id: u64, proto: &mut Proto, wanted: Proto, out: &mut Vec<u8>) {
     *proto = wanted;
     // Redis 7's order: node-redis reads the RESP2 reply by position.
     resp::write_map_len(out, 7, wanted);
@@ -439,9 +503,13 @@ pub(crate) fn hello(
     resp::write_bulk(out, b"master");
     resp::write_bulk(out, b"modules");
     resp::write_array_len(out, 0);
-    match name {
-        Some(n) => Hello::SetName(n),
-        None => Hello::Done,
+}
+
+/// Answers a name change the loop applied: `+OK`, or for `HELLO` the switch and the map.
+pub(crate) fn answer_renamed(session: &mut Session, reply: OnRenamed, out: &mut Vec<u8>) {
+    match reply {
+        OnRenamed::Ok => resp::write_simple(out, "OK"),
+        OnRenamed::Hello(wanted) => hello_reply(session.id, &mut session.proto, wanted, out),
     }
 }
 
@@ -526,8 +594,8 @@ mod tests {
         let run = |s: &mut Session, words: &[&[u8]]| run_with(s, limits, words);
         assert_eq!(
             run(&mut s, &[b"CLIENT", b"SETNAME", b"12345678"]),
-            (Step::Rename(Some("12345678".into())), "+OK\r\n".into()),
-            "a name at the bound is taken"
+            (Step::rename(Some("12345678".into())), String::new()),
+            "a name at the bound is taken (the loop answers once it applied it)"
         );
         s.name = Some("12345678".into());
         let over = "-ERR client name is longer than 8 bytes (session.max_name_bytes)\r\n";
@@ -594,11 +662,14 @@ mod tests {
     fn client_names() {
         let (_c, mut s) = session();
         assert_eq!(run(&mut s, &[b"CLIENT", b"GETNAME"]).1, "$-1\r\n");
-        // The loop applies the name (through the session table); the reply is already out.
+        // The loop applies the name (through the session table), then answers.
         assert_eq!(
             run(&mut s, &[b"client", b"setname", b"dev-1"]),
-            (Step::Rename(Some("dev-1".into())), "+OK\r\n".into())
+            (Step::rename(Some("dev-1".into())), String::new())
         );
+        let mut out = Vec::new();
+        answer_renamed(&mut s, OnRenamed::Ok, &mut out);
+        assert_eq!(out, b"+OK\r\n");
         s.name = Some("dev-1".into());
         assert_eq!(run(&mut s, &[b"CLIENT", b"GETNAME"]).1, "$5\r\ndev-1\r\n");
         assert_eq!(
@@ -614,7 +685,7 @@ mod tests {
             .starts_with("-ERR"));
         assert_eq!(
             run(&mut s, &[b"CLIENT", b"SETNAME", b""]),
-            (Step::Rename(None), "+OK\r\n".into())
+            (Step::rename(None), String::new())
         );
         assert_eq!(run(&mut s, &[b"CLIENT", b"ID"]).1, ":7\r\n");
     }
@@ -665,11 +736,21 @@ mod tests {
         assert_eq!(run(&mut s, &[b"SELECT", b"0"]).1, "+OK\r\n");
         assert!(run(&mut s, &[b"COMMAND", b"DOCS"]).1.starts_with("*28\r\n"));
         assert_eq!(run(&mut s, &[b"COMMAND", b"COUNT"]).1, ":14\r\n");
-        // HELLO 3 switches to RESP3: a map reply, and nulls become `_`.
+        // HELLO 3 SETNAME: nothing switched or written until the loop took the name (a
+        // refused name refuses the HELLO); then RESP3: a map reply, and nulls become `_`.
         let (step, reply) = run(&mut s, &[b"HELLO", b"3", b"SETNAME", b"dev-9"]);
+        assert_eq!(reply, "");
+        assert_eq!(s.proto, Proto::Resp2);
+        let Step::Rename(rename) = step else {
+            panic!("{step:?}");
+        };
+        assert_eq!(rename.name.as_deref(), Some("dev-9"));
+        assert_eq!(rename.reply, OnRenamed::Hello(Proto::Resp3));
+        let mut out = Vec::new();
+        answer_renamed(&mut s, rename.reply, &mut out);
+        let reply = String::from_utf8(out).unwrap();
         assert!(reply.starts_with("%7\r\n$6\r\nserver\r\n"), "{reply}");
         assert!(reply.contains("$5\r\nproto\r\n:3\r\n"), "{reply}");
-        assert_eq!(step, Step::Rename(Some("dev-9".into())));
         assert_eq!(s.proto, Proto::Resp3);
         assert_eq!(run(&mut s, &[b"CLIENT", b"GETNAME"]).1, "_\r\n");
         assert!(run(&mut s, &[b"HELLO", b"2"]).1.starts_with("*14\r\n"));

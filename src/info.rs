@@ -139,6 +139,10 @@ fn stats(v: &View<'_>, out: &mut String) {
             s.reason(reason).count,
         );
     }
+    // Unique names (docs/presence.md): names taken from a holder, refused, found flapping.
+    line(out, "takeover_replaced", s.takeover.replaced);
+    line(out, "takeover_refused", s.takeover.refused);
+    line(out, "takeover_flapping", s.takeover.flapping);
     line(out, "auth_failures", s.auth_failures);
     line(out, "auth_lockouts", s.auth_lockouts);
     line(out, "auth_tracked_addresses", s.auth_tracked);

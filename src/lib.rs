@@ -36,4 +36,5 @@ mod small_file;
 mod sockopt;
 mod stats;
 mod sys;
+mod takeover;
 mod transaction;

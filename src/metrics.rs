@@ -40,6 +40,9 @@ pub mod names {
     pub const PRESENCE_MESSAGES: &str = "vigild_presence_messages_total";
     pub const PRESENCE_SUBSCRIBERS: &str = "vigild_presence_subscribers";
     pub const PRESENCE_DROPPED: &str = "vigild_presence_subscribers_dropped_total";
+    pub const TAKEOVER_REPLACED: &str = "vigild_takeover_replaced_total";
+    pub const TAKEOVER_REFUSED: &str = "vigild_takeover_refused_total";
+    pub const TAKEOVER_FLAPPING: &str = "vigild_takeover_flapping_total";
     pub const OPS_CONNECTIONS: &str = "vigild_ops_connections";
     pub const OPS_REJECTED: &str = "vigild_ops_rejected_total";
     pub const OPS_CLOSED: &str = "vigild_ops_closed_total";
@@ -195,6 +198,7 @@ pub fn render(stats: &Stats, ops: &OpsCounters, started: SystemTime, out: &mut S
         u8::from(stats.last_reload_ok()),
     );
     presence(stats, out);
+    takeover(stats, out);
     operator(ops, out);
     family(
         out,
@@ -280,6 +284,32 @@ fn presence(stats: &Stats, out: &mut String) {
     ];
     for (name, kind, help, value) in series {
         scalar(out, name, kind, help, value);
+    }
+}
+
+/// Names taken from a holder, refused, and found flapping (`session.unique_names`,
+/// docs/presence.md).
+fn takeover(stats: &Stats, out: &mut String) {
+    let t = &stats.takeover;
+    let series: [(&str, &str, u64); 3] = [
+        (
+            names::TAKEOVER_REPLACED,
+            "CLIENT SETNAMEs that took a held name, reaping its holder (reason replaced).",
+            t.replaced,
+        ),
+        (
+            names::TAKEOVER_REFUSED,
+            "CLIENT SETNAMEs refused because a live session held the name (session.takeover = stale).",
+            t.refused,
+        ),
+        (
+            names::TAKEOVER_FLAPPING,
+            "Times a name was replaced more than session.flap_threshold times within a minute (once per name per minute).",
+            t.flapping,
+        ),
+    ];
+    for (name, help, value) in series {
+        scalar(out, name, "counter", help, value);
     }
 }
 
@@ -444,6 +474,9 @@ mod tests {
             "vigild_presence_messages_total 0\n",
             "vigild_presence_subscribers 0\n",
             "vigild_presence_subscribers_dropped_total 0\n",
+            "vigild_takeover_replaced_total 0\n",
+            "vigild_takeover_refused_total 0\n",
+            "vigild_takeover_flapping_total 0\n",
         ] {
             assert!(out.contains(zero), "{zero}");
         }

@@ -16,7 +16,9 @@
 //! `lifetime_ms.R` is accept to reap. Both are `min/p50/p99/max`. Reasons with no reaps are
 //! left out of the line. The line ends with the presence counters (docs/presence.md):
 //! `presence.events` (events published, = the last sequence number), `presence.subscribers`
-//! and `presence.dropped` (slow subscribers disconnected).
+//! and `presence.dropped` (slow subscribers disconnected). With `session.unique_names`, once a
+//! name changed hands or was refused: `takeover.replaced`, `takeover.refused` and
+//! `takeover.flapping` (src/takeover.rs) before the presence counters.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -25,6 +27,7 @@ use crate::busy_poll::WindowCounts;
 use crate::histogram::Histogram;
 use crate::presence::PresenceCounters;
 use crate::reap::ReapReason;
+use crate::takeover::TakeoverCounters;
 
 /// Why a connection was refused at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +88,8 @@ pub struct Stats {
     pub auth_tracked: u64,
     /// Busy-polling windows (`server.busy_poll_us`), counted by `BusyPoll`.
     pub busy_poll: WindowCounts,
+    /// Names taken from a holder, refused, and found flapping (`session.unique_names`).
+    pub takeover: TakeoverCounters,
 }
 
 impl Stats {
@@ -195,6 +200,14 @@ impl Stats {
                     q.max
                 );
             }
+        }
+        let t = &self.takeover;
+        if *t != TakeoverCounters::default() {
+            let _ = write!(
+                s,
+                " takeover.replaced={} takeover.refused={} takeover.flapping={}",
+                t.replaced, t.refused, t.flapping
+            );
         }
         let p = &self.presence;
         let _ = write!(

@@ -461,7 +461,7 @@ fn rename_churn_at_the_bound_stays_within_the_log_budget() {
 #[test]
 fn a_long_name_is_cut_in_log_lines_and_kept_whole_elsewhere() {
     let d = Daemon::start(
-        "[session]\nmax_name_bytes = 4096\nunique_names = true\n\
+        "[session]\nmax_name_bytes = 4096\nunique_names = true\ntakeover = \"newest\"\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n",
     );
     let long = name_of(3000, "-tail");
@@ -612,7 +612,7 @@ fn takeover_churn(addr: SocketAddr, threads: usize, len: usize, password: &str) 
 fn takeover_churn_with_unique_names_and_a_password_stays_within_the_log_budget() {
     let _cpu = heavy();
     let d = Daemon::start(&format!(
-        "[server]\npassword = \"pw\"\n[session]\nunique_names = true\n\
+        "[server]\npassword = \"pw\"\n[session]\nunique_names = true\ntakeover = \"newest\"\n\
          [log]\nlevel = \"debug\"\nbytes_per_second = {BUDGET}\n"
     ));
     let (control, base) = guard(&d, Some("pw"));

@@ -348,7 +348,11 @@ fn a_subscribed_connection_follows_redis_rules() {
 
 #[test]
 fn unique_names_replace_the_older_session_and_lookup_finds_the_holder() {
-    let d = Daemon::start(&format!("[session]\nunique_names = true\n{ADMIN}"));
+    // "newest": this tests the takeover itself, of a holder that is live on loopback
+    // (tests/takeover.rs has the default, "stale").
+    let d = Daemon::start(&format!(
+        "[session]\nunique_names = true\ntakeover = \"newest\"\n{ADMIN}"
+    ));
     let mut con = d.admin();
     let mut ops = d.admin();
     let mut ps = subscribe(&mut con);

@@ -190,10 +190,12 @@ pub fn execute(
         config_command(args, view, client.proto, out);
     } else if args.is(0, "HELLO") {
         let limits = command::FieldLimits::of(&view.config.session);
-        if let command::Hello::SetName(name) =
+        if let command::Hello::SetName { name, proto } =
             command::hello(args, client.id, &mut client.proto, limits, out)
         {
+            // An admin connection's name is its own (never unique): always taken.
             client.name = name;
+            command::hello_reply(client.id, &mut client.proto, proto, out);
         }
     } else {
         command::unknown_command(args, out);

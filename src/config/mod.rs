@@ -68,6 +68,14 @@ pub const DEFAULT_SESSION_IDLE_TIMEOUT: Option<Duration> = None;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_UNIQUE_NAMES: bool = false;
+/// A live holder keeps its name; only a plausibly stale one is replaced (docs/presence.md).
+pub const DEFAULT_TAKEOVER: TakeoverPolicy = TakeoverPolicy::Stale;
+/// Off: with keepalive on, a holder silent (no data, no ACK) for `keepalive.idle` already has a
+/// probe outstanding, which the TCP test sees; a shorter silence would take live idle clients
+/// (most Redis connections sit idle between uses) for stale. See docs/presence.md.
+pub const DEFAULT_TAKEOVER_AFTER: Option<Duration> = None;
+/// More replacements than this of one name within a minute is flapping (two live clients).
+pub const DEFAULT_FLAP_THRESHOLD: u32 = 5;
 /// A FQDN (253 bytes) fits; Redis-style names are device ids, hostnames, UUIDs.
 pub const DEFAULT_MAX_NAME_BYTES: usize = 256;
 /// Library names and versions are a few dozen bytes (`redis-py`, `5.0.1`).
@@ -191,12 +199,41 @@ pub struct SessionConfig {
     pub idle_timeout: Option<Duration>,
     pub max_request_bytes: usize,
     pub max_output_bytes: usize,
-    /// `CLIENT SETNAME x` reaps the older session holding `x` (reason `replaced`).
+    /// `CLIENT SETNAME x` reaps the older session holding `x` (reason `replaced`) or, with
+    /// `takeover = "stale"`, refuses the name while that session is live.
     pub unique_names: bool,
+    /// Which holder of a name a newcomer's `CLIENT SETNAME` may replace (src/takeover.rs).
+    pub takeover: TakeoverPolicy,
+    /// With `takeover = "stale"`: a holder silent (nothing received, no ACK) this long is
+    /// stale. None = off ("0s"): only its TCP state counts.
+    pub takeover_after: Option<Duration>,
+    /// A name replaced more than this many times in a minute is logged as flapping; 0 = off.
+    pub flap_threshold: u32,
     /// Longest client name (`CLIENT SETNAME`, `HELLO ... SETNAME`); longer is refused.
     pub max_name_bytes: usize,
     /// Longest `CLIENT SETINFO LIB-NAME` or `LIB-VER` value; longer is refused.
     pub max_lib_bytes: usize,
+}
+
+/// `session.takeover`: whom a newcomer's `CLIENT SETNAME` of a held name may replace, with
+/// `session.unique_names`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeoverPolicy {
+    /// Only a holder that is plausibly stale (its TCP state in trouble, or silent past
+    /// `session.takeover_after`); a live holder keeps the name and the newcomer is refused.
+    Stale,
+    /// Always the newcomer (before issue 12): two live clients sharing a name evict each other.
+    Newest,
+}
+
+impl TakeoverPolicy {
+    /// The value as the config file spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TakeoverPolicy::Stale => "stale",
+            TakeoverPolicy::Newest => "newest",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -251,6 +288,9 @@ impl Default for SessionConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             unique_names: DEFAULT_UNIQUE_NAMES,
+            takeover: DEFAULT_TAKEOVER,
+            takeover_after: DEFAULT_TAKEOVER_AFTER,
+            flap_threshold: DEFAULT_FLAP_THRESHOLD,
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
             max_lib_bytes: DEFAULT_MAX_LIB_BYTES,
         }

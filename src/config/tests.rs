@@ -724,3 +724,50 @@ fn load_refuses_what_is_not_a_regular_file_and_files_that_changed() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn takeover_policy_silence_and_flapping_keys() {
+    let c = Config::default();
+    assert_eq!(c.session.takeover, TakeoverPolicy::Stale);
+    assert_eq!(c.session.takeover_after, None);
+    assert_eq!(c.session.flap_threshold, 5);
+    let c = config(
+        "[session]\nunique_names = true\ntakeover = \"newest\"\ntakeover_after = \"1s\"\n\
+         flap_threshold = 0",
+    );
+    assert_eq!(c.session.takeover, TakeoverPolicy::Newest);
+    assert_eq!(c.session.takeover_after, Some(Duration::from_secs(1)));
+    assert_eq!(c.session.flap_threshold, 0);
+    assert_eq!(config(&c.to_toml()), c);
+    let rendered = Config::default().to_toml();
+    for key in [
+        "takeover = \"stale\"",
+        "takeover_after = \"0s\"",
+        "flap_threshold = 5",
+    ] {
+        assert!(rendered.contains(key), "{key} missing from:\n{rendered}");
+    }
+    assert_eq!(
+        config("[session]\ntakeover = \" Stale \"").session.takeover,
+        TakeoverPolicy::Stale
+    );
+    assert_eq!(
+        config("[session]\ntakeover_after = \"0s\"")
+            .session
+            .takeover_after,
+        None
+    );
+    for (key, value, needle) in [
+        ("takeover", "\"oldest\"", "use \"stale\""),
+        ("takeover_after", "\"500ms\"", "use at least \"1s\""),
+        ("takeover_after", "\"soon\"", ""),
+        ("flap_threshold", "-1", "use 0 to 10000"),
+        ("flap_threshold", "10001", "0 turns the warning off"),
+    ] {
+        invalid(
+            &format!("[session]\n{key} = {value}"),
+            &format!("session.{key}"),
+            needle,
+        );
+    }
+}

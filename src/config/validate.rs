@@ -397,6 +397,21 @@ impl SessionConfig {
                 "1 KiB to 1 GiB",
             )?,
             unique_names: raw.unique_names.unwrap_or(DEFAULT_UNIQUE_NAMES),
+            takeover: takeover_policy(raw.takeover.as_deref(), check)?,
+            takeover_after: check.optional_timer(
+                "session.takeover_after",
+                raw.takeover_after,
+                DEFAULT_TAKEOVER_AFTER,
+                "no silence test (only the holder's TCP state counts)",
+            )?,
+            flap_threshold: check.int(
+                "session.flap_threshold",
+                raw.flap_threshold,
+                DEFAULT_FLAP_THRESHOLD,
+                0..=10_000,
+                "replacements of one name within a minute before it is logged as flapping; 0 \
+                 turns the warning off",
+            )?,
             max_name_bytes: check.int(
                 "session.max_name_bytes",
                 raw.max_name_bytes,
@@ -414,6 +429,24 @@ impl SessionConfig {
                  CLIENT LIST line",
             )?,
         })
+    }
+}
+
+/// `session.takeover`: "stale" or "newest".
+fn takeover_policy(raw: Option<&str>, check: &Check<'_>) -> Result<TakeoverPolicy, ConfigError> {
+    match raw.map(|t| t.trim().to_ascii_lowercase()) {
+        None => Ok(DEFAULT_TAKEOVER),
+        Some(t) if t == "stale" => Ok(TakeoverPolicy::Stale),
+        Some(t) if t == "newest" => Ok(TakeoverPolicy::Newest),
+        Some(_) => Err(check.invalid(
+            "session.takeover",
+            format!(
+                "{:?} is not a policy; use \"stale\" (replace a holder only when it is \
+                 plausibly stale, refuse the name otherwise) or \"newest\" (the newcomer always \
+                 takes the name)",
+                raw.unwrap_or_default()
+            ),
+        )),
     }
 }
 

@@ -440,7 +440,8 @@ impl Server {
             // its queued requests in front of them.
             loop {
                 match step {
-                    Step::Rename(name) => self.rename_session(token, name, now),
+                    // It writes the reply (success or refusal) in its place in `out_buf`.
+                    Step::Rename(rename) => self.rename_session(token, rename, now),
                     Step::Exec(queued) => {
                         if let Some(s) = self.sessions.get_mut(token) {
                             run_first(s, &queued, now);

@@ -164,6 +164,8 @@ pub struct Server {
     /// Every line a client can cause is written within it (`log.reap_lines_per_second`,
     /// `log.bytes_per_second`); the rest are counted by kind (see `rate_limit.rs`).
     log_budget: crate::rate_limit::LogBudget,
+    /// Recent replacements per name, to tell flapping (`session.flap_threshold`).
+    flapping: crate::takeover::Flapping,
     stopping: bool,
     /// Poll without sleeping for a while after a busy turn (`server.busy_poll_us`).
     busy_poll: BusyPoll,
@@ -221,6 +223,7 @@ impl Server {
                 config.log.reap_lines_per_second,
                 config.log.bytes_per_second,
             ),
+            flapping: Default::default(),
             stopping: false,
             busy_poll: BusyPoll::default(),
             notify: Notifier::from_env(),

@@ -1,6 +1,8 @@
 //! The event loop's presence hooks: every change to the set of live sessions becomes one event
 //! with the next sequence number (src/presence.rs, docs/presence.md), and `CLIENT SETNAME`
-//! goes through here so that names stay indexed and, with `session.unique_names`, unique.
+//! goes through here so that names stay indexed and, with `session.unique_names`, unique:
+//! a held name is taken from its holder or refused, as `session.takeover` decides
+//! (src/takeover.rs), and the reply to the rename is written here, once that is known.
 //!
 //! Where the hooks sit, so that no change escapes: `joined` right after a session enters the
 //! table (`accept.rs`), `named` in [`Server::rename_session`] (the only caller of
@@ -20,11 +22,15 @@ use mio::Token;
 
 use super::conn::Cause;
 use super::Server;
-use crate::config::Config;
+use crate::command::{self, Rename};
+use crate::config::{Config, TakeoverPolicy};
 use crate::logging::clipped;
 use crate::presence::Event;
 use crate::rate_limit::{budgeted, LineKind};
 use crate::reap::ReapReason;
+use crate::resp;
+use crate::sys;
+use crate::takeover::{self, Decision};
 
 impl Server {
     /// Numbers the event and hands it to the subscribers. The number advances whether or not
@@ -50,59 +56,134 @@ impl Server {
         self.publish(&event);
     }
 
-    /// `CLIENT SETNAME`: gives the session its new name (`None` clears it) and publishes
-    /// `named`. With unique names, the sessions already holding the name are reaped first
-    /// (reason `replaced`), so a watcher sees their `left` before the new holder's `named`.
-    pub(super) fn rename_session(&mut self, token: Token, name: Option<Box<str>>, now: Instant) {
+    /// `CLIENT SETNAME` / `HELLO ... SETNAME`: gives the session its new name (`None` clears
+    /// it), publishes `named`, and writes the reply into the loop's output buffer, where the
+    /// session's replies wait in order. With unique names, a held name is first taken from its
+    /// holders (reaped `replaced`, so a watcher sees their `left` before the new holder's
+    /// `named`), or refused with [`command::NAME_IN_USE`] when `session.takeover` keeps it
+    /// with a live holder: then nothing changes (a `HELLO` keeps its protocol).
+    pub(super) fn rename_session(&mut self, token: Token, rename: Rename, now: Instant) {
+        let Rename { name, reply } = rename;
         let Some(session) = self.sessions.get(token) else {
             return;
         };
-        if session.name == name {
-            return;
+        let id = session.id;
+        if session.name != name {
+            if let (true, Some(n)) = (self.config.session.unique_names, &name) {
+                if !self.take_name(token, n, now) {
+                    resp::write_error(&mut self.out_buf, command::NAME_IN_USE);
+                    return;
+                }
+            }
+            let Ok(previous) = self.sessions.rename(token, name) else {
+                return;
+            };
+            let name = self.sessions.get(token).and_then(|s| s.name.clone());
+            budgeted!(
+                self.log_budget,
+                LineKind::Rename,
+                Level::Debug,
+                now,
+                "named id={id} name={} previous={}",
+                clipped(name.as_deref().unwrap_or("-")),
+                clipped(previous.as_deref().unwrap_or("-"))
+            );
+            self.publish(&Event::Named {
+                id,
+                name: name.as_deref(),
+                previous: previous.as_deref(),
+            });
         }
-        let (id, peer) = (session.id, session.peer);
-        if let (true, Some(n)) = (self.config.session.unique_names, &name) {
-            let older: Vec<Token> = self
-                .sessions
-                .holders(n.as_bytes())
-                .iter()
-                .copied()
-                .filter(|t| *t != token)
-                .collect();
-            for old in older {
-                if let Some(o) = self.sessions.get(old) {
+        if let Some(s) = self.sessions.get_mut(token) {
+            command::answer_renamed(s, reply, &mut self.out_buf);
+        }
+    }
+
+    /// Unique names: frees `name` for the session at `token` by reaping its other holders, if
+    /// [`takeover::decide`] lets it replace every one of them. Returns false, with nothing
+    /// changed, when one of them is live: the newcomer is refused (counted and logged).
+    fn take_name(&mut self, token: Token, name: &str, now: Instant) -> bool {
+        let holders: Vec<Token> = self
+            .sessions
+            .holders(name.as_bytes())
+            .iter()
+            .copied()
+            .filter(|t| *t != token)
+            .collect();
+        if holders.is_empty() {
+            return true;
+        }
+        let Some((id, peer)) = self.sessions.get(token).map(|s| (s.id, s.peer)) else {
+            return false;
+        };
+        let config = &self.config.session;
+        let mut stale = Vec::with_capacity(holders.len());
+        for &old in &holders {
+            let Some(o) = self.sessions.get(old) else {
+                continue;
+            };
+            // TCP_INFO only when the rule looks at it, and only now, at takeover time.
+            let tcp = match config.takeover {
+                TakeoverPolicy::Newest => None,
+                TakeoverPolicy::Stale => sys::tcp_info(&o.stream).ok(),
+            };
+            let holder = takeover::Holder {
+                last_rx: o.last_rx,
+                tcp,
+            };
+            match takeover::decide(&holder, config, now) {
+                Decision::Replace(why) => stale.push((old, o.id, o.peer, why)),
+                Decision::Refuse { silent } => {
+                    self.stats.takeover.refused += 1;
                     budgeted!(
                         self.log_budget,
                         LineKind::Takeover,
                         Level::Info,
                         now,
-                        "session id={id} peer={peer} takes the name {}: reaping its holder id={} peer={}",
-                        clipped(&**n),
+                        "session id={id} peer={peer} refused the name {}: held by live session \
+                         id={} peer={} silent_ms={} (session.takeover = \"stale\")",
+                        clipped(name),
                         o.id,
-                        o.peer
+                        o.peer,
+                        silent.as_millis()
                     );
+                    return false;
                 }
-                self.reap(old, Cause::Reason(ReapReason::Replaced), now);
             }
         }
-        let Ok(previous) = self.sessions.rename(token, name) else {
-            return;
-        };
-        let name = self.sessions.get(token).and_then(|s| s.name.clone());
-        budgeted!(
-            self.log_budget,
-            LineKind::Rename,
-            Level::Debug,
-            now,
-            "named id={id} name={} previous={}",
-            clipped(name.as_deref().unwrap_or("-")),
-            clipped(previous.as_deref().unwrap_or("-"))
-        );
-        self.publish(&Event::Named {
-            id,
-            name: name.as_deref(),
-            previous: previous.as_deref(),
-        });
+        for (old, old_id, old_peer, why) in stale {
+            budgeted!(
+                self.log_budget,
+                LineKind::Takeover,
+                Level::Info,
+                now,
+                "session id={id} peer={peer} takes the name {}: reaping its holder id={old_id} \
+                 peer={old_peer} {why}",
+                clipped(name)
+            );
+            self.reap(old, Cause::Reason(ReapReason::Replaced), now);
+        }
+        self.stats.takeover.replaced += 1;
+        let threshold = self.config.session.flap_threshold;
+        if let Some(count) = self.flapping.record(name, threshold, now) {
+            self.stats.takeover.flapping += 1;
+            let advice = match self.config.session.takeover {
+                TakeoverPolicy::Newest => {
+                    "; session.takeover = \"stale\" would keep it with a live holder"
+                }
+                TakeoverPolicy::Stale => "",
+            };
+            budgeted!(
+                self.log_budget,
+                LineKind::Takeover,
+                Level::Warn,
+                now,
+                "name {} is flapping: replaced {count} times within a minute (more than \
+                 session.flap_threshold = {threshold}); two live clients may share it{advice}",
+                clipped(name)
+            );
+        }
+        true
     }
 }
 
