@@ -30,8 +30,10 @@
 //! bounded ([`MAX_FLAP_NAMES`] names, the oldest window evicted) and forgets windows older
 //! than a minute.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher as _;
 use std::time::{Duration, Instant};
 
 use crate::config::{SessionConfig, TakeoverPolicy};
@@ -42,8 +44,9 @@ const TCP_ESTABLISHED: u8 = 1;
 
 /// The window over which replacements of one name are counted.
 pub const FLAP_WINDOW: Duration = Duration::from_secs(60);
-/// Names the flapping table follows at most; past it the oldest window is dropped. 1024
-/// windows are about 80 KiB with 256-byte names.
+/// Names the flapping table follows at most; past it the oldest window is dropped. Names are
+/// kept as keyed 64-bit hashes, not copies (a name may be 64 KiB), so 1024 windows are about
+/// 40 KiB whatever `session.max_name_bytes`; a collision only merges two names' counts.
 pub const MAX_FLAP_NAMES: usize = 1024;
 
 /// What is known about the session holding the name, read at takeover time.
@@ -157,7 +160,9 @@ struct Window {
 /// may go unreported once, and is reported in the next window if it goes on.
 #[derive(Debug, Default)]
 pub struct Flapping {
-    names: HashMap<Box<str>, Window>,
+    /// By the name's hash under `keys`.
+    names: HashMap<u64, Window>,
+    keys: RandomState,
     /// When ended windows were last forgotten: at most once a window, on a replacement.
     swept: Option<Instant>,
 }
@@ -178,7 +183,8 @@ impl Flapping {
             self.expire(now);
             self.swept = Some(now);
         }
-        if let Some(w) = self.names.get_mut(name) {
+        let key = self.keys.hash_one(name);
+        if let Some(w) = self.names.get_mut(&key) {
             if now.saturating_duration_since(w.start) >= FLAP_WINDOW {
                 *w = Window {
                     start: now,
@@ -202,13 +208,13 @@ impl Flapping {
                 .names
                 .iter()
                 .min_by_key(|(_, w)| w.start)
-                .map(|(n, _)| n.clone());
-            if let Some(n) = oldest {
-                self.names.remove(&n);
+                .map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.names.remove(&k);
             }
         }
         self.names.insert(
-            name.into(),
+            key,
             Window {
                 start: now,
                 count: 1,
@@ -371,7 +377,9 @@ mod tests {
         assert_eq!(f.record("dev-2", 5, t0), None);
         // A new window: counted again from one, reported again past the threshold.
         let later = t0 + FLAP_WINDOW + ms(1000);
-        let again: Vec<Option<u32>> = (0..6).map(|i| f.record("dev-1", 5, later + ms(i))).collect();
+        let again: Vec<Option<u32>> = (0..6)
+            .map(|i| f.record("dev-1", 5, later + ms(i)))
+            .collect();
         assert_eq!(again.last(), Some(&Some(6)));
         assert_eq!(again.iter().flatten().count(), 1);
         // Expired windows are forgotten; 0 turns it off and empties the table.
@@ -394,8 +402,16 @@ mod tests {
         assert_eq!(f.len(), MAX_FLAP_NAMES);
         // n0 was the oldest: gone, so its next replacement starts a fresh window.
         assert_eq!(f.record("n0", 1, t0 + ms(5001)), None);
-        assert_eq!(f.record("n1", 1, t0 + ms(5002)), None, "n1 was evicted next");
-        assert_eq!(f.record("n5", 1, t0 + ms(5003)), Some(2), "n5 kept its window");
+        assert_eq!(
+            f.record("n1", 1, t0 + ms(5002)),
+            None,
+            "n1 was evicted next"
+        );
+        assert_eq!(
+            f.record("n5", 1, t0 + ms(5003)),
+            Some(2),
+            "n5 kept its window"
+        );
         // Past a minute, full of expired windows: they are cleared, not evicted one by one.
         f.record("late", 1, t0 + FLAP_WINDOW + ms(6000));
         assert!(f.len() < 10, "{}", f.len());

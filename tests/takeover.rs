@@ -89,7 +89,11 @@ struct Fought {
 /// `CLIENT SETNAME`, then `PING`s every 20 ms; when its connection is closed it reconnects at
 /// once and names itself again; when the name is refused it reconnects after 100 ms (a library
 /// treats a failed connect handshake as a failed connection and retries). Until `stop`.
-fn fight(addr: SocketAddr, name: &'static str, stop: Arc<AtomicBool>) -> thread::JoinHandle<Fought> {
+fn fight(
+    addr: SocketAddr,
+    name: &'static str,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<Fought> {
     thread::spawn(move || {
         let mut f = Fought::default();
         while !stop.load(Ordering::Relaxed) {
@@ -258,7 +262,11 @@ fn a_holder_silent_past_takeover_after_is_replaced_left_before_named() {
 
     let ev = events(&mut ps, 5);
     let kinds: Vec<&str> = ev.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["joined", "named", "joined", "left", "named"], "{ev:?}");
+    assert_eq!(
+        kinds,
+        ["joined", "named", "joined", "left", "named"],
+        "{ev:?}"
+    );
     assert_eq!(ev[3]["id"], old_id);
     assert_eq!(ev[3]["reason"], "replaced");
     assert_eq!(ev[4]["id"], new_id);
