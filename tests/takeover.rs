@@ -5,7 +5,10 @@
 //! flapping warning says so once; a holder silent past `session.takeover_after` is replaced,
 //! with its `left` before the newcomer's `named`; a refused `HELLO 3 SETNAME` leaves the
 //! protocol at 2; a refused `CLIENT SETNAME` inside `MULTI` is the error in its place in the
-//! `EXEC` array; and redis-py's `client_name=` (when `VIGILD_TEST_PYTHON` is set).
+//! `EXEC` array; redis-py's `client_name=` (when `VIGILD_TEST_PYTHON` is set); and a holder
+//! partitioned for real (nftables in a private network namespace, as root; skipped loudly
+//! otherwise, a failure with `VIGILD_REQUIRE_ROOT_TESTS=1`) is replaced once its first
+//! keepalive probe goes unanswered (`suspect`).
 
 mod util;
 
@@ -414,4 +417,81 @@ fn redis_py_clients_with_the_same_client_name() {
     let st = d.stats();
     assert_eq!(count(&st, "reap.replaced"), 0, "{st:?}");
     assert!(count(&st, "takeover.refused") >= 20, "{st:?}");
+}
+
+/// Whether root-only fault tests can run here; skips loudly, or fails in CI
+/// (`VIGILD_REQUIRE_ROOT_TESTS=1`), when they cannot.
+fn can_partition() -> bool {
+    match util::netns::probe() {
+        Ok(()) => true,
+        Err(why) => {
+            assert!(
+                std::env::var("VIGILD_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
+                "cannot run the partition test: {why}"
+            );
+            eprintln!("SKIPPED: the partition test needs a private network namespace: {why}");
+            false
+        }
+    }
+}
+
+/// A holder cut off for real (nftables in a private network namespace, its address only) reads
+/// `suspect` once keepalive's first probe goes unanswered, and from then on a newcomer takes
+/// its name, long before keepalive would have reaped it; before that it was refused.
+#[test]
+fn a_partitioned_holder_is_replaced_once_its_probe_goes_unanswered() {
+    if !can_partition() {
+        return;
+    }
+    // unshare(CLONE_NEWNET) moves only the calling thread: a thread of its own.
+    thread::spawn(|| {
+        util::netns::enter_private().expect("private network namespace");
+        let d = Daemon::start_with(
+            "[keepalive]\nidle = \"2s\"\ninterval = \"1s\"\nprobes = 5\n\
+             [session]\nunique_names = true\n",
+            util::netns::kill_with_parent,
+        );
+        let mut holder = Raw {
+            stream: util::connect_from("127.0.0.2".parse().unwrap(), d.addr).unwrap(),
+        };
+        holder.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let holder_id = holder.id();
+        assert_eq!(holder.cmd("CLIENT SETNAME dev-1"), "+OK");
+        let last = Instant::now();
+        // Quiet before the cut, so no delayed ACK turns it into a retransmission case.
+        thread::sleep(Duration::from_millis(500));
+        util::netns::nft(
+            "table inet cut {\n chain i {\n  type filter hook input priority -300; policy accept;\n  \
+             ip saddr 127.0.0.2 drop\n  ip daddr 127.0.0.2 drop\n }\n}\n",
+        )
+        .expect("nft");
+        let mut new = Raw::connect(d.addr);
+        assert_eq!(new.cmd("CLIENT SETNAME dev-1"), IN_USE, "not suspect yet");
+        let taken = loop {
+            let reply = new.cmd("CLIENT SETNAME dev-1");
+            if reply == "+OK" {
+                break last.elapsed();
+            }
+            assert_eq!(reply, IN_USE);
+            assert!(last.elapsed() < TIMEOUT, "never replaced");
+            thread::sleep(Duration::from_millis(50));
+        };
+        eprintln!("partitioned holder replaced {taken:?} after its last request");
+        // The first probe leaves at idle = 2 s; keepalive would reap it at 2 + 1 × 5 = 7 s.
+        assert!(
+            (Duration::from_millis(1900)..Duration::from_millis(4000)).contains(&taken),
+            "{taken:?}"
+        );
+        assert_eq!(d.wait_reap(holder_id, TIMEOUT)["reason"], "replaced");
+        let line = d
+            .log
+            .wait_for(Duration::ZERO, |l| l.contains(" takes the name dev-1: "))
+            .unwrap();
+        let f = fields(&line);
+        assert_eq!(f["stale"], "suspect", "{line}");
+        assert!(f["tcpi_probes"].parse::<u32>().unwrap() >= 1, "{line}");
+        assert_eq!(new.cmd("PING"), "+PONG");
+    })
+    .join()
+    .unwrap();
 }
