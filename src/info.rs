@@ -16,13 +16,15 @@ use crate::reap::ReapReason;
 use crate::stats::RejectCause;
 
 /// The sections, in order. `INFO`, `INFO all`, `INFO default` and `INFO everything` give all.
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 8] = [
     "server",
     "clients",
+    "memory",
     "stats",
     "keepalive",
     "reaper",
     "presence",
+    "keyspace",
 ];
 
 /// Renders the sections named in `wanted` (case-insensitive; all of them when empty). An
@@ -56,7 +58,10 @@ pub fn render(view: &View<'_>, wanted: &[&[u8]], out: &mut String) {
             "stats" => stats(view, out),
             "keepalive" => keepalive(view, out),
             "reaper" => reaper(view, out),
-            _ => presence(view, out),
+            "memory" => memory(out),
+            "presence" => presence(view, out),
+            // No keys: the section is there (empty) because tools that sum `dbN:keys=` expect it.
+            _ => {}
         }
     }
 }
@@ -95,6 +100,8 @@ fn clients(v: &View<'_>, out: &mut String) {
         "maxclients_per_ip",
         v.config.server.max_connections_per_ip,
     );
+    // No command blocks here; the field is what `redis-cli --stat` and dashboards read.
+    line(out, "blocked_clients", 0);
     line(out, "admin_clients", v.admin_clients);
     // Per operator listener: open now, its cap, and what was refused or closed by timer.
     let ops = v.ops;
@@ -120,9 +127,39 @@ fn clients(v: &View<'_>, out: &mut String) {
     }
 }
 
+/// Redis's `used_memory` (the allocator's bytes in use) and `used_memory_rss`, read when asked.
+fn memory(out: &mut String) {
+    let heap = crate::sys::heap_in_use().unwrap_or(0);
+    line(out, "used_memory", heap);
+    line(out, "used_memory_human", human(heap));
+    line(
+        out,
+        "used_memory_rss",
+        crate::sys::resident_bytes().unwrap_or(0),
+    );
+    line(out, "maxmemory", 0);
+}
+
+/// Bytes as Redis shows them in `*_human` fields: `870.23K`, `1.50M`.
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1024 => format!("{bytes}B"),
+        1024..1_048_576 => format!("{:.2}K", b / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.2}M", b / 1_048_576.0),
+        _ => format!("{:.2}G", b / 1_073_741_824.0),
+    }
+}
+
 fn stats(v: &View<'_>, out: &mut String) {
     let s = v.stats;
     line(out, "total_connections_received", s.accepted);
+    line(out, "total_commands_processed", s.commands);
+    line(
+        out,
+        "instantaneous_ops_per_sec",
+        s.command_rate.per_second(v.now, s.commands),
+    );
     line(out, "rejected_connections", s.rejected_total());
     for cause in RejectCause::ALL {
         line(
@@ -229,4 +266,17 @@ fn distribution(out: &mut String, what: &str, reason: ReapReason, h: &Histogram)
         q.max,
         h.sum_ms() / h.count().max(1),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn human_sizes_read_as_redis_writes_them() {
+        assert_eq!(human(870), "870B");
+        assert_eq!(human(891_116), "870.23K");
+        assert_eq!(human(1_572_864), "1.50M");
+        assert_eq!(human(3 << 30), "3.00G");
+    }
 }

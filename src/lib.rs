@@ -12,6 +12,7 @@ mod busy_poll;
 pub mod cli;
 mod client_info;
 mod command;
+mod command_rate;
 mod command_table;
 pub mod config;
 pub mod duration;

@@ -24,6 +24,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::busy_poll::WindowCounts;
+use crate::command_rate::CommandRate;
 use crate::histogram::Histogram;
 use crate::presence::PresenceCounters;
 use crate::reap::ReapReason;
@@ -88,6 +89,9 @@ pub struct Stats {
     pub auth_tracked: u64,
     /// Busy-polling windows (`server.busy_poll_us`), counted by `BusyPoll`.
     pub busy_poll: WindowCounts,
+    /// Client-port commands run (`total_commands_processed`), and their recent rate.
+    pub commands: u64,
+    pub command_rate: CommandRate,
     /// Names taken from a holder, refused, and found flapping (`session.unique_names`).
     pub takeover: TakeoverCounters,
 }

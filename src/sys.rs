@@ -237,6 +237,32 @@ pub fn fix_mmap_threshold() {
     }
 }
 
+/// Bytes the allocator has handed out and not yet taken back (what Redis's `used_memory`
+/// reports: heap in use, not pages mapped), from glibc's `mallinfo2`; `None` elsewhere.
+pub fn heap_in_use() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2(3) takes no arguments and returns a plain struct by value; it
+        // walks glibc's arenas under their locks and touches no memory of ours.
+        let m = unsafe { libc::mallinfo2() };
+        Some((m.uordblks as u64).saturating_add(m.hblkhd as u64))
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
+/// The process's resident memory in bytes (`used_memory_rss`), from `/proc/self/statm`
+/// (procfs answers from memory: this never waits on a disk).
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf(3) takes a constant and returns a number; no memory is involved.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages.saturating_mul(u64::try_from(page).ok()?))
+}
+
 /// Takes ownership of descriptor `fd`, passed by the service manager (`LISTEN_FDS`), and
 /// marks it close-on-exec as `sd_listen_fds(3)` does. Fails if `fd` is not open.
 ///
@@ -281,6 +307,17 @@ mod tests {
             info.snd_wnd.is_some_and(|w| w > 0),
             "an open window on Linux >= 5.8: {info:?}"
         );
+    }
+
+    #[test]
+    fn memory_figures_are_plausible() {
+        let rss = resident_bytes().expect("statm");
+        assert!(rss > 100_000, "rss {rss}");
+        let heap = heap_in_use().expect("glibc");
+        let big = vec![1u8; 4 << 20];
+        let more = heap_in_use().expect("glibc");
+        assert!(more >= heap + (4 << 20) - 4096, "{heap} -> {more}");
+        drop(big);
     }
 
     #[test]

@@ -332,6 +332,9 @@ fn config_get_shows_the_effective_config_and_follows_a_reload() {
     assert_eq!(stats["last_reload_ok"], "1");
 }
 
+/// The client port refuses what reads or changes other sessions, and answers what client
+/// libraries probe (INFO, CONFIG GET) without operator data (issue 12: ioredis's ready check
+/// sends INFO, redis-benchmark asks CONFIG GET save).
 #[test]
 fn the_client_listener_refuses_admin_commands() {
     let d = Daemon::start(ADMIN);
@@ -340,14 +343,38 @@ fn the_client_listener_refuses_admin_commands() {
     for cmd in [
         redis::cmd("CLIENT").arg("LIST").clone(),
         redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).clone(),
-        redis::cmd("INFO").clone(),
-        redis::cmd("INFO").arg("server").clone(),
-        redis::cmd("CONFIG").arg("GET").arg("*").clone(),
     ] {
         let err = cmd.query::<String>(&mut con).unwrap_err();
         assert!(err.to_string().contains("admin listener"), "{err}");
     }
-    let out = cli(&d.addr.to_string(), &["info"]);
+    for section in [None, Some("server"), Some("clients"), Some("everything")] {
+        let mut cmd = redis::cmd("INFO");
+        if let Some(s) = section {
+            cmd.arg(s);
+        }
+        let info = info_map(&cmd.query::<String>(&mut con).unwrap());
+        for operator_only in [
+            "connected_clients",
+            "reaped_sessions",
+            "config_file",
+            "process_id",
+        ] {
+            assert!(!info.contains_key(operator_only), "{section:?}: {info:?}");
+        }
+    }
+    let info = info_map(&redis::cmd("INFO").query::<String>(&mut con).unwrap());
+    assert_eq!(info["loading"], "0");
+    assert_eq!(info["server_name"], "vigild");
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("*")
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        config.iter().all(|k| !k.contains('.')),
+        "no vigild key on the client port: {config:?}"
+    );
+    let out = cli(&d.addr.to_string(), &["client", "list"]);
     assert!(
         out.contains("only available on the admin listener"),
         "{out}"

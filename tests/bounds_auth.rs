@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::load::{connect_from, read_line, read_to_close, source_ip, Control, Footprint};
+use util::load::{connect_from, hwm_kb, read_line, read_to_close, source_ip, Control, Footprint};
 use util::Daemon;
 
 const RSS_SLACK_KB: u64 = 2048;
@@ -35,15 +35,6 @@ fn compared_bound(elapsed: Duration) -> u64 {
         .filter(|&&t| Duration::from_secs(t) <= elapsed)
         .count() as u64;
     K * (1 + ends)
-}
-
-fn vm_hwm_kb(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn mkfifo(path: &Path) {
@@ -183,7 +174,7 @@ fn a_guessing_loop_from_one_address_is_throttled_and_another_address_is_not() {
     let control = Control::start(d.addr, Some("pw"));
     std::thread::sleep(Duration::from_millis(50));
     let base = Footprint::of(d.pid());
-    let hwm_before = vm_hwm_kb(d.pid());
+    let hwm_before = hwm_kb(d.pid());
     let log_before = d.log.len();
     let attacker = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1));
     let t0 = Instant::now();
@@ -260,7 +251,7 @@ fn a_guessing_loop_from_one_address_is_throttled_and_another_address_is_not() {
         logged as u64 <= log_bound,
         "{logged} lines in {secs} s (bound {log_bound})"
     );
-    let hwm = vm_hwm_kb(d.pid());
+    let hwm = hwm_kb(d.pid());
     let after = base.assert_back(d.pid(), 0, RSS_SLACK_KB, "guessing");
     let report = control.stop();
     eprintln!(
@@ -325,7 +316,7 @@ fn the_table_of_failing_addresses_stays_bounded() {
     let control = Control::start(d.addr, Some("pw"));
     std::thread::sleep(Duration::from_millis(50));
     let base = Footprint::of(d.pid());
-    let hwm_before = vm_hwm_kb(d.pid());
+    let hwm_before = hwm_kb(d.pid());
     let log_before = d.log.len();
     let t_start = Instant::now();
     // One address locked out first...
@@ -374,7 +365,7 @@ fn the_table_of_failing_addresses_stays_bounded() {
         logged as u64 <= log_bound,
         "{logged} lines in {secs} s (bound {log_bound})"
     );
-    let hwm = vm_hwm_kb(d.pid());
+    let hwm = hwm_kb(d.pid());
     let after = base.assert_back(d.pid(), 0, RSS_SLACK_KB, "address table");
     let report = control.stop();
     eprintln!(

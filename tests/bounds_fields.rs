@@ -16,7 +16,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use util::load::{connect_from, lower_priority, read_line, source_ip, Control, Footprint};
+use util::load::{
+    connect_from, hwm_kb, lower_priority, multibulk, read_line, source_ip, Control, Footprint,
+};
 use util::{fields, Daemon};
 
 /// RSS a case may leave behind (allocator caches), in KiB.
@@ -36,16 +38,6 @@ static HEAVY: Mutex<()> = Mutex::new(());
 
 fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `VmHWM` (peak RSS) of process `pid`, in KiB.
-fn vm_hwm_kb(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmHWM in /proc/PID/status")
 }
 
 /// Bytes the daemon wrote to stderr in log lines `from..` (each line and its newline).
@@ -117,17 +109,6 @@ fn release(d: &Daemon, control: Control, base: Footprint, case: &str) -> Footpri
     after
 }
 
-/// One multibulk request.
-fn request(words: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", words.len()).into_bytes();
-    for w in words {
-        out.extend_from_slice(format!("${}\r\n", w.len()).as_bytes());
-        out.extend_from_slice(w);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// A raw connection with a read timeout.
 fn raw(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
@@ -138,7 +119,7 @@ fn raw(addr: SocketAddr) -> TcpStream {
 
 /// Sends one request and reads its one-line reply.
 fn ask(s: &mut TcpStream, words: &[&[u8]]) -> String {
-    s.write_all(&request(words)).unwrap();
+    s.write_all(&multibulk(words)).unwrap();
     read_line(s).unwrap()
 }
 
@@ -226,7 +207,7 @@ fn names_and_lib_fields_over_their_bounds_are_refused_and_the_old_values_kept() 
     );
     assert_eq!(ask(&mut s, &[b"CLIENT", b"GETNAME"]), "$5");
     assert_eq!(read_line(&mut s).unwrap(), "dev-1");
-    s.write_all(&request(&[b"CLIENT", b"INFO"])).unwrap();
+    s.write_all(&multibulk(&[b"CLIENT", b"INFO"])).unwrap();
     let info = fields(&read_bulk(&mut s));
     assert_eq!(
         (&*info["name"], &*info["lib-name"], &*info["lib-ver"]),
@@ -256,7 +237,7 @@ fn names_and_lib_fields_over_their_bounds_are_refused_and_the_old_values_kept() 
     assert_eq!(ask(&mut admin, &[b"CLIENT", b"GETNAME"]), "$8");
     assert_eq!(read_line(&mut admin).unwrap(), "operator");
     // And CLIENT LIST shows the sessions' kept values.
-    admin.write_all(&request(&[b"CLIENT", b"LIST"])).unwrap();
+    admin.write_all(&multibulk(&[b"CLIENT", b"LIST"])).unwrap();
     let list = read_bulk(&mut admin);
     assert!(list.contains(" name=dev-1 "), "{list}");
     assert!(list.contains(&format!(" name={at_bound} ")), "{list}");
@@ -268,7 +249,7 @@ fn sessions_sending_60kb_fields_hold_no_more_than_their_bounds() {
     let _cpu = heavy();
     let d = Daemon::start("[admin]\nlisten = \"127.0.0.1:0\"\n");
     let (control, base) = guard(&d, None);
-    let hwm0 = vm_hwm_kb(d.pid());
+    let hwm0 = hwm_kb(d.pid());
     const SESSIONS: usize = 200;
     const THREADS: usize = 8;
     let addr = d.addr;
@@ -276,11 +257,11 @@ fn sessions_sending_60kb_fields_hold_no_more_than_their_bounds() {
     // each session kept ~180 KB (36 MB for 200) and CLIENT LIST carried all of it.
     let mut attack = Vec::new();
     let huge = vec![b'x'; 60_000];
-    attack.extend(request(&[b"CLIENT", b"SETNAME", &huge]));
-    attack.extend(request(&[b"CLIENT", b"SETINFO", b"LIB-NAME", &huge]));
-    attack.extend(request(&[b"CLIENT", b"SETINFO", b"LIB-VER", &huge]));
-    attack.extend(request(&[b"CLIENT", b"INFO"]));
-    attack.extend(request(&[b"PING"]));
+    attack.extend(multibulk(&[b"CLIENT", b"SETNAME", &huge]));
+    attack.extend(multibulk(&[b"CLIENT", b"SETINFO", b"LIB-NAME", &huge]));
+    attack.extend(multibulk(&[b"CLIENT", b"SETINFO", b"LIB-VER", &huge]));
+    attack.extend(multibulk(&[b"CLIENT", b"INFO"]));
+    attack.extend(multibulk(&[b"PING"]));
     let attack = std::sync::Arc::new(attack);
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -323,7 +304,7 @@ fn sessions_sending_60kb_fields_hold_no_more_than_their_bounds() {
         .collect();
     assert_eq!(held.len(), SESSIONS);
     let mut admin = raw(d.ops_listener("admin").parse().unwrap());
-    admin.write_all(&request(&[b"CLIENT", b"LIST"])).unwrap();
+    admin.write_all(&multibulk(&[b"CLIENT", b"LIST"])).unwrap();
     let list = read_bulk(&mut admin);
     let lines = list.lines().count();
     assert_eq!(lines, SESSIONS + 1, "the attackers and the control client");
@@ -333,7 +314,7 @@ fn sessions_sending_60kb_fields_hold_no_more_than_their_bounds() {
         "CLIENT LIST of {} bytes",
         list.len()
     );
-    let hwm = vm_hwm_kb(d.pid());
+    let hwm = hwm_kb(d.pid());
     drop(held);
     drop(admin);
     let st = wait_live(&d, 1);
@@ -394,7 +375,7 @@ fn rename_churn(addr: SocketAddr, threads: usize, len: usize) -> Churned {
                 let mut batch = Vec::new();
                 for i in 0..BATCH {
                     let name = name_of(len, &format!("-{t}-{}", i % 2));
-                    batch.extend(request(&[b"CLIENT", b"SETNAME", &name]));
+                    batch.extend(multibulk(&[b"CLIENT", b"SETNAME", &name]));
                 }
                 let mut replies = vec![0u8; BATCH * 5];
                 let mut n = 0;
@@ -572,12 +553,12 @@ fn takeover_churn(addr: SocketAddr, threads: usize, len: usize, password: &str) 
                     s.set_read_timeout(Some(TIMEOUT)).unwrap();
                     let mut out = Vec::new();
                     if i.is_multiple_of(10) {
-                        out.extend(request(&[b"AUTH", b"wrong"]));
+                        out.extend(multibulk(&[b"AUTH", b"wrong"]));
                     }
-                    out.extend(request(&[b"AUTH", password.as_bytes()]));
+                    out.extend(multibulk(&[b"AUTH", password.as_bytes()]));
                     let name = name_of(len, &format!("-{}", (t + i) % 4));
-                    out.extend(request(&[b"CLIENT", b"SETNAME", &name]));
-                    out.extend(request(&[b"PING"]));
+                    out.extend(multibulk(&[b"CLIENT", b"SETNAME", &name]));
+                    out.extend(multibulk(&[b"PING"]));
                     if s.write_all(&out).is_err() {
                         continue;
                     }
@@ -616,7 +597,7 @@ fn takeover_churn_with_unique_names_and_a_password_stays_within_the_log_budget()
          [log]\nlevel = \"debug\"\nbytes_per_second = {BUDGET}\n"
     ));
     let (control, base) = guard(&d, Some("pw"));
-    let hwm0 = vm_hwm_kb(d.pid());
+    let hwm0 = hwm_kb(d.pid());
     let from = d.log.len();
     let t0 = Instant::now();
     let churned = takeover_churn(d.addr, 8, 256, "pw");
@@ -626,7 +607,7 @@ fn takeover_churn_with_unique_names_and_a_password_stays_within_the_log_budget()
     let bytes = log_bytes_from(&d, from);
     let (reports, left_out) = left_out_from(&d, from);
     let bound = (BUDGET as f64 * (secs + 2.0)) as usize + LOG_SLACK;
-    let hwm = vm_hwm_kb(d.pid());
+    let hwm = hwm_kb(d.pid());
     eprintln!(
         "takeover-churn: {} connections took 4 names of 256 bytes in {:?}; log {bytes} bytes \
          in {secs:.2} s (bound {bound}); left out in {reports} reports: {left_out:?}; VmHWM \
@@ -673,9 +654,19 @@ fn a_session_with_every_field_at_its_bound_costs_about_a_kilobyte_more() {
     }
     let idle = util::load::rss_kb(d.pid());
     for (i, s) in held.iter_mut().enumerate() {
-        let mut out = request(&[b"CLIENT", b"SETNAME", &name_of(256, &format!("-{i}"))]);
-        out.extend(request(&[b"CLIENT", b"SETINFO", b"LIB-NAME", &[b'l'; 128]]));
-        out.extend(request(&[b"CLIENT", b"SETINFO", b"LIB-VER", &[b'v'; 128]]));
+        let mut out = multibulk(&[b"CLIENT", b"SETNAME", &name_of(256, &format!("-{i}"))]);
+        out.extend(multibulk(&[
+            b"CLIENT",
+            b"SETINFO",
+            b"LIB-NAME",
+            &[b'l'; 128],
+        ]));
+        out.extend(multibulk(&[
+            b"CLIENT",
+            b"SETINFO",
+            b"LIB-VER",
+            &[b'v'; 128],
+        ]));
         s.write_all(&out).unwrap();
     }
     for s in &mut held {

@@ -17,28 +17,14 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use util::load::{connect_from, read_line, reset, source_ip, Control, Footprint};
+use util::load::{
+    connect_from, hwm_kb, read_line, reset, reset_hwm, source_ip, Control, Footprint,
+};
 use util::{info_map, raise_fd_limit, Daemon};
 
 /// RSS a case may leave behind (allocator caches), in KiB.
 const RSS_SLACK_KB: u64 = 2048;
 const SESSIONS: usize = 10_000;
-
-/// `VmHWM` (peak RSS) of `pid`, in KiB.
-fn hwm_kb(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Resets `VmHWM` to the current RSS (`clear_refs` value 5), so the next reading is this
-/// case's own peak.
-fn reset_hwm(pid: i32) {
-    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("clear_refs");
-}
 
 /// Bytes waiting in a socket's receive queue (`FIONREAD`).
 fn queued(s: &TcpStream) -> usize {

@@ -16,7 +16,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use util::load::{read_line, Control, Footprint};
+use util::load::{hwm_kb, multibulk, read_line, Control, Footprint};
 use util::{fields, Daemon};
 
 /// RSS a case may leave behind (allocator caches), in KiB.
@@ -31,22 +31,6 @@ static CPU: Mutex<()> = Mutex::new(());
 
 fn alone() -> MutexGuard<'static, ()> {
     CPU.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A `VmHWM`/`VmRSS`-style field of /proc/PID/status, in KiB.
-fn status_kb(pid: i32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| {
-            v.trim_start_matches(':')
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 /// Waits for `cond`, failing with `what` after `timeout`.
@@ -74,14 +58,14 @@ impl Guard {
         Guard {
             control,
             base: Footprint::of(d.pid()),
-            hwm_kb: status_kb(d.pid(), "VmHWM"),
+            hwm_kb: hwm_kb(d.pid()),
             log_len: d.log.len(),
         }
     }
 
     /// How much the peak grew since the baseline, in KiB.
     fn hwm_growth_kb(&self, d: &Daemon) -> u64 {
-        status_kb(d.pid(), "VmHWM").saturating_sub(self.hwm_kb)
+        hwm_kb(d.pid()).saturating_sub(self.hwm_kb)
     }
 
     /// Checks the footprint is back, the log bounded and the control client fine.
@@ -267,7 +251,7 @@ fn pipelined_large_echoes_never_read_are_slow_consumers() {
     // Once before the baseline: the first slow consumer pages in code the debug binary has
     // not run yet (about 1.5 MiB of its text counts in VmRSS), which is not memory kept. The
     // peak is measured over both floods.
-    let hwm_before = status_kb(d.pid(), "VmHWM");
+    let hwm_before = hwm_kb(d.pid());
     let mut warm = small_window_client(d.addr);
     let warm_peer = warm.local_addr().unwrap();
     flood(&mut warm);
@@ -280,7 +264,7 @@ fn pipelined_large_echoes_never_read_are_slow_consumers() {
     let sent = flood(&mut s);
     let reap = d.wait_reap_of_peer(peer, Duration::from_secs(10));
     assert_eq!(reap["reason"], "slow-consumer", "{reap:?}");
-    let hwm = status_kb(d.pid(), "VmHWM").saturating_sub(hwm_before);
+    let hwm = hwm_kb(d.pid()).saturating_sub(hwm_before);
     eprintln!(
         "ECHO 60KB x1000: reaped slow-consumer after {} KiB sent, {:?}; VmHWM +{hwm} KiB",
         sent >> 10,
@@ -412,17 +396,6 @@ fn admin_raw(d: &Daemon) -> (TcpStream, BufReader<TcpStream>) {
     (s, r)
 }
 
-/// `*N $.. words..` for the admin listener.
-fn command(words: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", words.len()).into_bytes();
-    for w in words {
-        out.extend_from_slice(format!("${}\r\n", w.len()).as_bytes());
-        out.extend_from_slice(w);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// The case: 1024 subscriptions with 60 KB names (about 64 MB kept per connection
 /// before, and not given back after close). Now each is refused; then 1024 names of 200 bytes:
 /// 327 fit in `admin.max_subscription_bytes` (64 KiB), the rest are refused, and the connection
@@ -439,7 +412,7 @@ fn long_or_too_many_subscription_names_are_refused_and_memory_returns() {
             for i in 0..1024usize {
                 let mut name = format!("{i:04}").into_bytes();
                 name.resize(60_000, b'c');
-                s.write_all(&command(&[b"SUBSCRIBE", &name])).unwrap();
+                s.write_all(&multibulk(&[b"SUBSCRIBE", &name])).unwrap();
             }
         })
     };
@@ -465,7 +438,7 @@ fn long_or_too_many_subscription_names_are_refused_and_memory_returns() {
             .collect();
         let mut words: Vec<&[u8]> = vec![b"SUBSCRIBE"];
         words.extend(names.iter().map(|n| n.as_slice()));
-        s.write_all(&command(&words)).unwrap();
+        s.write_all(&multibulk(&words)).unwrap();
         for _ in 0..64 {
             match read_value(&mut r) {
                 Value::Array(v) => {
@@ -479,7 +452,7 @@ fn long_or_too_many_subscription_names_are_refused_and_memory_returns() {
     }
     assert_eq!((confirmed, refused), (327, 1024 - 327));
     // Still a working (subscribed) connection.
-    s.write_all(&command(&[b"PING"])).unwrap();
+    s.write_all(&multibulk(&[b"PING"])).unwrap();
     assert_eq!(
         read_value(&mut r),
         Value::Array(vec![Value::Bulk(b"pong".to_vec()), Value::Bulk(vec![])])
@@ -525,10 +498,10 @@ fn a_duplicate_pattern_is_one_subscription_and_delivers_once() {
     let _cpu = alone();
     let d = Daemon::start(ADMIN);
     let (mut s, mut r) = admin_raw(&d);
-    s.write_all(&command(&[b"PSUBSCRIBE", b"pres*", b"pres*"]))
+    s.write_all(&multibulk(&[b"PSUBSCRIBE", b"pres*", b"pres*"]))
         .unwrap();
-    s.write_all(&command(&[b"PSUBSCRIBE", b"pres*"])).unwrap();
-    s.write_all(&command(&[b"SUBSCRIBE", b"presence", b"presence"]))
+    s.write_all(&multibulk(&[b"PSUBSCRIBE", b"pres*"])).unwrap();
+    s.write_all(&multibulk(&[b"SUBSCRIBE", b"presence", b"presence"]))
         .unwrap();
     let counts: Vec<Value> = (0..5)
         .map(|_| match read_value(&mut r) {
@@ -545,7 +518,7 @@ fn a_duplicate_pattern_is_one_subscription_and_delivers_once() {
     // The joined and left events, each once by channel and once by pattern, then the pong.
     let mut got = Vec::new();
     wait_until(Duration::from_secs(5), "the joined and left events", || {
-        s.write_all(&command(&[b"PING"])).unwrap();
+        s.write_all(&multibulk(&[b"PING"])).unwrap();
         got.extend(frames_until_pong(&mut r));
         got.len() >= 4
     });
@@ -585,7 +558,7 @@ fn a_fan_out_burst_is_spread_over_turns_in_order() {
     let subscribers: Vec<(TcpStream, BufReader<TcpStream>)> = (0..2)
         .map(|_| {
             let (mut s, mut r) = admin_raw(&d);
-            s.write_all(&command(&words)).unwrap();
+            s.write_all(&multibulk(&words)).unwrap();
             for i in 0..PATTERNS {
                 match read_value(&mut r) {
                     Value::Array(v) => assert_eq!(v[2], Value::Line(format!(":{}", i + 1))),

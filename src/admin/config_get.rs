@@ -36,35 +36,27 @@ pub(super) fn config_command(args: Args<'_>, view: &View<'_>, proto: Proto, out:
     }
 }
 
-/// The effective config as `(dotted key, value)` pairs, rendered from the same TOML that
-/// `--check-config` prints, so every key of the file is here, including keys added later.
-/// Arrays are space-separated (as Redis shows `bind`). Secrets are not shown.
+/// The effective config as `(dotted key, value)` pairs ([`Config::dotted`]), values as text,
+/// secrets not shown.
 fn config_pairs(config: &Config) -> Vec<(String, String)> {
-    let table: toml::Table = toml::from_str(&config.to_toml()).unwrap_or_default();
-    let mut out = Vec::new();
-    flatten("", &table, &mut out);
-    out
+    config
+        .dotted()
+        .into_iter()
+        .map(|(k, v)| {
+            let text = shown(&k, &v);
+            (k, text)
+        })
+        .collect()
 }
 
-pub(super) fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
-    for (k, v) in table {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match v {
-            toml::Value::Table(t) => flatten(&key, t, out),
-            v => {
-                let secret = k.contains("password") || k.contains("secret");
-                let text = if secret {
-                    "(hidden)".to_string()
-                } else {
-                    value_text(v)
-                };
-                out.push((key, text));
-            }
-        }
+/// A value as `CONFIG GET` shows it: arrays space-separated (as Redis shows `bind`), secrets
+/// as `(hidden)`.
+pub(super) fn shown(key: &str, v: &toml::Value) -> String {
+    let name = key.rsplit('.').next().unwrap_or(key);
+    if name.contains("password") || name.contains("secret") {
+        "(hidden)".to_string()
+    } else {
+        value_text(v)
     }
 }
 

@@ -443,6 +443,30 @@ impl Config {
             .unwrap_or_else(|err| format!("# cannot render the config: {err}\n"))
     }
 
+    /// The effective config as `(dotted key, value)` pairs in file order, rendered from the
+    /// same TOML as [`Config::to_toml`], so every key is here, keys added later included (an
+    /// inline password shows as [`REDACTED`]). For `CONFIG GET` and the reload's list of what
+    /// changed.
+    pub fn dotted(&self) -> Vec<(String, toml::Value)> {
+        fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
+            for (k, v) in table {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(t) => flatten(&key, t, out),
+                    v => out.push((key, v.clone())),
+                }
+            }
+        }
+        let table: toml::Table = toml::from_str(&self.to_toml()).unwrap_or_default();
+        let mut out = Vec::new();
+        flatten("", &table, &mut out);
+        out
+    }
+
     fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         endpoints::warnings(&self.admin, &mut out);

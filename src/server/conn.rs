@@ -383,6 +383,7 @@ impl Server {
                 return Input::Capped;
             }
             let failures_before = session.auth_failures;
+            let commands_before = session.commands;
             out_buf.clear();
             let mut read = None;
             let mut step = if held.is_some() && !over {
@@ -465,6 +466,7 @@ impl Server {
             let Some(session) = self.sessions.get(token) else {
                 return Input::Drained;
             };
+            self.stats.commands += session.commands - commands_before;
             let failures = u32::from(session.auth_failures - failures_before);
             if failures > 0 {
                 self.auth_failed(token, failures, now);

@@ -253,26 +253,7 @@ fn warn_about_lost_protection(old: &Config, new: &Config) {
 /// `to_toml`, so every key is compared, including keys added later; an inline password shows
 /// as redacted in both, and its change is warned about separately).
 fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
-    fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, toml::Value)>) {
-        for (k, v) in table {
-            let key = if prefix.is_empty() {
-                k.clone()
-            } else {
-                format!("{prefix}.{k}")
-            };
-            match v {
-                toml::Value::Table(t) => flatten(&key, t, out),
-                v => out.push((key, v.clone())),
-            }
-        }
-    }
-    let flat = |c: &Config| {
-        let mut out = Vec::new();
-        let table: toml::Table = toml::from_str(&c.to_toml()).unwrap_or_default();
-        flatten("", &table, &mut out);
-        out
-    };
-    let (before, after) = (flat(old), flat(new));
+    let (before, after) = (old.dotted(), new.dotted());
     let mut changed: Vec<String> = after
         .iter()
         .filter(|(k, v)| !before.iter().any(|(bk, bv)| bk == k && bv == v))

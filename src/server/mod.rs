@@ -339,6 +339,7 @@ impl Server {
     }
 
     fn run_timers(&mut self, now: Instant) {
+        self.stats.command_rate.tick(now, self.stats.commands);
         self.reap_idle(now);
         self.reap_unauthenticated(now);
         self.ops_timers(now);

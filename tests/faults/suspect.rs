@@ -66,8 +66,20 @@ fn wait_state(
     }
 }
 
-/// Partitioned and never healed: ok → suspect after the first probe → reaped at the bound.
-pub fn suspect_then_reaped() -> Row {
+/// A session that pinged, went quiet, reads `ok`, and whose port is then cut: returned once it
+/// reads `suspect` (checked against [`SUSPECT_BOUND`]).
+struct Partitioned {
+    d: Daemon,
+    admin: redis::Connection,
+    con: redis::Connection,
+    id: i64,
+    /// When its last reply arrived.
+    last: Instant,
+    /// When it first read `suspect`, after `last`.
+    suspect_ms: u64,
+}
+
+fn partitioned_until_suspect() -> Partitioned {
     let d = daemon();
     let mut admin = d.admin();
     let mut con = d.redis();
@@ -86,6 +98,26 @@ pub fn suspect_then_reaped() -> Row {
         Duration::from_millis(IDLE_BOUND.lo()),
     );
     SUSPECT_BOUND.check("first state=suspect", suspect_ms, "");
+    Partitioned {
+        d,
+        admin,
+        con,
+        id,
+        last,
+        suspect_ms,
+    }
+}
+
+/// Partitioned and never healed: ok → suspect after the first probe → reaped at the bound.
+pub fn suspect_then_reaped() -> Row {
+    let Partitioned {
+        d,
+        mut admin,
+        con: _con,
+        id,
+        last,
+        suspect_ms,
+    } = partitioned_until_suspect();
     // Suspect from then until the reap: never ok again.
     while !d.log.lines().iter().any(|l| is_reap(l, &by_id(id))) {
         match state_of(&mut admin, id).as_deref() {
@@ -114,23 +146,14 @@ pub fn suspect_then_reaped() -> Row {
 /// Partitioned, then healed after the first probe: suspect → ok at the next probe's ACK, and
 /// the session lives on (no reap, PING answered).
 pub fn suspect_then_heals() -> Row {
-    let d = daemon();
-    let mut admin = d.admin();
-    let mut con = d.redis();
-    let id = client_id(&mut con);
-    let _: String = redis::cmd("PING").query(&mut con).expect("PING");
-    let last = Instant::now();
-    thread::sleep(QUIET);
-    check::cut_port(d.addr.port());
-    let suspect_ms = wait_state(
-        &mut admin,
+    let Partitioned {
+        d,
+        mut admin,
+        mut con,
         id,
-        "suspect",
-        "ok",
         last,
-        Duration::from_millis(IDLE_BOUND.lo()),
-    );
-    SUSPECT_BOUND.check("first state=suspect", suspect_ms, "");
+        suspect_ms,
+    } = partitioned_until_suspect();
     netns::nft("delete table inet fault\n").unwrap_or_else(|e| panic!("heal: {e}"));
     let healed = Instant::now();
     // The next probe leaves at most one interval (1 s) later and is acknowledged.

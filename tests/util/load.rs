@@ -183,14 +183,44 @@ pub fn fd_count(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
-/// Resident memory of process `pid`, in KiB (`VmRSS`).
-pub fn rss_kb(pid: i32) -> u64 {
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`, ...); 0 when it cannot be read.
+pub fn status_kb(pid: i32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Resident memory of process `pid`, in KiB (`VmRSS`).
+pub fn rss_kb(pid: i32) -> u64 {
+    status_kb(pid, "VmRSS")
+}
+
+/// The peak resident memory of process `pid`, in KiB (`VmHWM`); see [`reset_hwm`]. Panics when
+/// it cannot be read, so that a growth check cannot pass by reading 0 twice.
+pub fn hwm_kb(pid: i32) -> u64 {
+    let kb = status_kb(pid, "VmHWM");
+    assert!(kb > 0, "no VmHWM in /proc/{pid}/status");
+    kb
+}
+
+/// Resets `VmHWM` to the current RSS (`clear_refs` value 5), so the next reading is the peak
+/// from now on.
+pub fn reset_hwm(pid: i32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("clear_refs");
+}
+
+/// One multibulk request of `words`, as a client library writes it.
+pub fn multibulk(words: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", words.len()).into_bytes();
+    for w in words {
+        out.extend_from_slice(format!("${}\r\n", w.len()).as_bytes());
+        out.extend_from_slice(w);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
 }
 
 /// User + system CPU time of process `pid` so far.
