@@ -6,15 +6,17 @@ use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use log::{debug, info};
+use log::{debug, info, Level};
 use mio::{Interest, Token};
 
 use super::{Ops, Role, CONN_BASE};
 use crate::admin::{self, AdminClient, AdminStep, Listing, OpsCounters, View};
 use crate::command::Args;
 use crate::http::{self, Method, Status};
+use crate::logging::clipped;
 use crate::metrics;
 use crate::ops_listener::OpsStream;
+use crate::rate_limit::{budgeted, LineKind};
 use crate::reap::{classify, IoClass, ReapReason};
 use crate::resp::{self, Parsed};
 use crate::server::conn::Cause;
@@ -483,7 +485,12 @@ impl Server {
     }
 
     fn metrics_execute(&mut self, key: usize, now: Instant) {
-        let Server { ops, stats, .. } = self;
+        let Server {
+            ops,
+            stats,
+            log_budget,
+            ..
+        } = self;
         let Ops {
             conns,
             started_at,
@@ -511,7 +518,12 @@ impl Server {
                     let status =
                         respond(&req, path, stats, counters, *started_at, &mut conn.output);
                     *budget = budget.saturating_sub(1 + cost(conn.output.len() - before));
-                    debug!(
+                    // The path is the scraper's: clipped, and within the log budget.
+                    budgeted!(
+                        log_budget,
+                        LineKind::Connect,
+                        Level::Debug,
+                        now,
                         "metrics id={} peer={}: {} {} -> {}",
                         conn.id,
                         conn.peer,
@@ -520,7 +532,7 @@ impl Server {
                             Method::Head => "HEAD",
                             Method::Other => "(other)",
                         },
-                        String::from_utf8_lossy(path),
+                        clipped(path),
                         status.0
                     );
                     if !req.keep_alive {
