@@ -50,394 +50,340 @@ const STALE_FAST: &[&str] = &["loading", "stale", "fast"];
 const CONN: &[&str] = &["@fast", "@connection"];
 const SLOW_CONN: &[&str] = &["@slow", "@connection"];
 
-const CLIENT_SUB: &[Spec] = &[
-    spec(
-        "client|getname",
-        2,
-        STALE_FAST,
-        CONN,
-        "connection",
-        "Returns the name of the connection.",
-    ),
-    spec(
-        "client|id",
-        2,
-        STALE_FAST,
-        CONN,
-        "connection",
-        "Returns the unique client ID of the connection.",
-    ),
-    spec(
-        "client|info",
-        2,
-        STALE_FAST,
-        SLOW_CONN,
-        "connection",
-        "Returns information about the connection.",
-    ),
-    spec(
-        "client|setinfo",
-        4,
-        STALE_FAST,
-        SLOW_CONN,
-        "connection",
-        "Sets information specific to the client or connection.",
-    ),
-    spec(
-        "client|setname",
-        3,
-        STALE_FAST,
-        SLOW_CONN,
-        "connection",
-        "Sets the connection name.",
-    ),
-];
-
-const ADMIN_CLIENT_SUB: &[Spec] = &[
-    spec(
-        "client|getname",
-        2,
-        STALE_FAST,
-        CONN,
-        "connection",
-        "Returns the name of the connection.",
-    ),
-    spec(
-        "client|id",
-        2,
-        STALE_FAST,
-        CONN,
-        "connection",
-        "Returns the unique client ID of the connection.",
-    ),
-    spec(
-        "client|info",
-        2,
-        STALE_FAST,
-        SLOW_CONN,
-        "connection",
-        "Returns information about the connection.",
-    ),
-    spec(
-        "client|kill",
-        -3,
-        &["admin", "loading", "stale"],
-        &["@admin", "@slow", "@dangerous", "@connection"],
-        "connection",
-        "Reaps sessions by id or address (reason killed).",
-    ),
-    spec(
-        "client|list",
-        -2,
-        &["admin", "loading", "stale"],
-        &["@admin", "@slow", "@dangerous", "@connection"],
-        "connection",
-        "Lists the live sessions.",
-    ),
-    spec(
-        "client|lookup",
-        3,
-        &["admin", "loading", "stale"],
-        &["@admin", "@slow", "@connection"],
-        "connection",
-        "Finds the sessions holding a name.",
-    ),
-    spec(
-        "client|setinfo",
-        4,
-        STALE_FAST,
-        SLOW_CONN,
-        "connection",
-        "Sets information specific to the client or connection.",
-    ),
-    spec(
-        "client|setname",
-        3,
-        STALE_FAST,
-        SLOW_CONN,
-        "connection",
-        "Sets the connection name.",
-    ),
-];
-
-const COMMAND_SUB: &[Spec] = &[
-    spec(
-        "command|count",
-        2,
-        &["loading", "stale"],
-        SLOW_CONN,
-        "server",
-        "Returns a count of commands.",
-    ),
-    spec(
-        "command|docs",
-        -2,
-        &["loading", "stale"],
-        SLOW_CONN,
-        "server",
-        "Returns documentary information about one, multiple or all commands.",
-    ),
-    spec(
-        "command|info",
-        -2,
-        &["loading", "stale"],
-        SLOW_CONN,
-        "server",
-        "Returns information about one, multiple or all commands.",
-    ),
-    spec(
-        "command|list",
-        -2,
-        &["loading", "stale"],
-        SLOW_CONN,
-        "server",
-        "Returns a list of command names.",
-    ),
-];
-
-const CONFIG_SUB_CLIENT: &[Spec] = &[spec(
-    "config|get",
-    -3,
-    &["loading", "stale"],
-    &["@slow"],
-    "server",
-    "Returns the effective values of a few neutral parameters tools ask for.",
-)];
-
-const CONFIG_SUB_ADMIN: &[Spec] = &[spec(
-    "config|get",
-    -3,
-    &["admin", "loading", "stale"],
-    &["@admin", "@slow", "@dangerous"],
-    "server",
-    "Returns the effective values of configuration keys.",
-)];
-
-/// Commands every listener has.
-macro_rules! shared_specs {
-    () => {
-        [
-            spec(
-                "echo",
-                2,
-                FAST,
-                CONN,
-                "connection",
-                "Returns the given string.",
-            ),
-            spec(
-                "hello",
-                -1,
-                &["noscript", "loading", "stale", "fast", "no-auth"],
-                CONN,
-                "connection",
-                "Handshakes with the server: protocol, authentication, name.",
-            ),
-            spec(
-                "ping",
-                -1,
-                FAST,
-                CONN,
-                "connection",
-                "Returns the server's liveliness response.",
-            ),
-            spec(
-                "quit",
-                -1,
-                &["loading", "stale", "fast", "no-auth"],
-                CONN,
-                "connection",
-                "Closes the connection.",
-            ),
-            spec(
-                "select",
-                2,
-                STALE_FAST,
-                CONN,
-                "connection",
-                "Changes the selected database (only 0 exists).",
-            ),
-        ]
-    };
+/// A command with subcommands (`CLIENT`, `COMMAND`, `CONFIG`).
+const fn container(
+    name: &'static str,
+    flags: &'static [&'static str],
+    acl: &'static [&'static str],
+    group: &'static str,
+    summary: &'static str,
+    subcommands: &'static [Spec],
+) -> Spec {
+    Spec {
+        subcommands,
+        ..spec(name, -2, flags, acl, group, summary)
+    }
 }
 
-/// The client port's commands.
-pub static CLIENT_PORT: [Spec; 14] = {
-    let [echo, hello, ping, quit, select] = shared_specs!();
-    [
-        spec(
-            "auth",
-            -2,
-            &["noscript", "loading", "stale", "fast", "no-auth"],
-            CONN,
-            "connection",
-            "Authenticates the connection.",
-        ),
-        Spec {
-            subcommands: CLIENT_SUB,
-            ..spec(
-                "client",
-                -2,
-                &[],
-                SLOW_CONN,
-                "connection",
-                "A container for client connection commands.",
-            )
-        },
-        Spec {
-            subcommands: COMMAND_SUB,
-            ..spec(
-                "command",
-                -1,
+// What both listeners have, described once.
+const ECHO: Spec = spec(
+    "echo",
+    2,
+    FAST,
+    CONN,
+    "connection",
+    "Returns the given string.",
+);
+const HELLO: Spec = spec(
+    "hello",
+    -1,
+    &["noscript", "loading", "stale", "fast", "no-auth"],
+    CONN,
+    "connection",
+    "Handshakes with the server: protocol, authentication, name.",
+);
+const PING: Spec = spec(
+    "ping",
+    -1,
+    FAST,
+    CONN,
+    "connection",
+    "Returns the server's liveliness response.",
+);
+const QUIT: Spec = spec(
+    "quit",
+    -1,
+    &["loading", "stale", "fast", "no-auth"],
+    CONN,
+    "connection",
+    "Closes the connection.",
+);
+const SELECT: Spec = spec(
+    "select",
+    2,
+    STALE_FAST,
+    CONN,
+    "connection",
+    "Changes the selected database (only 0 exists).",
+);
+const CLIENT_GETNAME: Spec = spec(
+    "client|getname",
+    2,
+    STALE_FAST,
+    CONN,
+    "connection",
+    "Returns the name of the connection.",
+);
+const CLIENT_ID: Spec = spec(
+    "client|id",
+    2,
+    STALE_FAST,
+    CONN,
+    "connection",
+    "Returns the unique client ID of the connection.",
+);
+const CLIENT_INFO: Spec = spec(
+    "client|info",
+    2,
+    STALE_FAST,
+    SLOW_CONN,
+    "connection",
+    "Returns information about the connection.",
+);
+const CLIENT_SETINFO: Spec = spec(
+    "client|setinfo",
+    4,
+    STALE_FAST,
+    SLOW_CONN,
+    "connection",
+    "Sets information specific to the client or connection.",
+);
+const CLIENT_SETNAME: Spec = spec(
+    "client|setname",
+    3,
+    STALE_FAST,
+    SLOW_CONN,
+    "connection",
+    "Sets the connection name.",
+);
+const COMMAND: Spec = Spec {
+    arity: -1,
+    ..container(
+        "command",
+        &["loading", "stale"],
+        SLOW_CONN,
+        "server",
+        "Returns detailed information about all commands.",
+        &[
+            spec(
+                "command|count",
+                2,
                 &["loading", "stale"],
                 SLOW_CONN,
                 "server",
-                "Returns detailed information about all commands.",
-            )
-        },
-        Spec {
-            subcommands: CONFIG_SUB_CLIENT,
-            ..spec(
-                "config",
+                "Returns a count of commands.",
+            ),
+            spec(
+                "command|docs",
                 -2,
-                &[],
-                &["@slow"],
+                &["loading", "stale"],
+                SLOW_CONN,
                 "server",
-                "A container for server configuration commands.",
-            )
-        },
-        spec(
-            "discard",
-            1,
-            &["noscript", "loading", "stale", "fast", "allow-busy"],
-            &["@fast", "@transaction"],
-            "transactions",
-            "Discards a transaction.",
-        ),
-        echo,
-        spec(
-            "exec",
-            1,
-            &["noscript", "loading", "stale", "skip-slowlog"],
-            &["@slow", "@transaction"],
-            "transactions",
-            "Executes all commands in a transaction.",
-        ),
-        hello,
-        spec(
-            "info",
-            -1,
+                "Returns documentary information about one, multiple or all commands.",
+            ),
+            spec(
+                "command|info",
+                -2,
+                &["loading", "stale"],
+                SLOW_CONN,
+                "server",
+                "Returns information about one, multiple or all commands.",
+            ),
+            spec(
+                "command|list",
+                -2,
+                &["loading", "stale"],
+                SLOW_CONN,
+                "server",
+                "Returns a list of command names.",
+            ),
+        ],
+    )
+};
+const TRANSACTION_FLAGS: &[&str] = &["noscript", "loading", "stale", "fast", "allow-busy"];
+const TRANSACTION_ACL: &[&str] = &["@fast", "@transaction"];
+/// `CLIENT KILL`, `LIST` and `LOOKUP`: what only the admin listener has.
+const ADMIN_FLAGS: &[&str] = &["admin", "loading", "stale"];
+
+/// The client port's commands.
+pub static CLIENT_PORT: [Spec; 14] = [
+    spec(
+        "auth",
+        -2,
+        &["noscript", "loading", "stale", "fast", "no-auth"],
+        CONN,
+        "connection",
+        "Authenticates the connection.",
+    ),
+    container(
+        "client",
+        &[],
+        SLOW_CONN,
+        "connection",
+        "A container for client connection commands.",
+        &[
+            CLIENT_GETNAME,
+            CLIENT_ID,
+            CLIENT_INFO,
+            CLIENT_SETINFO,
+            CLIENT_SETNAME,
+        ],
+    ),
+    COMMAND,
+    container(
+        "config",
+        &[],
+        &["@slow"],
+        "server",
+        "A container for server configuration commands.",
+        &[spec(
+            "config|get",
+            -3,
             &["loading", "stale"],
             &["@slow"],
             "server",
-            "Returns the server's identity (operator data is on the admin listener).",
-        ),
-        spec(
-            "multi",
-            1,
-            &["noscript", "loading", "stale", "fast", "allow-busy"],
-            &["@fast", "@transaction"],
-            "transactions",
-            "Starts a transaction.",
-        ),
-        ping,
-        quit,
-        select,
-        spec(
-            "unwatch",
-            1,
-            &["noscript", "loading", "stale", "fast", "allow-busy"],
-            &["@fast", "@transaction"],
-            "transactions",
-            "Forgets about watched keys (vigild has none).",
-        ),
-    ]
-};
+            "Returns the effective values of a few neutral parameters tools ask for.",
+        )],
+    ),
+    spec(
+        "discard",
+        1,
+        TRANSACTION_FLAGS,
+        TRANSACTION_ACL,
+        "transactions",
+        "Discards a transaction.",
+    ),
+    ECHO,
+    spec(
+        "exec",
+        1,
+        &["noscript", "loading", "stale", "skip-slowlog"],
+        &["@slow", "@transaction"],
+        "transactions",
+        "Executes all commands in a transaction.",
+    ),
+    HELLO,
+    spec(
+        "info",
+        -1,
+        &["loading", "stale"],
+        &["@slow"],
+        "server",
+        "Returns the server's identity (operator data is on the admin listener).",
+    ),
+    spec(
+        "multi",
+        1,
+        TRANSACTION_FLAGS,
+        TRANSACTION_ACL,
+        "transactions",
+        "Starts a transaction.",
+    ),
+    PING,
+    QUIT,
+    SELECT,
+    spec(
+        "unwatch",
+        1,
+        TRANSACTION_FLAGS,
+        TRANSACTION_ACL,
+        "transactions",
+        "Forgets about watched keys (vigild has none).",
+    ),
+];
 
 /// The admin listener's commands.
-pub static ADMIN: [Spec; 13] = {
-    let [echo, hello, ping, quit, select] = shared_specs!();
-    [
-        Spec {
-            subcommands: ADMIN_CLIENT_SUB,
-            ..spec(
-                "client",
-                -2,
-                &[],
-                SLOW_CONN,
+pub static ADMIN: [Spec; 13] = [
+    container(
+        "client",
+        &[],
+        SLOW_CONN,
+        "connection",
+        "A container for client connection commands.",
+        &[
+            CLIENT_GETNAME,
+            CLIENT_ID,
+            CLIENT_INFO,
+            spec(
+                "client|kill",
+                -3,
+                ADMIN_FLAGS,
+                &["@admin", "@slow", "@dangerous", "@connection"],
                 "connection",
-                "A container for client connection commands.",
-            )
-        },
-        Spec {
-            subcommands: COMMAND_SUB,
-            ..spec(
-                "command",
-                -1,
-                &["loading", "stale"],
-                SLOW_CONN,
-                "server",
-                "Returns detailed information about all commands.",
-            )
-        },
-        Spec {
-            subcommands: CONFIG_SUB_ADMIN,
-            ..spec(
-                "config",
+                "Reaps sessions by id or address (reason killed).",
+            ),
+            spec(
+                "client|list",
                 -2,
-                &[],
-                &["@slow"],
-                "server",
-                "A container for server configuration commands.",
-            )
-        },
-        echo,
-        hello,
-        spec(
-            "info",
-            -1,
-            &["loading", "stale"],
-            &["@slow", "@dangerous"],
+                ADMIN_FLAGS,
+                &["@admin", "@slow", "@dangerous", "@connection"],
+                "connection",
+                "Lists the live sessions.",
+            ),
+            spec(
+                "client|lookup",
+                3,
+                ADMIN_FLAGS,
+                &["@admin", "@slow", "@connection"],
+                "connection",
+                "Finds the sessions holding a name.",
+            ),
+            CLIENT_SETINFO,
+            CLIENT_SETNAME,
+        ],
+    ),
+    COMMAND,
+    container(
+        "config",
+        &[],
+        &["@slow"],
+        "server",
+        "A container for server configuration commands.",
+        &[spec(
+            "config|get",
+            -3,
+            ADMIN_FLAGS,
+            &["@admin", "@slow", "@dangerous"],
             "server",
-            "Returns information and statistics about the server.",
-        ),
-        ping,
-        spec(
-            "psubscribe",
-            -2,
-            &["pubsub", "noscript", "loading", "stale"],
-            &["@pubsub", "@slow"],
-            "pubsub",
-            "Listens for presence events on channels that match patterns.",
-        ),
-        spec(
-            "punsubscribe",
-            -1,
-            &["pubsub", "noscript", "loading", "stale"],
-            &["@pubsub", "@slow"],
-            "pubsub",
-            "Stops listening to patterns.",
-        ),
-        quit,
-        select,
-        spec(
-            "subscribe",
-            -2,
-            &["pubsub", "noscript", "loading", "stale"],
-            &["@pubsub", "@slow"],
-            "pubsub",
-            "Listens for presence events (channel presence).",
-        ),
-        spec(
-            "unsubscribe",
-            -1,
-            &["pubsub", "noscript", "loading", "stale"],
-            &["@pubsub", "@slow"],
-            "pubsub",
-            "Stops listening to channels.",
-        ),
-    ]
-};
+            "Returns the effective values of configuration keys.",
+        )],
+    ),
+    ECHO,
+    HELLO,
+    spec(
+        "info",
+        -1,
+        &["loading", "stale"],
+        &["@slow", "@dangerous"],
+        "server",
+        "Returns information and statistics about the server.",
+    ),
+    PING,
+    spec(
+        "psubscribe",
+        -2,
+        &["pubsub", "noscript", "loading", "stale"],
+        &["@pubsub", "@slow"],
+        "pubsub",
+        "Listens for presence events on channels that match patterns.",
+    ),
+    spec(
+        "punsubscribe",
+        -1,
+        &["pubsub", "noscript", "loading", "stale"],
+        &["@pubsub", "@slow"],
+        "pubsub",
+        "Stops listening to patterns.",
+    ),
+    QUIT,
+    SELECT,
+    spec(
+        "subscribe",
+        -2,
+        &["pubsub", "noscript", "loading", "stale"],
+        &["@pubsub", "@slow"],
+        "pubsub",
+        "Listens for presence events (channel presence).",
+    ),
+    spec(
+        "unsubscribe",
+        -1,
+        &["pubsub", "noscript", "loading", "stale"],
+        &["@pubsub", "@slow"],
+        "pubsub",
+        "Stops listening to channels.",
+    ),
+];
 
 /// Answers `COMMAND [COUNT|INFO|DOCS|LIST ...]` from `table`.
 pub fn command(args: Args<'_>, table: &[Spec], proto: Proto, out: &mut Vec<u8>) {

@@ -30,19 +30,9 @@ pub const SECTIONS: [&str; 8] = [
 /// Renders the sections named in `wanted` (case-insensitive; all of them when empty). An
 /// unknown name selects nothing, as in Redis.
 pub fn render(view: &View<'_>, wanted: &[&[u8]], out: &mut String) {
-    let all = wanted.is_empty()
-        || wanted.iter().any(|w| {
-            [&b"all"[..], b"default", b"everything"]
-                .iter()
-                .any(|a| w.eq_ignore_ascii_case(a))
-        });
     let mut first = true;
     for section in SECTIONS {
-        if !all
-            && !wanted
-                .iter()
-                .any(|w| w.eq_ignore_ascii_case(section.as_bytes()))
-        {
+        if !crate::probe::info_selects(wanted, section) {
             continue;
         }
         if !first {

@@ -37,22 +37,43 @@ const NEUTRAL_CONFIG: [(&str, &str); 5] = [
     ("timeout", "0"),
 ];
 
+/// Whether `INFO wanted...` asks for `section`: every section when `wanted` is empty or names
+/// `all`, `default` or `everything`; otherwise the sections it names (any case). Shared with the
+/// admin listener's `INFO`.
+pub fn info_selects(wanted: &[&[u8]], section: &str) -> bool {
+    wanted.is_empty()
+        || wanted.iter().any(|w| {
+            [&b"all"[..], b"default", b"everything", section.as_bytes()]
+                .iter()
+                .any(|a| w.eq_ignore_ascii_case(a))
+        })
+}
+
+/// `CONFIG GET pattern...`'s reply from `pairs`: those whose key matches any pattern (Redis's
+/// glob, any case), as a map. Shared with the admin listener's `CONFIG GET`.
+pub fn config_get_reply<K: AsRef<str>, V: AsRef<str>>(
+    args: Args<'_>,
+    pairs: &[(K, V)],
+    proto: Proto,
+    out: &mut Vec<u8>,
+) {
+    let hits: Vec<&(K, V)> = pairs
+        .iter()
+        .filter(|(k, _)| (2..args.len()).any(|i| glob::matches(args.get(i), k.as_ref().as_bytes())))
+        .collect();
+    resp::write_map_len(out, hits.len(), proto);
+    for (k, v) in hits {
+        resp::write_bulk(out, k.as_ref().as_bytes());
+        resp::write_bulk(out, v.as_ref().as_bytes());
+    }
+}
+
 /// `INFO [section ...]` on the client port. Unknown sections give nothing, as in Redis.
 pub fn info(args: Args<'_>, out: &mut Vec<u8>) {
     let wanted: Vec<&[u8]> = (1..args.len()).map(|i| args.get(i)).collect();
-    let all = wanted.is_empty()
-        || wanted.iter().any(|w| {
-            [&b"all"[..], b"default", b"everything"]
-                .iter()
-                .any(|a| w.eq_ignore_ascii_case(a))
-        });
     let mut text = String::with_capacity(256);
     for section in SECTIONS {
-        if !all
-            && !wanted
-                .iter()
-                .any(|w| w.eq_ignore_ascii_case(section.as_bytes()))
-        {
+        if !info_selects(&wanted, section) {
             continue;
         }
         if !text.is_empty() {
@@ -79,15 +100,7 @@ pub fn info(args: Args<'_>, out: &mut Vec<u8>) {
 /// `CONFIG ...` on the client port.
 pub fn config(args: Args<'_>, proto: Proto, out: &mut Vec<u8>) {
     if args.is(1, "GET") && args.len() >= 3 {
-        let hits: Vec<&(&str, &str)> = NEUTRAL_CONFIG
-            .iter()
-            .filter(|(k, _)| (2..args.len()).any(|i| glob::matches(args.get(i), k.as_bytes())))
-            .collect();
-        resp::write_map_len(out, hits.len(), proto);
-        for (k, v) in hits {
-            resp::write_bulk(out, k.as_bytes());
-            resp::write_bulk(out, v.as_bytes());
-        }
+        config_get_reply(args, &NEUTRAL_CONFIG, proto, out);
     } else if args.is(1, "GET") {
         command::wrong_arity(out, "config|get");
     } else if args.len() >= 2 {

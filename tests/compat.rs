@@ -19,25 +19,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use util::Daemon;
+use util::{installed, Daemon};
 
 /// How long one library's whole run may take.
 const CASE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The environment variable `var`, or `None` (a loud skip; a failure in CI).
-fn installed(var: &str, what: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            assert!(
-                std::env::var("VIGILD_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
-                "{var} is not set: run the suite through scripts/test (it installs {what})"
-            );
-            eprintln!("SKIPPED: {var} not set (scripts/test installs {what})");
-            None
-        }
-    }
-}
 
 /// A port on loopback that nothing listens on now, so the daemon can be restarted on it.
 fn free_port() -> u16 {

@@ -12,17 +12,7 @@ use std::process::Command;
 use util::Daemon;
 
 fn python() -> Option<String> {
-    match std::env::var("VIGILD_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            assert!(
-                std::env::var("VIGILD_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
-                "VIGILD_TEST_PYTHON is not set: run the suite through scripts/test"
-            );
-            eprintln!("SKIPPED: VIGILD_TEST_PYTHON not set (scripts/test installs redis-py)");
-            None
-        }
-    }
+    util::installed("VIGILD_TEST_PYTHON", "redis-py")
 }
 
 const SCRIPT: &str = r#"

@@ -341,17 +341,7 @@ fn a_refused_hello_setname_keeps_the_protocol_and_a_refused_setname_in_multi_is_
 }
 
 fn python() -> Option<String> {
-    match std::env::var("VIGILD_TEST_PYTHON") {
-        Ok(p) if !p.is_empty() => Some(p),
-        _ => {
-            assert!(
-                std::env::var("VIGILD_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
-                "VIGILD_TEST_PYTHON is not set: run the suite through scripts/test"
-            );
-            eprintln!("SKIPPED: VIGILD_TEST_PYTHON not set (scripts/test installs redis-py)");
-            None
-        }
-    }
+    util::installed("VIGILD_TEST_PYTHON", "redis-py")
 }
 
 /// Two redis-py clients with the same `client_name=` and default options (RESP3, retries),

@@ -3,23 +3,13 @@
 
 use crate::command::{self, Args};
 use crate::config::Config;
-use crate::glob;
 use crate::resp::{self, Proto};
 
 use super::View;
 
 pub(super) fn config_command(args: Args<'_>, view: &View<'_>, proto: Proto, out: &mut Vec<u8>) {
     if args.is(1, "GET") && args.len() >= 3 {
-        let pairs = config_pairs(view.config);
-        let hits: Vec<&(String, String)> = pairs
-            .iter()
-            .filter(|(k, _)| (2..args.len()).any(|i| glob::matches(args.get(i), k.as_bytes())))
-            .collect();
-        resp::write_map_len(out, hits.len(), proto);
-        for (k, v) in hits {
-            resp::write_bulk(out, k.as_bytes());
-            resp::write_bulk(out, v.as_bytes());
-        }
+        crate::probe::config_get_reply(args, &config_pairs(view.config), proto, out);
     } else if args.is(1, "GET") {
         command::wrong_arity(out, "config|get");
     } else if args.len() >= 2 {

@@ -489,3 +489,19 @@ pub fn cpu_ns(pid: i32) -> u64 {
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .expect("/proc/PID/schedstat")
 }
+
+/// What `scripts/test` installed and named in the environment variable `var` (a program or a
+/// folder), or `None`: a loud skip, or a failure in CI (`VIGILD_REQUIRE_ROOT_TESTS=1`).
+pub fn installed(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            assert!(
+                std::env::var("VIGILD_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
+                "{var} is not set: run the suite through scripts/test (it installs {what})"
+            );
+            eprintln!("SKIPPED: {var} not set (scripts/test installs {what})");
+            None
+        }
+    }
+}
