@@ -17,10 +17,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::load::{connect_from, hwm_kb, read_line, read_to_close, source_ip, Control, Footprint};
+use util::load::{
+    connect_from, hwm_kb, read_line, read_to_close, source_ip, Control, Footprint, RSS_SLACK_KB,
+};
 use util::Daemon;
 
-const RSS_SLACK_KB: u64 = 2048;
 const WRONGPASS: &str = "-WRONGPASS invalid username-password pair or user is disabled.";
 const THROTTLED: &str = "-ERR too many failed AUTH attempts from this address; retry in ";
 /// The defaults of `server.auth_failures_before_backoff` and the first lockouts' ends.

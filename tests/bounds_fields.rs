@@ -17,12 +17,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use util::load::{
-    connect_from, hwm_kb, lower_priority, multibulk, read_line, source_ip, Control, Footprint,
+    connect_from, hwm_kb, lower_priority, multibulk, read_line, release, source_ip, Control,
+    Footprint,
 };
 use util::{fields, Daemon};
 
-/// RSS a case may leave behind (allocator caches), in KiB.
-const RSS_SLACK_KB: u64 = 2048;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// `log.bytes_per_second` in the churn cases: small, so the budget is what binds.
 const BUDGET: u64 = 64 * 1024;
@@ -95,18 +94,6 @@ fn guard(d: &Daemon, password: Option<&str>) -> (Control, Footprint) {
     // The daemon's first allocations of buffers happen with the first requests.
     std::thread::sleep(Duration::from_millis(50));
     (control, Footprint::of(d.pid()))
-}
-
-/// Checks the footprint is back and the control client was always answered in time.
-fn release(d: &Daemon, control: Control, base: Footprint, case: &str) -> Footprint {
-    let after = base.assert_back(d.pid(), 0, RSS_SLACK_KB, case);
-    let report = control.stop();
-    eprintln!(
-        "{case}: control {} pings, max {:?}; fds {} -> {}; rss {} -> {} KiB",
-        report.pings, report.max, base.fds, after.fds, base.rss_kb, after.rss_kb
-    );
-    report.assert_ok(case);
-    after
 }
 
 /// A raw connection with a read timeout.
@@ -318,7 +305,7 @@ fn sessions_sending_60kb_fields_hold_no_more_than_their_bounds() {
     drop(held);
     drop(admin);
     let st = wait_live(&d, 1);
-    let after = release(&d, control, base, "60kb-fields");
+    let after = release(d.pid(), control, base, "60kb-fields");
     eprintln!(
         "60kb-fields: {SESSIONS} sessions x 3 refused 60 KB fields; CLIENT LIST {} bytes; \
          VmHWM {hwm0} -> {hwm} KiB; rss after {} KiB; live={}",
@@ -436,7 +423,7 @@ fn rename_churn_at_the_bound_stays_within_the_log_budget() {
         .unwrap();
     assert_eq!(fields(&line)["name"].len(), 256, "{line}");
     wait_live(&d, 1);
-    release(&d, control, base, "rename-churn");
+    release(d.pid(), control, base, "rename-churn");
 }
 
 #[test]
@@ -631,7 +618,7 @@ fn takeover_churn_with_unique_names_and_a_password_stays_within_the_log_budget()
         .get("reap.replaced")
         .map_or(0, |v| v.parse().unwrap_or(0));
     assert!(replaced > 0, "{st:?}");
-    release(&d, control, base, "takeover-churn");
+    release(d.pid(), control, base, "takeover-churn");
 }
 
 #[test]

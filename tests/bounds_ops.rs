@@ -18,12 +18,10 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use util::load::{
-    connect_from, hwm_kb, read_line, reset, reset_hwm, source_ip, Control, Footprint,
+    connect_from, hwm_kb, read_line, reset, reset_hwm, source_ip, Control, Footprint, RSS_SLACK_KB,
 };
 use util::{info_map, raise_fd_limit, Daemon};
 
-/// RSS a case may leave behind (allocator caches), in KiB.
-const RSS_SLACK_KB: u64 = 2048;
 const SESSIONS: usize = 10_000;
 
 /// Bytes waiting in a socket's receive queue (`FIONREAD`).

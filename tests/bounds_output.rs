@@ -16,11 +16,9 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use util::load::{hwm_kb, multibulk, read_line, Control, Footprint};
+use util::load::{hwm_kb, multibulk, read_line, Control, Footprint, RSS_SLACK_KB};
 use util::{fields, Daemon};
 
-/// RSS a case may leave behind (allocator caches), in KiB.
-const RSS_SLACK_KB: u64 = 2048;
 /// Log lines an attack may cause (reap lines, a few debug lines per connection).
 const LOG_LINES_BOUND: usize = 200;
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";

@@ -13,12 +13,10 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use util::load::{
-    connect_from, cpu_time, read_line, read_to_close, reset, source_ip, Control, Footprint, Junk,
+    connect_from, cpu_time, read_line, read_to_close, release, reset, source_ip, Control,
+    Footprint, Junk,
 };
 use util::{fields, Daemon};
-
-/// RSS a case may leave behind (allocator caches, slab growth), in KiB.
-const RSS_SLACK_KB: u64 = 2048;
 
 /// Cases that keep a CPU busy (floods of bytes or connections) run one at a time, alone;
 /// the mostly sleeping ones (slowloris, descriptor exhaustion) share. On two cores, a
@@ -39,19 +37,6 @@ fn guard(d: &Daemon) -> (Control, Footprint) {
     // Let the daemon settle (first allocations of buffers) before the baseline.
     std::thread::sleep(Duration::from_millis(50));
     (control, Footprint::of(d.pid()))
-}
-
-/// Stops the control client after checking the footprint is back; asserts both.
-fn release(d: &Daemon, control: Control, base: Footprint, case: &str) -> Footprint {
-    let after = base.assert_back(d.pid(), 0, RSS_SLACK_KB, case);
-    let report = control.stop();
-    // The numbers docs/robustness.md quotes (cargo test --test hostile -- --nocapture).
-    eprintln!(
-        "{case}: control {} pings, max {:?}; fds {} -> {}; rss {} -> {} KiB",
-        report.pings, report.max, base.fds, after.fds, base.rss_kb, after.rss_kb
-    );
-    report.assert_ok(case);
-    after
 }
 
 /// Sends `bytes` (ignoring a reset halfway) and returns the reply bytes up to the close.
@@ -145,7 +130,7 @@ fn junk_bytes_end_in_protocol_errors_and_invalid_utf8_names_are_refused() {
 
     let st = d.stats();
     assert_eq!(st["reap.protocol-error"], "3", "{st:?}");
-    release(&d, control, base, "junk");
+    release(d.pid(), control, base, "junk");
 }
 
 #[test]
@@ -235,7 +220,7 @@ fn oversized_and_lying_headers_are_refused_without_allocating() {
 
     let st = d.stats();
     assert_eq!(st["reap.protocol-error"], (cases.len() + 1).to_string());
-    release(&d, control, base, "headers");
+    release(d.pid(), control, base, "headers");
 }
 
 /// Sends one byte a second on each of `n` connections for `period`, never finishing a request.
@@ -284,7 +269,7 @@ fn slowloris_clients_are_reaped_as_idle_and_never_stall_others() {
     drop(socks);
     let st = d.stats();
     assert_eq!(st["reap.idle-timeout"], "200");
-    release(&d, control, base, "slowloris");
+    release(d.pid(), control, base, "slowloris");
 }
 
 #[test]
@@ -301,7 +286,7 @@ fn slowloris_without_idle_timeout_does_not_stall_others() {
         l.contains(" reap ") && l.contains(" reason=reset ")
     });
     assert_eq!(reaps.len(), 200);
-    release(&d, control, base, "slowloris without idle_timeout");
+    release(d.pid(), control, base, "slowloris without idle_timeout");
 }
 
 /// Opens `n` connections from `src` and reads each one's first reply (or close).
@@ -393,7 +378,7 @@ fn connection_floods_are_rejected_and_counted() {
     assert_eq!(st["accepted"], "61"); // control + 49 + 10 + 1
     drop(per_ip);
     drop(other);
-    release(&d, control, base, "flood");
+    release(d.pid(), control, base, "flood");
 }
 
 #[test]
@@ -422,7 +407,7 @@ fn clients_that_never_read_are_reaped_as_slow_consumers() {
     let _ = s.shutdown(Shutdown::Both);
     drop(s);
     assert_eq!(d.stats()["reap.slow-consumer"], "1");
-    release(&d, control, base, "slow consumer");
+    release(d.pid(), control, base, "slow consumer");
 }
 
 /// Lowers the running daemon's descriptor limit (soft and hard) with util-linux `prlimit`.
@@ -515,7 +500,7 @@ fn descriptor_exhaustion_is_logged_rarely_costs_little_and_recovers() {
     for s in sessions {
         reset(s);
     }
-    release(&d, control, base, "descriptors");
+    release(d.pid(), control, base, "descriptors");
 }
 
 #[test]
@@ -706,5 +691,5 @@ fn started_with_few_descriptors_it_warns_serves_and_refuses_the_rest() {
     for s in served {
         reset(s);
     }
-    release(&d, control, base, "started with 24 descriptors");
+    release(d.pid(), control, base, "started with 24 descriptors");
 }

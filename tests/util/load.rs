@@ -239,6 +239,25 @@ pub fn cpu_time(pid: i32) -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
+/// RSS an attack case may leave behind (allocator caches, slab growth), in KiB: the suites'
+/// "back within 2 MiB of baseline".
+pub const RSS_SLACK_KB: u64 = 2048;
+
+/// Ends an attack case: waits for the daemon's footprint to come back to `base` (within
+/// [`RSS_SLACK_KB`]), stops the control client and prints both (the figures
+/// docs/robustness.md quotes; `--nocapture` shows them), then asserts the control client was
+/// always answered in time.
+pub fn release(pid: i32, control: Control, base: Footprint, case: &str) -> Footprint {
+    let after = base.assert_back(pid, 0, RSS_SLACK_KB, case);
+    let report = control.stop();
+    eprintln!(
+        "{case}: control {} pings, max {:?}; fds {} -> {}; rss {} -> {} KiB",
+        report.pings, report.max, base.fds, after.fds, base.rss_kb, after.rss_kb
+    );
+    report.assert_ok(case);
+    after
+}
+
 /// Descriptors and memory of the daemon at one moment.
 #[derive(Debug, Clone, Copy)]
 pub struct Footprint {
