@@ -65,6 +65,30 @@ const fn container(
     }
 }
 
+/// `CLIENT` with a listener's subcommands.
+const fn client(subcommands: &'static [Spec]) -> Spec {
+    container(
+        "client",
+        &[],
+        SLOW_CONN,
+        "connection",
+        "A container for client connection commands.",
+        subcommands,
+    )
+}
+
+/// `CONFIG` with a listener's `CONFIG GET`.
+const fn config(subcommands: &'static [Spec]) -> Spec {
+    container(
+        "config",
+        &[],
+        &["@slow"],
+        "server",
+        "A container for server configuration commands.",
+        subcommands,
+    )
+}
+
 // What both listeners have, described once.
 const ECHO: Spec = spec(
     "echo",
@@ -205,36 +229,22 @@ pub static CLIENT_PORT: [Spec; 14] = [
         "connection",
         "Authenticates the connection.",
     ),
-    container(
-        "client",
-        &[],
-        SLOW_CONN,
-        "connection",
-        "A container for client connection commands.",
-        &[
-            CLIENT_GETNAME,
-            CLIENT_ID,
-            CLIENT_INFO,
-            CLIENT_SETINFO,
-            CLIENT_SETNAME,
-        ],
-    ),
+    client(&[
+        CLIENT_GETNAME,
+        CLIENT_ID,
+        CLIENT_INFO,
+        CLIENT_SETINFO,
+        CLIENT_SETNAME,
+    ]),
     COMMAND,
-    container(
-        "config",
-        &[],
+    config(&[spec(
+        "config|get",
+        -3,
+        &["loading", "stale"],
         &["@slow"],
         "server",
-        "A container for server configuration commands.",
-        &[spec(
-            "config|get",
-            -3,
-            &["loading", "stale"],
-            &["@slow"],
-            "server",
-            "Returns the effective values of a few neutral parameters tools ask for.",
-        )],
-    ),
+        "Returns the effective values of a few neutral parameters tools ask for.",
+    )]),
     spec(
         "discard",
         1,
@@ -284,60 +294,46 @@ pub static CLIENT_PORT: [Spec; 14] = [
 
 /// The admin listener's commands.
 pub static ADMIN: [Spec; 13] = [
-    container(
-        "client",
-        &[],
-        SLOW_CONN,
-        "connection",
-        "A container for client connection commands.",
-        &[
-            CLIENT_GETNAME,
-            CLIENT_ID,
-            CLIENT_INFO,
-            spec(
-                "client|kill",
-                -3,
-                ADMIN_FLAGS,
-                &["@admin", "@slow", "@dangerous", "@connection"],
-                "connection",
-                "Reaps sessions by id or address (reason killed).",
-            ),
-            spec(
-                "client|list",
-                -2,
-                ADMIN_FLAGS,
-                &["@admin", "@slow", "@dangerous", "@connection"],
-                "connection",
-                "Lists the live sessions.",
-            ),
-            spec(
-                "client|lookup",
-                3,
-                ADMIN_FLAGS,
-                &["@admin", "@slow", "@connection"],
-                "connection",
-                "Finds the sessions holding a name.",
-            ),
-            CLIENT_SETINFO,
-            CLIENT_SETNAME,
-        ],
-    ),
-    COMMAND,
-    container(
-        "config",
-        &[],
-        &["@slow"],
-        "server",
-        "A container for server configuration commands.",
-        &[spec(
-            "config|get",
+    client(&[
+        CLIENT_GETNAME,
+        CLIENT_ID,
+        CLIENT_INFO,
+        spec(
+            "client|kill",
             -3,
             ADMIN_FLAGS,
-            &["@admin", "@slow", "@dangerous"],
-            "server",
-            "Returns the effective values of configuration keys.",
-        )],
-    ),
+            &["@admin", "@slow", "@dangerous", "@connection"],
+            "connection",
+            "Reaps sessions by id or address (reason killed).",
+        ),
+        spec(
+            "client|list",
+            -2,
+            ADMIN_FLAGS,
+            &["@admin", "@slow", "@dangerous", "@connection"],
+            "connection",
+            "Lists the live sessions.",
+        ),
+        spec(
+            "client|lookup",
+            3,
+            ADMIN_FLAGS,
+            &["@admin", "@slow", "@connection"],
+            "connection",
+            "Finds the sessions holding a name.",
+        ),
+        CLIENT_SETINFO,
+        CLIENT_SETNAME,
+    ]),
+    COMMAND,
+    config(&[spec(
+        "config|get",
+        -3,
+        ADMIN_FLAGS,
+        &["@admin", "@slow", "@dangerous"],
+        "server",
+        "Returns the effective values of configuration keys.",
+    )]),
     ECHO,
     HELLO,
     spec(

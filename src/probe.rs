@@ -50,8 +50,8 @@ pub fn info_selects(wanted: &[&[u8]], section: &str) -> bool {
 }
 
 /// `CONFIG GET pattern...`'s reply from `pairs`: those whose key matches any pattern (Redis's
-/// glob, any case), as a map. Shared with the admin listener's `CONFIG GET`.
-pub fn config_get_reply<K: AsRef<str>, V: AsRef<str>>(
+/// glob, any case), as a map.
+fn config_get_reply<K: AsRef<str>, V: AsRef<str>>(
     args: Args<'_>,
     pairs: &[(K, V)],
     proto: Proto,
@@ -99,20 +99,38 @@ pub fn info(args: Args<'_>, out: &mut Vec<u8>) {
 
 /// `CONFIG ...` on the client port.
 pub fn config(args: Args<'_>, proto: Proto, out: &mut Vec<u8>) {
+    config_command(
+        args,
+        proto,
+        out,
+        || NEUTRAL_CONFIG,
+        |sub| {
+            format!(
+                "ERR CONFIG {sub} is not available on the client port: vigild's configuration \
+                 is its TOML file (edit it, then reload with SIGHUP); the admin listener's \
+                 CONFIG GET shows it"
+            )
+        },
+    );
+}
+
+/// `CONFIG GET pattern...` answered from `pairs` (built only for a GET), any other
+/// subcommand refused with `refusal(SUBCOMMAND)`, wrong arity as Redis says it. Shared by both
+/// listeners, which differ in what they show and why they refuse.
+pub fn config_command<K: AsRef<str>, V: AsRef<str>, P: AsRef<[(K, V)]>>(
+    args: Args<'_>,
+    proto: Proto,
+    out: &mut Vec<u8>,
+    pairs: impl FnOnce() -> P,
+    refusal: impl FnOnce(&str) -> String,
+) {
     if args.is(1, "GET") && args.len() >= 3 {
-        config_get_reply(args, &NEUTRAL_CONFIG, proto, out);
+        config_get_reply(args, pairs().as_ref(), proto, out);
     } else if args.is(1, "GET") {
         command::wrong_arity(out, "config|get");
     } else if args.len() >= 2 {
         let sub = command::printable(args.get(1)).to_ascii_uppercase();
-        resp::write_error(
-            out,
-            &format!(
-                "ERR CONFIG {sub} is not available on the client port: vigild's configuration \
-                 is its TOML file (edit it, then reload with SIGHUP); the admin listener's \
-                 CONFIG GET shows it"
-            ),
-        );
+        resp::write_error(out, &refusal(&sub));
     } else {
         command::wrong_arity(out, "config");
     }

@@ -1,29 +1,25 @@
 //! `CONFIG GET pattern ...` on the admin listener: the effective config as dotted keys, matched
 //! with a case-insensitive glob, secrets hidden.
 
-use crate::command::{self, Args};
+use crate::command::Args;
 use crate::config::Config;
-use crate::resp::{self, Proto};
+use crate::resp::Proto;
 
 use super::View;
 
 pub(super) fn config_command(args: Args<'_>, view: &View<'_>, proto: Proto, out: &mut Vec<u8>) {
-    if args.is(1, "GET") && args.len() >= 3 {
-        crate::probe::config_get_reply(args, &config_pairs(view.config), proto, out);
-    } else if args.is(1, "GET") {
-        command::wrong_arity(out, "config|get");
-    } else if args.len() >= 2 {
-        let sub = command::printable(args.get(1)).to_ascii_uppercase();
-        resp::write_error(
-            out,
-            &format!(
+    crate::probe::config_command(
+        args,
+        proto,
+        out,
+        || config_pairs(view.config),
+        |sub| {
+            format!(
                 "ERR CONFIG {sub} is not supported: edit {} and send SIGHUP to reload it",
                 view.config_path.display()
-            ),
-        );
-    } else {
-        command::wrong_arity(out, "config");
-    }
+            )
+        },
+    );
 }
 
 /// The effective config as `(dotted key, value)` pairs ([`Config::dotted`]), values as text,
