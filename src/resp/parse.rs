@@ -93,7 +93,7 @@ fn parse_inline(
     // Only look as far as a line of `max` bytes plus `\r\n` could reach, so a client sending
     // no newline costs one bounded scan per read, and the answer is final once that is full.
     let window = max.saturating_add(2);
-    let Some(newline) = buf.iter().take(window).position(|&b| b == b'\n') else {
+    let Some(newline) = memchr::memchr(b'\n', &buf[..buf.len().min(window)]) else {
         return if buf.len() >= window {
             Err(ProtocolError::TooLarge { limit: max })
         } else {
@@ -111,10 +111,7 @@ fn parse_inline(
             i += 1;
         } else if b == b'"' || b == b'\'' {
             let open = i + 1;
-            let close = line
-                .iter()
-                .skip(open)
-                .position(|&c| c == b)
+            let close = memchr::memchr(b, line.get(open..).unwrap_or_default())
                 .map(|p| open + p)
                 .ok_or(ProtocolError::UnbalancedQuotes)?;
             // `"a"b` is refused by redis-server too; accepting it would need a rewritten `ab`.
@@ -124,10 +121,7 @@ fn parse_inline(
             args.push(open..close);
             i = close + 1;
         } else {
-            let end = line
-                .iter()
-                .skip(i)
-                .position(|&c| is_blank(c))
+            let end = memchr::memchr2(b' ', b'\t', line.get(i..).unwrap_or_default())
                 .map_or(line.len(), |p| i + p);
             args.push(i..end);
             i = end;
@@ -288,7 +282,9 @@ pub fn parse_resumable(
             // `parse` looks for `\n` in the first `window` bytes; the first `scanned` hold none.
             let window = max.saturating_add(2);
             let end = buf.len().min(window);
-            let newline = buf.get(scanned..end).is_some_and(|b| b.contains(&b'\n'));
+            let newline = buf
+                .get(scanned..end)
+                .is_some_and(|b| memchr::memchr(b'\n', b).is_some());
             if !newline && buf.len() < window {
                 args.clear();
                 *resume = Resume::Inline { scanned: end };
