@@ -12,18 +12,17 @@
 //! Names are carried whole: they are at most `session.max_name_bytes` when set (a reload that
 //! lowers the bound leaves names already held as they are, so `left` matches `named`).
 //!
-//! The JSON is written by hand: the objects are flat, their strings are addresses, reason names
-//! and client names (printable ASCII by `CLIENT SETNAME`'s rule), so a 20-line escaper does what
-//! a serializer would, writes straight into the loop's scratch buffer, and adds no dependency.
-//! The escaper is still complete (quotes, backslashes, control characters), and the unit tests
-//! check every event against a real JSON parser.
+//! The JSON is written by `serde_json` from one struct per event, straight into the loop's
+//! scratch buffer. The bytes are the ones the hand-written encoder of earlier releases produced
+//! (a unit test holds them).
 
-use std::io::Write as _;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::reap::{errno_name, ReapReason};
 use crate::sys::TcpInfo;
+use serde::Serialize;
 
 /// The presence counters, kept with the loop's statistics.
 #[derive(Debug, Clone, Default)]
@@ -80,153 +79,122 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 
 /// Appends the event's JSON object to `out`.
 pub fn encode(seq: u64, at_ms: u64, event: &Event<'_>, out: &mut Vec<u8>) {
-    let mut o = Object::new(out);
-    o.num("seq", seq);
-    match event {
-        Event::Joined { id, addr, laddr } => {
-            o.str("event", "joined");
-            o.num("id", *id);
-            o.display("addr", addr);
-            match laddr {
-                Some(a) => o.display("laddr", a),
-                None => o.null("laddr"),
-            }
-        }
-        Event::Named { id, name, previous } => {
-            o.str("event", "named");
-            o.num("id", *id);
-            o.opt_str("name", *name);
-            o.opt_str("previous", *previous);
-        }
-        Event::Left(l) => {
-            o.str("event", "left");
-            o.num("id", l.id);
-            o.display("addr", &l.addr);
-            o.opt_str("name", l.name);
-            o.str("reason", l.reason.name());
-            match (l.errno, errno_name(l.errno)) {
-                (0, _) => o.null("errno"),
-                // A code without a name of its own: the number, as text.
-                (n, "errno") => o.display("errno", &n),
-                (_, name) => o.str("errno", name),
-            }
-            o.num("lifetime_ms", millis(l.lifetime));
-            o.num("silent_ms", millis(l.silent));
-        }
-    }
-    o.num("at", at_ms);
-    if let Event::Left(l) = event {
-        tcp_fields(&mut o, l.tcp_info);
-    }
-    o.end();
+    let result = match event {
+        Event::Joined { id, addr, laddr } => serde_json::to_writer(
+            &mut *out,
+            &Joined {
+                seq,
+                event: "joined",
+                id: *id,
+                addr,
+                laddr: laddr.as_ref(),
+                at: at_ms,
+            },
+        ),
+        Event::Named { id, name, previous } => serde_json::to_writer(
+            &mut *out,
+            &Named {
+                seq,
+                event: "named",
+                id: *id,
+                name: *name,
+                previous: *previous,
+                at: at_ms,
+            },
+        ),
+        Event::Left(l) => serde_json::to_writer(&mut *out, &LeftJson::of(seq, at_ms, l)),
+    };
+    // Serializing plain fields into a Vec cannot fail.
+    debug_assert!(result.is_ok(), "{result:?}");
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The `TCP_INFO` fields of the reap line, under the same names; all `null` without a snapshot.
-fn tcp_fields(o: &mut Object<'_>, info: Option<&TcpInfo>) {
-    let i = info.copied();
-    let fields: [(&str, Option<u64>); 11] = [
-        ("tcpi_state", i.map(|i| u64::from(i.state))),
-        ("tcpi_probes", i.map(|i| u64::from(i.probes))),
-        ("tcpi_retransmits", i.map(|i| u64::from(i.retransmits))),
-        ("tcpi_backoff", i.map(|i| u64::from(i.backoff))),
-        ("tcpi_unacked", i.map(|i| u64::from(i.unacked))),
-        ("tcpi_rtt_us", i.map(|i| u64::from(i.rtt_us))),
-        ("tcpi_total_retrans", i.map(|i| u64::from(i.total_retrans))),
-        (
-            "tcpi_last_data_recv_ms",
-            i.map(|i| u64::from(i.last_data_recv_ms)),
-        ),
-        (
-            "tcpi_last_ack_recv_ms",
-            i.map(|i| u64::from(i.last_ack_recv_ms)),
-        ),
-        ("tcpi_notsent_bytes", i.map(|i| u64::from(i.notsent_bytes))),
-        ("tcpi_snd_wnd", i.and_then(|i| i.snd_wnd).map(u64::from)),
-    ];
-    for (k, v) in fields {
-        match v {
-            Some(n) => o.num(k, n),
-            None => o.null(k),
-        }
-    }
+// The wire objects. Field order is the order subscribers have always seen; `Option`s are
+// `null`, never left out. Addresses serialize through `Display` (`127.0.0.1:5555`,
+// `[::1]:7379`).
+
+#[derive(Serialize)]
+struct Joined<'a> {
+    seq: u64,
+    event: &'static str,
+    id: u64,
+    addr: &'a SocketAddr,
+    laddr: Option<&'a SocketAddr>,
+    at: u64,
 }
 
-/// A flat JSON object being written.
-struct Object<'a> {
-    out: &'a mut Vec<u8>,
-    first: bool,
+#[derive(Serialize)]
+struct Named<'a> {
+    seq: u64,
+    event: &'static str,
+    id: u64,
+    name: Option<&'a str>,
+    previous: Option<&'a str>,
+    at: u64,
 }
 
-impl<'a> Object<'a> {
-    fn new(out: &'a mut Vec<u8>) -> Object<'a> {
-        out.push(b'{');
-        Object { out, first: true }
-    }
-
-    fn key(&mut self, k: &str) {
-        if !self.first {
-            self.out.push(b',');
-        }
-        self.first = false;
-        escape(k, self.out);
-        self.out.push(b':');
-    }
-
-    fn num(&mut self, k: &str, v: u64) {
-        self.key(k);
-        // Writing into a Vec cannot fail.
-        let _ = write!(self.out, "{v}");
-    }
-
-    fn str(&mut self, k: &str, v: &str) {
-        self.key(k);
-        escape(v, self.out);
-    }
-
-    /// A string written through `Display` (addresses, numbers as text).
-    fn display(&mut self, k: &str, v: &dyn std::fmt::Display) {
-        self.str(k, &v.to_string());
-    }
-
-    fn opt_str(&mut self, k: &str, v: Option<&str>) {
-        match v {
-            Some(s) => self.str(k, s),
-            None => self.null(k),
-        }
-    }
-
-    fn null(&mut self, k: &str) {
-        self.key(k);
-        self.out.extend_from_slice(b"null");
-    }
-
-    fn end(self) {
-        self.out.push(b'}');
-    }
+/// A `left` event: the reap log line's facts, then its `TCP_INFO` fields under the same names
+/// (all `null` without a snapshot).
+#[derive(Serialize)]
+struct LeftJson<'a> {
+    seq: u64,
+    event: &'static str,
+    id: u64,
+    addr: &'a SocketAddr,
+    name: Option<&'a str>,
+    reason: &'static str,
+    /// `null` without a socket error; a code without a name of its own as its number, in text.
+    errno: Option<Cow<'static, str>>,
+    lifetime_ms: u64,
+    silent_ms: u64,
+    at: u64,
+    tcpi_state: Option<u8>,
+    tcpi_probes: Option<u8>,
+    tcpi_retransmits: Option<u8>,
+    tcpi_backoff: Option<u8>,
+    tcpi_unacked: Option<u32>,
+    tcpi_rtt_us: Option<u32>,
+    tcpi_total_retrans: Option<u32>,
+    tcpi_last_data_recv_ms: Option<u32>,
+    tcpi_last_ack_recv_ms: Option<u32>,
+    tcpi_notsent_bytes: Option<u32>,
+    tcpi_snd_wnd: Option<u32>,
 }
 
-/// Appends `s` as a JSON string literal: `"`, `\` and control characters escaped (RFC 8259),
-/// everything else (valid UTF-8, since it is a `str`) as is.
-pub fn escape(s: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f => {
-                let _ = write!(out, "\\u{b:04x}");
-            }
-            _ => out.push(b),
+impl<'a> LeftJson<'a> {
+    fn of(seq: u64, at: u64, l: &'a Left<'a>) -> LeftJson<'a> {
+        let i = l.tcp_info;
+        LeftJson {
+            seq,
+            event: "left",
+            id: l.id,
+            addr: &l.addr,
+            name: l.name,
+            reason: l.reason.name(),
+            errno: match (l.errno, errno_name(l.errno)) {
+                (0, _) => None,
+                (n, "errno") => Some(Cow::Owned(n.to_string())),
+                (_, name) => Some(Cow::Borrowed(name)),
+            },
+            lifetime_ms: millis(l.lifetime),
+            silent_ms: millis(l.silent),
+            at,
+            tcpi_state: i.map(|i| i.state),
+            tcpi_probes: i.map(|i| i.probes),
+            tcpi_retransmits: i.map(|i| i.retransmits),
+            tcpi_backoff: i.map(|i| i.backoff),
+            tcpi_unacked: i.map(|i| i.unacked),
+            tcpi_rtt_us: i.map(|i| i.rtt_us),
+            tcpi_total_retrans: i.map(|i| i.total_retrans),
+            tcpi_last_data_recv_ms: i.map(|i| i.last_data_recv_ms),
+            tcpi_last_ack_recv_ms: i.map(|i| i.last_ack_recv_ms),
+            tcpi_notsent_bytes: i.map(|i| i.notsent_bytes),
+            tcpi_snd_wnd: i.and_then(|i| i.snd_wnd),
         }
     }
-    out.push(b'"');
 }
 
 #[cfg(test)]
@@ -241,14 +209,70 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
     }
 
+    /// The bytes the hand-written encoder of earlier releases wrote for the same events:
+    /// subscribers parse them, so `serde_json` must write exactly these.
     #[test]
-    fn escaper_round_trips_every_character_class() {
-        let nasty = "a\"b\\c\nd\re\tf\u{1}g\u{1f}h\u{7f}é😀/";
-        let mut out = Vec::new();
-        escape(nasty, &mut out);
-        let back: String = serde_json::from_slice(&out).unwrap();
-        assert_eq!(back, nasty);
-        assert!(!out[1..out.len() - 1].contains(&b'\n'));
+    fn the_wire_bytes_are_those_of_earlier_releases() {
+        let info = TcpInfo {
+            state: 7,
+            probes: 3,
+            rtt_us: 41,
+            snd_wnd: Some(65_536),
+            ..TcpInfo::default()
+        };
+        let left = Left {
+            id: 9,
+            addr: "[fe80::1%3]:40000".parse().unwrap(),
+            name: Some("sensor-\"7\"\\"),
+            reason: ReapReason::KeepaliveTimeout,
+            errno: libc::ETIMEDOUT,
+            lifetime: Duration::from_millis(8_012),
+            silent: Duration::from_millis(5_012),
+            tcp_info: Some(&info),
+        };
+        let events = [
+            Event::Joined {
+                id: 5,
+                addr: "127.0.0.1:5555".parse().unwrap(),
+                laddr: Some("[::1]:7379".parse().unwrap()),
+            },
+            Event::Joined {
+                id: 6,
+                addr: "[::ffff:1.2.3.4]:1".parse().unwrap(),
+                laddr: None,
+            },
+            Event::Named {
+                id: 5,
+                name: Some("a\u{1}\u{7f}é😀/\t"),
+                previous: None,
+            },
+            Event::Left(left),
+            Event::Left(Left {
+                reason: ReapReason::Quit,
+                errno: 0,
+                name: None,
+                tcp_info: None,
+                ..left
+            }),
+            Event::Left(Left {
+                reason: ReapReason::Error,
+                errno: 71,
+                ..left
+            }),
+        ];
+        let expected = [
+            r#"{"seq":1,"event":"joined","id":5,"addr":"127.0.0.1:5555","laddr":"[::1]:7379","at":1700000000123}"#,
+            r#"{"seq":2,"event":"joined","id":6,"addr":"[::ffff:1.2.3.4]:1","laddr":null,"at":1700000000123}"#,
+            r#"{"seq":3,"event":"named","id":5,"name":"a\u0001é😀/\t","previous":null,"at":1700000000123}"#,
+            r#"{"seq":4,"event":"left","id":9,"addr":"[fe80::1%3]:40000","name":"sensor-\"7\"\\","reason":"keepalive-timeout","errno":"ETIMEDOUT","lifetime_ms":8012,"silent_ms":5012,"at":1700000000123,"tcpi_state":7,"tcpi_probes":3,"tcpi_retransmits":0,"tcpi_backoff":0,"tcpi_unacked":0,"tcpi_rtt_us":41,"tcpi_total_retrans":0,"tcpi_last_data_recv_ms":0,"tcpi_last_ack_recv_ms":0,"tcpi_notsent_bytes":0,"tcpi_snd_wnd":65536}"#,
+            r#"{"seq":5,"event":"left","id":9,"addr":"[fe80::1%3]:40000","name":null,"reason":"quit","errno":null,"lifetime_ms":8012,"silent_ms":5012,"at":1700000000123,"tcpi_state":null,"tcpi_probes":null,"tcpi_retransmits":null,"tcpi_backoff":null,"tcpi_unacked":null,"tcpi_rtt_us":null,"tcpi_total_retrans":null,"tcpi_last_data_recv_ms":null,"tcpi_last_ack_recv_ms":null,"tcpi_notsent_bytes":null,"tcpi_snd_wnd":null}"#,
+            r#"{"seq":6,"event":"left","id":9,"addr":"[fe80::1%3]:40000","name":"sensor-\"7\"\\","reason":"error","errno":"71","lifetime_ms":8012,"silent_ms":5012,"at":1700000000123,"tcpi_state":7,"tcpi_probes":3,"tcpi_retransmits":0,"tcpi_backoff":0,"tcpi_unacked":0,"tcpi_rtt_us":41,"tcpi_total_retrans":0,"tcpi_last_data_recv_ms":0,"tcpi_last_ack_recv_ms":0,"tcpi_notsent_bytes":0,"tcpi_snd_wnd":65536}"#,
+        ];
+        for (i, (event, want)) in events.iter().zip(expected).enumerate() {
+            let mut out = Vec::new();
+            encode(i as u64 + 1, 1_700_000_000_123, event, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
     }
 
     #[test]
