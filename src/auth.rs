@@ -29,7 +29,7 @@ use crate::command::{Args, Step};
 use crate::reap::ReapReason;
 use crate::resp;
 use crate::session::Session;
-use crate::small_file::{self, ReadError};
+use crate::os::small_file::{self, ReadError};
 
 /// Wrong passwords one session may send before it is closed.
 pub const MAX_FAILURES: u8 = 3;

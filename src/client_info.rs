@@ -16,8 +16,8 @@ use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use crate::session::Session;
-use crate::sockopt;
-use crate::sys;
+use crate::os::sockopt;
+use crate::os::sys;
 
 /// Appends the session's line (no trailing newline) to `out`.
 pub fn describe(session: &Session, now: Instant, out: &mut String) {

@@ -30,7 +30,7 @@ use log::LevelFilter;
 
 use crate::auth::{self, Password, PasswordSource};
 use crate::duration::format_duration;
-use crate::small_file;
+use crate::os::small_file;
 
 mod endpoints;
 mod raw;

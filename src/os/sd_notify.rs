@@ -27,7 +27,7 @@ use log::{debug, info, warn};
 
 use crate::reap::ReapReason;
 use crate::stats::Stats;
-use crate::sys;
+use crate::os::sys;
 
 /// Where notifications go.
 struct Target {
