@@ -17,9 +17,6 @@
 
 use std::time::{Duration, Instant};
 
-/// Longest window accepted: past a millisecond, polling costs more than any wakeup saves.
-pub const MAX_BUSY_POLL_US: u64 = 1_000;
-
 /// While windows are mostly misses, one busy turn in this many still opens one, to notice when
 /// the traffic gets dense again.
 pub const PROBE_EVERY: u32 = 16;

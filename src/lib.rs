@@ -14,7 +14,6 @@ mod command;
 mod command_rate;
 mod command_table;
 pub mod config;
-pub mod duration;
 mod glob;
 mod histogram;
 mod http;
@@ -41,6 +40,8 @@ mod transaction;
 // nothing else may use these.
 #[allow(unused_imports)]
 pub(crate) use crate::os::activation;
+#[allow(unused_imports)]
+pub(crate) use crate::config::duration;
 #[allow(unused_imports)]
 pub(crate) use crate::os::bind as listener;
 #[allow(unused_imports)]

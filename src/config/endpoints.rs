@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::raw::RawInt;
 use super::{Check, ConfigError, ServerConfig};
-use crate::duration::DurationValue;
+use crate::config::duration::DurationValue;
 
 pub const DEFAULT_ADMIN_LISTEN: Option<Endpoint> = None;
 pub const DEFAULT_METRICS_LISTEN: Option<Endpoint> = None;

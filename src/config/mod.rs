@@ -28,11 +28,12 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::auth::{self, Password, PasswordSource};
-use crate::duration::format_duration;
+use crate::config::duration::format_duration;
 use crate::os::small_file;
 
+pub mod duration;
 mod endpoints;
+mod secret;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -45,6 +46,9 @@ pub use endpoints::{
     DEFAULT_METRICS_LISTEN, DEFAULT_METRICS_MAX_CONNECTIONS, MAX_OPS_LISTENER_CONNECTIONS,
 };
 use raw::RawConfig;
+pub use secret::{Password, PasswordSource};
+// The keepalive settings are the socket options `os::sockopt` applies; config builds them.
+pub use crate::os::sockopt::{KeepaliveConfig, UserTimeout};
 use toml_error::describe_toml_error;
 use validate::Check;
 
@@ -56,6 +60,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
 pub const DEFAULT_REUSE_PORT: bool = false;
 pub const DEFAULT_BUSY_POLL_US: u64 = 0;
+/// Longest `server.busy_poll_us` accepted: past a millisecond, polling costs more than any
+/// wakeup saves.
+pub const MAX_BUSY_POLL_US: u64 = 1_000;
 pub const DEFAULT_AUTH_TIMEOUT: Option<Duration> = Some(Duration::from_secs(5));
 pub const DEFAULT_AUTH_FAILURES_BEFORE_BACKOFF: u32 = 10;
 pub const DEFAULT_AUTH_BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -152,44 +159,6 @@ pub struct ServerConfig {
     pub auth_failures_before_backoff: u32,
     /// The longest lockout; lockouts start at 1 s and double up to it.
     pub auth_backoff_max: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeepaliveConfig {
-    pub enabled: bool,
-    pub idle: Duration,
-    pub interval: Duration,
-    pub probes: u32,
-    pub user_timeout: UserTimeout,
-}
-
-/// What to set as TCP_USER_TIMEOUT; see [`KeepaliveConfig::effective_user_timeout`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserTimeout {
-    /// idle + interval × probes, so the bound the operator asked for is the one enforced.
-    Auto,
-    /// Not set: data in flight is retried for the kernel's tcp_retries2 (about 15 minutes).
-    Off,
-    Fixed(Duration),
-}
-
-impl KeepaliveConfig {
-    /// idle + interval * probes: when an idle dead peer is detected
-    pub fn detection_bound(&self) -> Duration {
-        // Saturating: fields are public, and a hand-built config must not panic here.
-        self.idle
-            .saturating_add(self.interval.saturating_mul(self.probes))
-    }
-
-    /// The TCP_USER_TIMEOUT to set: Auto -> Some(detection_bound) when enabled, None when
-    /// keepalive is disabled; Off -> None; Fixed(d) -> Some(d)
-    pub fn effective_user_timeout(&self) -> Option<Duration> {
-        match self.user_timeout {
-            UserTimeout::Auto if self.enabled => Some(self.detection_bound()),
-            UserTimeout::Auto | UserTimeout::Off => None,
-            UserTimeout::Fixed(d) => Some(d),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -479,7 +448,7 @@ impl Config {
             ));
         }
         if let Some(PasswordSource::File(path)) = server.password.as_ref().map(|p| &p.source) {
-            out.extend(auth::file_mode_warning(path));
+            out.extend(secret::file_mode_warning(path));
         }
         if server.password.is_some() && server.auth_timeout.is_none() {
             out.push(

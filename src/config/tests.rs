@@ -535,7 +535,7 @@ fn passwords() {
     let shown = c.to_toml();
     assert!(!shown.contains("s3cret"), "{shown}");
     assert!(shown.contains("password = \"(redacted)\""), "{shown}");
-    let long = "x".repeat(auth::MAX_PASSWORD_BYTES + 1);
+    let long = "x".repeat(secret::MAX_PASSWORD_BYTES + 1);
     invalid(
         &format!("[server]\npassword = \"{long}\""),
         "server.password",
