@@ -5,16 +5,11 @@
 //! the life of one session from accept to reap.
 
 mod admin;
-pub mod auth;
 mod auth_throttle;
 mod busy_poll;
 pub mod cli;
-mod client_info;
-mod command;
 mod command_rate;
-mod command_table;
 pub mod config;
-mod glob;
 mod histogram;
 mod http;
 mod info;
@@ -22,17 +17,14 @@ mod logging;
 mod metrics;
 mod ops_listener;
 pub(crate) mod os;
+pub mod protocol;
 mod presence;
-mod probe;
-mod pubsub;
 mod rate_limit;
 pub mod reap;
-pub mod resp;
 mod server;
 mod session;
 mod stats;
 mod takeover;
-mod transaction;
 
 // Old paths, kept for the merge of issue 13; removed before it lands. Files of the loop and of
 // the operator side (src/server/, src/admin/, src/info.rs, src/metrics.rs, src/http.rs,
@@ -43,6 +35,18 @@ pub(crate) use crate::os::activation;
 #[allow(unused_imports)]
 pub(crate) use crate::config::duration;
 #[allow(unused_imports)]
+pub(crate) use crate::protocol::client_info;
+#[allow(unused_imports)]
+pub(crate) use crate::protocol::command;
+#[allow(unused_imports)]
+pub(crate) use crate::protocol::command_table;
+#[allow(unused_imports)]
+pub(crate) use crate::protocol::probe;
+#[allow(unused_imports)]
+pub(crate) use crate::protocol::pubsub;
+#[allow(unused_imports)]
+pub(crate) use crate::protocol::resp;
+#[allow(unused_imports)]
 pub(crate) use crate::os::bind as listener;
 #[allow(unused_imports)]
 pub(crate) use crate::os::sd_notify as notify;
@@ -50,3 +54,11 @@ pub(crate) use crate::os::sd_notify as notify;
 pub(crate) use crate::os::sockopt;
 #[allow(unused_imports)]
 pub(crate) use crate::os::sys;
+/// `crate::auth` was the auth gate and the password types; they are now
+/// `protocol::auth_gate` and `config::secret`.
+pub(crate) mod auth {
+    #[allow(unused_imports)]
+    pub(crate) use crate::config::{Password, PasswordSource};
+    #[allow(unused_imports)]
+    pub(crate) use crate::protocol::auth_gate::*;
+}

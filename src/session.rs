@@ -35,7 +35,7 @@ pub struct LibInfo {
 #[derive(Debug, Default)]
 pub struct Extras {
     pub lib: LibInfo,
-    pub transaction: Option<Box<crate::transaction::Transaction>>,
+    pub transaction: Option<Box<crate::protocol::transaction::Transaction>>,
 }
 
 /// One live client connection.
@@ -65,7 +65,7 @@ pub struct Session {
     /// The interest currently registered with the poller.
     pub interest: Interest,
     /// RESP2 or RESP3, as chosen with `HELLO`.
-    pub proto: crate::resp::Proto,
+    pub proto: crate::protocol::resp::Proto,
     /// May run commands: set at accept when no password is required, or by a good `AUTH`.
     pub authenticated: bool,
     /// Wrong passwords sent on this session (see `auth::MAX_FAILURES`; a byte, so that it
@@ -73,7 +73,7 @@ pub struct Session {
     pub auth_failures: u8,
     /// Passwords its address may still have compared, set by the loop before requests run
     /// (see `auth_throttle.rs`).
-    pub guess_budget: crate::auth::GuessBudget,
+    pub guess_budget: crate::protocol::auth_gate::GuessBudget,
     /// The last command run, for `CLIENT LIST`'s `cmd=` (see `command_table::id_of`).
     pub last_command: u8,
 }
@@ -85,7 +85,7 @@ pub struct Unfinished {
     /// Its bytes so far (and any pipelined bytes after them).
     pub bytes: Vec<u8>,
     /// Where parsing stopped, so the next read checks only the new bytes.
-    pub resume: crate::resp::Resume,
+    pub resume: crate::protocol::resp::Resume,
     /// When its first byte arrived: a request must be completed within `session.idle_timeout`
     /// of it (so a client dribbling bytes counts as idle).
     pub since: Instant,
@@ -113,10 +113,10 @@ impl Session {
             output_pos: 0,
             closing: None,
             interest: Interest::READABLE,
-            proto: crate::resp::Proto::Resp2,
+            proto: crate::protocol::resp::Proto::Resp2,
             authenticated: false,
             auth_failures: 0,
-            guess_budget: crate::auth::GuessBudget::Unlimited,
+            guess_budget: crate::protocol::auth_gate::GuessBudget::Unlimited,
             last_command: 0,
         }
     }
@@ -127,7 +127,7 @@ impl Session {
     }
 
     /// Its open `MULTI`, if any.
-    pub fn transaction(&self) -> Option<&crate::transaction::Transaction> {
+    pub fn transaction(&self) -> Option<&crate::protocol::transaction::Transaction> {
         self.extras
             .as_deref()
             .and_then(|e| e.transaction.as_deref())

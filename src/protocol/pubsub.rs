@@ -21,8 +21,8 @@
 //! is one subscription, as in Redis: subscribing again confirms with the same count, costs
 //! nothing, and the events are delivered once per channel and once per pattern.
 
-use crate::command::{self, Args};
-use crate::resp::{self, Proto};
+use crate::protocol::command::{self, Args};
+use crate::protocol::resp::{self, Proto};
 
 /// The channel vigild publishes presence events on.
 pub const PRESENCE: &[u8] = b"presence";
@@ -189,7 +189,7 @@ pub fn execute(
                     continue;
                 }
                 if pattern {
-                    let matches = crate::glob::matches(name, PRESENCE);
+                    let matches = crate::protocol::glob::matches(name, PRESENCE);
                     subs.patterns.push((name.into(), matches));
                 } else {
                     subs.channels.push(name.into());
@@ -292,7 +292,7 @@ mod tests {
     };
 
     fn run(subs: &mut Subscriptions, words: &[&str]) -> (Outcome, String) {
-        let (buf, ranges) = crate::command::test_words(words);
+        let (buf, ranges) = crate::protocol::command::test_words(words);
         let mut out = Vec::new();
         let o = execute(
             Args::new(&buf, &ranges),
@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn refusal_names_the_command_as_redis_does() {
-        let (buf, ranges) = crate::command::test_words(&["CLIENT", "List"]);
+        let (buf, ranges) = crate::protocol::command::test_words(&["CLIENT", "List"]);
         let mut out = Vec::new();
         refuse(Args::new(&buf, &ranges), &mut out);
         assert_eq!(

@@ -21,13 +21,10 @@
 //! Counting failures in statistics and logging them (rate-limited) is the event loop's part.
 
 pub use crate::auth_throttle::GuessBudget;
-// Old path of the password types, for the loop's files until the merge of issue 13 (then the
-// lib.rs aliases carry it).
-#[allow(unused_imports)]
-pub use crate::config::{Password, PasswordSource};
-use crate::command::{Args, Step};
+use crate::config::Password;
+use crate::protocol::command::{Args, Step};
 use crate::reap::ReapReason;
-use crate::resp;
+use crate::protocol::resp;
 use crate::session::Session;
 
 /// Wrong passwords one session may send before it is closed.
@@ -191,6 +188,7 @@ fn wrong_password(session: &mut Session, out: &mut Vec<u8>) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PasswordSource;
     use std::time::Instant;
 
     fn session() -> (std::net::TcpStream, Session) {
@@ -202,7 +200,7 @@ mod tests {
     }
 
     fn run(s: &mut Session, pw: Option<&Password>, words: &[&[u8]]) -> (Gate, String) {
-        let (buf, ranges) = crate::command::test_words(words);
+        let (buf, ranges) = crate::protocol::command::test_words(words);
         let mut out = Vec::new();
         let g = gate(Args::new(&buf, &ranges), s, pw, &mut out);
         (g, String::from_utf8_lossy(&out).into_owned())

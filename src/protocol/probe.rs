@@ -15,9 +15,9 @@
 //!
 //! Which commands these are, and why, is the README's table "What clients probe".
 
-use crate::command::{self, Args};
-use crate::glob;
-use crate::resp::{self, Proto};
+use crate::protocol::command::{self, Args};
+use crate::protocol::glob;
+use crate::protocol::resp::{self, Proto};
 
 /// The Redis version whose client protocol vigild follows (RESP3 through `HELLO`, `CLIENT
 /// SETINFO`, Redis 7 `CLIENT INFO` fields and `COMMAND` replies): what `redis_version` says, so
@@ -159,7 +159,7 @@ pub fn refusal(args: Args<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::test_words;
+    use crate::protocol::command::test_words;
 
     fn run(f: impl Fn(Args<'_>, &mut Vec<u8>), words: &[&str]) -> String {
         let (buf, ranges) = test_words(words);

@@ -14,14 +14,14 @@
 use std::ops::Range;
 use std::time::Instant;
 
-use crate::client_info;
-use crate::command_table::{self, Spec};
+use crate::protocol::client_info;
+use crate::protocol::command_table::{self, Spec};
 use crate::config::SessionConfig;
-use crate::probe;
+use crate::protocol::probe;
 use crate::reap::ReapReason;
-use crate::resp::{self, Proto};
+use crate::protocol::resp::{self, Proto};
 use crate::session::{LibInfo, Session};
-use crate::transaction;
+use crate::protocol::transaction;
 
 /// What the event loop does after a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

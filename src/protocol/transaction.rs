@@ -18,11 +18,11 @@
 //! same path (name index, presence event, takeover) as one sent outside a transaction, and
 //! each queued command writes exactly its one reply into `EXEC`'s array.
 //!
-//! [`Step::Exec`]: crate::command::Step::Exec
+//! [`Step::Exec`]: crate::protocol::command::Step::Exec
 
-use crate::command::{self, Args};
-use crate::command_table::{self, CLIENT_PORT};
-use crate::resp;
+use crate::protocol::command::{self, Args};
+use crate::protocol::command_table::{self, CLIENT_PORT};
+use crate::protocol::resp;
 use crate::session::Extras;
 
 /// An open transaction: what `MULTI` started.
@@ -190,7 +190,7 @@ fn encode(args: Args<'_>, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::test_words;
+    use crate::protocol::command::test_words;
 
     fn run(slot: &mut Option<Box<Extras>>, words: &[&str]) -> (Outcome, String) {
         let (buf, ranges) = test_words(words);
