@@ -5,7 +5,6 @@
 //! the life of one session from accept to reap.
 
 mod admin;
-mod auth_throttle;
 mod busy_poll;
 pub mod cli;
 mod command_rate;
@@ -20,11 +19,9 @@ pub(crate) mod os;
 pub mod protocol;
 mod presence;
 mod rate_limit;
-pub mod reap;
 mod server;
 mod session;
 mod stats;
-mod takeover;
 
 // Old paths, kept for the merge of issue 13; removed before it lands. Files of the loop and of
 // the operator side (src/server/, src/admin/, src/info.rs, src/metrics.rs, src/http.rs,
@@ -46,6 +43,12 @@ pub(crate) use crate::protocol::probe;
 pub(crate) use crate::protocol::pubsub;
 #[allow(unused_imports)]
 pub(crate) use crate::protocol::resp;
+#[allow(unused_imports)]
+pub(crate) use crate::session::auth_throttle;
+#[allow(unused_imports)]
+pub(crate) use crate::session::reap;
+#[allow(unused_imports)]
+pub(crate) use crate::session::takeover;
 #[allow(unused_imports)]
 pub(crate) use crate::os::bind as listener;
 #[allow(unused_imports)]

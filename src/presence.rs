@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::reap::{errno_name, ReapReason};
+use crate::session::reap::{errno_name, ReapReason};
 use crate::os::sys::TcpInfo;
 use serde::Serialize;
 

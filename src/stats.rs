@@ -27,8 +27,8 @@ use crate::busy_poll::WindowCounts;
 use crate::command_rate::CommandRate;
 use crate::histogram::Histogram;
 use crate::presence::PresenceCounters;
-use crate::reap::ReapReason;
-use crate::takeover::TakeoverCounters;
+use crate::session::reap::ReapReason;
+use crate::session::takeover::TakeoverCounters;
 
 /// Why a connection was refused at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

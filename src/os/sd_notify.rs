@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use crate::reap::ReapReason;
+use crate::session::reap::ReapReason;
 use crate::stats::Stats;
 use crate::os::sys;
 

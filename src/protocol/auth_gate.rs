@@ -8,9 +8,10 @@
 //!   `-WRONGPASS ...`. After [`MAX_FAILURES`] wrong passwords on one session the session is
 //!   closed (reason `auth-failed`), so one connection cannot pipeline thousands of guesses.
 //! - Passwords are compared in constant time (no early exit on the first differing byte).
-//! - Failures are also limited per source address (`crate::auth_throttle`): the loop gives each
-//!   session a [`GuessBudget`] before its requests run, and an `AUTH` past it is refused
-//!   without comparing (`-ERR too many failed AUTH attempts ...`, session closed with
+//! - Failures are also limited per source address (`crate::session::auth_throttle`): the loop
+//!   gives each session a [`GuessBudget`](crate::session::auth_throttle::GuessBudget) before
+//!   its requests run, and an `AUTH` past it is refused without comparing (`-ERR too many
+//!   failed AUTH attempts ...`, session closed with
 //!   `auth-throttled`). Unauthenticated sessions are also reaped after `server.auth_timeout`
 //!   (the loop's deadline heap, `src/server/auth.rs`).
 //! - Before authenticating, a request may be at most [`MAX_UNAUTHENTICATED_REQUEST`] bytes.
@@ -20,10 +21,9 @@
 //! [`gate`] decides before a command runs; it only reads the session's flags and the request.
 //! Counting failures in statistics and logging them (rate-limited) is the event loop's part.
 
-pub use crate::auth_throttle::GuessBudget;
 use crate::config::Password;
 use crate::protocol::command::{Args, Step};
-use crate::reap::ReapReason;
+use crate::session::reap::ReapReason;
 use crate::protocol::resp;
 use crate::session::Session;
 
@@ -188,6 +188,7 @@ fn wrong_password(session: &mut Session, out: &mut Vec<u8>) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::auth_throttle::GuessBudget;
     use crate::config::PasswordSource;
     use std::time::Instant;
 

@@ -18,7 +18,7 @@ use crate::protocol::client_info;
 use crate::protocol::command_table::{self, Spec};
 use crate::config::SessionConfig;
 use crate::protocol::probe;
-use crate::reap::ReapReason;
+use crate::session::reap::ReapReason;
 use crate::protocol::resp::{self, Proto};
 use crate::session::{LibInfo, Session};
 use crate::protocol::transaction;
