@@ -11,7 +11,7 @@ use log::{info, warn};
 
 use crate::os::activation::{self, ActivationError};
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
-use crate::logging;
+use crate::telemetry::logging;
 use crate::server::{Server, StartError};
 use crate::os::sys;
 

@@ -7,21 +7,16 @@
 mod admin;
 mod busy_poll;
 pub mod cli;
-mod command_rate;
 pub mod config;
-mod histogram;
 mod http;
 mod info;
-mod logging;
 mod metrics;
 mod ops_listener;
-pub(crate) mod os;
+mod os;
 pub mod protocol;
-mod presence;
-mod rate_limit;
 mod server;
 mod session;
-mod stats;
+mod telemetry;
 
 // Old paths, kept for the merge of issue 13; removed before it lands. Files of the loop and of
 // the operator side (src/server/, src/admin/, src/info.rs, src/metrics.rs, src/http.rs,
@@ -50,9 +45,17 @@ pub(crate) use crate::session::reap;
 #[allow(unused_imports)]
 pub(crate) use crate::session::takeover;
 #[allow(unused_imports)]
-pub(crate) use crate::os::bind as listener;
+pub(crate) use crate::telemetry::histogram;
 #[allow(unused_imports)]
-pub(crate) use crate::os::sd_notify as notify;
+pub(crate) use crate::telemetry::log_throttle as rate_limit;
+#[allow(unused_imports)]
+pub(crate) use crate::telemetry::logging;
+#[allow(unused_imports)]
+pub(crate) use crate::telemetry::presence_events as presence;
+#[allow(unused_imports)]
+pub(crate) use crate::telemetry::stats;
+#[allow(unused_imports)]
+pub(crate) use crate::os::bind as listener;
 #[allow(unused_imports)]
 pub(crate) use crate::os::sockopt;
 #[allow(unused_imports)]
@@ -64,4 +67,12 @@ pub(crate) mod auth {
     pub(crate) use crate::config::{Password, PasswordSource};
     #[allow(unused_imports)]
     pub(crate) use crate::protocol::auth_gate::*;
+}
+/// `crate::notify` was sd_notify and the status line; they are now `os::sd_notify` and
+/// `telemetry::stats::status_line`.
+pub(crate) mod notify {
+    #[allow(unused_imports)]
+    pub(crate) use crate::os::sd_notify::*;
+    #[allow(unused_imports)]
+    pub(crate) use crate::telemetry::stats::status_line;
 }
