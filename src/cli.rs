@@ -9,11 +9,11 @@ use std::process::ExitCode;
 
 use log::{info, warn};
 
-use crate::os::activation::{self, ActivationError};
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
-use crate::telemetry::logging;
-use crate::server::{Server, StartError};
+use crate::os::activation::{self, ActivationError};
 use crate::os::sys;
+use crate::server::{Server, StartError};
+use crate::telemetry::logging;
 
 const USAGE: &str = "\
 vigild: keeps long-lived TCP sessions and reaps dead peers within seconds, with a reason.

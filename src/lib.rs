@@ -23,13 +23,17 @@ mod telemetry;
 // src/ops_listener.rs, src/busy_poll.rs) still name modules by their old top-level paths;
 // nothing else may use these.
 #[allow(unused_imports)]
-pub(crate) use crate::os::activation;
-#[allow(unused_imports)]
 pub(crate) use crate::config::duration;
 #[allow(unused_imports)]
-pub(crate) use crate::protocol::client_info;
+pub(crate) use crate::os::activation;
 #[allow(unused_imports)]
-pub(crate) use crate::protocol::command;
+pub(crate) use crate::os::bind as listener;
+#[allow(unused_imports)]
+pub(crate) use crate::os::sockopt;
+#[allow(unused_imports)]
+pub(crate) use crate::os::sys;
+#[allow(unused_imports)]
+pub(crate) use crate::protocol::client_info;
 #[allow(unused_imports)]
 pub(crate) use crate::protocol::command_table;
 #[allow(unused_imports)]
@@ -54,12 +58,6 @@ pub(crate) use crate::telemetry::logging;
 pub(crate) use crate::telemetry::presence_events as presence;
 #[allow(unused_imports)]
 pub(crate) use crate::telemetry::stats;
-#[allow(unused_imports)]
-pub(crate) use crate::os::bind as listener;
-#[allow(unused_imports)]
-pub(crate) use crate::os::sockopt;
-#[allow(unused_imports)]
-pub(crate) use crate::os::sys;
 /// `crate::auth` was the auth gate and the password types; they are now
 /// `protocol::auth_gate` and `config::secret`.
 pub(crate) mod auth {
@@ -75,4 +73,14 @@ pub(crate) mod notify {
     pub(crate) use crate::os::sd_notify::*;
     #[allow(unused_imports)]
     pub(crate) use crate::telemetry::stats::status_line;
+}
+/// `crate::command` also held `Args`, `Step` and the error replies, now `protocol::args` and
+/// `protocol::step`.
+pub(crate) mod command {
+    #[allow(unused_imports)]
+    pub(crate) use crate::protocol::args::*;
+    #[allow(unused_imports)]
+    pub(crate) use crate::protocol::command::*;
+    #[allow(unused_imports)]
+    pub(crate) use crate::protocol::step::*;
 }

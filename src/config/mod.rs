@@ -33,8 +33,8 @@ use crate::os::small_file;
 
 pub mod duration;
 mod endpoints;
-mod secret;
 mod raw;
+mod secret;
 #[cfg(test)]
 mod tests;
 mod toml_error;

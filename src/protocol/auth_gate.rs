@@ -22,9 +22,10 @@
 //! Counting failures in statistics and logging them (rate-limited) is the event loop's part.
 
 use crate::config::Password;
-use crate::protocol::command::{Args, Step};
-use crate::session::reap::ReapReason;
+use crate::protocol::args::Args;
 use crate::protocol::resp;
+use crate::protocol::step::Step;
+use crate::session::reap::ReapReason;
 use crate::session::Session;
 
 /// Wrong passwords one session may send before it is closed.
@@ -188,8 +189,8 @@ fn wrong_password(session: &mut Session, out: &mut Vec<u8>) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::auth_throttle::GuessBudget;
     use crate::config::PasswordSource;
+    use crate::session::auth_throttle::GuessBudget;
     use std::time::Instant;
 
     fn session() -> (std::net::TcpStream, Session) {
@@ -201,7 +202,7 @@ mod tests {
     }
 
     fn run(s: &mut Session, pw: Option<&Password>, words: &[&[u8]]) -> (Gate, String) {
-        let (buf, ranges) = crate::protocol::command::test_words(words);
+        let (buf, ranges) = crate::protocol::args::test_words(words);
         let mut out = Vec::new();
         let g = gate(Args::new(&buf, &ranges), s, pw, &mut out);
         (g, String::from_utf8_lossy(&out).into_owned())

@@ -15,9 +15,9 @@ use std::fmt::Write as _;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use crate::session::Session;
 use crate::os::sockopt;
 use crate::os::sys;
+use crate::session::Session;
 
 /// Appends the session's line (no trailing newline) to `out`.
 pub fn describe(session: &Session, now: Instant, out: &mut String) {

@@ -7,6 +7,7 @@
 //! form one layer: they may import each other, and neither imports telemetry, the operator
 //! side or the loop.
 
+pub(crate) mod args;
 pub(crate) mod auth_gate;
 pub(crate) mod client_info;
 pub(crate) mod command;
@@ -15,4 +16,5 @@ pub(crate) mod glob;
 pub(crate) mod probe;
 pub(crate) mod pubsub;
 pub mod resp;
+pub(crate) mod step;
 pub(crate) mod transaction;

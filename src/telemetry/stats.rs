@@ -23,11 +23,11 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::session::reap::ReapReason;
+use crate::session::takeover::TakeoverCounters;
 use crate::telemetry::command_rate::CommandRate;
 use crate::telemetry::histogram::Histogram;
 use crate::telemetry::presence_events::PresenceCounters;
-use crate::session::reap::ReapReason;
-use crate::session::takeover::TakeoverCounters;
 
 /// Busy-poll windows (`server.busy_poll_us`) opened and windows that caught an event, since
 /// start; kept in the statistics and
