@@ -171,7 +171,7 @@ pub struct SessionConfig {
     /// `CLIENT SETNAME x` reaps the older session holding `x` (reason `replaced`) or, with
     /// `takeover = "stale"`, refuses the name while that session is live.
     pub unique_names: bool,
-    /// Which holder of a name a newcomer's `CLIENT SETNAME` may replace (src/takeover.rs).
+    /// Which holder of a name a newcomer's `CLIENT SETNAME` may replace (src/session/takeover.rs).
     pub takeover: TakeoverPolicy,
     /// With `takeover = "stale"`: a holder silent (nothing received, no ACK) this long is
     /// stale. None = off ("0s"): only its TCP state counts.

@@ -3,8 +3,9 @@
 //! [`execute`] runs one parsed request against its own session and writes the reply into the
 //! loop's output buffer. It returns a [`Step`]: carry on, or close the session with a reason.
 //! Commands that read or change other sessions are not here: they belong to the admin listener
-//! (src/admin.rs), which shares the connection commands below ([`common`], [`set_name`],
-//! [`set_lib_info`], [`hello`]) and refuses nothing that is refused here by accident.
+//! (the operator side's `admin` module), which shares the connection commands below
+//! ([`common`], [`set_name`], [`set_lib_info`], [`hello`]) and refuses nothing that is refused
+//! here by accident.
 //!
 //! What a connection stores about itself is bounded ([`FieldLimits`]): a name longer than
 //! `session.max_name_bytes`, or a lib-name or lib-ver longer than `session.max_lib_bytes`, is

@@ -14,9 +14,10 @@ pub enum Step {
     /// `CLIENT SETNAME` or `HELLO ... SETNAME` (validated, not yet answered): the loop gives
     /// the session this name through the session table, which keeps the name index, publishes
     /// the `named` event and, with `session.unique_names`, replaces the name's holder first or
-    /// refuses the name ([`NAME_IN_USE`]) when the holder is live (src/session/takeover.rs). It writes
-    /// the reply then, in its place among the session's replies: [`Rename::reply`] on success
-    /// ([`answer_renamed`](crate::protocol::command::answer_renamed)). Requests after it wait until that is done.
+    /// refuses the name ([`NAME_IN_USE`]) when the holder is live (src/session/takeover.rs). It
+    /// writes the reply then, in its place among the session's replies: [`Rename::reply`] on
+    /// success ([`answer_renamed`](crate::protocol::command::answer_renamed)). Requests after it
+    /// wait until that is done.
     Rename(Rename),
     /// `EXEC` (its array header already written): the loop runs these queued requests (RESP
     /// multibulk, see `transaction.rs`) before anything the client sent after `EXEC`, each

@@ -18,7 +18,7 @@
 //! `presence.events` (events published, = the last sequence number), `presence.subscribers`
 //! and `presence.dropped` (slow subscribers disconnected). With `session.unique_names`, once a
 //! name changed hands or was refused: `takeover.replaced`, `takeover.refused` and
-//! `takeover.flapping` (src/takeover.rs) before the presence counters.
+//! `takeover.flapping` (src/session/takeover.rs) before the presence counters.
 
 use std::fmt::Write as _;
 use std::time::Duration;
