@@ -58,6 +58,7 @@ pub(crate) use crate::telemetry::logging;
 pub(crate) use crate::telemetry::presence_events as presence;
 #[allow(unused_imports)]
 pub(crate) use crate::telemetry::stats;
+
 /// `crate::auth` was the auth gate and the password types; they are now
 /// `protocol::auth_gate` and `config::secret`.
 pub(crate) mod auth {
@@ -66,6 +67,7 @@ pub(crate) mod auth {
     #[allow(unused_imports)]
     pub(crate) use crate::protocol::auth_gate::*;
 }
+
 /// `crate::notify` was sd_notify and the status line; they are now `os::sd_notify` and
 /// `telemetry::stats::status_line`.
 pub(crate) mod notify {
@@ -74,6 +76,7 @@ pub(crate) mod notify {
     #[allow(unused_imports)]
     pub(crate) use crate::telemetry::stats::status_line;
 }
+
 /// `crate::command` also held `Args`, `Step` and the error replies, now `protocol::args` and
 /// `protocol::step`.
 pub(crate) mod command {
