@@ -17,8 +17,7 @@
 
 use std::time::{Duration, Instant};
 
-/// Longest window accepted: past a millisecond, polling costs more than any wakeup saves.
-pub const MAX_BUSY_POLL_US: u64 = 1_000;
+use crate::telemetry::stats::WindowCounts;
 
 /// While windows are mostly misses, one busy turn in this many still opens one, to notice when
 /// the traffic gets dense again.
@@ -28,14 +27,6 @@ pub const PROBE_EVERY: u32 = 16;
 const SCORE_MAX: u32 = 256;
 /// Each window moves the score an eighth of the way to 0 or `SCORE_MAX`.
 const SCORE_SHIFT: u32 = 3;
-
-/// Windows opened and windows that caught an event, since start; kept in the statistics and
-/// shown by `INFO` and the metrics so an operator can see whether busy polling pays.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WindowCounts {
-    pub opened: u64,
-    pub caught: u64,
-}
 
 /// The polling window's state; owned by the event loop.
 #[derive(Debug)]

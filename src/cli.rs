@@ -9,11 +9,11 @@ use std::process::ExitCode;
 
 use log::{info, warn};
 
-use crate::activation::{self, ActivationError};
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
-use crate::logging;
+use crate::os::activation::{self, ActivationError};
+use crate::os::sys;
 use crate::server::{Server, StartError};
-use crate::sys;
+use crate::telemetry::logging;
 
 const USAGE: &str = "\
 vigild: keeps long-lived TCP sessions and reaps dead peers within seconds, with a reason.

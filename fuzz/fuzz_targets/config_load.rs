@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use vigild::auth::PasswordSource;
+use vigild::config::PasswordSource;
 use vigild::config::Config;
 
 fuzz_target!(|data: &[u8]| {

@@ -13,7 +13,7 @@
 use std::ops::Range;
 
 use libfuzzer_sys::fuzz_target;
-use vigild::resp::{parse, parse_resumable, Parsed, ProtocolError, Resume};
+use vigild::protocol::resp::{parse, parse_resumable, Parsed, ProtocolError, Resume};
 
 type Requests = Vec<Vec<Vec<u8>>>;
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::raw::RawInt;
 use super::{Check, ConfigError, ServerConfig};
-use crate::duration::DurationValue;
+use crate::config::duration::DurationValue;
 
 pub const DEFAULT_ADMIN_LISTEN: Option<Endpoint> = None;
 pub const DEFAULT_METRICS_LISTEN: Option<Endpoint> = None;
@@ -45,7 +45,7 @@ pub const DEFAULT_ADMIN_IDLE_TIMEOUT: Option<Duration> = Some(Duration::from_sec
 /// Metrics connections quiet this long are closed; longer than common scrape intervals, so
 /// Prometheus keeps its connection.
 pub const DEFAULT_METRICS_IDLE_TIMEOUT: Option<Duration> = Some(Duration::from_secs(120));
-/// Both caps together must fit the operator side's token range (`server/ops/mod.rs`).
+/// Both caps together must fit the operator side's token range.
 pub const MAX_OPS_LISTENER_CONNECTIONS: usize = 16_000;
 
 /// `sun_path` holds 108 bytes including the terminating NUL.

@@ -28,12 +28,13 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::auth::{self, Password, PasswordSource};
-use crate::duration::format_duration;
-use crate::small_file;
+use crate::config::duration::format_duration;
+use crate::os::small_file;
 
+pub mod duration;
 mod endpoints;
 mod raw;
+mod secret;
 #[cfg(test)]
 mod tests;
 mod toml_error;
@@ -45,6 +46,9 @@ pub use endpoints::{
     DEFAULT_METRICS_LISTEN, DEFAULT_METRICS_MAX_CONNECTIONS, MAX_OPS_LISTENER_CONNECTIONS,
 };
 use raw::RawConfig;
+pub use secret::{Password, PasswordSource};
+// The keepalive settings are the socket options `os::sockopt` applies; config builds them.
+pub use crate::os::sockopt::{KeepaliveConfig, UserTimeout};
 use toml_error::describe_toml_error;
 use validate::Check;
 
@@ -56,6 +60,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 0;
 pub const DEFAULT_REUSE_PORT: bool = false;
 pub const DEFAULT_BUSY_POLL_US: u64 = 0;
+/// Longest `server.busy_poll_us` accepted: past a millisecond, polling costs more than any
+/// wakeup saves.
+pub const MAX_BUSY_POLL_US: u64 = 1_000;
 pub const DEFAULT_AUTH_TIMEOUT: Option<Duration> = Some(Duration::from_secs(5));
 pub const DEFAULT_AUTH_FAILURES_BEFORE_BACKOFF: u32 = 10;
 pub const DEFAULT_AUTH_BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -154,44 +161,6 @@ pub struct ServerConfig {
     pub auth_backoff_max: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeepaliveConfig {
-    pub enabled: bool,
-    pub idle: Duration,
-    pub interval: Duration,
-    pub probes: u32,
-    pub user_timeout: UserTimeout,
-}
-
-/// What to set as TCP_USER_TIMEOUT; see [`KeepaliveConfig::effective_user_timeout`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserTimeout {
-    /// idle + interval × probes, so the bound the operator asked for is the one enforced.
-    Auto,
-    /// Not set: data in flight is retried for the kernel's tcp_retries2 (about 15 minutes).
-    Off,
-    Fixed(Duration),
-}
-
-impl KeepaliveConfig {
-    /// idle + interval * probes: when an idle dead peer is detected
-    pub fn detection_bound(&self) -> Duration {
-        // Saturating: fields are public, and a hand-built config must not panic here.
-        self.idle
-            .saturating_add(self.interval.saturating_mul(self.probes))
-    }
-
-    /// The TCP_USER_TIMEOUT to set: Auto -> Some(detection_bound) when enabled, None when
-    /// keepalive is disabled; Off -> None; Fixed(d) -> Some(d)
-    pub fn effective_user_timeout(&self) -> Option<Duration> {
-        match self.user_timeout {
-            UserTimeout::Auto if self.enabled => Some(self.detection_bound()),
-            UserTimeout::Auto | UserTimeout::Off => None,
-            UserTimeout::Fixed(d) => Some(d),
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionConfig {
     /// Reap after this long with nothing received, or with a request unfinished this long.
@@ -202,7 +171,7 @@ pub struct SessionConfig {
     /// `CLIENT SETNAME x` reaps the older session holding `x` (reason `replaced`) or, with
     /// `takeover = "stale"`, refuses the name while that session is live.
     pub unique_names: bool,
-    /// Which holder of a name a newcomer's `CLIENT SETNAME` may replace (src/takeover.rs).
+    /// Which holder of a name a newcomer's `CLIENT SETNAME` may replace (src/session/takeover.rs).
     pub takeover: TakeoverPolicy,
     /// With `takeover = "stale"`: a holder silent (nothing received, no ACK) this long is
     /// stale. None = off ("0s"): only its TCP state counts.
@@ -479,7 +448,7 @@ impl Config {
             ));
         }
         if let Some(PasswordSource::File(path)) = server.password.as_ref().map(|p| &p.source) {
-            out.extend(auth::file_mode_warning(path));
+            out.extend(secret::file_mode_warning(path));
         }
         if server.password.is_some() && server.auth_timeout.is_none() {
             out.push(

@@ -5,7 +5,7 @@
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::duration::DurationValue;
+use crate::config::duration::DurationValue;
 
 use super::*;
 

@@ -535,7 +535,7 @@ fn passwords() {
     let shown = c.to_toml();
     assert!(!shown.contains("s3cret"), "{shown}");
     assert!(shown.contains("password = \"(redacted)\""), "{shown}");
-    let long = "x".repeat(auth::MAX_PASSWORD_BYTES + 1);
+    let long = "x".repeat(secret::MAX_PASSWORD_BYTES + 1);
     invalid(
         &format!("[server]\npassword = \"{long}\""),
         "server.password",
@@ -693,9 +693,7 @@ fn load_refuses_what_is_not_a_regular_file_and_files_that_changed() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let fifo = dir.join("vigild.toml");
-    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: mkfifo with a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    crate::os::sys::make_fifo(&fifo).unwrap();
     let err = Config::load(&fifo).unwrap_err();
     assert!(matches!(err, ConfigError::File { .. }), "{err:?}");
     assert_eq!(
@@ -712,9 +710,7 @@ fn load_refuses_what_is_not_a_regular_file_and_files_that_changed() {
     assert!(err.to_string().contains("is a character device"), "{err}");
     // A password file that is a FIFO: named, with the key.
     let pw_fifo = dir.join("pw");
-    let c = std::ffi::CString::new(pw_fifo.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    crate::os::sys::make_fifo(&pw_fifo).unwrap();
     let cfg = dir.join("real.toml");
     std::fs::write(&cfg, "[server]\npassword_file = \"pw\"\n").unwrap();
     let err = Config::load(&cfg).unwrap_err().to_string();

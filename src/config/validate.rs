@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use crate::auth::{self, Password, PasswordSource};
-use crate::busy_poll::MAX_BUSY_POLL_US;
-use crate::duration::{DurationValue, ACCEPTED_FORMS};
+use super::secret::{self, Password, PasswordSource};
+use crate::config::duration::{DurationValue, ACCEPTED_FORMS};
 
 use super::raw::{RawInt, RawKeepalive, RawLog, RawServer, RawSession, RawStats};
 use super::*;
@@ -239,12 +238,12 @@ fn password(
             "server.password_file",
             "is set together with server.password; keep one of them",
         )),
-        (Some(p), None) if p.len() > auth::MAX_PASSWORD_BYTES => Err(check.invalid(
+        (Some(p), None) if p.len() > secret::MAX_PASSWORD_BYTES => Err(check.invalid(
             "server.password",
             format!(
                 "is {} bytes long; use at most {} (it must fit in one AUTH request)",
                 p.len(),
-                auth::MAX_PASSWORD_BYTES
+                secret::MAX_PASSWORD_BYTES
             ),
         )),
         (Some(p), None) => Ok(Some(Password::new(p.into_bytes(), PasswordSource::Inline))),
@@ -253,7 +252,7 @@ fn password(
             // Absolute, so a reload or `to_toml` output read from elsewhere finds the same file.
             let joined = dir.join(f);
             let path = std::path::absolute(&joined).unwrap_or(joined);
-            let secret = auth::read_password_file(&path)
+            let secret = secret::read_password_file(&path)
                 .map_err(|message| check.invalid("server.password_file", message))?;
             Ok(Some(Password::new(secret, PasswordSource::File(path))))
         }

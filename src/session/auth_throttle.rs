@@ -1,6 +1,6 @@
 //! Failed passwords counted per source address, and the lockouts that bound how fast one
 //! address can guess (`server.auth_failures_before_backoff` = K, `server.auth_backoff_max` =
-//! C). The event loop owns one [`Throttle`]; `crate::auth::gate` only sees the
+//! C). The event loop owns one [`Throttle`]; `crate::protocol::auth_gate::gate` only sees the
 //! [`GuessBudget`] the loop gave the session before its requests ran.
 //!
 //! The rule, per source: an IPv4 address, or an IPv6 /64 (one host gets a whole /64, so

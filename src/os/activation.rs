@@ -11,7 +11,7 @@
 //! - Every passed descriptor must be a TCP (IPv4 or IPv6) socket in the listening state;
 //!   anything else is refused with an error naming the descriptor, and vigild does not start.
 //! - The descriptors are owned (and closed) by the returned listeners; the only `unsafe`
-//!   involved lives in [`crate::sys::take_inherited_fd`].
+//!   involved lives in [`crate::os::sys::take_inherited_fd`].
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -21,7 +21,7 @@ use std::os::fd::RawFd;
 
 use socket2::{Domain, Socket, Type};
 
-use crate::sys;
+use crate::os::sys;
 
 /// `SD_LISTEN_FDS_START`: the first passed descriptor.
 pub const LISTEN_FDS_START: RawFd = 3;

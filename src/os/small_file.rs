@@ -135,9 +135,7 @@ mod tests {
         assert!(matches!(read_regular(&f, 2), Err(ReadError::TooLarge)));
         assert_eq!(read_regular(&f, 3).unwrap(), b"abc");
         let fifo = d.join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: mkfifo with a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        crate::os::sys::make_fifo(&fifo).unwrap();
         // Without O_NONBLOCK this open would wait for a writer forever.
         let e = read_regular(&fifo, 10).unwrap_err();
         assert_eq!(e.to_string(), "is a FIFO (named pipe), not a regular file");

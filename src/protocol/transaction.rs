@@ -18,11 +18,11 @@
 //! same path (name index, presence event, takeover) as one sent outside a transaction, and
 //! each queued command writes exactly its one reply into `EXEC`'s array.
 //!
-//! [`Step::Exec`]: crate::command::Step::Exec
+//! [`Step::Exec`]: crate::protocol::step::Step::Exec
 
-use crate::command::{self, Args};
-use crate::command_table::{self, CLIENT_PORT};
-use crate::resp;
+use crate::protocol::args::{self, Args};
+use crate::protocol::command_table::{self, CLIENT_PORT};
+use crate::protocol::resp;
 use crate::session::Extras;
 
 /// An open transaction: what `MULTI` started.
@@ -69,17 +69,17 @@ pub fn intercept(
     let Some(tx) = extras.as_mut().and_then(|e| e.transaction.as_mut()) else {
         if args.is(0, "MULTI") {
             if args.len() != 1 {
-                command::wrong_arity(out, "multi");
+                args::wrong_arity(out, "multi");
             } else {
                 extras.get_or_insert_with(Box::default).transaction = Some(Box::default());
                 resp::write_simple(out, "OK");
             }
         } else if args.is(0, "EXEC") || args.is(0, "DISCARD") {
-            let cmd = command::printable(args.get(0)).to_ascii_uppercase();
+            let cmd = args::printable(args.get(0)).to_ascii_uppercase();
             resp::write_error(out, &format!("ERR {cmd} without MULTI"));
         } else if args.is(0, "WATCH") || args.is(0, "UNWATCH") {
             if args.is(0, "WATCH") && args.len() < 2 {
-                command::wrong_arity(out, "watch");
+                args::wrong_arity(out, "watch");
             } else {
                 resp::write_simple(out, "OK");
             }
@@ -150,7 +150,7 @@ fn refuse(args: Args<'_>) -> Option<String> {
     let name = args.get(0);
     let Some(spec) = command_table::find(&CLIENT_PORT, name) else {
         let mut out = Vec::new();
-        command::unknown_command(args, &mut out);
+        args::unknown_command(args, &mut out);
         // The reply line without its `-` and CRLF.
         let line = String::from_utf8_lossy(&out);
         return Some(line.trim_start_matches('-').trim_end().to_string());
@@ -190,7 +190,7 @@ fn encode(args: Args<'_>, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::test_words;
+    use crate::protocol::args::test_words;
 
     fn run(slot: &mut Option<Box<Extras>>, words: &[&str]) -> (Outcome, String) {
         let (buf, ranges) = test_words(words);

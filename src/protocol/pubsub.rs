@@ -21,8 +21,8 @@
 //! is one subscription, as in Redis: subscribing again confirms with the same count, costs
 //! nothing, and the events are delivered once per channel and once per pattern.
 
-use crate::command::{self, Args};
-use crate::resp::{self, Proto};
+use crate::protocol::args::{self, Args};
+use crate::protocol::resp::{self, Proto};
 
 /// The channel vigild publishes presence events on.
 pub const PRESENCE: &[u8] = b"presence";
@@ -143,7 +143,7 @@ pub fn execute(
         let pattern = args.is(0, "PSUBSCRIBE");
         let kind: &[u8] = if pattern { b"psubscribe" } else { b"subscribe" };
         if names.is_empty() {
-            command::wrong_arity(out, if pattern { "psubscribe" } else { "subscribe" });
+            args::wrong_arity(out, if pattern { "psubscribe" } else { "subscribe" });
             return Outcome::Done;
         }
         for i in names {
@@ -189,7 +189,7 @@ pub fn execute(
                     continue;
                 }
                 if pattern {
-                    let matches = crate::glob::matches(name, PRESENCE);
+                    let matches = crate::protocol::glob::matches(name, PRESENCE);
                     subs.patterns.push((name.into(), matches));
                 } else {
                     subs.channels.push(name.into());
@@ -245,7 +245,7 @@ pub fn execute(
                 resp::write_bulk(out, b"pong");
                 resp::write_bulk(out, args.get(1));
             }
-            _ => command::wrong_arity(out, "ping"),
+            _ => args::wrong_arity(out, "ping"),
         }
     } else {
         return Outcome::NotMine;
@@ -257,10 +257,10 @@ pub fn execute(
 /// without `RESET`, which vigild does not have). A container command is named with its
 /// subcommand, as Redis 7 does: `'client|list'`.
 pub fn refuse(args: Args<'_>, out: &mut Vec<u8>) {
-    let mut cmd = command::printable(args.get(0)).to_ascii_lowercase();
+    let mut cmd = args::printable(args.get(0)).to_ascii_lowercase();
     if args.len() > 1 && ["client", "config", "command"].contains(&cmd.as_str()) {
         cmd.push('|');
-        cmd.push_str(&command::printable(args.get(1)).to_ascii_lowercase());
+        cmd.push_str(&args::printable(args.get(1)).to_ascii_lowercase());
     }
     resp::write_error(
         out,
@@ -292,7 +292,7 @@ mod tests {
     };
 
     fn run(subs: &mut Subscriptions, words: &[&str]) -> (Outcome, String) {
-        let (buf, ranges) = crate::command::test_words(words);
+        let (buf, ranges) = crate::protocol::args::test_words(words);
         let mut out = Vec::new();
         let o = execute(
             Args::new(&buf, &ranges),
@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn refusal_names_the_command_as_redis_does() {
-        let (buf, ranges) = crate::command::test_words(&["CLIENT", "List"]);
+        let (buf, ranges) = crate::protocol::args::test_words(&["CLIENT", "List"]);
         let mut out = Vec::new();
         refuse(Args::new(&buf, &ranges), &mut out);
         assert_eq!(

@@ -20,8 +20,8 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::reap::{errno_name, ReapReason};
-use crate::sys::TcpInfo;
+use crate::os::sys::TcpInfo;
+use crate::session::reap::{errno_name, ReapReason};
 use serde::Serialize;
 
 /// The presence counters, kept with the loop's statistics.

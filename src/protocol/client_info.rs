@@ -15,9 +15,9 @@ use std::fmt::Write as _;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+use crate::os::sockopt;
+use crate::os::sys;
 use crate::session::Session;
-use crate::sockopt;
-use crate::sys;
 
 /// Appends the session's line (no trailing newline) to `out`.
 pub fn describe(session: &Session, now: Instant, out: &mut String) {
@@ -99,8 +99,8 @@ pub fn describe_with(
         omem,
         tot_mem,
         events,
-        crate::command_table::name_of(session.last_command),
-        if session.proto == crate::resp::Proto::Resp3 { 3 } else { 2 },
+        crate::protocol::command_table::name_of(session.last_command),
+        if session.proto == crate::protocol::resp::Proto::Resp3 { 3 } else { 2 },
         lib_name,
         lib_ver,
         session.bytes_in,

@@ -37,7 +37,7 @@ use std::hash::BuildHasher as _;
 use std::time::{Duration, Instant};
 
 use crate::config::{SessionConfig, TakeoverPolicy};
-use crate::sys::TcpInfo;
+use crate::os::sys::TcpInfo;
 
 /// `TCP_ESTABLISHED` in `tcpi_state`.
 const TCP_ESTABLISHED: u8 = 1;

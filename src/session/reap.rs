@@ -11,7 +11,7 @@ use std::io;
 
 use log::Level;
 
-use crate::sys::TcpInfo;
+use crate::os::sys::TcpInfo;
 
 /// Why a session was reaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -11,7 +11,46 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use socket2::{SockRef, TcpKeepalive};
 
-use crate::config::KeepaliveConfig;
+/// The keepalive settings and user timeout for every client socket: `[keepalive]` as
+/// `crate::config` validated it (the config re-exports this type; it lives here so that the
+/// socket-option code needs nothing from the config layer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveConfig {
+    pub enabled: bool,
+    pub idle: Duration,
+    pub interval: Duration,
+    pub probes: u32,
+    pub user_timeout: UserTimeout,
+}
+
+/// What to set as TCP_USER_TIMEOUT; see [`KeepaliveConfig::effective_user_timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserTimeout {
+    /// idle + interval × probes, so the bound the operator asked for is the one enforced.
+    Auto,
+    /// Not set: data in flight is retried for the kernel's tcp_retries2 (about 15 minutes).
+    Off,
+    Fixed(Duration),
+}
+
+impl KeepaliveConfig {
+    /// idle + interval * probes: when an idle dead peer is detected
+    pub fn detection_bound(&self) -> Duration {
+        // Saturating: fields are public, and a hand-built config must not panic here.
+        self.idle
+            .saturating_add(self.interval.saturating_mul(self.probes))
+    }
+
+    /// The TCP_USER_TIMEOUT to set: Auto -> Some(detection_bound) when enabled, None when
+    /// keepalive is disabled; Off -> None; Fixed(d) -> Some(d)
+    pub fn effective_user_timeout(&self) -> Option<Duration> {
+        match self.user_timeout {
+            UserTimeout::Auto if self.enabled => Some(self.detection_bound()),
+            UserTimeout::Auto | UserTimeout::Off => None,
+            UserTimeout::Fixed(d) => Some(d),
+        }
+    }
+}
 
 /// Applies the keepalive settings, user timeout and `TCP_NODELAY` to one socket. Used at accept
 /// and again on every live socket when a reload changes `[keepalive]`.
@@ -59,7 +98,6 @@ pub fn read_back(stream: &TcpStream) -> io::Result<Applied> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UserTimeout;
 
     fn pair() -> (std::net::TcpStream, TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -3,83 +3,27 @@
 //! [`execute`] runs one parsed request against its own session and writes the reply into the
 //! loop's output buffer. It returns a [`Step`]: carry on, or close the session with a reason.
 //! Commands that read or change other sessions are not here: they belong to the admin listener
-//! (src/admin.rs), which shares the connection commands below ([`common`], [`set_name`],
-//! [`set_lib_info`], [`hello`]) and refuses nothing that is refused here by accident.
+//! (the operator side's `admin` module), which shares the connection commands below
+//! ([`common`], [`set_name`], [`set_lib_info`], [`hello`]) and refuses nothing that is refused
+//! here by accident.
 //!
 //! What a connection stores about itself is bounded ([`FieldLimits`]): a name longer than
 //! `session.max_name_bytes`, or a lib-name or lib-ver longer than `session.max_lib_bytes`, is
 //! refused with an `-ERR` naming the limit, and the connection keeps its old value. A reload
 //! that lowers a bound leaves values set before as they are.
 
-use std::ops::Range;
 use std::time::Instant;
 
-use crate::client_info;
-use crate::command_table::{self, Spec};
 use crate::config::SessionConfig;
-use crate::probe;
-use crate::reap::ReapReason;
-use crate::resp::{self, Proto};
+use crate::protocol::args::{printable, unknown_command, wrong_arity, Args};
+use crate::protocol::client_info;
+use crate::protocol::command_table::{self, Spec};
+use crate::protocol::probe;
+use crate::protocol::resp::{self, Proto};
+use crate::protocol::step::{OnRenamed, Rename, Step};
+use crate::protocol::transaction;
+use crate::session::reap::ReapReason;
 use crate::session::{LibInfo, Session};
-use crate::transaction;
-
-/// What the event loop does after a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    Continue,
-    /// Deliver what is queued, then reap with this reason.
-    Close(ReapReason),
-    /// `CLIENT SETNAME` or `HELLO ... SETNAME` (validated, not yet answered): the loop gives
-    /// the session this name through the session table, which keeps the name index, publishes
-    /// the `named` event and, with `session.unique_names`, replaces the name's holder first or
-    /// refuses the name ([`NAME_IN_USE`]) when the holder is live (src/takeover.rs). It writes
-    /// the reply then, in its place among the session's replies: [`Rename::reply`] on success
-    /// ([`answer_renamed`]). Requests after it wait until that is done.
-    Rename(Rename),
-    /// `EXEC` (its array header already written): the loop runs these queued requests (RESP
-    /// multibulk, see `transaction.rs`) before anything the client sent after `EXEC`, each
-    /// adding its one reply to the array.
-    Exec(Box<[u8]>),
-}
-
-/// A name change for the loop to apply, and what to answer when it is applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rename {
-    /// The new name; `None` clears it.
-    pub name: Option<Box<str>>,
-    /// The reply on success.
-    pub reply: OnRenamed,
-}
-
-/// The reply to a name change that was applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnRenamed {
-    /// `CLIENT SETNAME`: `+OK`.
-    Ok,
-    /// `HELLO <proto> SETNAME`: switch to this protocol, then the server map in it. A refused
-    /// name refuses the whole `HELLO`, so the protocol changes only here.
-    Hello(Proto),
-}
-
-/// The error a newcomer's `CLIENT SETNAME` (or `HELLO ... SETNAME`) gets when a live session
-/// holds the name (`session.unique_names`, `session.takeover = "stale"`). Stable: clients and
-/// tests match it.
-pub const NAME_IN_USE: &str = "ERR name in use by a live session";
-
-impl Step {
-    /// A rename answered `+OK` once applied (`CLIENT SETNAME`).
-    pub fn rename(name: Option<Box<str>>) -> Step {
-        Step::Rename(Rename {
-            name,
-            reply: OnRenamed::Ok,
-        })
-    }
-
-    /// Whether the session goes on reading (its unparsed input is kept).
-    pub fn keeps_input(&self) -> bool {
-        !matches!(self, Step::Close(_))
-    }
-}
 
 /// The longest values a connection may store about itself, from the `[session]` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,41 +43,6 @@ impl FieldLimits {
             lib: session.max_lib_bytes,
             transaction: session.max_request_bytes,
         }
-    }
-}
-
-/// The arguments of one request: ranges into the read buffer.
-#[derive(Clone, Copy)]
-pub struct Args<'a> {
-    buf: &'a [u8],
-    ranges: &'a [Range<usize>],
-}
-
-impl<'a> Args<'a> {
-    pub fn new(buf: &'a [u8], ranges: &'a [Range<usize>]) -> Args<'a> {
-        Args { buf, ranges }
-    }
-
-    pub fn len(&self) -> usize {
-        self.ranges.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
-    /// Argument `i`, or an empty slice when it is missing (ranges come from the parser, which
-    /// keeps them inside the buffer; `get` keeps that a non-panicking fact).
-    pub fn get(&self, i: usize) -> &'a [u8] {
-        self.ranges
-            .get(i)
-            .and_then(|r| self.buf.get(r.clone()))
-            .unwrap_or(&[])
-    }
-
-    /// Whether argument `i` is `word`, ignoring ASCII case.
-    pub fn is(&self, i: usize, word: &str) -> bool {
-        self.get(i).eq_ignore_ascii_case(word.as_bytes())
     }
 }
 
@@ -168,20 +77,6 @@ pub(crate) fn common(args: Args<'_>, table: &[Spec], proto: Proto, out: &mut Vec
         return false;
     }
     true
-}
-
-/// A request's words laid out as the parser would hand them over: one buffer and the range of
-/// each argument in it. For unit tests that build `Args` by hand.
-#[cfg(test)]
-pub(crate) fn test_words<W: AsRef<[u8]>>(words: &[W]) -> (Vec<u8>, Vec<Range<usize>>) {
-    let mut buf = Vec::new();
-    let mut ranges = Vec::new();
-    for w in words {
-        let w = w.as_ref();
-        ranges.push(buf.len()..buf.len() + w.len());
-        buf.extend_from_slice(w);
-    }
-    (buf, ranges)
 }
 
 /// Runs one request. `out` receives the reply.
@@ -518,41 +413,10 @@ fn valid_token(v: &[u8]) -> bool {
     v.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
 
-/// A byte string made safe for an error line: printable ASCII kept, the rest escaped, and cut
-/// to 128 bytes.
-pub(crate) fn printable(v: &[u8]) -> String {
-    let mut s = String::new();
-    for &b in v.iter().take(128) {
-        if (b' '..=b'~').contains(&b) && b != b'\'' {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    s
-}
-
-pub(crate) fn wrong_arity(out: &mut Vec<u8>, cmd: &str) {
-    resp::write_error(
-        out,
-        &format!("ERR wrong number of arguments for '{cmd}' command"),
-    );
-}
-
-pub(crate) fn unknown_command(args: Args<'_>, out: &mut Vec<u8>) {
-    let mut msg = format!(
-        "ERR unknown command '{}', with args beginning with:",
-        printable(args.get(0))
-    );
-    for i in 1..args.len().min(4) {
-        msg.push_str(&format!(" '{}'", printable(args.get(i))));
-    }
-    resp::write_error(out, &msg);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::args::test_words;
     use mio::net::TcpStream;
 
     fn session() -> (std::net::TcpStream, Session) {

@@ -15,9 +15,9 @@
 //!
 //! Which commands these are, and why, is the README's table "What clients probe".
 
-use crate::command::{self, Args};
-use crate::glob;
-use crate::resp::{self, Proto};
+use crate::protocol::args::{self, Args};
+use crate::protocol::glob;
+use crate::protocol::resp::{self, Proto};
 
 /// The Redis version whose client protocol vigild follows (RESP3 through `HELLO`, `CLIENT
 /// SETINFO`, Redis 7 `CLIENT INFO` fields and `COMMAND` replies): what `redis_version` says, so
@@ -127,12 +127,12 @@ pub fn config_command<K: AsRef<str>, V: AsRef<str>, P: AsRef<[(K, V)]>>(
     if args.is(1, "GET") && args.len() >= 3 {
         config_get_reply(args, pairs().as_ref(), proto, out);
     } else if args.is(1, "GET") {
-        command::wrong_arity(out, "config|get");
+        args::wrong_arity(out, "config|get");
     } else if args.len() >= 2 {
-        let sub = command::printable(args.get(1)).to_ascii_uppercase();
+        let sub = args::printable(args.get(1)).to_ascii_uppercase();
         resp::write_error(out, &refusal(&sub));
     } else {
-        command::wrong_arity(out, "config");
+        args::wrong_arity(out, "config");
     }
 }
 
@@ -159,7 +159,7 @@ pub fn refusal(args: Args<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::test_words;
+    use crate::protocol::args::test_words;
 
     fn run(f: impl Fn(Args<'_>, &mut Vec<u8>), words: &[&str]) -> String {
         let (buf, ranges) = test_words(words);

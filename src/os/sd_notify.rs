@@ -25,9 +25,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use crate::reap::ReapReason;
-use crate::stats::Stats;
-use crate::sys;
+use crate::os::sys;
 
 /// Where notifications go.
 struct Target {
@@ -268,25 +266,6 @@ fn watchdog_period(
     }
 }
 
-/// The one-line status `systemctl status` shows: sessions now and reaps so far, by reason.
-pub fn status_line(stats: &Stats) -> String {
-    let mut s = format!(
-        "live={} peak={} accepted={} rejected={} reaped={}",
-        stats.live,
-        stats.peak,
-        stats.accepted,
-        stats.rejected_total(),
-        stats.reaped_total()
-    );
-    for reason in ReapReason::ALL {
-        let n = stats.reason(reason).count;
-        if n > 0 {
-            let _ = write!(s, " reap.{}={n}", reason.name());
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,21 +427,5 @@ mod tests {
         );
         n.ready(Instant::now(), "a\nb");
         assert_eq!(drain(&rx), ["READY=1\nSTATUS=a b\n"]);
-    }
-
-    #[test]
-    fn status_line_counts_reaps_by_reason() {
-        let mut st = Stats::default();
-        st.on_accept();
-        st.on_accept();
-        st.on_reap(
-            ReapReason::KeepaliveTimeout,
-            Duration::from_secs(9),
-            Duration::from_secs(8),
-        );
-        assert_eq!(
-            status_line(&st),
-            "live=1 peak=2 accepted=2 rejected=0 reaped=1 reap.keepalive-timeout=1"
-        );
     }
 }

@@ -9,6 +9,7 @@
 //!   (std's `Instant` uses the same clock but does not expose its value).
 //! - Taking ownership of descriptors passed by socket activation (fd 3 onwards).
 //! - `mallopt(M_MMAP_THRESHOLD)` (glibc): large buffers go back to the kernel when freed.
+//! - `mkfifo`, for unit tests only: the readers of hostile files must refuse a FIFO.
 //!
 //! Every `unsafe` block carries a `SAFETY:` comment. Nothing here panics.
 
@@ -286,6 +287,19 @@ pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // contract above, owned by no other object in this process, so the returned `OwnedFd` is
     // its only owner and closes it exactly once.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes a FIFO (named pipe, mode 0600) at `path`: the unit tests of readers that must refuse
+/// one (`small_file`, the config and password-file loaders) need one on disk.
+#[cfg(test)]
+pub(crate) fn make_fifo(path: &std::path::Path) -> io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: mkfifo reads the NUL-terminated path, which lives until the call returns.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

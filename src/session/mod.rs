@@ -11,6 +11,10 @@
 //! `CLIENT LOOKUP` and `session.unique_names`. It is maintained in exactly two places:
 //! [`SessionTable::rename`], the only writer of `Session::name` once a session is in the table,
 //! and [`SessionTable::remove`].
+//!
+//! The rest of this folder is what the loop knows about clients beyond the wire protocol: why a
+//! session ended (`reap`), which holder of a name a newcomer may replace (`takeover`), and the
+//! failed passwords counted per source address across sessions (`auth_throttle`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +23,10 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 use slab::Slab;
+
+pub(crate) mod auth_throttle;
+pub mod reap;
+pub(crate) mod takeover;
 
 /// Tokens below this belong to listeners and signals; session tokens are `SESSION_BASE + key`.
 pub const SESSION_BASE: usize = 1 << 16;
@@ -35,7 +43,7 @@ pub struct LibInfo {
 #[derive(Debug, Default)]
 pub struct Extras {
     pub lib: LibInfo,
-    pub transaction: Option<Box<crate::transaction::Transaction>>,
+    pub transaction: Option<Box<crate::protocol::transaction::Transaction>>,
 }
 
 /// One live client connection.
@@ -61,11 +69,11 @@ pub struct Session {
     pub output_pos: usize,
     /// The peer sent FIN (or the session asked to close): no more reading; reap once the
     /// pending output is delivered.
-    pub closing: Option<crate::reap::ReapReason>,
+    pub closing: Option<crate::session::reap::ReapReason>,
     /// The interest currently registered with the poller.
     pub interest: Interest,
     /// RESP2 or RESP3, as chosen with `HELLO`.
-    pub proto: crate::resp::Proto,
+    pub proto: crate::protocol::resp::Proto,
     /// May run commands: set at accept when no password is required, or by a good `AUTH`.
     pub authenticated: bool,
     /// Wrong passwords sent on this session (see `auth::MAX_FAILURES`; a byte, so that it
@@ -73,7 +81,7 @@ pub struct Session {
     pub auth_failures: u8,
     /// Passwords its address may still have compared, set by the loop before requests run
     /// (see `auth_throttle.rs`).
-    pub guess_budget: crate::auth::GuessBudget,
+    pub guess_budget: crate::session::auth_throttle::GuessBudget,
     /// The last command run, for `CLIENT LIST`'s `cmd=` (see `command_table::id_of`).
     pub last_command: u8,
 }
@@ -85,7 +93,7 @@ pub struct Unfinished {
     /// Its bytes so far (and any pipelined bytes after them).
     pub bytes: Vec<u8>,
     /// Where parsing stopped, so the next read checks only the new bytes.
-    pub resume: crate::resp::Resume,
+    pub resume: crate::protocol::resp::Resume,
     /// When its first byte arrived: a request must be completed within `session.idle_timeout`
     /// of it (so a client dribbling bytes counts as idle).
     pub since: Instant,
@@ -113,10 +121,10 @@ impl Session {
             output_pos: 0,
             closing: None,
             interest: Interest::READABLE,
-            proto: crate::resp::Proto::Resp2,
+            proto: crate::protocol::resp::Proto::Resp2,
             authenticated: false,
             auth_failures: 0,
-            guess_budget: crate::auth::GuessBudget::Unlimited,
+            guess_budget: crate::session::auth_throttle::GuessBudget::Unlimited,
             last_command: 0,
         }
     }
@@ -127,7 +135,7 @@ impl Session {
     }
 
     /// Its open `MULTI`, if any.
-    pub fn transaction(&self) -> Option<&crate::transaction::Transaction> {
+    pub fn transaction(&self) -> Option<&crate::protocol::transaction::Transaction> {
         self.extras
             .as_deref()
             .and_then(|e| e.transaction.as_deref())
@@ -376,7 +384,7 @@ mod tests {
             session.wanted_interest(),
             Interest::READABLE | Interest::WRITABLE
         );
-        session.closing = Some(crate::reap::ReapReason::Quit);
+        session.closing = Some(crate::session::reap::ReapReason::Quit);
         assert_eq!(session.wanted_interest(), Interest::WRITABLE);
     }
 

@@ -7,8 +7,8 @@
 //! One table per listener ([`CLIENT_PORT`], [`ADMIN`]); the tables are data, the replies are
 //! rendered from them, and a unit test checks that every command the listener runs is listed.
 
-use crate::command::Args;
-use crate::resp::{self, Proto};
+use crate::protocol::args::Args;
+use crate::protocol::resp::{self, Proto};
 
 /// One command (or subcommand) as `COMMAND INFO` and `COMMAND DOCS` describe it.
 #[derive(Debug)]
@@ -430,7 +430,7 @@ pub fn command(args: Args<'_>, table: &[Spec], proto: Proto, out: &mut Vec<u8>) 
             write_docs(s, proto, out);
         }
     } else {
-        let sub = crate::command::printable(args.get(1));
+        let sub = crate::protocol::args::printable(args.get(1));
         resp::write_error(
             out,
             &format!("ERR unknown subcommand or wrong number of arguments for 'COMMAND {sub}'"),
@@ -548,7 +548,7 @@ fn write_docs(s: &Spec, proto: Proto, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::test_words;
+    use crate::protocol::args::test_words;
 
     fn run(table: &[Spec], words: &[&str]) -> String {
         let (buf, ranges) = test_words(words);

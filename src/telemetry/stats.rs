@@ -18,17 +18,25 @@
 //! `presence.events` (events published, = the last sequence number), `presence.subscribers`
 //! and `presence.dropped` (slow subscribers disconnected). With `session.unique_names`, once a
 //! name changed hands or was refused: `takeover.replaced`, `takeover.refused` and
-//! `takeover.flapping` (src/takeover.rs) before the presence counters.
+//! `takeover.flapping` (src/session/takeover.rs) before the presence counters.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::busy_poll::WindowCounts;
-use crate::command_rate::CommandRate;
-use crate::histogram::Histogram;
-use crate::presence::PresenceCounters;
-use crate::reap::ReapReason;
-use crate::takeover::TakeoverCounters;
+use crate::session::reap::ReapReason;
+use crate::session::takeover::TakeoverCounters;
+use crate::telemetry::command_rate::CommandRate;
+use crate::telemetry::histogram::Histogram;
+use crate::telemetry::presence_events::PresenceCounters;
+
+/// Busy-poll windows (`server.busy_poll_us`) opened and windows that caught an event, since
+/// start; kept in the statistics and
+/// shown by `INFO` and the metrics so an operator can see whether busy polling pays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowCounts {
+    pub opened: u64,
+    pub caught: u64,
+}
 
 /// Why a connection was refused at accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +231,25 @@ impl Stats {
     }
 }
 
+/// The one-line status `systemctl status` shows: sessions now and reaps so far, by reason.
+pub fn status_line(stats: &Stats) -> String {
+    let mut s = format!(
+        "live={} peak={} accepted={} rejected={} reaped={}",
+        stats.live,
+        stats.peak,
+        stats.accepted,
+        stats.rejected_total(),
+        stats.reaped_total()
+    );
+    for reason in ReapReason::ALL {
+        let n = stats.reason(reason).count;
+        if n > 0 {
+            let _ = write!(s, " reap.{}={n}", reason.name());
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +311,21 @@ mod tests {
             let (k, v) = field.split_once('=').expect("key=value");
             assert!(!k.is_empty() && !v.is_empty(), "{field}");
         }
+    }
+
+    #[test]
+    fn status_line_counts_reaps_by_reason() {
+        let mut st = Stats::default();
+        st.on_accept();
+        st.on_accept();
+        st.on_reap(
+            ReapReason::KeepaliveTimeout,
+            Duration::from_secs(9),
+            Duration::from_secs(8),
+        );
+        assert_eq!(
+            status_line(&st),
+            "live=1 peak=2 accepted=2 rejected=0 reaped=1 reap.keepalive-timeout=1"
+        );
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use log::Level;
 
-use crate::reap::ReapReason;
+use crate::session::reap::ReapReason;
 
 /// At most one line of each kind per this period.
 pub const WARN_EVERY: Duration = Duration::from_secs(1);
