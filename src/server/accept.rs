@@ -17,7 +17,7 @@ use log::{info, warn, Level};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::conn::Cause;
+use super::session_io::Cause;
 use super::{Listener, Server, StartError, LISTENER_BASE};
 use crate::activation::Activated;
 use crate::listener;

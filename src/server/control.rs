@@ -17,7 +17,7 @@ use std::time::Instant;
 use log::{error, info, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
-use super::conn::Cause;
+use super::session_io::Cause;
 use super::Server;
 use crate::auth::PasswordSource;
 use crate::config::Config;

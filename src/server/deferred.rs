@@ -46,7 +46,7 @@ impl Server {
                 return;
             };
             if self.sessions.get(token).is_some_and(|s| s.id == id) {
-                self.service(token, now, super::conn::Wake::Drain);
+                self.service(token, now, super::session_io::Wake::Drain);
             }
         }
     }
@@ -135,7 +135,7 @@ mod tests {
         // The queued session ends by another path, and a new session gets its token.
         server.reap(
             old,
-            super::super::conn::Cause::Reason(ReapReason::Quit),
+            super::super::session_io::Cause::Reason(ReapReason::Quit),
             Instant::now(),
         );
         // The new session's peer has reset too, so servicing it by mistake would reap it.

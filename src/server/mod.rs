@@ -16,12 +16,13 @@
 //! bounded queue of dead or departing peers).
 
 mod accept;
-mod auth;
-mod conn;
+mod auth_guard;
+pub(crate) mod busy_poll;
 mod control;
 mod deferred;
+mod naming;
 mod ops;
-mod presence;
+mod session_io;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -38,13 +39,13 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::activation::Activated;
-use crate::busy_poll::BusyPoll;
+use busy_poll::BusyPoll;
 use crate::config::Config;
 use crate::logging::LevelSource;
 use crate::notify::{status_line, Notifier};
 use crate::session::{SessionTable, SESSION_BASE};
 use crate::stats::Stats;
-use conn::Wake;
+use session_io::Wake;
 
 /// Token of the signal pipe.
 const SIGNAL: Token = Token(0);
@@ -148,7 +149,7 @@ pub struct Server {
     args: Vec<Range<usize>>,
     idle_heap: BinaryHeap<IdleEntry>,
     /// `auth_timeout` deadlines and the per-address failure table (see `auth.rs`).
-    auth_guard: auth::AuthGuard,
+    auth_guard: auth_guard::AuthGuard,
     next_stats: Option<Instant>,
     /// Sessions whose input was not drained this turn (per-turn read cap).
     revisit: Vec<Token>,
@@ -380,7 +381,7 @@ impl Server {
             if due <= now {
                 self.reap(
                     token,
-                    conn::Cause::Reason(crate::reap::ReapReason::IdleTimeout),
+                    session_io::Cause::Reason(crate::reap::ReapReason::IdleTimeout),
                     now,
                 );
             } else {

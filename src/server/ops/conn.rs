@@ -19,7 +19,7 @@ use crate::ops_listener::OpsStream;
 use crate::rate_limit::{budgeted, LineKind};
 use crate::reap::{classify, IoClass, ReapReason};
 use crate::resp::{self, Parsed};
-use crate::server::conn::Cause;
+use crate::server::session_io::Cause;
 use crate::server::Server;
 
 const MAX_READS_PER_TURN: usize = 16;
