@@ -20,8 +20,8 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 use slab::Slab;
 
-/// Tokens below this belong to listeners and signals; session tokens are `SESSION_BASE + key`.
-pub const SESSION_BASE: usize = 1 << 16;
+/// Session tokens are `SESSION_BASE + key` (the layout: `server/tokens.rs`).
+pub use crate::server::tokens::SESSION_BASE;
 
 /// The client library a session announced with `CLIENT SETINFO`.
 #[derive(Debug, Default, Clone)]

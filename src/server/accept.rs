@@ -18,7 +18,8 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use super::session_io::Cause;
-use super::{Listener, Server, StartError, LISTENER_BASE};
+use super::tokens::LISTENER_BASE;
+use super::{Listener, Server, StartError};
 use crate::activation::Activated;
 use crate::listener;
 use crate::rate_limit::{budgeted, LineKind, RateLimited};

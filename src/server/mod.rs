@@ -23,6 +23,7 @@ mod deferred;
 mod naming;
 mod ops;
 mod session_io;
+pub(crate) mod tokens;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -43,14 +44,11 @@ use busy_poll::BusyPoll;
 use crate::config::Config;
 use crate::logging::LevelSource;
 use crate::notify::{status_line, Notifier};
-use crate::session::{SessionTable, SESSION_BASE};
+use crate::session::SessionTable;
+use tokens::{LISTENER_BASE, SESSION_BASE, SIGNAL};
 use crate::stats::Stats;
 use session_io::Wake;
 
-/// Token of the signal pipe.
-const SIGNAL: Token = Token(0);
-/// Listener tokens are `LISTENER_BASE + slab key`.
-const LISTENER_BASE: usize = 1;
 /// Bytes read per `read` call, into the loop's own buffer.
 const READ_BUF_BYTES: usize = 64 * 1024;
 /// Events taken per `poll`. A turn's work is bounded by the per-turn caps on accepts, reads and
