@@ -3,14 +3,18 @@
 //! A session holds no heap buffers while it is idle: requests are read into a buffer the event
 //! loop owns, and a session keeps only the unfinished tail of a request (`unfinished`, boxed:
 //! `None` unless a request spans reads) and output the kernel did not take yet (`output`, an
-//! empty `Vec` when idle). An idle session is its table entry and nothing else. A session
+//! [`Output`] that holds no memory when idle). An idle session is its table entry and nothing else. A session
 //! whose output reached `session.max_output_bytes` keeps its unexecuted requests in
-//! `unfinished` too, marked [`Unfinished::held`] (see `server/conn.rs`).
+//! `unfinished` too, marked [`Unfinished::held`] (see `server/session_io.rs`).
 //!
 //! The table also keeps the name index (name → the sessions holding it, oldest first) for
 //! `CLIENT LOOKUP` and `session.unique_names`. It is maintained in exactly two places:
 //! [`SessionTable::rename`], the only writer of `Session::name` once a session is in the table,
 //! and [`SessionTable::remove`].
+
+mod output;
+
+pub use output::{write_until_blocked, Output};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -56,9 +60,8 @@ pub struct Session {
     pub commands: u64,
     /// The unfinished tail of a request, kept between reads.
     pub unfinished: Option<Box<Unfinished>>,
-    /// Output the kernel has not taken yet, from `output_pos` on.
-    pub output: Vec<u8>,
-    pub output_pos: usize,
+    /// Output the kernel has not taken yet.
+    pub output: Output,
     /// The peer sent FIN (or the session asked to close): no more reading; reap once the
     /// pending output is delivered.
     pub closing: Option<crate::reap::ReapReason>,
@@ -109,8 +112,7 @@ impl Session {
             bytes_out: 0,
             commands: 0,
             unfinished: None,
-            output: Vec::new(),
-            output_pos: 0,
+            output: Output::new(),
             closing: None,
             interest: Interest::READABLE,
             proto: crate::resp::Proto::Resp2,
@@ -135,7 +137,7 @@ impl Session {
 
     /// Bytes queued for the peer and not yet written.
     pub fn pending_output(&self) -> usize {
-        self.output.len() - self.output_pos
+        self.output.pending()
     }
 
     /// The bytes of input waiting unexecuted for lack of output room, if any (see
@@ -371,7 +373,7 @@ mod tests {
         let (_c, s) = stream();
         let mut session = Session::new(1, s, "127.0.0.1:1".parse().unwrap(), Instant::now());
         assert_eq!(session.wanted_interest(), Interest::READABLE);
-        session.output.extend_from_slice(b"+PONG\r\n");
+        session.output.push(b"+PONG\r\n");
         assert_eq!(
             session.wanted_interest(),
             Interest::READABLE | Interest::WRITABLE

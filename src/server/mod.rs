@@ -40,14 +40,14 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::activation::Activated;
-use busy_poll::BusyPoll;
 use crate::config::Config;
 use crate::logging::LevelSource;
 use crate::notify::{status_line, Notifier};
 use crate::session::SessionTable;
-use tokens::{LISTENER_BASE, SESSION_BASE, SIGNAL};
 use crate::stats::Stats;
+use busy_poll::BusyPoll;
 use session_io::Wake;
+use tokens::{LISTENER_BASE, SESSION_BASE, SIGNAL};
 
 /// Bytes read per `read` call, into the loop's own buffer.
 const READ_BUF_BYTES: usize = 64 * 1024;

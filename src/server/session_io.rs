@@ -31,7 +31,7 @@
 //! replaced by a 64 KiB one once it grew past 256 KiB, the argument list past 1024 ranges; a
 //! session's output queue is freed when it drains.
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::ops::Range;
 use std::time::Instant;
 
@@ -44,7 +44,7 @@ use crate::presence::{Event, Left};
 use crate::rate_limit::{budgeted, LineKind};
 use crate::reap::{classify, errno_name, reason_for_errno, IoClass, ReapReason};
 use crate::resp::{self, Parsed, Resume};
-use crate::session::{Session, Unfinished};
+use crate::session::{write_until_blocked, Output, Session, Unfinished};
 use crate::sys;
 use mio::Token;
 
@@ -315,22 +315,12 @@ fn run_first(session: &mut Session, queued: &[u8], now: Instant) {
     }
 }
 
-/// Writes `data` until done or `WouldBlock`. Returns the bytes written, or the fatal errno.
-fn write_some(session: &mut Session, data: &[u8]) -> Result<usize, i32> {
-    let mut written = 0;
-    while written < data.len() {
-        match session.stream.write(&data[written..]) {
-            Ok(0) => return Err(libc::EPIPE),
-            Ok(n) => written += n,
-            Err(e) => match classify(&e) {
-                IoClass::Retry => continue,
-                IoClass::WouldBlock => break,
-                IoClass::Exhausted(errno) | IoClass::Fatal(errno) => return Err(errno),
-            },
-        }
+/// The errno a failed write reaps with: the socket's, or `EPIPE` for a write of zero bytes.
+fn write_errno(e: &std::io::Error) -> i32 {
+    match e.kind() {
+        std::io::ErrorKind::WriteZero => libc::EPIPE,
+        _ => e.raw_os_error().unwrap_or(0),
     }
-    session.bytes_out += written as u64;
-    Ok(written)
 }
 
 impl Server {
@@ -507,15 +497,15 @@ impl Server {
         let Some(session) = sessions.get_mut(token) else {
             return Ok(());
         };
-        if session.pending_output() == 0 {
-            let written = write_some(session, out_buf)?;
+        if session.output.is_empty() {
+            let written = write_until_blocked(&mut session.stream, out_buf, &mut session.bytes_out)
+                .map_err(|e| write_errno(&e))?;
             if written < out_buf.len() {
-                session.output.clear();
-                session.output_pos = 0;
-                session.output.extend_from_slice(&out_buf[written..]);
+                session.output = Output::new();
+                session.output.push(&out_buf[written..]);
             }
         } else {
-            session.output.extend_from_slice(out_buf);
+            session.output.push(out_buf);
         }
         out_buf.clear();
         // After a spike (a batch of large replies), give the memory back; the loop's buffers
@@ -537,22 +527,12 @@ impl Server {
         if session.pending_output() == 0 {
             return Ok(());
         }
-        let queued = std::mem::take(&mut session.output);
-        let result = write_some(session, &queued[session.output_pos..]);
-        // Put the queue back before looking at the result: on a failed write the reaper still
-        // reads `pending_output()` (it is what tells a stalled peer from a dead one), and
-        // `output_pos` indexes into this queue.
-        session.output = queued;
-        session.output_pos += result?;
-        if session.output_pos == session.output.len() {
-            session.output = Vec::new();
-            session.output_pos = 0;
-        } else if session.output_pos > session.output.len() / 2 {
-            let pos = session.output_pos;
-            session.output.drain(..pos);
-            session.output_pos = 0;
-        }
-        Ok(())
+        // On a failed write the reaper still reads `pending_output()`: it is what tells a
+        // stalled peer from a dead one.
+        session
+            .output
+            .write_to(&mut session.stream, &mut session.bytes_out)
+            .map_err(|e| write_errno(&e))
     }
 
     /// After I/O: reap a session that is done or a slow consumer, else re-arm interest.
@@ -712,9 +692,9 @@ mod tests {
         let mut config = Config::default();
         config.session.max_output_bytes = 4096;
         assert_eq!(Policy::of(&config).for_batch(&s, 0).room, 4096);
-        s.output.extend_from_slice(&[b'x'; 1000]);
+        s.output.push(&[b'x'; 1000]);
         assert_eq!(Policy::of(&config).for_batch(&s, 0).room, 3096);
-        s.output_pos = 1000;
+        s.output.write_to(&mut std::io::sink(), &mut 0).unwrap();
         config.session.max_output_bytes = 1 << 30;
         let p = Policy::of(&config).for_batch(&s, OUTPUT_PER_TURN - 10);
         assert_eq!(p.room, 10, "the turn's share");
