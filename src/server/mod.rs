@@ -8,7 +8,7 @@
 //!   accept retry, the systemd watchdog ping); the loop never sleeps and never busy-waits.
 //! - A session ends only in [`Server::reap`].
 //! - Sessions whose event reports an error or hang-up are serviced at most
-//!   `deferred::PER_TURN` per turn, after the live ones.
+//!   `reaper::PER_TURN` per turn, after the live ones.
 //!
 //! Submodules add `impl Server` blocks: `accept` (listeners, limits, descriptor exhaustion),
 //! `conn` (reading, writing, reaping), `control` (signals, reload, statistics, shutdown),
@@ -19,9 +19,9 @@ mod accept;
 mod auth_guard;
 pub(crate) mod busy_poll;
 mod control;
-mod deferred;
 mod naming;
 mod ops;
+mod reaper;
 mod session_io;
 pub(crate) mod tokens;
 
@@ -154,7 +154,7 @@ pub struct Server {
     /// Listeners to accept from again next turn (per-turn accept cap).
     accept_revisit: bool,
     /// Sessions with an error or hang-up, serviced a bounded number per turn.
-    deferred: deferred::Deferred,
+    deferred: reaper::Deferred,
     accept: accept::AcceptState,
     /// The admin and metrics listeners and their connections.
     ops: ops::Ops,
@@ -214,7 +214,7 @@ impl Server {
             next_stats: None,
             revisit: Vec::new(),
             accept_revisit: false,
-            deferred: deferred::Deferred::new(),
+            deferred: reaper::Deferred::new(),
             accept: accept::AcceptState::new(),
             ops: ops::Ops::new(),
             auth_warn: Default::default(),
