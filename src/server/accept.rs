@@ -17,7 +17,7 @@ use log::{info, warn, Level};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::session_io::Cause;
+use super::reaper::Cause;
 use super::tokens::LISTENER_BASE;
 use super::{Listener, Server, StartError};
 use crate::activation::Activated;
@@ -152,7 +152,7 @@ impl Server {
             }
         }
         // The cap was reached with connections still waiting: come back next turn.
-        self.accept_revisit = true;
+        self.pending.accept_again();
     }
 
     /// Out of descriptors: frees the reserve, accepts one waiting connection, tells it why and
@@ -209,7 +209,7 @@ impl Server {
         }
         if self.accept.retry_at().is_some() {
             self.accept.clear_retry();
-            self.accept_revisit = true;
+            self.pending.accept_again();
         }
     }
 
@@ -283,8 +283,7 @@ impl Server {
             "accepted id={id} peer={peer}"
         );
         if let Some(limit) = self.config.session.idle_timeout {
-            self.idle_heap
-                .push(std::cmp::Reverse((now + limit, token, id)));
+            self.idle.push(now + limit, token, id);
         }
         self.auth_admitted(token, id, now);
         // Bytes that arrived before registration are not lost: adding a ready socket to

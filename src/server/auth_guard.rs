@@ -19,7 +19,7 @@ use std::time::Instant;
 use log::Level;
 use mio::Token;
 
-use super::session_io::Cause;
+use super::reaper::Cause;
 use super::Server;
 use crate::auth_throttle::{self, Lockout, Policy, Throttle};
 use crate::config::Config;

@@ -17,7 +17,7 @@ use std::time::Instant;
 use log::{error, info, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
-use super::session_io::Cause;
+use super::reaper::Cause;
 use super::Server;
 use crate::auth::PasswordSource;
 use crate::config::Config;
@@ -111,7 +111,8 @@ impl Server {
         }
         self.reconcile_ops(&old);
         if old.session.idle_timeout != new.session.idle_timeout {
-            self.rebuild_idle_heap();
+            self.idle
+                .rebuild(&self.sessions, self.config.session.idle_timeout);
         }
         let (o, n) = (&old.server, &new.server);
         if o.password.is_some() != n.password.is_some()

@@ -8,7 +8,7 @@
 //!   accept retry, the systemd watchdog ping); the loop never sleeps and never busy-waits.
 //! - A session ends only in [`Server::reap`].
 //! - Sessions whose event reports an error or hang-up are serviced at most
-//!   `reaper::PER_TURN` per turn, after the live ones.
+//!   `deferred::PER_TURN` per turn, after the live ones.
 //!
 //! Submodules add `impl Server` blocks: `accept` (listeners, limits, descriptor exhaustion),
 //! `conn` (reading, writing, reaping), `control` (signals, reload, statistics, shutdown),
@@ -21,12 +21,11 @@ pub(crate) mod busy_poll;
 mod control;
 mod naming;
 mod ops;
+mod pending;
 mod reaper;
 mod session_io;
 pub(crate) mod tokens;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -125,10 +124,6 @@ struct Listener {
     socket: TcpListener,
 }
 
-/// An entry of the idle-deadline heap. Entries go stale when a session receives data or is
-/// reaped; they are checked against the session when they come due.
-type IdleEntry = Reverse<(Instant, Token, u64)>;
-
 /// The event loop and everything it owns.
 pub struct Server {
     poll: Poll,
@@ -145,16 +140,13 @@ pub struct Server {
     out_buf: Vec<u8>,
     /// Argument ranges of the request being executed.
     args: Vec<Range<usize>>,
-    idle_heap: BinaryHeap<IdleEntry>,
+    /// `session.idle_timeout` deadlines (see `reaper.rs`).
+    idle: reaper::IdleTimers,
     /// `auth_timeout` deadlines and the per-address failure table (see `auth.rs`).
     auth_guard: auth_guard::AuthGuard,
     next_stats: Option<Instant>,
-    /// Sessions whose input was not drained this turn (per-turn read cap).
-    revisit: Vec<Token>,
-    /// Listeners to accept from again next turn (per-turn accept cap).
-    accept_revisit: bool,
-    /// Sessions with an error or hang-up, serviced a bounded number per turn.
-    deferred: reaper::Deferred,
+    /// Work left for the next turn: revisits, accepts, deferred dead peers.
+    pending: pending::Pending,
     accept: accept::AcceptState,
     /// The admin and metrics listeners and their connections.
     ops: ops::Ops,
@@ -209,12 +201,10 @@ impl Server {
             read_buf: vec![0; READ_BUF_BYTES],
             out_buf: Vec::with_capacity(READ_BUF_BYTES),
             args: Vec::with_capacity(16),
-            idle_heap: BinaryHeap::new(),
+            idle: Default::default(),
             auth_guard: Default::default(),
             next_stats: None,
-            revisit: Vec::new(),
-            accept_revisit: false,
-            deferred: reaper::Deferred::new(),
+            pending: Default::default(),
             accept: accept::AcceptState::new(),
             ops: ops::Ops::new(),
             auth_warn: Default::default(),
@@ -304,15 +294,11 @@ impl Server {
 
     /// Time until the nearest deadline; zero when work was left over from this turn.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.revisit.is_empty()
-            || self.accept_revisit
-            || !self.deferred.is_empty()
-            || self.presence_backlog()
-        {
+        if self.pending.any() || self.presence_backlog() {
             return Some(Duration::ZERO);
         }
         let deadlines = [
-            self.idle_heap.peek().map(|Reverse((at, _, _))| *at),
+            self.idle.deadline(),
             self.auth_guard.deadline(),
             self.next_stats,
             self.accept.retry_at(),
@@ -328,11 +314,11 @@ impl Server {
     }
 
     fn revisit_pending(&mut self, now: Instant) {
-        for token in std::mem::take(&mut self.revisit) {
+        for token in self.pending.take_revisits() {
             self.dispatch(token, now, Wake::Drain);
         }
         self.service_deferred(now);
-        if std::mem::take(&mut self.accept_revisit) {
+        if self.pending.take_accept() {
             self.accept_all(now);
         }
     }
@@ -356,47 +342,6 @@ impl Server {
         // Only here, on the loop's own timer: a loop that stops turning stops pinging.
         let stats = &self.stats;
         self.notify.watchdog_tick(now, || status_line(stats));
-    }
-
-    /// Reaps sessions whose idle deadline passed; re-queues those that received data since.
-    fn reap_idle(&mut self, now: Instant) {
-        let Some(limit) = self.config.session.idle_timeout else {
-            self.idle_heap.clear();
-            return;
-        };
-        while let Some(Reverse((at, token, id))) = self.idle_heap.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.idle_heap.pop();
-            let Some(session) = self.sessions.get(token) else {
-                continue;
-            };
-            if session.id != id {
-                continue;
-            }
-            let due = session.idle_deadline(limit);
-            if due <= now {
-                self.reap(
-                    token,
-                    session_io::Cause::Reason(crate::reap::ReapReason::IdleTimeout),
-                    now,
-                );
-            } else {
-                self.idle_heap.push(Reverse((due, token, id)));
-            }
-        }
-    }
-
-    /// Rebuilds the idle heap from the live sessions (after a reload changed the timeout).
-    fn rebuild_idle_heap(&mut self) {
-        self.idle_heap.clear();
-        if let Some(limit) = self.config.session.idle_timeout {
-            for (token, s) in self.sessions.iter() {
-                self.idle_heap
-                    .push(Reverse((s.idle_deadline(limit), token, s.id)));
-            }
-        }
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Instant;
 use log::{warn, Level};
 use mio::Token;
 
-use super::session_io::Cause;
+use super::reaper::Cause;
 use super::Server;
 use crate::command::{self, Rename};
 use crate::config::{Config, TakeoverPolicy};

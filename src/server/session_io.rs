@@ -35,17 +35,14 @@ use std::io::Read as _;
 use std::ops::Range;
 use std::time::Instant;
 
+use super::reaper::Cause;
 use super::{Server, READ_BUF_BYTES};
 use crate::auth::{self, Gate, Password};
 use crate::command::{self, Args, Step};
 use crate::config::Config;
-use crate::logging::clipped;
-use crate::presence::{Event, Left};
-use crate::rate_limit::{budgeted, LineKind};
-use crate::reap::{classify, errno_name, reason_for_errno, IoClass, ReapReason};
+use crate::reap::{classify, IoClass, ReapReason};
 use crate::resp::{self, Parsed, Resume};
 use crate::session::{write_until_blocked, Output, Session, Unfinished};
-use crate::sys;
 use mio::Token;
 
 /// Reads per session per turn (of up to 64 KiB each): a client that keeps its socket full
@@ -66,13 +63,6 @@ pub(super) enum Wake {
     /// A revisit after the per-turn cap, or a deferred error or hang-up: read until
     /// `WouldBlock`, as the readiness contract asks when nothing more is known.
     Drain,
-}
-
-/// Why a session is being reaped: a decided reason, or a socket error still to interpret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Cause {
-    Reason(ReapReason),
-    Errno(i32),
 }
 
 /// What happened to a session's input this turn.
@@ -336,7 +326,7 @@ impl Server {
         }
         match self.read_input(token, now, wake) {
             Input::Failed(errno) => return self.reap(token, Cause::Errno(errno), now),
-            Input::Capped => self.revisit.push(token),
+            Input::Capped => self.pending.revisit.push(token),
             Input::Closing(reason) => {
                 if let Some(s) = self.sessions.get_mut(token) {
                     s.closing.get_or_insert(reason);
@@ -563,71 +553,6 @@ impl Server {
                 self.reap(token, Cause::Errno(errno), now);
             }
         }
-    }
-
-    /// Ends a session: snapshot `TCP_INFO`, decide the reason, deregister, close, count, log
-    /// (one line, within the log budget: `log.reap_lines_per_second`, `log.bytes_per_second`).
-    /// The only place a session ends.
-    pub(super) fn reap(&mut self, token: Token, cause: Cause, now: Instant) {
-        let Some(mut session) = self.sessions.remove(token) else {
-            return;
-        };
-        let info = sys::tcp_info(&session.stream).ok();
-        let (reason, errno) = match cause {
-            Cause::Reason(r) => (r, 0),
-            Cause::Errno(errno) => (
-                reason_for_errno(errno, info.as_ref(), session.pending_output() > 0),
-                errno,
-            ),
-        };
-        // Deregistering a socket whose peer is gone still succeeds; closing it (the drop
-        // below) would remove it from epoll anyway.
-        let _ = self.poll.registry().deregister(&mut session.stream);
-        let lifetime = session.age(now);
-        let silent = session.idle_for(now);
-        self.stats.on_reap(reason, lifetime, silent);
-        let i = info.unwrap_or_default();
-        budgeted!(
-            self.log_budget,
-            LineKind::Reap(reason),
-            reason.log_level(),
-            now,
-            "reap id={} peer={} name={} reason={} errno={} lifetime_ms={} silent_ms={} \
-             tcpi_state={} tcpi_probes={} tcpi_retransmits={} tcpi_backoff={} tcpi_unacked={} \
-             tcpi_rtt_us={} tcpi_total_retrans={} tcpi_last_data_recv_ms={} \
-             tcpi_last_ack_recv_ms={} tcpi_notsent_bytes={} tcpi_snd_wnd={}",
-            session.id,
-            session.peer,
-            clipped(session.name.as_deref().unwrap_or("-")),
-            reason,
-            errno_name(errno),
-            lifetime.as_millis(),
-            silent.as_millis(),
-            i.state,
-            i.probes,
-            i.retransmits,
-            i.backoff,
-            i.unacked,
-            i.rtt_us,
-            i.total_retrans,
-            i.last_data_recv_ms,
-            i.last_ack_recv_ms,
-            i.notsent_bytes,
-            i.snd_wnd.map_or_else(|| "-".to_string(), |w| w.to_string()),
-        );
-        self.publish(&Event::Left(Left {
-            id: session.id,
-            addr: session.peer,
-            name: session.name.as_deref(),
-            reason,
-            errno,
-            lifetime,
-            silent,
-            tcp_info: info.as_ref(),
-        }));
-        drop(session);
-        // A descriptor came free: connections refused for lack of them can be taken now.
-        self.descriptor_freed();
     }
 }
 

@@ -19,7 +19,7 @@ use crate::ops_listener::OpsStream;
 use crate::rate_limit::{budgeted, LineKind};
 use crate::reap::{classify, IoClass, ReapReason};
 use crate::resp::{self, Parsed};
-use crate::server::session_io::Cause;
+use crate::server::reaper::Cause;
 use crate::server::Server;
 
 const MAX_READS_PER_TURN: usize = 16;
@@ -336,7 +336,7 @@ impl Server {
             }
             self.ops_execute(key, now);
         }
-        self.revisit.push(Token(CONN_BASE + key));
+        self.pending.revisit.push(Token(CONN_BASE + key));
         Ok(())
     }
 
@@ -593,7 +593,7 @@ impl Server {
                 },
             }
         }
-        self.revisit.push(Token(CONN_BASE + key));
+        self.pending.revisit.push(Token(CONN_BASE + key));
     }
 
     /// After I/O: write what is queued, close a finished connection, or re-arm interest.
@@ -618,7 +618,7 @@ impl Server {
                 discarded: 0,
             };
             // Bytes that arrived before the FIN are read on the next readiness or revisit.
-            self.revisit.push(Token(CONN_BASE + key));
+            self.pending.revisit.push(Token(CONN_BASE + key));
         }
         let Some(conn) = self.ops.conns.get_mut(key) else {
             return;

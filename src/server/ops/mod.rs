@@ -370,7 +370,7 @@ impl Server {
         }
         if !self.ops.work_pending {
             self.ops.work_pending = true;
-            self.revisit.push(WORK);
+            self.pending.revisit.push(WORK);
         }
     }
 
@@ -394,7 +394,7 @@ impl Server {
         }
         if !self.ops.queue.is_empty() && !self.ops.work_pending {
             self.ops.work_pending = true;
-            self.revisit.push(WORK);
+            self.pending.revisit.push(WORK);
         }
     }
 
@@ -424,7 +424,7 @@ impl Server {
                 },
             }
         }
-        self.revisit.push(role.token());
+        self.pending.revisit.push(role.token());
     }
 
     fn ops_admit(&mut self, role: Role, mut stream: OpsStream, peer: String, now: Instant) {
