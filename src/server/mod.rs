@@ -23,13 +23,13 @@ mod naming;
 mod ops;
 mod pending;
 mod reaper;
+mod scratch;
 mod session_io;
 pub(crate) mod tokens;
 
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -48,8 +48,6 @@ use busy_poll::BusyPoll;
 use session_io::Wake;
 use tokens::{LISTENER_BASE, SESSION_BASE, SIGNAL};
 
-/// Bytes read per `read` call, into the loop's own buffer.
-const READ_BUF_BYTES: usize = 64 * 1024;
 /// Events taken per `poll`. A turn's work is bounded by the per-turn caps on accepts, reads and
 /// deferred dead peers, not by this: events that say error or hang-up cost only a queue push.
 /// A larger batch matters when thousands of peers die at once: epoll hands out ready items in
@@ -134,12 +132,8 @@ pub struct Server {
     signals: Signals,
     sessions: SessionTable,
     stats: Stats,
-    /// Reads land here; only unfinished requests are copied into a session.
-    read_buf: Vec<u8>,
-    /// Replies of the current request batch; only what the kernel refuses is copied.
-    out_buf: Vec<u8>,
-    /// Argument ranges of the request being executed.
-    args: Vec<Range<usize>>,
+    /// The read, reply and argument buffers every session uses in turn.
+    scratch: scratch::Scratch,
     /// `session.idle_timeout` deadlines (see `reaper.rs`).
     idle: reaper::IdleTimers,
     /// `auth_timeout` deadlines and the per-address failure table (see `auth.rs`).
@@ -198,9 +192,7 @@ impl Server {
             signals,
             sessions: SessionTable::with_capacity(config.server.max_connections.min(65_536)),
             stats: Stats::default(),
-            read_buf: vec![0; READ_BUF_BYTES],
-            out_buf: Vec::with_capacity(READ_BUF_BYTES),
-            args: Vec::with_capacity(16),
+            scratch: scratch::Scratch::new(),
             idle: Default::default(),
             auth_guard: Default::default(),
             next_stats: None,

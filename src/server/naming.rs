@@ -71,7 +71,7 @@ impl Server {
         if session.name != name {
             if let (true, Some(n)) = (self.config.session.unique_names, &name) {
                 if !self.take_name(token, n, now) {
-                    resp::write_error(&mut self.out_buf, command::NAME_IN_USE);
+                    resp::write_error(&mut self.scratch.out, command::NAME_IN_USE);
                     return;
                 }
             }
@@ -95,7 +95,7 @@ impl Server {
             });
         }
         if let Some(s) = self.sessions.get_mut(token) {
-            command::answer_renamed(s, reply, &mut self.out_buf);
+            command::answer_renamed(s, reply, &mut self.scratch.out);
         }
     }
 

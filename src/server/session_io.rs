@@ -1,4 +1,5 @@
-//! One session's I/O: reading and answering requests, writing replies, and reaping.
+//! One session's I/O: reading and answering requests, writing replies, and deciding when the
+//! session is over (it ends in `reaper.rs`).
 //!
 //! Reads land in the loop's buffer and are parsed in place; only an unfinished request is
 //! copied into the session. Replies go into the loop's output buffer and are written straight
@@ -27,16 +28,17 @@
 //! `getsockopt` per batch, and that memory is the kernel's, bounded by `net.ipv4.tcp_wmem`,
 //! not the daemon's RSS.
 //!
-//! The loop's scratch buffers return to their usual size after a spike: the output buffer is
-//! replaced by a 64 KiB one once it grew past 256 KiB, the argument list past 1024 ranges; a
-//! session's output queue is freed when it drains.
+//! The loop's buffers are `scratch.rs` (given back after a spike); a session's output queue
+//! is a `session::Output` (freed when it drains).
 
 use std::io::Read as _;
 use std::ops::Range;
 use std::time::Instant;
 
 use super::reaper::Cause;
-use super::{Server, READ_BUF_BYTES};
+use super::scratch::Scratch;
+use super::scratch::READ_BUF_BYTES;
+use super::Server;
 use crate::auth::{self, Gate, Password};
 use crate::command::{self, Args, Step};
 use crate::config::Config;
@@ -126,13 +128,6 @@ pub(super) fn held_input_limit(max_request_bytes: usize) -> usize {
 /// client's `PING` for 135 ms; with 256 KiB a turn, 60-90 ms on a loaded machine; with 64 KiB,
 /// 22-39 ms (debug build).
 const OUTPUT_PER_TURN: usize = READ_BUF_BYTES;
-
-/// Above this capacity the loop's output buffer is given back after a batch (a spike of
-/// replies, up to `max_output_bytes` and one reply); below it the capacity is kept, so the
-/// common batch allocates nothing.
-const OUT_BUF_KEEP_BYTES: usize = 4 * READ_BUF_BYTES;
-/// Above this many argument ranges (16 bytes each) the loop's argument list is given back.
-const ARGS_KEEP: usize = 1024;
 
 /// How far [`run_requests`] got.
 struct Ran {
@@ -344,18 +339,11 @@ impl Server {
         // Replies built for this session this turn (see OUTPUT_PER_TURN).
         let mut built = 0;
         for _ in 0..MAX_READS_PER_TURN {
-            let Server {
-                sessions,
-                read_buf,
-                out_buf,
-                args,
-                config,
-                ..
-            } = self;
-            let Some(session) = sessions.get_mut(token) else {
+            let Some(session) = self.sessions.get_mut(token) else {
                 return Input::Drained;
             };
-            let policy = Policy::of(config).for_batch(session, built);
+            let policy = Policy::of(&self.config).for_batch(session, built);
+            let scratch = &mut self.scratch;
             let held = session.held_input();
             let over = session.pending_output() >= policy.max_output_bytes;
             if held.is_some() && !over && built >= OUTPUT_PER_TURN {
@@ -364,12 +352,12 @@ impl Server {
             }
             let failures_before = session.auth_failures;
             let commands_before = session.commands;
-            out_buf.clear();
+            scratch.out.clear();
             let mut read = None;
             let mut step = if held.is_some() && !over {
                 // Resume: the output drained below the limit (a FIN received meanwhile does
                 // not cancel requests that arrived before it).
-                run_unfinished(session, args, out_buf, policy, now)
+                run_unfinished(session, &mut scratch.args, &mut scratch.out, policy, now)
             } else {
                 if session.closing.is_some() {
                     return Input::Drained;
@@ -378,7 +366,7 @@ impl Server {
                     // Paused and full: `settle` reaps it as a slow consumer.
                     return Input::Drained;
                 }
-                let n = match receive(session, read_buf) {
+                let n = match receive(session, &mut scratch.read) {
                     // FIN: answer what was already received, then close.
                     Received::Closed => return Input::Closing(ReapReason::Closed),
                     Received::Bytes(n) => n,
@@ -391,7 +379,7 @@ impl Server {
                 if let (Some(pending), true) = (session.unfinished.as_mut(), over) {
                     // Paused: kept, not run (the output is at its limit); they run first
                     // once it drains.
-                    pending.bytes.extend_from_slice(&read_buf[..n]);
+                    pending.bytes.extend_from_slice(&scratch.read[..n]);
                     pending.held = true;
                     if wake == Wake::Edge && n < READ_BUF_BYTES {
                         return Input::Drained;
@@ -399,12 +387,13 @@ impl Server {
                     continue;
                 }
                 if let Some(pending) = session.unfinished.as_mut() {
-                    pending.bytes.extend_from_slice(&read_buf[..n]);
-                    run_unfinished(session, args, out_buf, policy, now)
+                    pending.bytes.extend_from_slice(&scratch.read[..n]);
+                    run_unfinished(session, &mut scratch.args, &mut scratch.out, policy, now)
                 } else {
-                    let input = &read_buf[..n];
+                    let Scratch { read, out, args } = scratch;
+                    let input = &read[..n];
                     let mut resume = Resume::Fresh;
-                    let ran = run_requests(input, &mut resume, session, args, out_buf, policy, now);
+                    let ran = run_requests(input, &mut resume, session, args, out, policy, now);
                     if ran.step.keeps_input() && ran.used < n {
                         session.unfinished = Some(Box::new(Unfinished {
                             bytes: input[ran.used..].to_vec(),
@@ -421,7 +410,7 @@ impl Server {
             // its queued requests in front of them.
             loop {
                 match step {
-                    // It writes the reply (success or refusal) in its place in `out_buf`.
+                    // It writes the reply (success or refusal) in its place in `scratch.out`.
                     Step::Rename(rename) => self.rename_session(token, rename, now),
                     Step::Exec(queued) => {
                         if let Some(s) = self.sessions.get_mut(token) {
@@ -430,18 +419,12 @@ impl Server {
                     }
                     _ => break,
                 }
-                let Server {
-                    sessions,
-                    out_buf,
-                    args,
-                    config,
-                    ..
-                } = self;
-                let Some(session) = sessions.get_mut(token) else {
+                let Some(session) = self.sessions.get_mut(token) else {
                     return Input::Drained;
                 };
-                let policy = Policy::of(config).for_batch(session, built);
-                step = run_unfinished(session, args, out_buf, policy, now);
+                let policy = Policy::of(&self.config).for_batch(session, built);
+                let Scratch { out, args, .. } = &mut self.scratch;
+                step = run_unfinished(session, args, out, policy, now);
             }
             let Some(session) = self.sessions.get(token) else {
                 return Input::Drained;
@@ -451,7 +434,7 @@ impl Server {
             if failures > 0 {
                 self.auth_failed(token, failures, now);
             }
-            built += self.out_buf.len();
+            built += self.scratch.out.len();
             if let Err(errno) = self.queue_output(token) {
                 return Input::Failed(errno);
             }
@@ -475,37 +458,24 @@ impl Server {
     /// Sends the replies in `out_buf`: straight to the socket when nothing is queued before
     /// them, otherwise behind the queue. What the kernel refuses is kept in the session.
     fn queue_output(&mut self, token: Token) -> Result<(), i32> {
-        let Server {
-            sessions,
-            out_buf,
-            args,
-            ..
-        } = self;
-        if out_buf.is_empty() {
+        let out = &self.scratch.out;
+        if out.is_empty() {
             return Ok(());
         }
-        let Some(session) = sessions.get_mut(token) else {
+        let Some(session) = self.sessions.get_mut(token) else {
             return Ok(());
         };
         if session.output.is_empty() {
-            let written = write_until_blocked(&mut session.stream, out_buf, &mut session.bytes_out)
+            let written = write_until_blocked(&mut session.stream, out, &mut session.bytes_out)
                 .map_err(|e| write_errno(&e))?;
-            if written < out_buf.len() {
+            if written < out.len() {
                 session.output = Output::new();
-                session.output.push(&out_buf[written..]);
+                session.output.push(&out[written..]);
             }
         } else {
-            session.output.push(out_buf);
+            session.output.push(out);
         }
-        out_buf.clear();
-        // After a spike (a batch of large replies), give the memory back; the loop's buffers
-        // return to their usual size instead of keeping the largest batch ever built.
-        if out_buf.capacity() > OUT_BUF_KEEP_BYTES {
-            *out_buf = Vec::with_capacity(READ_BUF_BYTES);
-        }
-        if args.capacity() > ARGS_KEEP {
-            *args = Vec::with_capacity(16);
-        }
+        self.scratch.batch_done();
         Ok(())
     }
 

@@ -309,7 +309,8 @@ impl Server {
     /// Reads until `WouldBlock`, executing as requests complete. `Err` closes the connection.
     fn ops_read(&mut self, key: usize, now: Instant) -> Result<(), String> {
         for _ in 0..MAX_READS_PER_TURN {
-            let Server { ops, read_buf, .. } = self;
+            let Server { ops, scratch, .. } = self;
+            let read_buf = &mut scratch.read;
             let Some(conn) = ops.conns.get_mut(key) else {
                 return Ok(());
             };
@@ -372,9 +373,10 @@ impl Server {
                 stats,
                 config,
                 config_path,
-                args,
+                scratch,
                 ..
             } = self;
+            let args = &mut scratch.args;
             let Ops {
                 conns,
                 admin,
@@ -565,7 +567,8 @@ impl Server {
 
     /// After the FIN: discards input until the client closes, the cap, or the timer.
     fn ops_linger(&mut self, key: usize, now: Instant) {
-        let Server { ops, read_buf, .. } = self;
+        let Server { ops, scratch, .. } = self;
+        let read_buf = &mut scratch.read;
         let Some(conn) = ops.conns.get_mut(key) else {
             return;
         };
