@@ -14,12 +14,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{info, warn, Level};
-use mio::net::TcpStream;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
+use slab::Slab;
 
 use super::reaper::Cause;
 use super::tokens::LISTENER_BASE;
-use super::{Listener, Server, StartError};
+use super::{Server, StartError};
 use crate::activation::Activated;
 use crate::listener;
 use crate::rate_limit::{budgeted, LineKind, RateLimited};
@@ -32,9 +33,19 @@ use crate::stats::RejectCause;
 const MAX_ACCEPTS_PER_TURN: usize = 64;
 /// How long to stop accepting when descriptors are gone and the reserve could not help.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Accept-side state: the reserve descriptor, the pause, and the rate limits.
+/// A bound client listener.
+#[derive(Debug)]
+pub(super) struct Listener {
+    pub(super) addr: SocketAddr,
+    pub(super) socket: TcpListener,
+}
+
+/// Accept-side state: the client listeners, the reserve descriptor, the pause, and the rate
+/// limits.
 #[derive(Debug)]
 pub(super) struct AcceptState {
+    /// Listener tokens are `LISTENER_BASE + key`.
+    pub(super) listeners: Slab<Listener>,
     reserve: Option<File>,
     retry_at: Option<Instant>,
     exhausted_warn: RateLimited,
@@ -45,6 +56,7 @@ pub(super) struct AcceptState {
 impl AcceptState {
     pub(super) fn new() -> AcceptState {
         AcceptState {
+            listeners: Slab::new(),
             reserve: File::open("/dev/null").ok(),
             retry_at: None,
             exhausted_warn: RateLimited::default(),
@@ -82,7 +94,7 @@ impl Server {
         addr: SocketAddr,
         mut socket: mio::net::TcpListener,
     ) -> io::Result<()> {
-        let entry = self.listeners.vacant_entry();
+        let entry = self.accept.listeners.vacant_entry();
         let token = Token(LISTENER_BASE + entry.key());
         self.poll
             .registry()
@@ -113,7 +125,7 @@ impl Server {
 
     /// Accepts from every listener (after a pause, or when descriptors were freed).
     pub(super) fn accept_all(&mut self, now: Instant) {
-        let keys: Vec<usize> = self.listeners.iter().map(|(k, _)| k).collect();
+        let keys: Vec<usize> = self.accept.listeners.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.accept_from(key, now);
         }
@@ -125,7 +137,7 @@ impl Server {
             return;
         }
         for _ in 0..MAX_ACCEPTS_PER_TURN {
-            let Some(listener) = self.listeners.get(key) else {
+            let Some(listener) = self.accept.listeners.get(key) else {
                 return;
             };
             match listener.socket.accept() {
@@ -170,7 +182,7 @@ impl Server {
             return false;
         };
         drop(reserve);
-        let accepted = self.listeners.get(key).map(|l| l.socket.accept());
+        let accepted = self.accept.listeners.get(key).map(|l| l.socket.accept());
         let shed = match accepted {
             Some(Ok((stream, peer))) => {
                 budgeted!(

@@ -29,7 +29,8 @@ use crate::reap::ReapReason;
 /// Unauthenticated sessions reaped per turn at most (like the deferred dead peers).
 const REAPS_PER_TURN: usize = 64;
 
-/// The loop's authentication state: deadlines, the failure table, and their log limits.
+/// The loop's authentication state: deadlines, the failure table, and the rate limits of the
+/// warnings about them.
 #[derive(Debug, Default)]
 pub(super) struct AuthGuard {
     deadlines: BinaryHeap<Reverse<(Instant, Token, u64)>>,
@@ -59,7 +60,7 @@ impl Server {
             return;
         };
         for _ in 0..n {
-            if let Some(count) = self.auth_warn.hit(now) {
+            if let Some(count) = self.auth_guard.log.failed.hit(now) {
                 budgeted!(
                     self.log_budget,
                     LineKind::Auth,
@@ -168,13 +169,14 @@ impl Server {
     }
 }
 
-// ---- Log lines a client can cause, beyond the `auth failed` warning above. ----
+// ---- Log lines a client can cause: `auth failed` above, and these. ----
 // Each is rate-limited (one line a second, with the count it stands for), then written within
 // the loop's log budget (`crate::rate_limit`, kind `auth`).
 
-/// The rate limits of the lockout and overflow warnings.
+/// The rate limits of the `auth failed`, lockout and overflow warnings.
 #[derive(Debug, Default)]
 struct AuthLog {
+    failed: RateLimited,
     lockout: RateLimited,
     overflow: RateLimited,
 }

@@ -12,23 +12,39 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use log::{error, info, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
 
 use super::reaper::Cause;
 use super::Server;
 use crate::auth::PasswordSource;
 use crate::config::Config;
 use crate::logging::LevelSource;
-use crate::notify::status_line;
+use crate::notify::{status_line, Notifier};
 use crate::reap::ReapReason;
 use crate::sockopt;
 
+/// What the loop needs to be controlled from outside: the signal pipe, the config file to
+/// reload, the service manager, and the statistics timer.
+pub(super) struct Control {
+    pub(super) signals: Signals,
+    pub(super) config_path: PathBuf,
+    pub(super) level_source: LevelSource,
+    /// Listeners came from socket activation: reloads leave them alone.
+    pub(super) socket_activated: bool,
+    /// The service manager (`sd_notify`); a no-op without `NOTIFY_SOCKET`.
+    pub(super) notify: Notifier,
+    /// When the next statistics line is due (`stats.interval`).
+    pub(super) next_stats: Option<Instant>,
+}
+
 impl Server {
     pub(super) fn handle_signals(&mut self, now: Instant) {
-        let pending: Vec<i32> = self.signals.pending().collect();
+        let pending: Vec<i32> = self.control.signals.pending().collect();
         for signal in pending {
             match signal {
                 SIGTERM | SIGINT => {
@@ -51,20 +67,20 @@ impl Server {
 
     pub(super) fn log_stats(&mut self) {
         info!("{}", self.stats.line());
-        self.notify.status(&status_line(&self.stats));
+        self.control.notify.status(&status_line(&self.stats));
     }
 
     /// A reload, told to the service manager (`RELOADING=1` ... `READY=1`, whatever the
     /// outcome: the running config stays in force when the new one is refused).
     fn reload(&mut self, now: Instant) {
-        self.notify.reloading();
+        self.control.notify.reloading();
         self.apply_reload(now);
-        self.notify.ready(now, &status_line(&self.stats));
+        self.control.notify.ready(now, &status_line(&self.stats));
     }
 
     /// Re-reads the config file and applies it, or keeps the running config.
     fn apply_reload(&mut self, now: Instant) {
-        let loaded = match Config::load(&self.config_path) {
+        let loaded = match Config::load(&self.control.config_path) {
             Ok(loaded) => loaded,
             Err(e) => {
                 error!("reload failed, keeping the running config: {e}");
@@ -80,7 +96,7 @@ impl Server {
         let old = std::mem::replace(&mut self.config, new.clone());
         warn_about_lost_protection(&old, &new);
 
-        if self.socket_activated {
+        if self.control.socket_activated {
             if old.server.listen != new.server.listen {
                 warn!("reload: server.listen ignored: the listeners come from socket activation (change the socket unit)");
             }
@@ -122,7 +138,7 @@ impl Server {
             self.rebuild_auth_deadlines();
         }
         if old.stats.interval != new.stats.interval {
-            self.next_stats = new.stats.interval.map(|i| now + i);
+            self.control.next_stats = new.stats.interval.map(|i| now + i);
         }
         if (old.log.reap_lines_per_second, old.log.bytes_per_second)
             != (new.log.reap_lines_per_second, new.log.bytes_per_second)
@@ -132,7 +148,7 @@ impl Server {
         }
         self.note_lowered_field_bounds(&old);
         if old.log.level != new.log.level {
-            match self.level_source {
+            match self.control.level_source {
                 LevelSource::Config => log::set_max_level(new.log.level),
                 LevelSource::Environment => {
                     warn!("reload: log.level ignored because RUST_LOG is set")
@@ -142,7 +158,7 @@ impl Server {
         let changed = changed_keys(&old, &new);
         info!(
             "reloaded {} (changed: {})",
-            self.config_path.display(),
+            self.control.config_path.display(),
             if changed.is_empty() {
                 "nothing".to_string()
             } else {
@@ -156,13 +172,14 @@ impl Server {
     fn reconcile_listeners(&mut self) {
         let wanted: HashSet<SocketAddr> = self.config.server.listen.iter().copied().collect();
         let stale: Vec<usize> = self
+            .accept
             .listeners
             .iter()
             .filter(|(_, l)| !wanted.contains(&l.addr))
             .map(|(k, _)| k)
             .collect();
         for key in stale {
-            let mut l = self.listeners.remove(key);
+            let mut l = self.accept.listeners.remove(key);
             let _ = self.poll.registry().deregister(&mut l.socket);
             // A warning: a truncated or mistaken file can drop a listener clients rely on.
             warn!(
@@ -170,7 +187,7 @@ impl Server {
                 l.addr
             );
         }
-        let have: HashSet<SocketAddr> = self.listeners.iter().map(|(_, l)| l.addr).collect();
+        let have: HashSet<SocketAddr> = self.accept.listeners.iter().map(|(_, l)| l.addr).collect();
         for addr in self.config.server.listen.clone() {
             if have.contains(&addr) {
                 continue;
@@ -184,8 +201,8 @@ impl Server {
     /// Stops accepting, reaps every session with `shutdown` (published to presence subscribers,
     /// who get a bounded time to take it), logs the final statistics.
     pub(super) fn shutdown(&mut self, now: Instant) {
-        self.notify.stopping();
-        for (_, mut l) in std::mem::take(&mut self.listeners) {
+        self.control.notify.stopping();
+        for (_, mut l) in std::mem::take(&mut self.accept.listeners) {
             let _ = self.poll.registry().deregister(&mut l.socket);
         }
         self.close_ops_listeners();

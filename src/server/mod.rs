@@ -33,10 +33,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
-use slab::Slab;
 
 use crate::activation::Activated;
 use crate::config::Config;
@@ -116,48 +114,35 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// A bound client listener.
-struct Listener {
-    addr: SocketAddr,
-    socket: TcpListener,
-}
-
 /// The event loop and everything it owns.
 pub struct Server {
     poll: Poll,
-    config_path: PathBuf,
     config: Config,
-    level_source: LevelSource,
-    listeners: Slab<Listener>,
-    signals: Signals,
+    /// Signals, the config file, the service manager and the statistics timer.
+    control: control::Control,
     sessions: SessionTable,
     stats: Stats,
     /// The read, reply and argument buffers every session uses in turn.
     scratch: scratch::Scratch,
     /// `session.idle_timeout` deadlines (see `reaper.rs`).
     idle: reaper::IdleTimers,
-    /// `auth_timeout` deadlines and the per-address failure table (see `auth.rs`).
+    /// `auth_timeout` deadlines and the per-address failure table (see `auth_guard.rs`); also the `auth failed` warnings.
     auth_guard: auth_guard::AuthGuard,
-    next_stats: Option<Instant>,
     /// Work left for the next turn: revisits, accepts, deferred dead peers.
     pending: pending::Pending,
+    /// The client listeners, and what accepting needs when descriptors run out.
     accept: accept::AcceptState,
     /// The admin and metrics listeners and their connections.
     ops: ops::Ops,
-    /// Failed `AUTH` warnings, at most one a second.
-    auth_warn: crate::rate_limit::RateLimited,
     /// Every line a client can cause is written within it (`log.reap_lines_per_second`,
     /// `log.bytes_per_second`); the rest are counted by kind (see `rate_limit.rs`).
     log_budget: crate::rate_limit::LogBudget,
     /// Recent replacements per name, to tell flapping (`session.flap_threshold`).
     flapping: crate::takeover::Flapping,
+    /// SIGTERM or SIGINT arrived: the loop ends after this turn.
     stopping: bool,
     /// Poll without sleeping for a while after a busy turn (`server.busy_poll_us`).
     busy_poll: BusyPoll,
-    /// The service manager (`sd_notify`); a no-op without `NOTIFY_SOCKET`.
-    notify: Notifier,
-    /// Listeners came from socket activation: reloads leave them alone.
-    socket_activated: bool,
 }
 
 impl Server {
@@ -186,20 +171,22 @@ impl Server {
             .map_err(StartError::Signals)?;
         let mut server = Server {
             poll,
-            config_path,
-            level_source,
-            listeners: Slab::new(),
-            signals,
+            control: control::Control {
+                signals,
+                config_path,
+                level_source,
+                socket_activated: activated.is_some(),
+                notify: Notifier::from_env(),
+                next_stats: None,
+            },
             sessions: SessionTable::with_capacity(config.server.max_connections.min(65_536)),
             stats: Stats::default(),
             scratch: scratch::Scratch::new(),
             idle: Default::default(),
             auth_guard: Default::default(),
-            next_stats: None,
             pending: Default::default(),
             accept: accept::AcceptState::new(),
             ops: ops::Ops::new(),
-            auth_warn: Default::default(),
             log_budget: crate::rate_limit::LogBudget::new(
                 config.log.reap_lines_per_second,
                 config.log.bytes_per_second,
@@ -207,8 +194,6 @@ impl Server {
             flapping: Default::default(),
             stopping: false,
             busy_poll: BusyPoll::default(),
-            notify: Notifier::from_env(),
-            socket_activated: activated.is_some(),
             config,
         };
         match activated {
@@ -229,8 +214,8 @@ impl Server {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut now = Instant::now();
-        self.next_stats = self.config.stats.interval.map(|i| now + i);
-        self.notify.ready(now, &status_line(&self.stats));
+        self.control.next_stats = self.config.stats.interval.map(|i| now + i);
+        self.control.notify.ready(now, &status_line(&self.stats));
         loop {
             let mut timeout = self.poll_timeout(now);
             if self.busy_poll.wants_clock() {
@@ -292,10 +277,10 @@ impl Server {
         let deadlines = [
             self.idle.deadline(),
             self.auth_guard.deadline(),
-            self.next_stats,
+            self.control.next_stats,
             self.accept.retry_at(),
             self.ops_deadline(),
-            self.notify.watchdog_deadline(),
+            self.control.notify.watchdog_deadline(),
             self.log_budget.report_due(),
         ];
         deadlines
@@ -325,15 +310,17 @@ impl Server {
             self.accept.clear_retry();
             self.accept_all(now);
         }
-        if let Some(at) = self.next_stats {
+        if let Some(at) = self.control.next_stats {
             if at <= now {
                 self.log_stats();
-                self.next_stats = self.config.stats.interval.map(|i| now + i);
+                self.control.next_stats = self.config.stats.interval.map(|i| now + i);
             }
         }
         // Only here, on the loop's own timer: a loop that stops turning stops pinging.
         let stats = &self.stats;
-        self.notify.watchdog_tick(now, || status_line(stats));
+        self.control
+            .notify
+            .watchdog_tick(now, || status_line(stats));
     }
 }
 

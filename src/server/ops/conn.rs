@@ -358,6 +358,7 @@ impl Server {
 
     fn admin_execute(&mut self, key: usize, now: Instant) {
         let listeners: Vec<SocketAddr> = self
+            .accept
             .listeners
             .iter()
             .map(|(_, l)| l.socket.local_addr().unwrap_or(l.addr))
@@ -372,11 +373,11 @@ impl Server {
                 sessions,
                 stats,
                 config,
-                config_path,
+                control,
                 scratch,
                 ..
             } = self;
-            let args = &mut scratch.args;
+            let (args, config_path) = (&mut scratch.args, &control.config_path);
             let Ops {
                 conns,
                 admin,
