@@ -22,15 +22,13 @@ use super::reaper::Cause;
 use super::tokens::LISTENER_BASE;
 use super::{Server, StartError};
 use crate::activation::Activated;
-use crate::listener;
+use crate::listener::{self, MAX_ACCEPTS_PER_TURN};
 use crate::rate_limit::{budgeted, LineKind, RateLimited};
 use crate::reap::{classify, IoClass};
 use crate::session::Session;
 use crate::sockopt;
 use crate::stats::RejectCause;
 
-/// Accepts per listener per turn, so a connection storm cannot starve live sessions.
-const MAX_ACCEPTS_PER_TURN: usize = 64;
 /// How long to stop accepting when descriptors are gone and the reserve could not help.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// A bound client listener.
