@@ -1,19 +1,31 @@
-//! The event loop: one thread, one `mio::Poll`, and a `Server` that owns every piece of state.
+//! The event loop: one thread, one `mio::Poll`, and a `Server` that owns every piece of state
+//! as a short list of parts, each a type in its own file.
 //!
 //! Invariants kept here:
-//! - Readiness is a hint. Accept, read and write loops run until `WouldBlock` (or a per-turn
-//!   cap, after which the token is revisited on the next turn with a zero poll timeout).
+//! - Readiness is a hint. Accepts and writes run until `WouldBlock`, reads too, with one
+//!   exception: a session woken by a plain readable edge whose read came back shorter than the
+//!   buffer is not read again (that read emptied the socket, and anything arriving after it
+//!   raises a new edge; see `session_io::Wake`). Every loop is capped per turn; a capped token
+//!   is revisited on the next turn with a zero poll timeout (`pending.rs`).
 //! - Time is read once per turn and passed down as `now`.
 //! - The poll timeout is the nearest deadline (idle reaps, `auth_timeout` reaps, statistics,
-//!   accept retry, the systemd watchdog ping); the loop never sleeps and never busy-waits.
-//! - A session ends only in [`Server::reap`].
+//!   accept retry, the operator side's timers, the systemd watchdog ping, the log budget's
+//!   report), or zero while work is pending; the loop never sleeps, and polls without
+//!   waiting only for `server.busy_poll_us` after a busy turn (`busy_poll.rs`, off by default).
+//! - A session ends only in [`Server::reap`] (`reaper.rs`).
 //! - Sessions whose event reports an error or hang-up are serviced at most
-//!   `deferred::PER_TURN` per turn, after the live ones.
+//!   `reaper::PER_TURN` per turn, after the live ones.
 //!
-//! Submodules add `impl Server` blocks: `accept` (listeners, limits, descriptor exhaustion),
-//! `conn` (reading, writing, reaping), `control` (signals, reload, statistics, shutdown),
-//! `ops` (admin and metrics listeners), `presence` (events and names), `deferred` (the
-//! bounded queue of dead or departing peers).
+//! The parts: `tokens` (the token layout), `accept` (listeners, limits, descriptor
+//! exhaustion: `AcceptState`), `session_io` (one session's reads, requests and writes, over
+//! the loop's `Scratch` buffers in `scratch`), `reaper` (ending sessions, idle deadlines,
+//! deferred dead peers), `pending` (work left for the next turn), `auth_guard` (`AUTH`
+//! timeouts, the per-address failure table, their warnings), `naming` (presence events and
+//! `CLIENT SETNAME` with unique names and takeover), `control` (signals, reload, statistics,
+//! shutdown: `Control`), `busy_poll`, and `ops` (the admin and metrics listeners). The
+//! behaviour that needs several parts at once (a reap touches the session table, statistics,
+//! the log budget, presence and the accept reserve) is still written as `impl Server` blocks
+//! in those files, each next to the part it is about.
 
 mod accept;
 mod auth_guard;
@@ -240,7 +252,7 @@ impl Server {
             );
             for event in events.iter() {
                 // A dead or departing peer waits its turn, so a burst of thousands of them
-                // cannot hold up live sessions (see deferred.rs).
+                // cannot hold up live sessions (see reaper.rs).
                 if (event.is_error() || event.is_read_closed()) && self.defer(event.token()) {
                     continue;
                 }
