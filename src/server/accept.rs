@@ -295,7 +295,7 @@ impl Server {
         if let Some(limit) = self.config.session.idle_timeout {
             self.idle.push(now + limit, token, id);
         }
-        self.auth_admitted(token, id, now);
+        self.auth_guard.admitted(&self.config, token, id, now);
         // Bytes that arrived before registration are not lost: adding a ready socket to
         // epoll reports it at once, so the first request is read on the next turn.
     }

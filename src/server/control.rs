@@ -135,7 +135,8 @@ impl Server {
             || o.auth_timeout != n.auth_timeout
             || o.auth_failures_before_backoff != n.auth_failures_before_backoff
         {
-            self.rebuild_auth_deadlines();
+            self.auth_guard
+                .rebuild(&self.config, &self.sessions, &mut self.stats);
         }
         if old.stats.interval != new.stats.interval {
             self.control.next_stats = new.stats.interval.map(|i| now + i);

@@ -315,7 +315,11 @@ impl Server {
             // A stale event for a session reaped earlier this turn.
             return;
         }
-        self.refresh_guess_budget(token, now);
+        if let Some(session) = self.sessions.get_mut(token) {
+            let stats = &mut self.stats;
+            self.auth_guard
+                .refresh_budget(session, &self.config, stats, now);
+        }
         if let Err(errno) = self.flush_pending(token) {
             return self.reap(token, Cause::Errno(errno), now);
         }
@@ -426,13 +430,15 @@ impl Server {
                 let Scratch { out, args, .. } = &mut self.scratch;
                 step = run_unfinished(session, args, out, policy, now);
             }
-            let Some(session) = self.sessions.get(token) else {
+            let Some(session) = self.sessions.get_mut(token) else {
                 return Input::Drained;
             };
             self.stats.commands += session.commands - commands_before;
             let failures = u32::from(session.auth_failures - failures_before);
             if failures > 0 {
-                self.auth_failed(token, failures, now);
+                let (config, stats) = (&self.config, &mut self.stats);
+                self.auth_guard
+                    .failed(session, failures, config, stats, &mut self.log_budget, now);
             }
             built += self.scratch.out.len();
             if let Err(errno) = self.queue_output(token) {
