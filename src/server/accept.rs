@@ -8,20 +8,22 @@
 //! listener that stays readable. If even that fails, accepting pauses briefly. The condition is
 //! logged at most once a second, with a count.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{info, warn, Level};
+use log::{error, info, warn, Level};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Token};
+use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use super::reaper::Cause;
 use super::tokens::LISTENER_BASE;
 use super::{Server, StartError};
 use crate::activation::Activated;
+use crate::config::ServerConfig;
 use crate::listener::{self, MAX_ACCEPTS_PER_TURN};
 use crate::rate_limit::{budgeted, LineKind, RateLimited};
 use crate::reap::{classify, IoClass};
@@ -70,6 +72,104 @@ impl AcceptState {
     pub(super) fn clear_retry(&mut self) {
         self.retry_at = None;
     }
+    /// Binds a listener and registers it.
+    pub(super) fn add_listener(
+        &mut self,
+        registry: &Registry,
+        server: &ServerConfig,
+        addr: SocketAddr,
+    ) -> io::Result<()> {
+        let socket = listener::bind(addr, server.backlog, server.reuse_port)?;
+        self.register_listener(registry, addr, socket)
+    }
+
+    /// Registers a bound listener with the poller and the listener table.
+    fn register_listener(
+        &mut self,
+        registry: &Registry,
+        addr: SocketAddr,
+        mut socket: TcpListener,
+    ) -> io::Result<()> {
+        let entry = self.listeners.vacant_entry();
+        let token = Token(LISTENER_BASE + entry.key());
+        registry.register(&mut socket, token, Interest::READABLE)?;
+        let bound = socket.local_addr().unwrap_or(addr);
+        entry.insert(Listener { addr, socket });
+        info!("listening on {bound}");
+        Ok(())
+    }
+
+    /// Serves on the listeners passed by socket activation instead of `server.listen`.
+    pub(super) fn add_activated(
+        &mut self,
+        registry: &Registry,
+        passed: Vec<Activated>,
+    ) -> Result<(), StartError> {
+        for a in passed {
+            info!(
+                "socket activation: listener fd={} name={} addr={} passed by the service manager (server.listen is ignored)",
+                a.fd,
+                a.name.as_deref().unwrap_or("-"),
+                a.addr
+            );
+            self.register_listener(registry, a.addr, a.listener)
+                .map_err(|source| StartError::Bind {
+                    addr: a.addr,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Opens listeners the new config adds and closes those it dropped. A listener that cannot
+    /// be bound is logged and left out; the others keep working.
+    pub(super) fn reconcile_listeners(&mut self, registry: &Registry, server: &ServerConfig) {
+        let wanted: HashSet<SocketAddr> = server.listen.iter().copied().collect();
+        let stale: Vec<usize> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| !wanted.contains(&l.addr))
+            .map(|(k, _)| k)
+            .collect();
+        for key in stale {
+            let mut l = self.listeners.remove(key);
+            let _ = registry.deregister(&mut l.socket);
+            // A warning: a truncated or mistaken file can drop a listener clients rely on.
+            warn!(
+                "reload: closed listener {} (no longer in server.listen); new clients cannot connect there",
+                l.addr
+            );
+        }
+        let have: HashSet<SocketAddr> = self.listeners.iter().map(|(_, l)| l.addr).collect();
+        for &addr in &server.listen {
+            if have.contains(&addr) {
+                continue;
+            }
+            if let Err(e) = self.add_listener(registry, server, addr) {
+                error!("reload: cannot listen on {addr}: {e}; other listeners keep running");
+            }
+        }
+    }
+
+    /// Stops accepting: every client listener is closed.
+    pub(super) fn close_listeners(&mut self, registry: &Registry) {
+        for (_, mut l) in std::mem::take(&mut self.listeners) {
+            let _ = registry.deregister(&mut l.socket);
+        }
+    }
+
+    /// A session ended, so a descriptor came free: take the reserve back if it was lost.
+    /// Returns true when connections waited for lack of descriptors: accept them now.
+    pub(super) fn descriptor_freed(&mut self) -> bool {
+        if self.reserve.is_none() {
+            self.reserve = File::open("/dev/null").ok();
+        }
+        if self.retry_at().is_some() {
+            self.clear_retry();
+            return true;
+        }
+        false
+    }
 }
 
 /// Writes a one-line error to a connection that is about to be closed. Best effort: the
@@ -79,48 +179,6 @@ fn refuse(mut stream: TcpStream, line: &[u8]) {
 }
 
 impl Server {
-    /// Binds a listener and registers it.
-    pub(super) fn add_listener(&mut self, addr: SocketAddr) -> io::Result<()> {
-        let server = &self.config.server;
-        let socket = listener::bind(addr, server.backlog, server.reuse_port)?;
-        self.register_listener(addr, socket)
-    }
-
-    /// Registers a bound listener with the poller and the listener table.
-    pub(super) fn register_listener(
-        &mut self,
-        addr: SocketAddr,
-        mut socket: mio::net::TcpListener,
-    ) -> io::Result<()> {
-        let entry = self.accept.listeners.vacant_entry();
-        let token = Token(LISTENER_BASE + entry.key());
-        self.poll
-            .registry()
-            .register(&mut socket, token, Interest::READABLE)?;
-        let bound = socket.local_addr().unwrap_or(addr);
-        entry.insert(Listener { addr, socket });
-        info!("listening on {bound}");
-        Ok(())
-    }
-
-    /// Serves on the listeners passed by socket activation instead of `server.listen`.
-    pub(super) fn add_activated(&mut self, passed: Vec<Activated>) -> Result<(), StartError> {
-        for a in passed {
-            info!(
-                "socket activation: listener fd={} name={} addr={} passed by the service manager (server.listen is ignored)",
-                a.fd,
-                a.name.as_deref().unwrap_or("-"),
-                a.addr
-            );
-            self.register_listener(a.addr, a.listener)
-                .map_err(|source| StartError::Bind {
-                    addr: a.addr,
-                    source,
-                })?;
-        }
-        Ok(())
-    }
-
     /// Accepts from every listener (after a pause, or when descriptors were freed).
     pub(super) fn accept_all(&mut self, now: Instant) {
         let keys: Vec<usize> = self.accept.listeners.iter().map(|(k, _)| k).collect();
@@ -209,18 +267,6 @@ impl Server {
             return false;
         }
         true
-    }
-
-    /// A session ended, so a descriptor came free: take the reserve back if it was lost, and
-    /// accept what waited for lack of descriptors.
-    pub(super) fn descriptor_freed(&mut self) {
-        if self.accept.reserve.is_none() {
-            self.accept.reserve = File::open("/dev/null").ok();
-        }
-        if self.accept.retry_at().is_some() {
-            self.accept.clear_retry();
-            self.pending.accept_again();
-        }
     }
 
     /// Takes in one accepted connection, or refuses it over a limit.

@@ -10,8 +10,6 @@
 //! logged as a warning naming it.
 //! `SIGUSR1` logs the statistics now.
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -101,7 +99,8 @@ impl Server {
                 warn!("reload: server.listen ignored: the listeners come from socket activation (change the socket unit)");
             }
         } else if old.server.listen != new.server.listen {
-            self.reconcile_listeners();
+            self.accept
+                .reconcile_listeners(self.poll.registry(), &self.config.server);
         }
         if old.server.backlog != new.server.backlog {
             warn!("reload: server.backlog applies to listeners opened from now on; restart to change it on existing ones");
@@ -168,44 +167,11 @@ impl Server {
         );
     }
 
-    /// Opens listeners the new config adds and closes those it dropped. A listener that cannot
-    /// be bound is logged and left out; the others keep working.
-    fn reconcile_listeners(&mut self) {
-        let wanted: HashSet<SocketAddr> = self.config.server.listen.iter().copied().collect();
-        let stale: Vec<usize> = self
-            .accept
-            .listeners
-            .iter()
-            .filter(|(_, l)| !wanted.contains(&l.addr))
-            .map(|(k, _)| k)
-            .collect();
-        for key in stale {
-            let mut l = self.accept.listeners.remove(key);
-            let _ = self.poll.registry().deregister(&mut l.socket);
-            // A warning: a truncated or mistaken file can drop a listener clients rely on.
-            warn!(
-                "reload: closed listener {} (no longer in server.listen); new clients cannot connect there",
-                l.addr
-            );
-        }
-        let have: HashSet<SocketAddr> = self.accept.listeners.iter().map(|(_, l)| l.addr).collect();
-        for addr in self.config.server.listen.clone() {
-            if have.contains(&addr) {
-                continue;
-            }
-            if let Err(e) = self.add_listener(addr) {
-                error!("reload: cannot listen on {addr}: {e}; other listeners keep running");
-            }
-        }
-    }
-
     /// Stops accepting, reaps every session with `shutdown` (published to presence subscribers,
     /// who get a bounded time to take it), logs the final statistics.
     pub(super) fn shutdown(&mut self, now: Instant) {
         self.control.notify.stopping();
-        for (_, mut l) in std::mem::take(&mut self.accept.listeners) {
-            let _ = self.poll.registry().deregister(&mut l.socket);
-        }
+        self.accept.close_listeners(self.poll.registry());
         self.close_ops_listeners();
         let live = self.sessions.len();
         for token in self.sessions.tokens() {
@@ -221,7 +187,7 @@ impl Server {
 /// Warns about what a reload takes away: the password (or a change of it) and the operator
 /// listeners. A truncated or half-written file otherwise reloads with only `reloaded` logged,
 /// and authentication or the admin listener is silently gone. (Client listeners closed are
-/// reported where they are closed, in `reconcile_listeners`.)
+/// reported where they are closed, in `AcceptState::reconcile_listeners`.)
 fn warn_about_lost_protection(old: &Config, new: &Config) {
     let shown = |p: &crate::auth::Password| match &p.source {
         PasswordSource::Inline => "server.password".to_string(),

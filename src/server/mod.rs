@@ -209,11 +209,15 @@ impl Server {
             config,
         };
         match activated {
-            Some(passed) => server.add_activated(passed)?,
+            Some(passed) => server
+                .accept
+                .add_activated(server.poll.registry(), passed)?,
             None => {
-                for addr in server.config.server.listen.clone() {
+                for &addr in &server.config.server.listen {
+                    let registry = server.poll.registry();
                     server
-                        .add_listener(addr)
+                        .accept
+                        .add_listener(registry, &server.config.server, addr)
                         .map_err(|source| StartError::Bind { addr, source })?;
                 }
             }

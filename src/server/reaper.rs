@@ -156,7 +156,9 @@ impl Server {
         }));
         drop(session);
         // A descriptor came free: connections refused for lack of them can be taken now.
-        self.descriptor_freed();
+        if self.accept.descriptor_freed() {
+            self.pending.accept_again();
+        }
     }
 
     /// Reaps sessions whose idle deadline passed; re-queues those that received data since.
