@@ -54,6 +54,11 @@ impl Output {
         self.bytes.extend_from_slice(data);
     }
 
+    /// Drops everything that waits (and the memory).
+    pub fn clear(&mut self) {
+        *self = Output::new();
+    }
+
     /// The buffer itself, for writers that append to a `Vec<u8>` (replies, frames, listings).
     /// Only append to it: the unsent bytes start at [`Output::start`], and bytes before it
     /// are already written.
@@ -174,5 +179,22 @@ mod tests {
         let e = out.write_to(&mut &mut [][..], &mut written).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WriteZero);
         assert_eq!(out.pending(), 1);
+        out.clear();
+        assert_eq!((out.pending(), out.capacity()), (0, 0));
+    }
+
+    #[test]
+    fn appending_writers_see_the_pending_bytes_from_start() {
+        let mut out = Output::new();
+        out.push(b"abcdef");
+        let mut w = Slow {
+            got: Vec::new(),
+            take: 2,
+            calls: 0,
+        };
+        out.write_to(&mut w, &mut 0).unwrap();
+        out.append().extend_from_slice(b"gh");
+        assert_eq!(out.append().len() - out.start(), out.pending());
+        assert_eq!(out.unsent(), b"cdefgh");
     }
 }
