@@ -24,8 +24,10 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 use slab::Slab;
 
-/// Session tokens are `SESSION_BASE + key` (the layout: `server/tokens.rs`).
-pub use crate::server::tokens::SESSION_BASE;
+/// Session tokens are `SESSION_BASE + key`; everything below belongs to listeners, the
+/// operator side and signals. Defined here, where the table numbers its sessions, so this
+/// layer imports nothing from the loop; the whole layout is `server/tokens.rs`.
+pub const SESSION_BASE: usize = 1 << 16;
 
 /// The client library a session announced with `CLIENT SETINFO`.
 #[derive(Debug, Default, Clone)]

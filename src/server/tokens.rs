@@ -10,7 +10,9 @@
 //! | [`SESSION_BASE`] + key             | client sessions (`SessionTable`)             |
 //!
 //! Ranges never overlap (checked at compile time below), so the loop dispatches on the number
-//! alone; an event for a token whose owner is gone is stale and ignored by that owner.
+//! alone; an event for a token whose owner is gone is stale and ignored by that owner. A range
+//! whose owner sits in a lower layer is defined there and re-exported here (`SESSION_BASE`),
+//! so no lower layer imports the loop.
 
 use mio::Token;
 
@@ -30,9 +32,9 @@ pub(crate) const METRICS_LISTENER: Token = Token(OPS_BASE + 1);
 pub(crate) const WORK: Token = Token(OPS_BASE + 2);
 /// Operator connection tokens are `CONN_BASE + slab key`.
 pub(crate) const CONN_BASE: usize = OPS_BASE + 3;
-/// Session tokens are `SESSION_BASE + slab key`; everything below belongs to listeners, the
-/// operator side and signals.
-pub const SESSION_BASE: usize = 1 << 16;
+/// Session tokens are `SESSION_BASE + slab key`. Defined by the session table (a lower layer
+/// must not import the loop), and listed here with the rest.
+pub(crate) use crate::session::SESSION_BASE;
 
 // Both operator listeners at their highest `max_connections` fit their range.
 const _: () = assert!(CONN_BASE + 2 * MAX_OPS_LISTENER_CONNECTIONS <= SESSION_BASE);
