@@ -6,8 +6,8 @@
 //!
 //! Where the hooks sit, so that no change escapes: `joined` right after a session enters the
 //! table (`accept.rs`), `named` in [`Server::rename_session`] (the only caller of
-//! `SessionTable::rename`), `left` in `Server::reap` (the only place a session ends, so every
-//! reason, shutdown included, is published).
+//! `SessionTable::rename`), `left` in `Server::reap` (`reaper.rs`, the only place a session
+//! ends, so every reason, shutdown included, is published).
 //!
 //! Names in events are the names sessions hold, whole: they are bounded by
 //! `session.max_name_bytes` when set, and a reload that lowers the bound leaves names set

@@ -45,7 +45,7 @@ pub(super) const PER_TURN: usize = 64;
 
 /// Why a session is being reaped: a decided reason, or a socket error still to interpret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cause {
+pub(super) enum Cause {
     Reason(ReapReason),
     Errno(i32),
 }
@@ -97,7 +97,7 @@ impl Server {
     /// Ends a session: snapshot `TCP_INFO`, decide the reason, deregister, close, count, log
     /// (one line, within the log budget: `log.reap_lines_per_second`, `log.bytes_per_second`),
     /// publish `left`. The only place a session ends.
-    pub(crate) fn reap(&mut self, token: Token, cause: Cause, now: Instant) {
+    pub(super) fn reap(&mut self, token: Token, cause: Cause, now: Instant) {
         let Some(mut session) = self.sessions.remove(token) else {
             return;
         };
