@@ -5,7 +5,6 @@
 //! the life of one session from accept to reap.
 
 mod admin;
-mod busy_poll;
 pub mod cli;
 pub mod config;
 mod http;

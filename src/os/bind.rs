@@ -12,6 +12,11 @@ use std::net::SocketAddr;
 use mio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// Connections accepted from one listener per loop turn, client and operator listeners alike:
+/// a connection storm cannot starve live sessions. The rest wait in the backlog, and the
+/// listener is revisited on the next turn.
+pub const MAX_ACCEPTS_PER_TURN: usize = 64;
+
 /// Binds a non-blocking listener on `addr` with `backlog`, sharing the port with other
 /// `SO_REUSEPORT` listeners when `reuse_port` is set.
 pub fn bind(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<TcpListener> {

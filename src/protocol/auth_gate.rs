@@ -13,7 +13,7 @@
 //!   its requests run, and an `AUTH` past it is refused without comparing (`-ERR too many
 //!   failed AUTH attempts ...`, session closed with
 //!   `auth-throttled`). Unauthenticated sessions are also reaped after `server.auth_timeout`
-//!   (the loop's deadline heap, `src/server/auth.rs`).
+//!   (the loop's deadline heap, `src/server/auth_guard.rs`).
 //! - Before authenticating, a request may be at most [`MAX_UNAUTHENTICATED_REQUEST`] bytes.
 //! - Sessions open when a password is turned on by a reload keep the access they had, as in
 //!   Redis; turning the password off lets every session in at once.

@@ -8,32 +8,44 @@
 //! listener that stays readable. If even that fails, accepting pauses briefly. The condition is
 //! logged at most once a second, with a count.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{info, warn, Level};
-use mio::net::TcpStream;
-use mio::{Interest, Token};
+use log::{error, info, warn, Level};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use slab::Slab;
 
-use super::conn::Cause;
-use super::{Listener, Server, StartError, LISTENER_BASE};
+use super::reaper::Cause;
+use super::tokens::LISTENER_BASE;
+use super::{Server, StartError};
 use crate::activation::Activated;
-use crate::listener;
+use crate::config::ServerConfig;
+use crate::listener::{self, MAX_ACCEPTS_PER_TURN};
 use crate::rate_limit::{budgeted, LineKind, RateLimited};
 use crate::reap::{classify, IoClass};
 use crate::session::Session;
 use crate::sockopt;
 use crate::stats::RejectCause;
 
-/// Accepts per listener per turn, so a connection storm cannot starve live sessions.
-const MAX_ACCEPTS_PER_TURN: usize = 64;
 /// How long to stop accepting when descriptors are gone and the reserve could not help.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Accept-side state: the reserve descriptor, the pause, and the rate limits.
+/// A bound client listener.
+#[derive(Debug)]
+pub(super) struct Listener {
+    pub(super) addr: SocketAddr,
+    pub(super) socket: TcpListener,
+}
+
+/// Accept-side state: the client listeners, the reserve descriptor, the pause, and the rate
+/// limits.
 #[derive(Debug)]
 pub(super) struct AcceptState {
+    /// Listener tokens are `LISTENER_BASE + key`.
+    pub(super) listeners: Slab<Listener>,
     reserve: Option<File>,
     retry_at: Option<Instant>,
     exhausted_warn: RateLimited,
@@ -44,6 +56,7 @@ pub(super) struct AcceptState {
 impl AcceptState {
     pub(super) fn new() -> AcceptState {
         AcceptState {
+            listeners: Slab::new(),
             reserve: File::open("/dev/null").ok(),
             retry_at: None,
             exhausted_warn: RateLimited::default(),
@@ -59,6 +72,104 @@ impl AcceptState {
     pub(super) fn clear_retry(&mut self) {
         self.retry_at = None;
     }
+    /// Binds a listener and registers it.
+    pub(super) fn add_listener(
+        &mut self,
+        registry: &Registry,
+        server: &ServerConfig,
+        addr: SocketAddr,
+    ) -> io::Result<()> {
+        let socket = listener::bind(addr, server.backlog, server.reuse_port)?;
+        self.register_listener(registry, addr, socket)
+    }
+
+    /// Registers a bound listener with the poller and the listener table.
+    fn register_listener(
+        &mut self,
+        registry: &Registry,
+        addr: SocketAddr,
+        mut socket: TcpListener,
+    ) -> io::Result<()> {
+        let entry = self.listeners.vacant_entry();
+        let token = Token(LISTENER_BASE + entry.key());
+        registry.register(&mut socket, token, Interest::READABLE)?;
+        let bound = socket.local_addr().unwrap_or(addr);
+        entry.insert(Listener { addr, socket });
+        info!("listening on {bound}");
+        Ok(())
+    }
+
+    /// Serves on the listeners passed by socket activation instead of `server.listen`.
+    pub(super) fn add_activated(
+        &mut self,
+        registry: &Registry,
+        passed: Vec<Activated>,
+    ) -> Result<(), StartError> {
+        for a in passed {
+            info!(
+                "socket activation: listener fd={} name={} addr={} passed by the service manager (server.listen is ignored)",
+                a.fd,
+                a.name.as_deref().unwrap_or("-"),
+                a.addr
+            );
+            self.register_listener(registry, a.addr, a.listener)
+                .map_err(|source| StartError::Bind {
+                    addr: a.addr,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Opens listeners the new config adds and closes those it dropped. A listener that cannot
+    /// be bound is logged and left out; the others keep working.
+    pub(super) fn reconcile_listeners(&mut self, registry: &Registry, server: &ServerConfig) {
+        let wanted: HashSet<SocketAddr> = server.listen.iter().copied().collect();
+        let stale: Vec<usize> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| !wanted.contains(&l.addr))
+            .map(|(k, _)| k)
+            .collect();
+        for key in stale {
+            let mut l = self.listeners.remove(key);
+            let _ = registry.deregister(&mut l.socket);
+            // A warning: a truncated or mistaken file can drop a listener clients rely on.
+            warn!(
+                "reload: closed listener {} (no longer in server.listen); new clients cannot connect there",
+                l.addr
+            );
+        }
+        let have: HashSet<SocketAddr> = self.listeners.iter().map(|(_, l)| l.addr).collect();
+        for &addr in &server.listen {
+            if have.contains(&addr) {
+                continue;
+            }
+            if let Err(e) = self.add_listener(registry, server, addr) {
+                error!("reload: cannot listen on {addr}: {e}; other listeners keep running");
+            }
+        }
+    }
+
+    /// Stops accepting: every client listener is closed.
+    pub(super) fn close_listeners(&mut self, registry: &Registry) {
+        for (_, mut l) in std::mem::take(&mut self.listeners) {
+            let _ = registry.deregister(&mut l.socket);
+        }
+    }
+
+    /// A session ended, so a descriptor came free: take the reserve back if it was lost.
+    /// Returns true when connections waited for lack of descriptors: accept them now.
+    pub(super) fn descriptor_freed(&mut self) -> bool {
+        if self.reserve.is_none() {
+            self.reserve = File::open("/dev/null").ok();
+        }
+        if self.retry_at().is_some() {
+            self.clear_retry();
+            return true;
+        }
+        false
+    }
 }
 
 /// Writes a one-line error to a connection that is about to be closed. Best effort: the
@@ -68,51 +179,9 @@ fn refuse(mut stream: TcpStream, line: &[u8]) {
 }
 
 impl Server {
-    /// Binds a listener and registers it.
-    pub(super) fn add_listener(&mut self, addr: SocketAddr) -> io::Result<()> {
-        let server = &self.config.server;
-        let socket = listener::bind(addr, server.backlog, server.reuse_port)?;
-        self.register_listener(addr, socket)
-    }
-
-    /// Registers a bound listener with the poller and the listener table.
-    pub(super) fn register_listener(
-        &mut self,
-        addr: SocketAddr,
-        mut socket: mio::net::TcpListener,
-    ) -> io::Result<()> {
-        let entry = self.listeners.vacant_entry();
-        let token = Token(LISTENER_BASE + entry.key());
-        self.poll
-            .registry()
-            .register(&mut socket, token, Interest::READABLE)?;
-        let bound = socket.local_addr().unwrap_or(addr);
-        entry.insert(Listener { addr, socket });
-        info!("listening on {bound}");
-        Ok(())
-    }
-
-    /// Serves on the listeners passed by socket activation instead of `server.listen`.
-    pub(super) fn add_activated(&mut self, passed: Vec<Activated>) -> Result<(), StartError> {
-        for a in passed {
-            info!(
-                "socket activation: listener fd={} name={} addr={} passed by the service manager (server.listen is ignored)",
-                a.fd,
-                a.name.as_deref().unwrap_or("-"),
-                a.addr
-            );
-            self.register_listener(a.addr, a.listener)
-                .map_err(|source| StartError::Bind {
-                    addr: a.addr,
-                    source,
-                })?;
-        }
-        Ok(())
-    }
-
     /// Accepts from every listener (after a pause, or when descriptors were freed).
     pub(super) fn accept_all(&mut self, now: Instant) {
-        let keys: Vec<usize> = self.listeners.iter().map(|(k, _)| k).collect();
+        let keys: Vec<usize> = self.accept.listeners.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.accept_from(key, now);
         }
@@ -124,7 +193,7 @@ impl Server {
             return;
         }
         for _ in 0..MAX_ACCEPTS_PER_TURN {
-            let Some(listener) = self.listeners.get(key) else {
+            let Some(listener) = self.accept.listeners.get(key) else {
                 return;
             };
             match listener.socket.accept() {
@@ -151,7 +220,7 @@ impl Server {
             }
         }
         // The cap was reached with connections still waiting: come back next turn.
-        self.accept_revisit = true;
+        self.pending.accept_again();
     }
 
     /// Out of descriptors: frees the reserve, accepts one waiting connection, tells it why and
@@ -169,7 +238,7 @@ impl Server {
             return false;
         };
         drop(reserve);
-        let accepted = self.listeners.get(key).map(|l| l.socket.accept());
+        let accepted = self.accept.listeners.get(key).map(|l| l.socket.accept());
         let shed = match accepted {
             Some(Ok((stream, peer))) => {
                 budgeted!(
@@ -198,18 +267,6 @@ impl Server {
             return false;
         }
         true
-    }
-
-    /// A session ended, so a descriptor came free: take the reserve back if it was lost, and
-    /// accept what waited for lack of descriptors.
-    pub(super) fn descriptor_freed(&mut self) {
-        if self.accept.reserve.is_none() {
-            self.accept.reserve = File::open("/dev/null").ok();
-        }
-        if self.accept.retry_at().is_some() {
-            self.accept.clear_retry();
-            self.accept_revisit = true;
-        }
     }
 
     /// Takes in one accepted connection, or refuses it over a limit.
@@ -282,10 +339,9 @@ impl Server {
             "accepted id={id} peer={peer}"
         );
         if let Some(limit) = self.config.session.idle_timeout {
-            self.idle_heap
-                .push(std::cmp::Reverse((now + limit, token, id)));
+            self.idle.push(now + limit, token, id);
         }
-        self.auth_admitted(token, id, now);
+        self.auth_guard.admitted(&self.config, token, id, now);
         // Bytes that arrived before registration are not lost: adding a ready socket to
         // epoll reports it at once, so the first request is read on the next turn.
     }

@@ -10,25 +10,39 @@
 //! logged as a warning naming it.
 //! `SIGUSR1` logs the statistics now.
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use log::{error, info, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
 
-use super::conn::Cause;
+use super::reaper::Cause;
 use super::Server;
 use crate::auth::PasswordSource;
 use crate::config::Config;
 use crate::logging::LevelSource;
-use crate::notify::status_line;
+use crate::notify::{status_line, Notifier};
 use crate::reap::ReapReason;
 use crate::sockopt;
 
+/// What the loop needs to be controlled from outside: the signal pipe, the config file to
+/// reload, the service manager, and the statistics timer.
+pub(super) struct Control {
+    pub(super) signals: Signals,
+    pub(super) config_path: PathBuf,
+    pub(super) level_source: LevelSource,
+    /// Listeners came from socket activation: reloads leave them alone.
+    pub(super) socket_activated: bool,
+    /// The service manager (`sd_notify`); a no-op without `NOTIFY_SOCKET`.
+    pub(super) notify: Notifier,
+    /// When the next statistics line is due (`stats.interval`).
+    pub(super) next_stats: Option<Instant>,
+}
+
 impl Server {
     pub(super) fn handle_signals(&mut self, now: Instant) {
-        let pending: Vec<i32> = self.signals.pending().collect();
+        let pending: Vec<i32> = self.control.signals.pending().collect();
         for signal in pending {
             match signal {
                 SIGTERM | SIGINT => {
@@ -51,20 +65,20 @@ impl Server {
 
     pub(super) fn log_stats(&mut self) {
         info!("{}", self.stats.line());
-        self.notify.status(&status_line(&self.stats));
+        self.control.notify.status(&status_line(&self.stats));
     }
 
     /// A reload, told to the service manager (`RELOADING=1` ... `READY=1`, whatever the
     /// outcome: the running config stays in force when the new one is refused).
     fn reload(&mut self, now: Instant) {
-        self.notify.reloading();
+        self.control.notify.reloading();
         self.apply_reload(now);
-        self.notify.ready(now, &status_line(&self.stats));
+        self.control.notify.ready(now, &status_line(&self.stats));
     }
 
     /// Re-reads the config file and applies it, or keeps the running config.
     fn apply_reload(&mut self, now: Instant) {
-        let loaded = match Config::load(&self.config_path) {
+        let loaded = match Config::load(&self.control.config_path) {
             Ok(loaded) => loaded,
             Err(e) => {
                 error!("reload failed, keeping the running config: {e}");
@@ -80,12 +94,13 @@ impl Server {
         let old = std::mem::replace(&mut self.config, new.clone());
         warn_about_lost_protection(&old, &new);
 
-        if self.socket_activated {
+        if self.control.socket_activated {
             if old.server.listen != new.server.listen {
                 warn!("reload: server.listen ignored: the listeners come from socket activation (change the socket unit)");
             }
         } else if old.server.listen != new.server.listen {
-            self.reconcile_listeners();
+            self.accept
+                .reconcile_listeners(self.poll.registry(), &self.config.server);
         }
         if old.server.backlog != new.server.backlog {
             warn!("reload: server.backlog applies to listeners opened from now on; restart to change it on existing ones");
@@ -111,17 +126,19 @@ impl Server {
         }
         self.reconcile_ops(&old);
         if old.session.idle_timeout != new.session.idle_timeout {
-            self.rebuild_idle_heap();
+            self.idle
+                .rebuild(&self.sessions, self.config.session.idle_timeout);
         }
         let (o, n) = (&old.server, &new.server);
         if o.password.is_some() != n.password.is_some()
             || o.auth_timeout != n.auth_timeout
             || o.auth_failures_before_backoff != n.auth_failures_before_backoff
         {
-            self.rebuild_auth_deadlines();
+            self.auth_guard
+                .rebuild(&self.config, &self.sessions, &mut self.stats);
         }
         if old.stats.interval != new.stats.interval {
-            self.next_stats = new.stats.interval.map(|i| now + i);
+            self.control.next_stats = new.stats.interval.map(|i| now + i);
         }
         if (old.log.reap_lines_per_second, old.log.bytes_per_second)
             != (new.log.reap_lines_per_second, new.log.bytes_per_second)
@@ -131,7 +148,7 @@ impl Server {
         }
         self.note_lowered_field_bounds(&old);
         if old.log.level != new.log.level {
-            match self.level_source {
+            match self.control.level_source {
                 LevelSource::Config => log::set_max_level(new.log.level),
                 LevelSource::Environment => {
                     warn!("reload: log.level ignored because RUST_LOG is set")
@@ -141,7 +158,7 @@ impl Server {
         let changed = changed_keys(&old, &new);
         info!(
             "reloaded {} (changed: {})",
-            self.config_path.display(),
+            self.control.config_path.display(),
             if changed.is_empty() {
                 "nothing".to_string()
             } else {
@@ -150,43 +167,11 @@ impl Server {
         );
     }
 
-    /// Opens listeners the new config adds and closes those it dropped. A listener that cannot
-    /// be bound is logged and left out; the others keep working.
-    fn reconcile_listeners(&mut self) {
-        let wanted: HashSet<SocketAddr> = self.config.server.listen.iter().copied().collect();
-        let stale: Vec<usize> = self
-            .listeners
-            .iter()
-            .filter(|(_, l)| !wanted.contains(&l.addr))
-            .map(|(k, _)| k)
-            .collect();
-        for key in stale {
-            let mut l = self.listeners.remove(key);
-            let _ = self.poll.registry().deregister(&mut l.socket);
-            // A warning: a truncated or mistaken file can drop a listener clients rely on.
-            warn!(
-                "reload: closed listener {} (no longer in server.listen); new clients cannot connect there",
-                l.addr
-            );
-        }
-        let have: HashSet<SocketAddr> = self.listeners.iter().map(|(_, l)| l.addr).collect();
-        for addr in self.config.server.listen.clone() {
-            if have.contains(&addr) {
-                continue;
-            }
-            if let Err(e) = self.add_listener(addr) {
-                error!("reload: cannot listen on {addr}: {e}; other listeners keep running");
-            }
-        }
-    }
-
     /// Stops accepting, reaps every session with `shutdown` (published to presence subscribers,
     /// who get a bounded time to take it), logs the final statistics.
     pub(super) fn shutdown(&mut self, now: Instant) {
-        self.notify.stopping();
-        for (_, mut l) in std::mem::take(&mut self.listeners) {
-            let _ = self.poll.registry().deregister(&mut l.socket);
-        }
+        self.control.notify.stopping();
+        self.accept.close_listeners(self.poll.registry());
         self.close_ops_listeners();
         let live = self.sessions.len();
         for token in self.sessions.tokens() {
@@ -202,7 +187,7 @@ impl Server {
 /// Warns about what a reload takes away: the password (or a change of it) and the operator
 /// listeners. A truncated or half-written file otherwise reloads with only `reloaded` logged,
 /// and authentication or the admin listener is silently gone. (Client listeners closed are
-/// reported where they are closed, in `reconcile_listeners`.)
+/// reported where they are closed, in `AcceptState::reconcile_listeners`.)
 fn warn_about_lost_protection(old: &Config, new: &Config) {
     let shown = |p: &crate::auth::Password| match &p.source {
         PasswordSource::Inline => "server.password".to_string(),

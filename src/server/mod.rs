@@ -1,57 +1,63 @@
-//! The event loop: one thread, one `mio::Poll`, and a `Server` that owns every piece of state.
+//! The event loop: one thread, one `mio::Poll`, and a `Server` that owns every piece of state
+//! as a short list of parts, each a type in its own file.
 //!
 //! Invariants kept here:
-//! - Readiness is a hint. Accept, read and write loops run until `WouldBlock` (or a per-turn
-//!   cap, after which the token is revisited on the next turn with a zero poll timeout).
+//! - Readiness is a hint. Accepts and writes run until `WouldBlock`, reads too, with one
+//!   exception: a session woken by a plain readable edge whose read came back shorter than the
+//!   buffer is not read again (that read emptied the socket, and anything arriving after it
+//!   raises a new edge; see `session_io::Wake`). Every loop is capped per turn; a capped token
+//!   is revisited on the next turn with a zero poll timeout (`pending.rs`).
 //! - Time is read once per turn and passed down as `now`.
 //! - The poll timeout is the nearest deadline (idle reaps, `auth_timeout` reaps, statistics,
-//!   accept retry, the systemd watchdog ping); the loop never sleeps and never busy-waits.
-//! - A session ends only in [`Server::reap`].
+//!   accept retry, the operator side's timers, the systemd watchdog ping, the log budget's
+//!   report), or zero while work is pending; the loop never sleeps, and polls without
+//!   waiting only for `server.busy_poll_us` after a busy turn (`busy_poll.rs`, off by default).
+//! - A session ends only in [`Server::reap`] (`reaper.rs`).
 //! - Sessions whose event reports an error or hang-up are serviced at most
-//!   `deferred::PER_TURN` per turn, after the live ones.
+//!   `reaper::PER_TURN` per turn, after the live ones.
 //!
-//! Submodules add `impl Server` blocks: `accept` (listeners, limits, descriptor exhaustion),
-//! `conn` (reading, writing, reaping), `control` (signals, reload, statistics, shutdown),
-//! `ops` (admin and metrics listeners), `presence` (events and names), `deferred` (the
-//! bounded queue of dead or departing peers).
+//! The parts: `tokens` (the token layout), `accept` (listeners, limits, descriptor
+//! exhaustion: `AcceptState`), `session_io` (one session's reads, requests and writes, over
+//! the loop's `Scratch` buffers in `scratch`), `reaper` (ending sessions, idle deadlines,
+//! deferred dead peers), `pending` (work left for the next turn), `auth_guard` (`AUTH`
+//! timeouts, the per-address failure table, their warnings), `naming` (presence events and
+//! `CLIENT SETNAME` with unique names and takeover), `control` (signals, reload, statistics,
+//! shutdown: `Control`), `busy_poll`, and `ops` (the admin and metrics listeners). The
+//! behaviour that needs several parts at once (a reap touches the session table, statistics,
+//! the log budget, presence and the accept reserve) is still written as `impl Server` blocks
+//! in those files, each next to the part it is about.
 
 mod accept;
-mod auth;
-mod conn;
+mod auth_guard;
+pub(crate) mod busy_poll;
 mod control;
-mod deferred;
+mod naming;
 mod ops;
-mod presence;
+mod pending;
+mod reaper;
+mod scratch;
+mod session_io;
+pub(crate) mod tokens;
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
-use slab::Slab;
 
 use crate::activation::Activated;
-use crate::busy_poll::BusyPoll;
 use crate::config::Config;
 use crate::logging::LevelSource;
 use crate::notify::{status_line, Notifier};
-use crate::session::{SessionTable, SESSION_BASE};
+use crate::session::SessionTable;
 use crate::stats::Stats;
-use conn::Wake;
+use busy_poll::BusyPoll;
+use session_io::Wake;
+use tokens::{LISTENER_BASE, SESSION_BASE, SIGNAL};
 
-/// Token of the signal pipe.
-const SIGNAL: Token = Token(0);
-/// Listener tokens are `LISTENER_BASE + slab key`.
-const LISTENER_BASE: usize = 1;
-/// Bytes read per `read` call, into the loop's own buffer.
-const READ_BUF_BYTES: usize = 64 * 1024;
 /// Events taken per `poll`. A turn's work is bounded by the per-turn caps on accepts, reads and
 /// deferred dead peers, not by this: events that say error or hang-up cost only a queue push.
 /// A larger batch matters when thousands of peers die at once: epoll hands out ready items in
@@ -120,59 +126,35 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// A bound client listener.
-struct Listener {
-    addr: SocketAddr,
-    socket: TcpListener,
-}
-
-/// An entry of the idle-deadline heap. Entries go stale when a session receives data or is
-/// reaped; they are checked against the session when they come due.
-type IdleEntry = Reverse<(Instant, Token, u64)>;
-
 /// The event loop and everything it owns.
 pub struct Server {
     poll: Poll,
-    config_path: PathBuf,
     config: Config,
-    level_source: LevelSource,
-    listeners: Slab<Listener>,
-    signals: Signals,
+    /// Signals, the config file, the service manager and the statistics timer.
+    control: control::Control,
     sessions: SessionTable,
     stats: Stats,
-    /// Reads land here; only unfinished requests are copied into a session.
-    read_buf: Vec<u8>,
-    /// Replies of the current request batch; only what the kernel refuses is copied.
-    out_buf: Vec<u8>,
-    /// Argument ranges of the request being executed.
-    args: Vec<Range<usize>>,
-    idle_heap: BinaryHeap<IdleEntry>,
-    /// `auth_timeout` deadlines and the per-address failure table (see `auth.rs`).
-    auth_guard: auth::AuthGuard,
-    next_stats: Option<Instant>,
-    /// Sessions whose input was not drained this turn (per-turn read cap).
-    revisit: Vec<Token>,
-    /// Listeners to accept from again next turn (per-turn accept cap).
-    accept_revisit: bool,
-    /// Sessions with an error or hang-up, serviced a bounded number per turn.
-    deferred: deferred::Deferred,
+    /// The read, reply and argument buffers every session uses in turn.
+    scratch: scratch::Scratch,
+    /// `session.idle_timeout` deadlines (see `reaper.rs`).
+    idle: reaper::IdleTimers,
+    /// `auth_timeout` deadlines and the per-address failure table (see `auth_guard.rs`); also the `auth failed` warnings.
+    auth_guard: auth_guard::AuthGuard,
+    /// Work left for the next turn: revisits, accepts, deferred dead peers.
+    pending: pending::Pending,
+    /// The client listeners, and what accepting needs when descriptors run out.
     accept: accept::AcceptState,
     /// The admin and metrics listeners and their connections.
     ops: ops::Ops,
-    /// Failed `AUTH` warnings, at most one a second.
-    auth_warn: crate::rate_limit::RateLimited,
     /// Every line a client can cause is written within it (`log.reap_lines_per_second`,
     /// `log.bytes_per_second`); the rest are counted by kind (see `rate_limit.rs`).
     log_budget: crate::rate_limit::LogBudget,
     /// Recent replacements per name, to tell flapping (`session.flap_threshold`).
     flapping: crate::takeover::Flapping,
+    /// SIGTERM or SIGINT arrived: the loop ends after this turn.
     stopping: bool,
     /// Poll without sleeping for a while after a busy turn (`server.busy_poll_us`).
     busy_poll: BusyPoll,
-    /// The service manager (`sd_notify`); a no-op without `NOTIFY_SOCKET`.
-    notify: Notifier,
-    /// Listeners came from socket activation: reloads leave them alone.
-    socket_activated: bool,
 }
 
 impl Server {
@@ -201,24 +183,22 @@ impl Server {
             .map_err(StartError::Signals)?;
         let mut server = Server {
             poll,
-            config_path,
-            level_source,
-            listeners: Slab::new(),
-            signals,
+            control: control::Control {
+                signals,
+                config_path,
+                level_source,
+                socket_activated: activated.is_some(),
+                notify: Notifier::from_env(),
+                next_stats: None,
+            },
             sessions: SessionTable::with_capacity(config.server.max_connections.min(65_536)),
             stats: Stats::default(),
-            read_buf: vec![0; READ_BUF_BYTES],
-            out_buf: Vec::with_capacity(READ_BUF_BYTES),
-            args: Vec::with_capacity(16),
-            idle_heap: BinaryHeap::new(),
+            scratch: scratch::Scratch::new(),
+            idle: Default::default(),
             auth_guard: Default::default(),
-            next_stats: None,
-            revisit: Vec::new(),
-            accept_revisit: false,
-            deferred: deferred::Deferred::new(),
+            pending: Default::default(),
             accept: accept::AcceptState::new(),
             ops: ops::Ops::new(),
-            auth_warn: Default::default(),
             log_budget: crate::rate_limit::LogBudget::new(
                 config.log.reap_lines_per_second,
                 config.log.bytes_per_second,
@@ -226,16 +206,18 @@ impl Server {
             flapping: Default::default(),
             stopping: false,
             busy_poll: BusyPoll::default(),
-            notify: Notifier::from_env(),
-            socket_activated: activated.is_some(),
             config,
         };
         match activated {
-            Some(passed) => server.add_activated(passed)?,
+            Some(passed) => server
+                .accept
+                .add_activated(server.poll.registry(), passed)?,
             None => {
-                for addr in server.config.server.listen.clone() {
+                for &addr in &server.config.server.listen {
+                    let registry = server.poll.registry();
                     server
-                        .add_listener(addr)
+                        .accept
+                        .add_listener(registry, &server.config.server, addr)
                         .map_err(|source| StartError::Bind { addr, source })?;
                 }
             }
@@ -248,8 +230,8 @@ impl Server {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut now = Instant::now();
-        self.next_stats = self.config.stats.interval.map(|i| now + i);
-        self.notify.ready(now, &status_line(&self.stats));
+        self.control.next_stats = self.config.stats.interval.map(|i| now + i);
+        self.control.notify.ready(now, &status_line(&self.stats));
         loop {
             let mut timeout = self.poll_timeout(now);
             if self.busy_poll.wants_clock() {
@@ -274,7 +256,7 @@ impl Server {
             );
             for event in events.iter() {
                 // A dead or departing peer waits its turn, so a burst of thousands of them
-                // cannot hold up live sessions (see deferred.rs).
+                // cannot hold up live sessions (see reaper.rs).
                 if (event.is_error() || event.is_read_closed()) && self.defer(event.token()) {
                     continue;
                 }
@@ -305,20 +287,16 @@ impl Server {
 
     /// Time until the nearest deadline; zero when work was left over from this turn.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.revisit.is_empty()
-            || self.accept_revisit
-            || !self.deferred.is_empty()
-            || self.presence_backlog()
-        {
+        if self.pending.any() || self.presence_backlog() {
             return Some(Duration::ZERO);
         }
         let deadlines = [
-            self.idle_heap.peek().map(|Reverse((at, _, _))| *at),
+            self.idle.deadline(),
             self.auth_guard.deadline(),
-            self.next_stats,
+            self.control.next_stats,
             self.accept.retry_at(),
             self.ops_deadline(),
-            self.notify.watchdog_deadline(),
+            self.control.notify.watchdog_deadline(),
             self.log_budget.report_due(),
         ];
         deadlines
@@ -329,11 +307,11 @@ impl Server {
     }
 
     fn revisit_pending(&mut self, now: Instant) {
-        for token in std::mem::take(&mut self.revisit) {
+        for token in self.pending.take_revisits() {
             self.dispatch(token, now, Wake::Drain);
         }
         self.service_deferred(now);
-        if std::mem::take(&mut self.accept_revisit) {
+        if self.pending.take_accept() {
             self.accept_all(now);
         }
     }
@@ -348,56 +326,17 @@ impl Server {
             self.accept.clear_retry();
             self.accept_all(now);
         }
-        if let Some(at) = self.next_stats {
+        if let Some(at) = self.control.next_stats {
             if at <= now {
                 self.log_stats();
-                self.next_stats = self.config.stats.interval.map(|i| now + i);
+                self.control.next_stats = self.config.stats.interval.map(|i| now + i);
             }
         }
         // Only here, on the loop's own timer: a loop that stops turning stops pinging.
         let stats = &self.stats;
-        self.notify.watchdog_tick(now, || status_line(stats));
-    }
-
-    /// Reaps sessions whose idle deadline passed; re-queues those that received data since.
-    fn reap_idle(&mut self, now: Instant) {
-        let Some(limit) = self.config.session.idle_timeout else {
-            self.idle_heap.clear();
-            return;
-        };
-        while let Some(Reverse((at, token, id))) = self.idle_heap.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.idle_heap.pop();
-            let Some(session) = self.sessions.get(token) else {
-                continue;
-            };
-            if session.id != id {
-                continue;
-            }
-            let due = session.idle_deadline(limit);
-            if due <= now {
-                self.reap(
-                    token,
-                    conn::Cause::Reason(crate::reap::ReapReason::IdleTimeout),
-                    now,
-                );
-            } else {
-                self.idle_heap.push(Reverse((due, token, id)));
-            }
-        }
-    }
-
-    /// Rebuilds the idle heap from the live sessions (after a reload changed the timeout).
-    fn rebuild_idle_heap(&mut self) {
-        self.idle_heap.clear();
-        if let Some(limit) = self.config.session.idle_timeout {
-            for (token, s) in self.sessions.iter() {
-                self.idle_heap
-                    .push(Reverse((s.idle_deadline(limit), token, s.id)));
-            }
-        }
+        self.control
+            .notify
+            .watchdog_tick(now, || status_line(stats));
     }
 }
 

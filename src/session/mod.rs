@@ -3,9 +3,9 @@
 //! A session holds no heap buffers while it is idle: requests are read into a buffer the event
 //! loop owns, and a session keeps only the unfinished tail of a request (`unfinished`, boxed:
 //! `None` unless a request spans reads) and output the kernel did not take yet (`output`, an
-//! empty `Vec` when idle). An idle session is its table entry and nothing else. A session
+//! [`Output`] that holds no memory when idle). An idle session is its table entry and nothing else. A session
 //! whose output reached `session.max_output_bytes` keeps its unexecuted requests in
-//! `unfinished` too, marked [`Unfinished::held`] (see `server/conn.rs`).
+//! `unfinished` too, marked [`Unfinished::held`] (see `server/session_io.rs`).
 //!
 //! The table also keeps the name index (name → the sessions holding it, oldest first) for
 //! `CLIENT LOOKUP` and `session.unique_names`. It is maintained in exactly two places:
@@ -15,6 +15,10 @@
 //! The rest of this folder is what the loop knows about clients beyond the wire protocol: why a
 //! session ended (`reap`), which holder of a name a newcomer may replace (`takeover`), and the
 //! failed passwords counted per source address across sessions (`auth_throttle`).
+
+mod output;
+
+pub use output::{write_until_blocked, Output};
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +32,9 @@ pub(crate) mod auth_throttle;
 pub mod reap;
 pub(crate) mod takeover;
 
-/// Tokens below this belong to listeners and signals; session tokens are `SESSION_BASE + key`.
+/// Session tokens are `SESSION_BASE + key`; everything below belongs to listeners, the
+/// operator side and signals. Defined here, where the table numbers its sessions, so this
+/// layer imports nothing from the loop; the whole layout is `server/tokens.rs`.
 pub const SESSION_BASE: usize = 1 << 16;
 
 /// The client library a session announced with `CLIENT SETINFO`.
@@ -64,9 +70,8 @@ pub struct Session {
     pub commands: u64,
     /// The unfinished tail of a request, kept between reads.
     pub unfinished: Option<Box<Unfinished>>,
-    /// Output the kernel has not taken yet, from `output_pos` on.
-    pub output: Vec<u8>,
-    pub output_pos: usize,
+    /// Output the kernel has not taken yet.
+    pub output: Output,
     /// The peer sent FIN (or the session asked to close): no more reading; reap once the
     /// pending output is delivered.
     pub closing: Option<crate::session::reap::ReapReason>,
@@ -117,8 +122,7 @@ impl Session {
             bytes_out: 0,
             commands: 0,
             unfinished: None,
-            output: Vec::new(),
-            output_pos: 0,
+            output: Output::new(),
             closing: None,
             interest: Interest::READABLE,
             proto: crate::protocol::resp::Proto::Resp2,
@@ -143,7 +147,7 @@ impl Session {
 
     /// Bytes queued for the peer and not yet written.
     pub fn pending_output(&self) -> usize {
-        self.output.len() - self.output_pos
+        self.output.pending()
     }
 
     /// The bytes of input waiting unexecuted for lack of output room, if any (see
@@ -379,7 +383,7 @@ mod tests {
         let (_c, s) = stream();
         let mut session = Session::new(1, s, "127.0.0.1:1".parse().unwrap(), Instant::now());
         assert_eq!(session.wanted_interest(), Interest::READABLE);
-        session.output.extend_from_slice(b"+PONG\r\n");
+        session.output.push(b"+PONG\r\n");
         assert_eq!(
             session.wanted_interest(),
             Interest::READABLE | Interest::WRITABLE

@@ -36,7 +36,8 @@ pub enum ReapReason {
     /// A malformed or oversized request.
     ProtocolError,
     /// Pending output at `session.max_output_bytes` (its requests paused) while the client
-    /// kept sending: more than `max_request_bytes` + 256 KiB of requests wait (`server/conn.rs`).
+    /// kept sending: more than `max_request_bytes` + 256 KiB of requests wait
+    /// (`server/session_io.rs`).
     SlowConsumer,
     /// Too many wrong passwords (`auth::MAX_FAILURES`) on one session.
     AuthFailed,

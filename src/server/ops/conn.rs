@@ -19,7 +19,7 @@ use crate::ops_listener::OpsStream;
 use crate::rate_limit::{budgeted, LineKind};
 use crate::reap::{classify, IoClass, ReapReason};
 use crate::resp::{self, Parsed};
-use crate::server::conn::Cause;
+use crate::server::reaper::Cause;
 use crate::server::Server;
 
 const MAX_READS_PER_TURN: usize = 16;
@@ -309,7 +309,8 @@ impl Server {
     /// Reads until `WouldBlock`, executing as requests complete. `Err` closes the connection.
     fn ops_read(&mut self, key: usize, now: Instant) -> Result<(), String> {
         for _ in 0..MAX_READS_PER_TURN {
-            let Server { ops, read_buf, .. } = self;
+            let Server { ops, scratch, .. } = self;
+            let read_buf = &mut scratch.read;
             let Some(conn) = ops.conns.get_mut(key) else {
                 return Ok(());
             };
@@ -336,7 +337,7 @@ impl Server {
             }
             self.ops_execute(key, now);
         }
-        self.revisit.push(Token(CONN_BASE + key));
+        self.pending.revisit.push(Token(CONN_BASE + key));
         Ok(())
     }
 
@@ -357,6 +358,7 @@ impl Server {
 
     fn admin_execute(&mut self, key: usize, now: Instant) {
         let listeners: Vec<SocketAddr> = self
+            .accept
             .listeners
             .iter()
             .map(|(_, l)| l.socket.local_addr().unwrap_or(l.addr))
@@ -371,10 +373,11 @@ impl Server {
                 sessions,
                 stats,
                 config,
-                config_path,
-                args,
+                control,
+                scratch,
                 ..
             } = self;
+            let (args, config_path) = (&mut scratch.args, &control.config_path);
             let Ops {
                 conns,
                 admin,
@@ -565,7 +568,8 @@ impl Server {
 
     /// After the FIN: discards input until the client closes, the cap, or the timer.
     fn ops_linger(&mut self, key: usize, now: Instant) {
-        let Server { ops, read_buf, .. } = self;
+        let Server { ops, scratch, .. } = self;
+        let read_buf = &mut scratch.read;
         let Some(conn) = ops.conns.get_mut(key) else {
             return;
         };
@@ -593,7 +597,7 @@ impl Server {
                 },
             }
         }
-        self.revisit.push(Token(CONN_BASE + key));
+        self.pending.revisit.push(Token(CONN_BASE + key));
     }
 
     /// After I/O: write what is queued, close a finished connection, or re-arm interest.
@@ -618,7 +622,7 @@ impl Server {
                 discarded: 0,
             };
             // Bytes that arrived before the FIN are read on the next readiness or revisit.
-            self.revisit.push(Token(CONN_BASE + key));
+            self.pending.revisit.push(Token(CONN_BASE + key));
         }
         let Some(conn) = self.ops.conns.get_mut(key) else {
             return;

@@ -63,23 +63,13 @@ use slab::Slab;
 use self::conn::{Expiry, OpsConn, Protocol};
 use super::{Server, StartError};
 use crate::admin::{AdminClient, OpsCounters};
-use crate::config::{Config, Endpoint, OpsListenerConfig, MAX_OPS_LISTENER_CONNECTIONS};
+use crate::config::{Config, Endpoint, OpsListenerConfig};
 use crate::http::{self, Status};
 use crate::ops_listener::{OpsListener, OpsStream};
 use crate::reap::{classify, IoClass};
 use crate::resp;
-use crate::session::SESSION_BASE;
 
-/// Operator tokens start here; client listener tokens stay below it.
-const OPS_BASE: usize = 1 << 15;
-const ADMIN_LISTENER: Token = Token(OPS_BASE);
-const METRICS_LISTENER: Token = Token(OPS_BASE + 1);
-/// On the revisit list while the work queue is not empty: serve it next turn.
-const WORK: Token = Token(OPS_BASE + 2);
-/// Connection tokens are `CONN_BASE + slab key`.
-const CONN_BASE: usize = OPS_BASE + 3;
-// Both listeners at their highest `max_connections` fit the token range.
-const _: () = assert!(CONN_BASE + 2 * MAX_OPS_LISTENER_CONNECTIONS <= SESSION_BASE);
+use super::tokens::{ADMIN_LISTENER, CONN_BASE, METRICS_LISTENER, WORK};
 
 const MAX_ACCEPTS_PER_TURN: usize = 64;
 /// At most one warning of each kind per this period.
@@ -116,7 +106,7 @@ impl Budget {
 
 /// Whether `token` belongs to the operator side.
 pub(super) fn owns(token: Token) -> bool {
-    (OPS_BASE..SESSION_BASE).contains(&token.0)
+    super::tokens::is_ops(token)
 }
 
 /// Which operator listener.
@@ -380,7 +370,7 @@ impl Server {
         }
         if !self.ops.work_pending {
             self.ops.work_pending = true;
-            self.revisit.push(WORK);
+            self.pending.revisit.push(WORK);
         }
     }
 
@@ -404,7 +394,7 @@ impl Server {
         }
         if !self.ops.queue.is_empty() && !self.ops.work_pending {
             self.ops.work_pending = true;
-            self.revisit.push(WORK);
+            self.pending.revisit.push(WORK);
         }
     }
 
@@ -434,7 +424,7 @@ impl Server {
                 },
             }
         }
-        self.revisit.push(role.token());
+        self.pending.revisit.push(role.token());
     }
 
     fn ops_admit(&mut self, role: Role, mut stream: OpsStream, peer: String, now: Instant) {

@@ -6,8 +6,8 @@
 //!
 //! Where the hooks sit, so that no change escapes: `joined` right after a session enters the
 //! table (`accept.rs`), `named` in [`Server::rename_session`] (the only caller of
-//! `SessionTable::rename`), `left` in `Server::reap` (the only place a session ends, so every
-//! reason, shutdown included, is published).
+//! `SessionTable::rename`), `left` in `Server::reap` (`reaper.rs`, the only place a session
+//! ends, so every reason, shutdown included, is published).
 //!
 //! Names in events are the names sessions hold, whole: they are bounded by
 //! `session.max_name_bytes` when set, and a reload that lowers the bound leaves names set
@@ -20,7 +20,7 @@ use std::time::Instant;
 use log::{warn, Level};
 use mio::Token;
 
-use super::conn::Cause;
+use super::reaper::Cause;
 use super::Server;
 use crate::command::{self, Rename};
 use crate::config::{Config, TakeoverPolicy};
@@ -71,7 +71,7 @@ impl Server {
         if session.name != name {
             if let (true, Some(n)) = (self.config.session.unique_names, &name) {
                 if !self.take_name(token, n, now) {
-                    resp::write_error(&mut self.out_buf, command::NAME_IN_USE);
+                    resp::write_error(&mut self.scratch.out, command::NAME_IN_USE);
                     return;
                 }
             }
@@ -95,7 +95,7 @@ impl Server {
             });
         }
         if let Some(s) = self.sessions.get_mut(token) {
-            command::answer_renamed(s, reply, &mut self.out_buf);
+            command::answer_renamed(s, reply, &mut self.scratch.out);
         }
     }
 

@@ -19,17 +19,20 @@ use std::time::Instant;
 use log::Level;
 use mio::Token;
 
-use super::conn::Cause;
+use super::reaper::Cause;
 use super::Server;
 use crate::auth_throttle::{self, Lockout, Policy, Throttle};
 use crate::config::Config;
 use crate::rate_limit::{budgeted, LineKind, LogBudget, RateLimited};
 use crate::reap::ReapReason;
+use crate::session::{Session, SessionTable};
+use crate::stats::Stats;
 
 /// Unauthenticated sessions reaped per turn at most (like the deferred dead peers).
 const REAPS_PER_TURN: usize = 64;
 
-/// The loop's authentication state: deadlines, the failure table, and their log limits.
+/// The loop's authentication state: deadlines, the failure table, and the rate limits of the
+/// warnings about them.
 #[derive(Debug, Default)]
 pub(super) struct AuthGuard {
     deadlines: BinaryHeap<Reverse<(Instant, Token, u64)>>,
@@ -42,6 +45,120 @@ impl AuthGuard {
     pub(super) fn deadline(&self) -> Option<Instant> {
         self.deadlines.peek().map(|Reverse((at, _, _))| *at)
     }
+
+    /// Records `n` wrong passwords just sent by `session`: counted, warned about (at most one
+    /// line a second, within the log budget), and held against its address.
+    pub(super) fn failed(
+        &mut self,
+        session: &mut Session,
+        n: u32,
+        config: &Config,
+        stats: &mut Stats,
+        log_budget: &mut LogBudget,
+        now: Instant,
+    ) {
+        stats.auth_failures += u64::from(n);
+        for _ in 0..n {
+            if let Some(count) = self.log.failed.hit(now) {
+                budgeted!(
+                    log_budget,
+                    LineKind::Auth,
+                    Level::Warn,
+                    now,
+                    "auth failed id={} peer={} session_failures={} ({count} failures since the last warning; total {})",
+                    session.id, session.peer, session.auth_failures, stats.auth_failures
+                );
+            }
+        }
+        self.throttle_failures(session, n, config, stats, log_budget, now);
+    }
+
+    /// Counts the failures against the session's address, and gives the session what is left
+    /// of the address's budget for the rest of its input.
+    fn throttle_failures(
+        &mut self,
+        session: &mut Session,
+        n: u32,
+        config: &Config,
+        stats: &mut Stats,
+        log_budget: &mut LogBudget,
+        now: Instant,
+    ) {
+        let policy = policy(config);
+        let overflowed = self.throttle.overflowed;
+        let lockout = self
+            .throttle
+            .record_failures(session.peer.ip(), n, now, &policy);
+        session.guess_budget = self.throttle.budget(session.peer.ip(), now, &policy);
+        stats.auth_tracked = self.throttle.tracked() as u64;
+        if let Some(lockout) = lockout {
+            stats.auth_lockouts += 1;
+            let tracked = self.throttle.tracked();
+            self.log
+                .lockout(log_budget, &lockout, &policy, tracked, now);
+        }
+        if self.throttle.overflowed > overflowed {
+            self.log.overflow(log_budget, now);
+        }
+    }
+
+    /// Before a session's requests run: what its address may still attempt. Nothing to do
+    /// without a password, or for a session that authenticated (its own limit of
+    /// `auth::MAX_FAILURES` still applies), so their requests cost no lookup.
+    pub(super) fn refresh_budget(
+        &mut self,
+        session: &mut Session,
+        config: &Config,
+        stats: &mut Stats,
+        now: Instant,
+    ) {
+        if config.server.password.is_none() || session.authenticated {
+            return;
+        }
+        let policy = policy(config);
+        session.guess_budget = self.throttle.budget(session.peer.ip(), now, &policy);
+        // A lookup may have forgotten a decayed entry.
+        stats.auth_tracked = self.throttle.tracked() as u64;
+    }
+
+    /// A session was admitted: with a password and `auth_timeout`, it gets its deadline.
+    pub(super) fn admitted(&mut self, config: &Config, token: Token, id: u64, now: Instant) {
+        let server = &config.server;
+        if let (Some(_), Some(limit)) = (&server.password, server.auth_timeout) {
+            self.deadlines.push(Reverse((now + limit, token, id)));
+        }
+    }
+
+    /// Takes the next deadline due at `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<(Token, u64)> {
+        let Reverse((at, token, id)) = *self.deadlines.peek()?;
+        if at > now {
+            return None;
+        }
+        self.deadlines.pop();
+        Some((token, id))
+    }
+
+    /// After a reload changed the password or `auth_timeout`: deadlines for the sessions that
+    /// are not authenticated, counted from their accept (so a shorter timeout reaps the
+    /// overdue at once); the failure table is dropped when it no longer applies.
+    pub(super) fn rebuild(&mut self, config: &Config, sessions: &SessionTable, stats: &mut Stats) {
+        self.deadlines.clear();
+        let server = &config.server;
+        if server.password.is_none() || server.auth_failures_before_backoff == 0 {
+            self.throttle = Throttle::default();
+            stats.auth_tracked = 0;
+        }
+        let (Some(_), Some(limit)) = (&server.password, server.auth_timeout) else {
+            return;
+        };
+        for (token, s) in sessions.iter() {
+            if !s.authenticated {
+                self.deadlines
+                    .push(Reverse((s.connected_at + limit, token, s.id)));
+            }
+        }
+    }
 }
 
 fn policy(config: &Config) -> Policy {
@@ -52,87 +169,14 @@ fn policy(config: &Config) -> Policy {
 }
 
 impl Server {
-    /// Records `n` wrong passwords just sent by the session at `token`.
-    pub(super) fn auth_failed(&mut self, token: Token, n: u32, now: Instant) {
-        self.stats.auth_failures += u64::from(n);
-        let Some(session) = self.sessions.get(token) else {
-            return;
-        };
-        for _ in 0..n {
-            if let Some(count) = self.auth_warn.hit(now) {
-                budgeted!(
-                    self.log_budget,
-                    LineKind::Auth,
-                    Level::Warn,
-                    now,
-                    "auth failed id={} peer={} session_failures={} ({count} failures since the last warning; total {})",
-                    session.id, session.peer, session.auth_failures, self.stats.auth_failures
-                );
-            }
-        }
-        self.throttle_failures(token, n, now);
-    }
-
-    /// Counts the failures against the session's address, and gives the session what is left
-    /// of the address's budget for the rest of its input.
-    fn throttle_failures(&mut self, token: Token, n: u32, now: Instant) {
-        let policy = policy(&self.config);
-        let Some(session) = self.sessions.get_mut(token) else {
-            return;
-        };
-        let guard = &mut self.auth_guard;
-        let overflowed = guard.throttle.overflowed;
-        let lockout = guard
-            .throttle
-            .record_failures(session.peer.ip(), n, now, &policy);
-        session.guess_budget = guard.throttle.budget(session.peer.ip(), now, &policy);
-        self.stats.auth_tracked = guard.throttle.tracked() as u64;
-        if let Some(lockout) = lockout {
-            self.stats.auth_lockouts += 1;
-            let tracked = guard.throttle.tracked();
-            guard
-                .log
-                .lockout(&mut self.log_budget, &lockout, &policy, tracked, now);
-        }
-        if guard.throttle.overflowed > overflowed {
-            guard.log.overflow(&mut self.log_budget, now);
-        }
-    }
-
-    /// Before a session's requests run: what its address may still attempt. Nothing to do
-    /// without a password, or for a session that authenticated (its own limit of
-    /// `auth::MAX_FAILURES` still applies), so their requests cost no lookup.
-    pub(super) fn refresh_guess_budget(&mut self, token: Token, now: Instant) {
-        if self.config.server.password.is_none() {
-            return;
-        }
-        let policy = policy(&self.config);
-        if let Some(session) = self.sessions.get_mut(token).filter(|s| !s.authenticated) {
-            let throttle = &mut self.auth_guard.throttle;
-            session.guess_budget = throttle.budget(session.peer.ip(), now, &policy);
-            // A lookup may have forgotten a decayed entry.
-            self.stats.auth_tracked = throttle.tracked() as u64;
-        }
-    }
-
-    /// A session was admitted: with a password and `auth_timeout`, it gets its deadline.
-    pub(super) fn auth_admitted(&mut self, token: Token, id: u64, now: Instant) {
-        let server = &self.config.server;
-        if let (Some(_), Some(limit)) = (&server.password, server.auth_timeout) {
-            self.auth_guard
-                .deadlines
-                .push(Reverse((now + limit, token, id)));
-        }
-    }
-
-    /// Reaps sessions that did not authenticate within `server.auth_timeout`.
+    /// Reaps sessions that did not authenticate within `server.auth_timeout`, at most
+    /// [`REAPS_PER_TURN`] a turn.
     pub(super) fn reap_unauthenticated(&mut self, now: Instant) {
         let mut reaped = 0;
-        while let Some(Reverse((at, token, id))) = self.auth_guard.deadlines.peek().copied() {
-            if at > now || reaped >= REAPS_PER_TURN {
+        while reaped < REAPS_PER_TURN {
+            let Some((token, id)) = self.auth_guard.pop_due(now) else {
                 break;
-            }
-            self.auth_guard.deadlines.pop();
+            };
             let due = self
                 .sessions
                 .get(token)
@@ -143,38 +187,16 @@ impl Server {
             }
         }
     }
-
-    /// After a reload changed the password or `auth_timeout`: deadlines for the sessions that
-    /// are not authenticated, counted from their accept (so a shorter timeout reaps the
-    /// overdue at once); the failure table is dropped when it no longer applies.
-    pub(super) fn rebuild_auth_deadlines(&mut self) {
-        let guard = &mut self.auth_guard;
-        guard.deadlines.clear();
-        let server = &self.config.server;
-        if server.password.is_none() || server.auth_failures_before_backoff == 0 {
-            guard.throttle = Throttle::default();
-            self.stats.auth_tracked = 0;
-        }
-        let (Some(_), Some(limit)) = (&server.password, server.auth_timeout) else {
-            return;
-        };
-        for (token, s) in self.sessions.iter() {
-            if !s.authenticated {
-                guard
-                    .deadlines
-                    .push(Reverse((s.connected_at + limit, token, s.id)));
-            }
-        }
-    }
 }
 
-// ---- Log lines a client can cause, beyond the `auth failed` warning above. ----
+// ---- Log lines a client can cause: `auth failed` above, and these. ----
 // Each is rate-limited (one line a second, with the count it stands for), then written within
 // the loop's log budget (`crate::rate_limit`, kind `auth`).
 
-/// The rate limits of the lockout and overflow warnings.
+/// The rate limits of the `auth failed`, lockout and overflow warnings.
 #[derive(Debug, Default)]
 struct AuthLog {
+    failed: RateLimited,
     lockout: RateLimited,
     overflow: RateLimited,
 }

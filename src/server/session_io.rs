@@ -1,4 +1,5 @@
-//! One session's I/O: reading and answering requests, writing replies, and reaping.
+//! One session's I/O: reading and answering requests, writing replies, and deciding when the
+//! session is over (it ends in `reaper.rs`).
 //!
 //! Reads land in the loop's buffer and are parsed in place; only an unfinished request is
 //! copied into the session. Replies go into the loop's output buffer and are written straight
@@ -27,25 +28,23 @@
 //! `getsockopt` per batch, and that memory is the kernel's, bounded by `net.ipv4.tcp_wmem`,
 //! not the daemon's RSS.
 //!
-//! The loop's scratch buffers return to their usual size after a spike: the output buffer is
-//! replaced by a 64 KiB one once it grew past 256 KiB, the argument list past 1024 ranges; a
-//! session's output queue is freed when it drains.
+//! The loop's buffers are `scratch.rs` (given back after a spike); a session's output queue
+//! is a `session::Output` (freed when it drains).
 
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::ops::Range;
 use std::time::Instant;
 
-use super::{Server, READ_BUF_BYTES};
+use super::reaper::Cause;
+use super::scratch::Scratch;
+use super::scratch::READ_BUF_BYTES;
+use super::Server;
 use crate::auth::{self, Gate, Password};
 use crate::command::{self, Args, Step};
 use crate::config::Config;
-use crate::logging::clipped;
-use crate::presence::{Event, Left};
-use crate::rate_limit::{budgeted, LineKind};
-use crate::reap::{classify, errno_name, reason_for_errno, IoClass, ReapReason};
+use crate::reap::{classify, IoClass, ReapReason};
 use crate::resp::{self, Parsed, Resume};
-use crate::session::{Session, Unfinished};
-use crate::sys;
+use crate::session::{write_until_blocked, Output, Session, Unfinished};
 use mio::Token;
 
 /// Reads per session per turn (of up to 64 KiB each): a client that keeps its socket full
@@ -66,13 +65,6 @@ pub(super) enum Wake {
     /// A revisit after the per-turn cap, or a deferred error or hang-up: read until
     /// `WouldBlock`, as the readiness contract asks when nothing more is known.
     Drain,
-}
-
-/// Why a session is being reaped: a decided reason, or a socket error still to interpret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Cause {
-    Reason(ReapReason),
-    Errno(i32),
 }
 
 /// What happened to a session's input this turn.
@@ -136,13 +128,6 @@ pub(super) fn held_input_limit(max_request_bytes: usize) -> usize {
 /// client's `PING` for 135 ms; with 256 KiB a turn, 60-90 ms on a loaded machine; with 64 KiB,
 /// 22-39 ms (debug build).
 const OUTPUT_PER_TURN: usize = READ_BUF_BYTES;
-
-/// Above this capacity the loop's output buffer is given back after a batch (a spike of
-/// replies, up to `max_output_bytes` and one reply); below it the capacity is kept, so the
-/// common batch allocates nothing.
-const OUT_BUF_KEEP_BYTES: usize = 4 * READ_BUF_BYTES;
-/// Above this many argument ranges (16 bytes each) the loop's argument list is given back.
-const ARGS_KEEP: usize = 1024;
 
 /// How far [`run_requests`] got.
 struct Ran {
@@ -315,22 +300,12 @@ fn run_first(session: &mut Session, queued: &[u8], now: Instant) {
     }
 }
 
-/// Writes `data` until done or `WouldBlock`. Returns the bytes written, or the fatal errno.
-fn write_some(session: &mut Session, data: &[u8]) -> Result<usize, i32> {
-    let mut written = 0;
-    while written < data.len() {
-        match session.stream.write(&data[written..]) {
-            Ok(0) => return Err(libc::EPIPE),
-            Ok(n) => written += n,
-            Err(e) => match classify(&e) {
-                IoClass::Retry => continue,
-                IoClass::WouldBlock => break,
-                IoClass::Exhausted(errno) | IoClass::Fatal(errno) => return Err(errno),
-            },
-        }
+/// The errno a failed write reaps with: the socket's, or `EPIPE` for a write of zero bytes.
+fn write_errno(e: &std::io::Error) -> i32 {
+    match e.kind() {
+        std::io::ErrorKind::WriteZero => libc::EPIPE,
+        _ => e.raw_os_error().unwrap_or(0),
     }
-    session.bytes_out += written as u64;
-    Ok(written)
 }
 
 impl Server {
@@ -340,13 +315,17 @@ impl Server {
             // A stale event for a session reaped earlier this turn.
             return;
         }
-        self.refresh_guess_budget(token, now);
+        if let Some(session) = self.sessions.get_mut(token) {
+            let stats = &mut self.stats;
+            self.auth_guard
+                .refresh_budget(session, &self.config, stats, now);
+        }
         if let Err(errno) = self.flush_pending(token) {
             return self.reap(token, Cause::Errno(errno), now);
         }
         match self.read_input(token, now, wake) {
             Input::Failed(errno) => return self.reap(token, Cause::Errno(errno), now),
-            Input::Capped => self.revisit.push(token),
+            Input::Capped => self.pending.revisit.push(token),
             Input::Closing(reason) => {
                 if let Some(s) = self.sessions.get_mut(token) {
                     s.closing.get_or_insert(reason);
@@ -364,18 +343,11 @@ impl Server {
         // Replies built for this session this turn (see OUTPUT_PER_TURN).
         let mut built = 0;
         for _ in 0..MAX_READS_PER_TURN {
-            let Server {
-                sessions,
-                read_buf,
-                out_buf,
-                args,
-                config,
-                ..
-            } = self;
-            let Some(session) = sessions.get_mut(token) else {
+            let Some(session) = self.sessions.get_mut(token) else {
                 return Input::Drained;
             };
-            let policy = Policy::of(config).for_batch(session, built);
+            let policy = Policy::of(&self.config).for_batch(session, built);
+            let scratch = &mut self.scratch;
             let held = session.held_input();
             let over = session.pending_output() >= policy.max_output_bytes;
             if held.is_some() && !over && built >= OUTPUT_PER_TURN {
@@ -384,12 +356,12 @@ impl Server {
             }
             let failures_before = session.auth_failures;
             let commands_before = session.commands;
-            out_buf.clear();
+            scratch.out.clear();
             let mut read = None;
             let mut step = if held.is_some() && !over {
                 // Resume: the output drained below the limit (a FIN received meanwhile does
                 // not cancel requests that arrived before it).
-                run_unfinished(session, args, out_buf, policy, now)
+                run_unfinished(session, &mut scratch.args, &mut scratch.out, policy, now)
             } else {
                 if session.closing.is_some() {
                     return Input::Drained;
@@ -398,7 +370,7 @@ impl Server {
                     // Paused and full: `settle` reaps it as a slow consumer.
                     return Input::Drained;
                 }
-                let n = match receive(session, read_buf) {
+                let n = match receive(session, &mut scratch.read) {
                     // FIN: answer what was already received, then close.
                     Received::Closed => return Input::Closing(ReapReason::Closed),
                     Received::Bytes(n) => n,
@@ -411,7 +383,7 @@ impl Server {
                 if let (Some(pending), true) = (session.unfinished.as_mut(), over) {
                     // Paused: kept, not run (the output is at its limit); they run first
                     // once it drains.
-                    pending.bytes.extend_from_slice(&read_buf[..n]);
+                    pending.bytes.extend_from_slice(&scratch.read[..n]);
                     pending.held = true;
                     if wake == Wake::Edge && n < READ_BUF_BYTES {
                         return Input::Drained;
@@ -419,12 +391,13 @@ impl Server {
                     continue;
                 }
                 if let Some(pending) = session.unfinished.as_mut() {
-                    pending.bytes.extend_from_slice(&read_buf[..n]);
-                    run_unfinished(session, args, out_buf, policy, now)
+                    pending.bytes.extend_from_slice(&scratch.read[..n]);
+                    run_unfinished(session, &mut scratch.args, &mut scratch.out, policy, now)
                 } else {
-                    let input = &read_buf[..n];
+                    let Scratch { read, out, args } = scratch;
+                    let input = &read[..n];
                     let mut resume = Resume::Fresh;
-                    let ran = run_requests(input, &mut resume, session, args, out_buf, policy, now);
+                    let ran = run_requests(input, &mut resume, session, args, out, policy, now);
                     if ran.step.keeps_input() && ran.used < n {
                         session.unfinished = Some(Box::new(Unfinished {
                             bytes: input[ran.used..].to_vec(),
@@ -441,7 +414,7 @@ impl Server {
             // its queued requests in front of them.
             loop {
                 match step {
-                    // It writes the reply (success or refusal) in its place in `out_buf`.
+                    // It writes the reply (success or refusal) in its place in `scratch.out`.
                     Step::Rename(rename) => self.rename_session(token, rename, now),
                     Step::Exec(queued) => {
                         if let Some(s) = self.sessions.get_mut(token) {
@@ -450,28 +423,24 @@ impl Server {
                     }
                     _ => break,
                 }
-                let Server {
-                    sessions,
-                    out_buf,
-                    args,
-                    config,
-                    ..
-                } = self;
-                let Some(session) = sessions.get_mut(token) else {
+                let Some(session) = self.sessions.get_mut(token) else {
                     return Input::Drained;
                 };
-                let policy = Policy::of(config).for_batch(session, built);
-                step = run_unfinished(session, args, out_buf, policy, now);
+                let policy = Policy::of(&self.config).for_batch(session, built);
+                let Scratch { out, args, .. } = &mut self.scratch;
+                step = run_unfinished(session, args, out, policy, now);
             }
-            let Some(session) = self.sessions.get(token) else {
+            let Some(session) = self.sessions.get_mut(token) else {
                 return Input::Drained;
             };
             self.stats.commands += session.commands - commands_before;
             let failures = u32::from(session.auth_failures - failures_before);
             if failures > 0 {
-                self.auth_failed(token, failures, now);
+                let (config, stats) = (&self.config, &mut self.stats);
+                self.auth_guard
+                    .failed(session, failures, config, stats, &mut self.log_budget, now);
             }
-            built += self.out_buf.len();
+            built += self.scratch.out.len();
             if let Err(errno) = self.queue_output(token) {
                 return Input::Failed(errno);
             }
@@ -495,37 +464,24 @@ impl Server {
     /// Sends the replies in `out_buf`: straight to the socket when nothing is queued before
     /// them, otherwise behind the queue. What the kernel refuses is kept in the session.
     fn queue_output(&mut self, token: Token) -> Result<(), i32> {
-        let Server {
-            sessions,
-            out_buf,
-            args,
-            ..
-        } = self;
-        if out_buf.is_empty() {
+        let out = &self.scratch.out;
+        if out.is_empty() {
             return Ok(());
         }
-        let Some(session) = sessions.get_mut(token) else {
+        let Some(session) = self.sessions.get_mut(token) else {
             return Ok(());
         };
-        if session.pending_output() == 0 {
-            let written = write_some(session, out_buf)?;
-            if written < out_buf.len() {
-                session.output.clear();
-                session.output_pos = 0;
-                session.output.extend_from_slice(&out_buf[written..]);
+        if session.output.is_empty() {
+            let written = write_until_blocked(&mut session.stream, out, &mut session.bytes_out)
+                .map_err(|e| write_errno(&e))?;
+            if written < out.len() {
+                session.output = Output::new();
+                session.output.push(&out[written..]);
             }
         } else {
-            session.output.extend_from_slice(out_buf);
+            session.output.push(out);
         }
-        out_buf.clear();
-        // After a spike (a batch of large replies), give the memory back; the loop's buffers
-        // return to their usual size instead of keeping the largest batch ever built.
-        if out_buf.capacity() > OUT_BUF_KEEP_BYTES {
-            *out_buf = Vec::with_capacity(READ_BUF_BYTES);
-        }
-        if args.capacity() > ARGS_KEEP {
-            *args = Vec::with_capacity(16);
-        }
+        self.scratch.batch_done();
         Ok(())
     }
 
@@ -537,22 +493,12 @@ impl Server {
         if session.pending_output() == 0 {
             return Ok(());
         }
-        let queued = std::mem::take(&mut session.output);
-        let result = write_some(session, &queued[session.output_pos..]);
-        // Put the queue back before looking at the result: on a failed write the reaper still
-        // reads `pending_output()` (it is what tells a stalled peer from a dead one), and
-        // `output_pos` indexes into this queue.
-        session.output = queued;
-        session.output_pos += result?;
-        if session.output_pos == session.output.len() {
-            session.output = Vec::new();
-            session.output_pos = 0;
-        } else if session.output_pos > session.output.len() / 2 {
-            let pos = session.output_pos;
-            session.output.drain(..pos);
-            session.output_pos = 0;
-        }
-        Ok(())
+        // On a failed write the reaper still reads `pending_output()`: it is what tells a
+        // stalled peer from a dead one.
+        session
+            .output
+            .write_to(&mut session.stream, &mut session.bytes_out)
+            .map_err(|e| write_errno(&e))
     }
 
     /// After I/O: reap a session that is done or a slow consumer, else re-arm interest.
@@ -583,71 +529,6 @@ impl Server {
                 self.reap(token, Cause::Errno(errno), now);
             }
         }
-    }
-
-    /// Ends a session: snapshot `TCP_INFO`, decide the reason, deregister, close, count, log
-    /// (one line, within the log budget: `log.reap_lines_per_second`, `log.bytes_per_second`).
-    /// The only place a session ends.
-    pub(super) fn reap(&mut self, token: Token, cause: Cause, now: Instant) {
-        let Some(mut session) = self.sessions.remove(token) else {
-            return;
-        };
-        let info = sys::tcp_info(&session.stream).ok();
-        let (reason, errno) = match cause {
-            Cause::Reason(r) => (r, 0),
-            Cause::Errno(errno) => (
-                reason_for_errno(errno, info.as_ref(), session.pending_output() > 0),
-                errno,
-            ),
-        };
-        // Deregistering a socket whose peer is gone still succeeds; closing it (the drop
-        // below) would remove it from epoll anyway.
-        let _ = self.poll.registry().deregister(&mut session.stream);
-        let lifetime = session.age(now);
-        let silent = session.idle_for(now);
-        self.stats.on_reap(reason, lifetime, silent);
-        let i = info.unwrap_or_default();
-        budgeted!(
-            self.log_budget,
-            LineKind::Reap(reason),
-            reason.log_level(),
-            now,
-            "reap id={} peer={} name={} reason={} errno={} lifetime_ms={} silent_ms={} \
-             tcpi_state={} tcpi_probes={} tcpi_retransmits={} tcpi_backoff={} tcpi_unacked={} \
-             tcpi_rtt_us={} tcpi_total_retrans={} tcpi_last_data_recv_ms={} \
-             tcpi_last_ack_recv_ms={} tcpi_notsent_bytes={} tcpi_snd_wnd={}",
-            session.id,
-            session.peer,
-            clipped(session.name.as_deref().unwrap_or("-")),
-            reason,
-            errno_name(errno),
-            lifetime.as_millis(),
-            silent.as_millis(),
-            i.state,
-            i.probes,
-            i.retransmits,
-            i.backoff,
-            i.unacked,
-            i.rtt_us,
-            i.total_retrans,
-            i.last_data_recv_ms,
-            i.last_ack_recv_ms,
-            i.notsent_bytes,
-            i.snd_wnd.map_or_else(|| "-".to_string(), |w| w.to_string()),
-        );
-        self.publish(&Event::Left(Left {
-            id: session.id,
-            addr: session.peer,
-            name: session.name.as_deref(),
-            reason,
-            errno,
-            lifetime,
-            silent,
-            tcp_info: info.as_ref(),
-        }));
-        drop(session);
-        // A descriptor came free: connections refused for lack of them can be taken now.
-        self.descriptor_freed();
     }
 }
 
@@ -712,9 +593,9 @@ mod tests {
         let mut config = Config::default();
         config.session.max_output_bytes = 4096;
         assert_eq!(Policy::of(&config).for_batch(&s, 0).room, 4096);
-        s.output.extend_from_slice(&[b'x'; 1000]);
+        s.output.push(&[b'x'; 1000]);
         assert_eq!(Policy::of(&config).for_batch(&s, 0).room, 3096);
-        s.output_pos = 1000;
+        s.output.write_to(&mut std::io::sink(), &mut 0).unwrap();
         config.session.max_output_bytes = 1 << 30;
         let p = Policy::of(&config).for_batch(&s, OUTPUT_PER_TURN - 10);
         assert_eq!(p.room, 10, "the turn's share");
