@@ -5,6 +5,7 @@
 //! the life of one session from accept to reap.
 
 mod activation;
+#[path = "ops/admin/mod.rs"]
 mod admin;
 pub mod auth;
 mod auth_throttle;
@@ -18,12 +19,14 @@ pub mod config;
 pub mod duration;
 mod glob;
 mod histogram;
+#[path = "ops/http.rs"]
 mod http;
-mod info;
 mod listener;
 mod logging;
+#[path = "ops/metrics.rs"]
 mod metrics;
 mod notify;
+#[path = "ops/listener.rs"]
 mod ops_listener;
 mod presence;
 mod probe;

@@ -20,6 +20,7 @@ mod auth;
 mod conn;
 mod control;
 mod deferred;
+#[path = "../ops/mod.rs"]
 mod ops;
 mod presence;
 

@@ -27,7 +27,6 @@ use mio::Token;
 
 use crate::command::{self, Args};
 use crate::config::Config;
-use crate::info;
 use crate::pubsub::{self, Subscriptions};
 use crate::resp::{self, Proto};
 use crate::session::{LibInfo, SessionTable};
@@ -35,6 +34,7 @@ use crate::stats::Stats;
 
 mod client;
 mod config_get;
+mod info;
 mod listing;
 #[cfg(test)]
 mod tests;

@@ -49,7 +49,7 @@
 //! This file holds the listeners, accepting, timers and closing; `conn.rs` one connection's
 //! I/O; `deliver.rs` presence delivery.
 
-mod conn;
+mod connection;
 mod deliver;
 
 use std::collections::VecDeque;
@@ -60,7 +60,7 @@ use log::{debug, info, warn};
 use mio::{Interest, Token};
 use slab::Slab;
 
-use self::conn::{Expiry, OpsConn, Protocol};
+use self::connection::{Expiry, OpsConn, Protocol};
 use super::{Server, StartError};
 use crate::admin::{AdminClient, OpsCounters};
 use crate::config::{Config, Endpoint, OpsListenerConfig, MAX_OPS_LISTENER_CONNECTIONS};

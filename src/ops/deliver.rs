@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::warn;
 use mio::Events;
 
-use super::conn::flush;
+use super::connection::flush;
 use super::Ops;
 use crate::presence::{self, Event};
 use crate::pubsub::{self, PRESENCE};
