@@ -5,8 +5,6 @@
 //! the life of one session from accept to reap.
 
 mod activation;
-#[path = "ops/admin/mod.rs"]
-mod admin;
 pub mod auth;
 mod auth_throttle;
 mod busy_poll;
@@ -19,15 +17,10 @@ pub mod config;
 pub mod duration;
 mod glob;
 mod histogram;
-#[path = "ops/http.rs"]
-mod http;
 mod listener;
 mod logging;
-#[path = "ops/metrics.rs"]
-mod metrics;
 mod notify;
-#[path = "ops/listener.rs"]
-mod ops_listener;
+mod ops;
 mod presence;
 mod probe;
 mod pubsub;

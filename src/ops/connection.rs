@@ -1,28 +1,27 @@
 //! One operator connection's I/O: flushing, reading, executing admin commands or HTTP
 //! requests, building long listings as the socket drains, lingering close, timers, and
-//! re-arming interest. See the parent module for the invariants.
+//! re-arming interest. See the parent module (`src/ops/mod.rs`) for the invariants.
 
 use std::io::{Read as _, Write as _};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, Level};
 use mio::{Interest, Token};
 
-use super::{Ops, Role, CONN_BASE};
-use crate::admin::{self, AdminClient, AdminStep, Listing, OpsCounters, View};
+use super::admin::{self, AdminClient, AdminStep, Listing, OpsCounters, View};
+use super::http::{self, Method, Status};
+use super::listener::OpsStream;
+use super::metrics;
+use super::{Action, Context, Ops, Paused, Role, CONN_BASE};
 use crate::command::Args;
-use crate::http::{self, Method, Status};
 use crate::logging::clipped;
-use crate::metrics;
-use crate::ops_listener::OpsStream;
 use crate::rate_limit::{budgeted, LineKind};
-use crate::reap::{classify, IoClass, ReapReason};
+use crate::reap::{classify, IoClass};
 use crate::resp::{self, Parsed};
-use crate::server::conn::Cause;
-use crate::server::Server;
 
 const MAX_READS_PER_TURN: usize = 16;
+/// Bytes read per `read` call, into the operator side's own buffer (as much as the loop's).
+pub(super) const READ_BUF_BYTES: usize = 64 * 1024;
 /// The output window: while this much output waits unsent, a connection's next request is
 /// not executed (nor its input read) and a listing in progress writes nothing more. One
 /// request's reply may go past it, so a connection holds at most this plus one reply (a
@@ -253,48 +252,84 @@ impl OpsConn {
     }
 }
 
-impl Server {
-    /// Flush, read, execute, re-arm: the whole turn of one operator connection.
-    pub(super) fn ops_service(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.ops.conns.get_mut(key) else {
+impl Ops {
+    /// Flush, read, execute, re-arm: the whole turn of one operator connection. `Some` when it
+    /// stopped for an [`Action`] (see [`Ops::resume`]).
+    pub(super) fn service(&mut self, key: usize, cx: &mut Context<'_>) -> Option<Action> {
+        let Some(conn) = self.conns.get_mut(key) else {
             // A stale event for a connection closed earlier this turn.
-            return;
+            return None;
         };
         if let Err(e) = flush(conn) {
-            return self.ops_close(key, &format!("write failed: {e}"));
+            self.close_conn(key, &format!("write failed: {e}"), cx);
+            return None;
         }
-        let phase = conn.phase;
-        match phase {
-            Phase::Lingering { .. } => return self.ops_linger(key, now),
-            Phase::Closing => self.ops_produce(key, now),
+        match conn.phase {
+            Phase::Lingering { .. } => {
+                self.linger(key, cx);
+                return None;
+            }
+            Phase::Closing => self.produce(key, cx),
             Phase::Open => {
                 // A listing in progress first, then input held back meanwhile.
-                self.ops_produce(key, now);
-                self.ops_execute(key, now);
-                if let Err(why) = self.ops_read(key, now) {
-                    return self.ops_close(key, &why);
-                }
+                self.produce(key, cx);
+                return self.service_from(key, MAX_READS_PER_TURN, cx);
             }
         }
-        self.ops_settle(key, now);
+        self.settle(key, cx);
+        None
+    }
+
+    /// An open connection's turn from its held input on: execute it, read (at most
+    /// `reads_left` times), then settle. Where [`Ops::resume`] picks a paused turn up.
+    pub(super) fn service_from(
+        &mut self,
+        key: usize,
+        reads_left: usize,
+        cx: &mut Context<'_>,
+    ) -> Option<Action> {
+        if !self.conns.contains(key) {
+            return None;
+        }
+        if let Some(tokens) = self.execute(key, cx) {
+            return Some(self.pause(key, reads_left, tokens));
+        }
+        match self.read(key, reads_left, cx) {
+            Err(why) => {
+                self.close_conn(key, &why, cx);
+                return None;
+            }
+            Ok(Some(action)) => return Some(action),
+            Ok(None) => {}
+        }
+        self.settle(key, cx);
+        None
+    }
+
+    /// Stops a connection's turn so the loop can kill `tokens`; it goes on in [`Ops::resume`].
+    fn pause(&mut self, key: usize, reads_left: usize, tokens: Vec<Token>) -> Action {
+        self.paused = Some(Paused {
+            key,
+            reads_left,
+            queue_left: None,
+        });
+        Action::Kill(tokens)
     }
 
     /// Builds more of a connection's listing, while its output is under the window and the
     /// turn's budget lasts; what the budget leaves for later goes on the work queue
-    /// (`ops_settle`).
-    fn ops_produce(&mut self, key: usize, now: Instant) {
-        let Server { ops, sessions, .. } = self;
-        let Ops { conns, budget, .. } = ops;
-        let Some(conn) = conns.get_mut(key) else {
+    /// (`settle`).
+    fn produce(&mut self, key: usize, cx: &Context<'_>) {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let Some(listing) = conn.listing.as_mut() else {
             return;
         };
-        let budget = budget.left(now);
+        let budget = self.budget.left(cx.now);
         let start = conn.output_pos;
         let done = listing.advance(
-            sessions,
+            cx.sessions,
             budget,
             &mut conn.output,
             |out| out.len() - start,
@@ -303,90 +338,89 @@ impl Server {
         if done {
             conn.listing = None;
         }
-        // Not done and under the window: out of budget; `ops_settle` queues it.
+        // Not done and under the window: out of budget; `settle` queues it.
     }
 
-    /// Reads until `WouldBlock`, executing as requests complete. `Err` closes the connection.
-    fn ops_read(&mut self, key: usize, now: Instant) -> Result<(), String> {
-        for _ in 0..MAX_READS_PER_TURN {
-            let Server { ops, read_buf, .. } = self;
-            let Some(conn) = ops.conns.get_mut(key) else {
-                return Ok(());
+    /// Reads until `WouldBlock` (at most `reads_left` times), executing as requests complete.
+    /// `Err` closes the connection; `Ok(Some)` is a pause for an [`Action`].
+    fn read(
+        &mut self,
+        key: usize,
+        reads_left: usize,
+        cx: &mut Context<'_>,
+    ) -> Result<Option<Action>, String> {
+        if self.read_buf.is_empty() {
+            self.read_buf = vec![0; READ_BUF_BYTES];
+        }
+        for round in 0..reads_left {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return Ok(None);
             };
             if !conn.accepts_input() || conn.held {
-                return Ok(());
+                return Ok(None);
             }
-            match conn.stream.read(read_buf) {
+            match conn.stream.read(&mut self.read_buf) {
                 Ok(0) => {
                     // The client is done sending; answer what it sent, then close.
                     conn.phase = Phase::Closing;
-                    return Ok(());
+                    return Ok(None);
                 }
                 Ok(n) => {
-                    conn.input.extend_from_slice(&read_buf[..n]);
-                    conn.last_rx = now;
+                    conn.input.extend_from_slice(&self.read_buf[..n]);
+                    conn.last_rx = cx.now;
                 }
                 Err(e) => match classify(&e) {
                     IoClass::Retry => continue,
-                    IoClass::WouldBlock => return Ok(()),
+                    IoClass::WouldBlock => return Ok(None),
                     IoClass::Exhausted(_) | IoClass::Fatal(_) => {
                         return Err(format!("read failed: {e}"))
                     }
                 },
             }
-            self.ops_execute(key, now);
+            if let Some(tokens) = self.execute(key, cx) {
+                return Ok(Some(self.pause(key, reads_left - round - 1, tokens)));
+            }
         }
-        self.revisit.push(Token(CONN_BASE + key));
-        Ok(())
+        cx.revisit.push(Token(CONN_BASE + key));
+        Ok(None)
     }
 
-    /// Executes the complete requests in a connection's input.
-    fn ops_execute(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.ops.conns.get_mut(key) else {
-            return;
-        };
+    /// Executes the complete requests in a connection's input; `Some` stops at a `CLIENT
+    /// KILL`, whose sessions the loop reaps before the next request runs.
+    fn execute(&mut self, key: usize, cx: &mut Context<'_>) -> Option<Vec<Token>> {
+        let conn = self.conns.get_mut(key)?;
         if conn.input.is_empty() {
             conn.held = false;
-            return;
+            return None;
         }
         match conn.role() {
-            Role::Admin => self.admin_execute(key, now),
-            Role::Metrics => self.metrics_execute(key, now),
+            Role::Admin => self.admin_execute(key, cx),
+            Role::Metrics => {
+                self.metrics_execute(key, cx);
+                None
+            }
         }
     }
 
-    fn admin_execute(&mut self, key: usize, now: Instant) {
-        let listeners: Vec<SocketAddr> = self
-            .listeners
-            .iter()
-            .map(|(_, l)| l.socket.local_addr().unwrap_or(l.addr))
-            .collect();
-        let admin_clients = self.ops.counters.open[Role::Admin.index()] as usize;
-        let max_request = self.config.session.max_request_bytes;
+    fn admin_execute(&mut self, key: usize, cx: &mut Context<'_>) -> Option<Vec<Token>> {
+        let now = cx.now;
+        let admin_clients = self.counters.open[Role::Admin.index()] as usize;
+        let max_request = cx.config.session.max_request_bytes;
         let mut pos = 0;
         let mut incomplete = false;
+        let mut kill = None;
+        let Ops {
+            conns,
+            admin,
+            metrics,
+            started,
+            budget,
+            counters,
+            args,
+            ..
+        } = self;
+        let conn = conns.get_mut(key)?;
         loop {
-            let Server {
-                ops,
-                sessions,
-                stats,
-                config,
-                config_path,
-                args,
-                ..
-            } = self;
-            let Ops {
-                conns,
-                admin,
-                metrics,
-                started,
-                budget,
-                counters,
-                ..
-            } = ops;
-            let Some(conn) = conns.get_mut(key) else {
-                return;
-            };
             if !conn.accepts_input() {
                 break;
             }
@@ -406,7 +440,7 @@ impl Server {
                 ..
             } = conn;
             let Protocol::Admin(client) = protocol else {
-                return;
+                return None;
             };
             let subscribed = client.subscriptions.wants_presence();
             let rest = &input[pos..];
@@ -419,12 +453,12 @@ impl Server {
                     pos += consumed;
                     let view = View {
                         now,
-                        sessions,
-                        stats,
-                        config,
-                        config_path,
+                        sessions: cx.sessions,
+                        stats: &*cx.stats,
+                        config: cx.config,
+                        config_path: cx.config_path,
                         started: *started,
-                        listeners: &listeners,
+                        listeners: cx.listeners,
                         admin_listener: admin.as_ref().map(|b| b.local.as_str()),
                         metrics_listener: metrics.as_ref().map(|b| b.local.as_str()),
                         admin_clients,
@@ -445,6 +479,7 @@ impl Server {
                 }
             };
             // Counted at once, so an event published by the next request already sees it.
+            let stats = &mut *cx.stats;
             match (subscribed, client.subscriptions.wants_presence()) {
                 (false, true) => {
                     stats.presence.subscribers += 1;
@@ -472,32 +507,26 @@ impl Server {
                         "admin id={id} peer={peer}: CLIENT KILL reaps {} session(s)",
                         tokens.len()
                     );
-                    for token in tokens {
-                        self.reap(token, Cause::Reason(ReapReason::Killed), now);
-                    }
+                    // The loop reaps them; the next request runs after (`Ops::resume`).
+                    kill = Some(tokens);
+                    break;
                 }
             }
         }
-        if let Some(conn) = self.ops.conns.get_mut(key) {
-            conn.input.drain(..pos.min(conn.input.len()));
-            conn.note_held(incomplete);
-        }
+        conn.input.drain(..pos.min(conn.input.len()));
+        conn.note_held(incomplete);
+        kill
     }
 
-    fn metrics_execute(&mut self, key: usize, now: Instant) {
-        let Server {
-            ops,
-            stats,
-            log_budget,
-            ..
-        } = self;
+    fn metrics_execute(&mut self, key: usize, cx: &mut Context<'_>) {
+        let now = cx.now;
         let Ops {
             conns,
             started_at,
             budget,
             counters,
             ..
-        } = ops;
+        } = self;
         let Some(conn) = conns.get_mut(key) else {
             return;
         };
@@ -515,12 +544,18 @@ impl Server {
                     pos += req.consumed;
                     let path = rest.get(req.path.clone()).unwrap_or_default();
                     let before = conn.output.len();
-                    let status =
-                        respond(&req, path, stats, counters, *started_at, &mut conn.output);
+                    let status = respond(
+                        &req,
+                        path,
+                        &*cx.stats,
+                        counters,
+                        *started_at,
+                        &mut conn.output,
+                    );
                     *budget = budget.saturating_sub(1 + cost(conn.output.len() - before));
                     // The path is the scraper's: clipped, and within the log budget.
                     budgeted!(
-                        log_budget,
+                        cx.log_budget,
                         LineKind::Connect,
                         Level::Debug,
                         now,
@@ -564,19 +599,22 @@ impl Server {
     }
 
     /// After the FIN: discards input until the client closes, the cap, or the timer.
-    fn ops_linger(&mut self, key: usize, now: Instant) {
-        let Server { ops, read_buf, .. } = self;
-        let Some(conn) = ops.conns.get_mut(key) else {
+    fn linger(&mut self, key: usize, cx: &mut Context<'_>) {
+        let now = cx.now;
+        if self.read_buf.is_empty() {
+            self.read_buf = vec![0; READ_BUF_BYTES];
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         for _ in 0..MAX_READS_PER_TURN {
             let Phase::Lingering { until, discarded } = conn.phase else {
                 return;
             };
-            match conn.stream.read(read_buf) {
-                Ok(0) => return self.ops_close(key, "closed by peer"),
+            match conn.stream.read(&mut self.read_buf) {
+                Ok(0) => return self.close_conn(key, "closed by peer", cx),
                 Ok(n) if discarded + n > LINGER_MAX_BYTES || now >= until => {
-                    return self.ops_close(key, "lingering close: limit reached")
+                    return self.close_conn(key, "lingering close: limit reached", cx)
                 }
                 Ok(n) => {
                     conn.phase = Phase::Lingering {
@@ -588,39 +626,40 @@ impl Server {
                     IoClass::Retry => continue,
                     IoClass::WouldBlock => return,
                     IoClass::Exhausted(_) | IoClass::Fatal(_) => {
-                        return self.ops_close(key, "closed by peer")
+                        return self.close_conn(key, "closed by peer", cx)
                     }
                 },
             }
         }
-        self.revisit.push(Token(CONN_BASE + key));
+        cx.revisit.push(Token(CONN_BASE + key));
     }
 
     /// After I/O: write what is queued, close a finished connection, or re-arm interest.
-    pub(super) fn ops_settle(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.ops.conns.get_mut(key) else {
+    pub(super) fn settle(&mut self, key: usize, cx: &mut Context<'_>) {
+        let now = cx.now;
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if let Err(e) = flush(conn) {
-            return self.ops_close(key, &format!("write failed: {e}"));
+            return self.close_conn(key, &format!("write failed: {e}"), cx);
         }
         conn.note_progress(now);
         if conn.phase == Phase::Closing && conn.pending() == 0 && conn.listing.is_none() {
             if conn.role() == Role::Admin {
-                return self.ops_close(key, "closed");
+                return self.close_conn(key, "closed", cx);
             }
             // HTTP: FIN now, then drain, so the response is read rather than reset away.
             if conn.stream.shutdown_write().is_err() {
-                return self.ops_close(key, "closed");
+                return self.close_conn(key, "closed", cx);
             }
             conn.phase = Phase::Lingering {
                 until: now + LINGER_TIMEOUT,
                 discarded: 0,
             };
             // Bytes that arrived before the FIN are read on the next readiness or revisit.
-            self.revisit.push(Token(CONN_BASE + key));
+            cx.revisit.push(Token(CONN_BASE + key));
         }
-        let Some(conn) = self.ops.conns.get_mut(key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if (conn.held && conn.accepts_input())
@@ -628,22 +667,22 @@ impl Server {
         {
             // Work that no readiness event will bring back (bytes already read, or a listing
             // whose output the socket took at once): the work queue, served in turn.
-            self.ops_queue(key);
+            self.enqueue(key, cx);
         }
-        let Some(conn) = self.ops.conns.get_mut(key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let Some(wanted) = conn.wanted_interest() else {
-            return self.ops_close(key, "done");
+            return self.close_conn(key, "done", cx);
         };
         if wanted != conn.interest {
             conn.interest = wanted;
             if let Err(e) =
-                self.poll
+                cx.poll
                     .registry()
                     .reregister(&mut conn.stream, Token(CONN_BASE + key), wanted)
             {
-                self.ops_close(key, &format!("cannot re-register: {e}"));
+                self.close_conn(key, &format!("cannot re-register: {e}"), cx);
             }
         }
     }

@@ -15,13 +15,30 @@
 //! `ops` (admin and metrics listeners), `presence` (events and names), `deferred` (the
 //! bounded queue of dead or departing peers).
 
+/// The operator side's borrow of the loop for one call ([`ops::Context`]): disjoint fields, so
+/// it can be lent while `self.ops` is borrowed mutably.
+macro_rules! ops_cx {
+    ($server:expr, $now:expr) => {
+        &mut crate::ops::Context {
+            now: $now,
+            listeners: &crate::server::listener_addrs(&$server.listeners),
+            poll: &mut $server.poll,
+            config: &$server.config,
+            config_path: &$server.config_path,
+            sessions: &$server.sessions,
+            stats: &mut $server.stats,
+            log_budget: &mut $server.log_budget,
+            revisit: &mut $server.revisit,
+            stopping: $server.stopping,
+        }
+    };
+}
+
 mod accept;
 mod auth;
 mod conn;
 mod control;
 mod deferred;
-#[path = "../ops/mod.rs"]
-mod ops;
 mod presence;
 
 use std::cmp::Reverse;
@@ -43,6 +60,7 @@ use crate::busy_poll::BusyPoll;
 use crate::config::Config;
 use crate::logging::LevelSource;
 use crate::notify::{status_line, Notifier};
+use crate::ops::{self, Ops};
 use crate::session::{SessionTable, SESSION_BASE};
 use crate::stats::Stats;
 use conn::Wake;
@@ -127,6 +145,14 @@ struct Listener {
     socket: TcpListener,
 }
 
+/// The client listeners' bound addresses (the real port when 0 was configured).
+fn listener_addrs(listeners: &Slab<Listener>) -> Vec<SocketAddr> {
+    listeners
+        .iter()
+        .map(|(_, l)| l.socket.local_addr().unwrap_or(l.addr))
+        .collect()
+}
+
 /// An entry of the idle-deadline heap. Entries go stale when a session receives data or is
 /// reaped; they are checked against the session when they come due.
 type IdleEntry = Reverse<(Instant, Token, u64)>;
@@ -159,7 +185,7 @@ pub struct Server {
     deferred: deferred::Deferred,
     accept: accept::AcceptState,
     /// The admin and metrics listeners and their connections.
-    ops: ops::Ops,
+    ops: Ops,
     /// Failed `AUTH` warnings, at most one a second.
     auth_warn: crate::rate_limit::RateLimited,
     /// Every line a client can cause is written within it (`log.reap_lines_per_second`,
@@ -218,7 +244,7 @@ impl Server {
             accept_revisit: false,
             deferred: deferred::Deferred::new(),
             accept: accept::AcceptState::new(),
-            ops: ops::Ops::new(),
+            ops: Ops::new(),
             auth_warn: Default::default(),
             log_budget: crate::rate_limit::LogBudget::new(
                 config.log.reap_lines_per_second,
@@ -241,7 +267,14 @@ impl Server {
                 }
             }
         }
-        server.open_ops_listeners()?;
+        server
+            .ops
+            .open(&server.config, server.poll.registry())
+            .map_err(|e| StartError::Ops {
+                role: e.role,
+                endpoint: e.endpoint,
+                source: e.source,
+            })?;
         Ok(server)
     }
 
@@ -284,7 +317,7 @@ impl Server {
             self.revisit_pending(now);
             self.run_timers(now);
             // Last: every source of presence events has run this turn.
-            self.flush_subscribers(now);
+            self.ops.end_turn(ops_cx!(self, now));
             if self.stopping {
                 self.shutdown(now);
                 return Ok(());
@@ -298,7 +331,7 @@ impl Server {
         } else if token.0 >= SESSION_BASE {
             self.service(token, now, wake);
         } else if ops::owns(token) {
-            self.ops_event(token, now);
+            self.dispatch_ops(token, now);
         } else if let Some(key) = token.0.checked_sub(LISTENER_BASE) {
             self.accept_from(key, now);
         }
@@ -306,11 +339,7 @@ impl Server {
 
     /// Time until the nearest deadline; zero when work was left over from this turn.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.revisit.is_empty()
-            || self.accept_revisit
-            || !self.deferred.is_empty()
-            || self.presence_backlog()
-        {
+        if !self.revisit.is_empty() || self.accept_revisit || !self.deferred.is_empty() {
             return Some(Duration::ZERO);
         }
         let deadlines = [
@@ -318,7 +347,7 @@ impl Server {
             self.auth_guard.deadline(),
             self.next_stats,
             self.accept.retry_at(),
-            self.ops_deadline(),
+            self.ops.deadline(now, &self.config),
             self.notify.watchdog_deadline(),
             self.log_budget.report_due(),
         ];
@@ -327,6 +356,22 @@ impl Server {
             .flatten()
             .min()
             .map(|at| at.saturating_duration_since(now))
+    }
+
+    /// Readiness of an operator token: the operator side does its part, and the loop applies
+    /// what it asks for (reaping killed sessions) before it goes on.
+    fn dispatch_ops(&mut self, token: Token, now: Instant) {
+        let mut action = self.ops.ready(token, ops_cx!(self, now));
+        while let Some(ops::Action::Kill(tokens)) = action {
+            for token in tokens {
+                self.reap(
+                    token,
+                    conn::Cause::Reason(crate::reap::ReapReason::Killed),
+                    now,
+                );
+            }
+            action = self.ops.resume(ops_cx!(self, now));
+        }
     }
 
     fn revisit_pending(&mut self, now: Instant) {
@@ -343,7 +388,7 @@ impl Server {
         self.stats.command_rate.tick(now, self.stats.commands);
         self.reap_idle(now);
         self.reap_unauthenticated(now);
-        self.ops_timers(now);
+        self.ops.expire(ops_cx!(self, now));
         self.log_budget.report_left_out(now);
         if self.accept.retry_at().is_some_and(|at| at <= now) {
             self.accept.clear_retry();
