@@ -29,7 +29,7 @@
 //!   plus a listing's snapshot while one is built.
 //! - Replies that grow with the session table (`CLIENT LIST`, `CLIENT LOOKUP` of a shared
 //!   name, above 256 sessions) are built turn by turn as the socket drains
-//!   (src/admin/listing.rs): a snapshot of at most 80 bytes per session, then lines rendered
+//!   (src/ops/admin/listing.rs): a snapshot of at most 80 bytes per session, then lines rendered
 //!   into the output window. The other replies are bounded by constants (`/metrics` is about
 //!   40 KiB whatever the number of sessions, so it keeps its `Content-Length`).
 //! - Work per loop turn: all operator connections together spend at most `WORK_PER_TURN`
