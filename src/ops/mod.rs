@@ -59,15 +59,14 @@
 //! connection's I/O; `deliver.rs` presence delivery; `listener.rs` the sockets; `admin/` the
 //! admin commands (and `INFO`); `http.rs` and `metrics.rs` the metrics endpoint.
 
-pub(crate) mod admin;
+mod admin;
 mod connection;
 mod deliver;
-pub(crate) mod http;
+mod http;
 mod listener;
-pub(crate) mod metrics;
+mod metrics;
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -151,23 +150,13 @@ pub(crate) enum Action {
     Kill(Vec<Token>),
 }
 
-/// An operator listener could not be opened at start-up.
+/// An operator listener could not be opened at start-up (the loop words it, as a `StartError`).
 #[derive(Debug)]
 pub(crate) struct OpenError {
     /// `admin` or `metrics`.
     pub role: &'static str,
     pub endpoint: Endpoint,
     pub source: std::io::Error,
-}
-
-impl fmt::Display for OpenError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "cannot open the {} listener on {}: {}",
-            self.role, self.endpoint, self.source
-        )
-    }
 }
 
 /// The operator side's work budget for the current loop turn.
