@@ -404,6 +404,7 @@ impl Ops {
 
     fn admin_execute(&mut self, key: usize, cx: &mut Context<'_>) -> Option<Vec<Token>> {
         let now = cx.now;
+        let listeners = (cx.listeners)();
         let admin_clients = self.counters.open[Role::Admin.index()] as usize;
         let max_request = cx.config.session.max_request_bytes;
         let mut pos = 0;
@@ -458,7 +459,7 @@ impl Ops {
                         config: cx.config,
                         config_path: cx.config_path,
                         started: *started,
-                        listeners: cx.listeners,
+                        listeners: &listeners,
                         admin_listener: admin.as_ref().map(|b| b.local.as_str()),
                         metrics_listener: metrics.as_ref().map(|b| b.local.as_str()),
                         admin_clients,

@@ -128,8 +128,9 @@ pub(crate) struct Context<'a> {
     pub stats: &'a mut Stats,
     /// The budget for lines a client can cause (a scraper's request path).
     pub log_budget: &'a mut LogBudget,
-    /// The client listeners' bound addresses (`INFO`).
-    pub listeners: &'a [SocketAddr],
+    /// The client listeners' bound addresses (`INFO`), asked for only when an admin request
+    /// runs (each costs a `getsockname`).
+    pub listeners: &'a dyn Fn() -> Vec<SocketAddr>,
     /// Tokens the loop dispatches again this turn, after the events (per-turn caps, the work
     /// queue, a lingering close).
     pub revisit: &'a mut Vec<Token>,

@@ -21,7 +21,7 @@ macro_rules! ops_cx {
     ($server:expr, $now:expr) => {
         &mut crate::ops::Context {
             now: $now,
-            listeners: &crate::server::listener_addrs(&$server.listeners),
+            listeners: &|| crate::server::listener_addrs(&$server.listeners),
             poll: &mut $server.poll,
             config: &$server.config,
             config_path: &$server.config_path,
