@@ -36,10 +36,10 @@
 //!   (256) units: one per `CLIENT LIST` line rendered (about 12 µs in a debug build), one per
 //!   512 reply bytes, one per request (40 for `CONFIG GET`). That is about 3 ms in a debug
 //!   build, under 1 ms in release; one request may overrun it once (a `CLIENT LIST` snapshot
-//!   of 10,000 sessions costs 626 units, a few ms in a debug build). A connection that runs out waits on the work queue, served
-//!   round-robin on the next turn (a readiness event for a waiting connection only writes
-//!   what is ready), so pipelined requests from many connections can neither freeze the loop
-//!   nor starve each other.
+//!   of 10,000 sessions costs 626 units, a few ms in a debug build). A connection that runs
+//!   out waits on the work queue, served round-robin on the next turn (a readiness event for a
+//!   waiting connection only writes what is ready), so pipelined requests from many
+//!   connections can neither freeze the loop nor starve each other.
 //! - Interest is derived from state in one function (`OpsConn::wanted_interest`).
 //! - Each listener has its own cap (`admin.max_connections`, `metrics.max_connections`) and
 //!   idle timeout (`admin.idle_timeout`, `metrics.idle_timeout`; nothing received and nothing

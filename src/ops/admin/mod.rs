@@ -1,9 +1,9 @@
 //! The admin listener's commands: the client protocol's connection commands, plus those that
 //! see or change other sessions, in Redis's formats so `redis-cli` and Redis tooling work:
 //!
-//! - `CLIENT LIST [TYPE normal] [ID id ...]`: one [`client_info::describe`] line per session,
-//!   each ending with `presence-seq=N`, the sequence number of the last presence event the list
-//!   reflects (the resync recipe of docs/presence.md).
+//! - `CLIENT LIST [TYPE normal] [ID id ...]`: one [`crate::client_info::describe`] line per
+//!   session, each ending with `presence-seq=N`, the sequence number of the last presence event
+//!   the list reflects (the resync recipe of docs/presence.md).
 //! - `CLIENT LOOKUP name`: the `CLIENT LIST` line(s) of the session(s) holding `name`, or nil.
 //! - `SUBSCRIBE presence` and the rest of pub/sub (src/pubsub.rs).
 //! - `CLIENT KILL ID n | ADDR ip:port | LADDR ip:port | MAXAGE s | SKIPME yes/no ...` (filters
@@ -13,8 +13,8 @@
 //!
 //! [`execute`] is a function of a read-only [`View`] of the loop's state: it writes the reply and
 //! returns what the loop must do ([`AdminStep`]; a kill reaches the loop as an `ops::Action`), so
-//! the one place sessions end stays the loop's reaper. Admin connections are not sessions: they have their own ids, are not listed
-//! by `CLIENT LIST`, and cannot be killed with `CLIENT KILL`.
+//! the one place sessions end stays the loop's reaper. Admin connections are not sessions: they
+//! have their own ids, are not listed by `CLIENT LIST`, and cannot be killed with `CLIENT KILL`.
 //!
 //! Files (src/ops/admin/): this one holds [`execute`] and the types it works with; `client.rs`
 //! the `CLIENT` subcommands (LIST, KILL, LOOKUP and the connection's own), `listing.rs` the
