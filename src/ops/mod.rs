@@ -55,8 +55,9 @@
 //!   happen (`deliver.rs`); a subscriber whose pending output passes
 //!   `session.max_output_bytes` is disconnected and counted, never skipped over.
 //!
-//! This file holds [`Ops`], the listeners, accepting, timers and closing; `connection.rs` one
-//! connection's I/O; `deliver.rs` presence delivery; `listener.rs` the sockets; `admin/` the
+//! This file holds [`Ops`], the listeners, accepting, timers and closing; `work.rs` the work
+//! budget and queue; `connection.rs` one connection's I/O (`connection/requests.rs` running its
+//! requests); `deliver.rs` presence delivery; `listener.rs` the sockets; `admin/` the
 //! admin commands (and `INFO`); `http.rs` and `metrics.rs` the metrics endpoint.
 
 mod admin;
@@ -65,6 +66,7 @@ mod deliver;
 mod http;
 mod listener;
 mod metrics;
+mod work;
 
 use std::collections::VecDeque;
 use std::io::Write as _;
@@ -81,6 +83,7 @@ use self::admin::{AdminClient, OpsCounters};
 use self::connection::{Expiry, OpsConn, Protocol};
 use self::http::Status;
 use self::listener::{OpsListener, OpsStream};
+use self::work::Budget;
 use crate::config::{Config, Endpoint, OpsListenerConfig, MAX_OPS_LISTENER_CONNECTIONS};
 use crate::rate_limit::{LogBudget, RateLimited};
 use crate::reap::{classify, IoClass};
@@ -100,8 +103,6 @@ const CONN_BASE: usize = OPS_BASE + 3;
 const _: () = assert!(CONN_BASE + 2 * MAX_OPS_LISTENER_CONNECTIONS <= SESSION_BASE);
 
 const MAX_ACCEPTS_PER_TURN: usize = 64;
-/// Work units all operator connections may spend in one loop turn (see the module docs).
-const WORK_PER_TURN: usize = 256;
 
 /// Kinds of warning, each rate-limited on its own (at most one a second).
 #[derive(Debug, Clone, Copy)]
@@ -158,25 +159,6 @@ pub(crate) struct OpenError {
     pub role: &'static str,
     pub endpoint: Endpoint,
     pub source: std::io::Error,
-}
-
-/// The operator side's work budget for the current loop turn.
-#[derive(Debug, Default)]
-struct Budget {
-    turn: Option<Instant>,
-    left: usize,
-}
-
-impl Budget {
-    /// What is left this turn; a new `now` is a new turn (the loop reads the clock once per
-    /// turn).
-    fn left(&mut self, now: Instant) -> &mut usize {
-        if self.turn != Some(now) {
-            self.turn = Some(now);
-            self.left = WORK_PER_TURN;
-        }
-        &mut self.left
-    }
 }
 
 /// Whether `token` belongs to the operator side.
@@ -467,54 +449,6 @@ impl Ops {
             Some(left) => self.run_queue(left, cx),
             None => None,
         }
-    }
-
-    /// Puts a connection on the work queue (once), and makes sure the loop comes back for it.
-    fn enqueue(&mut self, key: usize, cx: &mut Context<'_>) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.queued {
-                conn.queued = true;
-                self.queue.push_back(key);
-            }
-        }
-        if !self.work_pending {
-            self.work_pending = true;
-            cx.revisit.push(WORK);
-        }
-    }
-
-    /// Serves up to `rounds` queued connections front to back while the turn's budget lasts;
-    /// a connection that still has work goes to the back, those not reached keep their place.
-    fn run_queue(&mut self, rounds: usize, cx: &mut Context<'_>) -> Option<Action> {
-        for round in 0..rounds {
-            if *self.budget.left(cx.now) == 0 {
-                break;
-            }
-            let Some(key) = self.queue.pop_front() else {
-                break;
-            };
-            match self.conns.get_mut(key) {
-                Some(conn) => conn.queued = false,
-                // Closed since.
-                None => continue,
-            }
-            if let Some(action) = self.service(key, cx) {
-                return Some(self.pause_queue(action, Some(rounds - round - 1)));
-            }
-        }
-        if !self.queue.is_empty() && !self.work_pending {
-            self.work_pending = true;
-            cx.revisit.push(WORK);
-        }
-        None
-    }
-
-    /// Notes that the connection paused for `action` was being served from the work queue.
-    fn pause_queue(&mut self, action: Action, queue_left: Option<usize>) -> Action {
-        if let Some(paused) = self.paused.as_mut() {
-            paused.queue_left = queue_left;
-        }
-        action
     }
 
     fn accept(&mut self, role: Role, cx: &mut Context<'_>) {
