@@ -145,7 +145,9 @@ impl Context<'_> {
     }
 }
 
-/// What the event loop must do for the operator side; then it calls [`Ops::resume`].
+/// What the event loop must do for the operator side. The loop applies it at once and then
+/// calls [`Ops::resume`], again until that returns `None`: the connection's turn is paused in
+/// between (its next request must see the effect).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Action {
     /// `CLIENT KILL`: reap these sessions with reason `killed` (its reply is already written).
