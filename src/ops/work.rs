@@ -77,3 +77,24 @@ impl Ops {
         action
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_budget_is_per_turn_and_a_new_now_refills_it() {
+        let now = Instant::now();
+        let mut budget = Budget::default();
+        *budget.left(now) -= 200;
+        assert_eq!(
+            *budget.left(now),
+            WORK_PER_TURN - 200,
+            "same turn: what is left"
+        );
+        let next = now + Duration::from_millis(1);
+        assert_eq!(*budget.left(next), WORK_PER_TURN, "next turn: full again");
+    }
+}
