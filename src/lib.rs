@@ -4,13 +4,9 @@
 //! The binary (`main.rs`) is a thin wrapper around [`cli::main`]. `docs/architecture.md` tells
 //! the life of one session from accept to reap.
 
-mod admin;
 pub mod cli;
 pub mod config;
-mod http;
-mod info;
-mod metrics;
-mod ops_listener;
+mod ops;
 mod os;
 pub mod protocol;
 mod server;

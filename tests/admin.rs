@@ -595,3 +595,34 @@ fn a_client_that_pipelines_without_reading_is_held_back_then_fully_answered() {
     assert_eq!(seen, N);
     sender.join().unwrap();
 }
+
+/// Requests pipelined behind a `CLIENT KILL` run after its sessions are reaped: the second
+/// kill of the same id finds nothing, and a listing of it is empty.
+#[test]
+fn requests_pipelined_after_a_kill_see_the_session_gone() {
+    let d = Daemon::start(ADMIN);
+    let mut victim = d.redis();
+    let id = client_id(&mut victim);
+    let mut admin = TcpStream::connect(d.ops_listener("admin")).unwrap();
+    admin
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let kill = format!("CLIENT KILL ID {id}\r\n");
+    let pipeline = format!("{kill}{kill}CLIENT LIST ID {id}\r\nPING\r\n");
+    admin.write_all(pipeline.as_bytes()).unwrap();
+    let want = b":1\r\n:0\r\n$0\r\n\r\n+PONG\r\n";
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while got.len() < want.len() {
+        match admin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "reading the replies: {e} (so far {:?})",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+    assert_eq!(d.wait_reap(id, Duration::from_secs(5))["reason"], "killed");
+}

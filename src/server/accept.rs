@@ -314,7 +314,7 @@ impl Server {
             .insert(|id| Session::new(id, stream, peer, now));
         self.stats.on_accept();
         // Announced before the socket setup: a session that fails it still gets its `left`.
-        self.publish_joined(token);
+        self.publish_joined(token, now);
         let Some(session) = self.sessions.get_mut(token) else {
             return;
         };

@@ -124,7 +124,7 @@ impl Server {
                 self.sessions.len() - failed,
             );
         }
-        self.reconcile_ops(&old);
+        self.ops.reconcile(&old, ops_cx!(self, now));
         if old.session.idle_timeout != new.session.idle_timeout {
             self.idle
                 .rebuild(&self.sessions, self.config.session.idle_timeout);
@@ -172,14 +172,14 @@ impl Server {
     pub(super) fn shutdown(&mut self, now: Instant) {
         self.control.notify.stopping();
         self.accept.close_listeners(self.poll.registry());
-        self.close_ops_listeners();
+        self.ops.close_listeners(self.poll.registry());
         let live = self.sessions.len();
         for token in self.sessions.tokens() {
             self.reap(token, Cause::Reason(ReapReason::Shutdown), now);
         }
         // Presence subscribers get the `left` of every session before their connections go.
-        self.drain_subscribers(now);
-        self.close_ops();
+        self.ops.drain_subscribers(ops_cx!(self, now));
+        self.ops.close(ops_cx!(self, now));
         info!("closed {live} sessions; final {}", self.stats.line());
     }
 }

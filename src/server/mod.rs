@@ -27,12 +27,30 @@
 //! the log budget, presence and the accept reserve) is still written as `impl Server` blocks
 //! in those files, each next to the part it is about.
 
+/// The operator side's borrow of the loop for one call ([`ops::Context`]): disjoint fields, so
+/// it can be lent while `self.ops` is borrowed mutably.
+macro_rules! ops_cx {
+    ($server:expr, $now:expr) => {
+        &mut crate::ops::Context {
+            now: $now,
+            listeners: &|| crate::server::listener_addrs(&$server.accept.listeners),
+            poll: &mut $server.poll,
+            config: &$server.config,
+            config_path: &$server.control.config_path,
+            sessions: &$server.sessions,
+            stats: &mut $server.stats,
+            log_budget: &mut $server.log_budget,
+            revisit: &mut $server.pending.revisit,
+            stopping: $server.stopping,
+        }
+    };
+}
+
 mod accept;
 mod auth_guard;
 pub(crate) mod busy_poll;
 mod control;
 mod naming;
-mod ops;
 mod pending;
 mod reaper;
 mod scratch;
@@ -52,6 +70,7 @@ use crate::activation::Activated;
 use crate::config::Config;
 use crate::logging::LevelSource;
 use crate::notify::{status_line, Notifier};
+use crate::ops::{self, Ops};
 use crate::session::SessionTable;
 use crate::stats::Stats;
 use busy_poll::BusyPoll;
@@ -126,6 +145,14 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// The client listeners' bound addresses (the real port when 0 was configured).
+fn listener_addrs(listeners: &slab::Slab<accept::Listener>) -> Vec<SocketAddr> {
+    listeners
+        .iter()
+        .map(|(_, l)| l.socket.local_addr().unwrap_or(l.addr))
+        .collect()
+}
+
 /// The event loop and everything it owns.
 pub struct Server {
     poll: Poll,
@@ -145,7 +172,7 @@ pub struct Server {
     /// The client listeners, and what accepting needs when descriptors run out.
     accept: accept::AcceptState,
     /// The admin and metrics listeners and their connections.
-    ops: ops::Ops,
+    ops: Ops,
     /// Every line a client can cause is written within it (`log.reap_lines_per_second`,
     /// `log.bytes_per_second`); the rest are counted by kind (see `rate_limit.rs`).
     log_budget: crate::rate_limit::LogBudget,
@@ -198,7 +225,7 @@ impl Server {
             auth_guard: Default::default(),
             pending: Default::default(),
             accept: accept::AcceptState::new(),
-            ops: ops::Ops::new(),
+            ops: Ops::new(),
             log_budget: crate::rate_limit::LogBudget::new(
                 config.log.reap_lines_per_second,
                 config.log.bytes_per_second,
@@ -222,7 +249,14 @@ impl Server {
                 }
             }
         }
-        server.open_ops_listeners()?;
+        server
+            .ops
+            .open(&server.config, server.poll.registry())
+            .map_err(|e| StartError::Ops {
+                role: e.role,
+                endpoint: e.endpoint,
+                source: e.source,
+            })?;
         Ok(server)
     }
 
@@ -265,7 +299,7 @@ impl Server {
             self.revisit_pending(now);
             self.run_timers(now);
             // Last: every source of presence events has run this turn.
-            self.flush_subscribers(now);
+            self.ops.end_turn(ops_cx!(self, now));
             if self.stopping {
                 self.shutdown(now);
                 return Ok(());
@@ -279,7 +313,7 @@ impl Server {
         } else if token.0 >= SESSION_BASE {
             self.service(token, now, wake);
         } else if ops::owns(token) {
-            self.ops_event(token, now);
+            self.dispatch_ops(token, now);
         } else if let Some(key) = token.0.checked_sub(LISTENER_BASE) {
             self.accept_from(key, now);
         }
@@ -287,7 +321,7 @@ impl Server {
 
     /// Time until the nearest deadline; zero when work was left over from this turn.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if self.pending.any() || self.presence_backlog() {
+        if self.pending.any() {
             return Some(Duration::ZERO);
         }
         let deadlines = [
@@ -295,7 +329,7 @@ impl Server {
             self.auth_guard.deadline(),
             self.control.next_stats,
             self.accept.retry_at(),
-            self.ops_deadline(),
+            self.ops.deadline(now, &self.config),
             self.control.notify.watchdog_deadline(),
             self.log_budget.report_due(),
         ];
@@ -304,6 +338,22 @@ impl Server {
             .flatten()
             .min()
             .map(|at| at.saturating_duration_since(now))
+    }
+
+    /// Readiness of an operator token: the operator side does its part, and the loop applies
+    /// what it asks for (reaping killed sessions) before it goes on.
+    fn dispatch_ops(&mut self, token: Token, now: Instant) {
+        let mut action = self.ops.ready(token, ops_cx!(self, now));
+        while let Some(ops::Action::Kill(tokens)) = action {
+            for token in tokens {
+                self.reap(
+                    token,
+                    reaper::Cause::Reason(crate::reap::ReapReason::Killed),
+                    now,
+                );
+            }
+            action = self.ops.resume(ops_cx!(self, now));
+        }
     }
 
     fn revisit_pending(&mut self, now: Instant) {
@@ -320,7 +370,7 @@ impl Server {
         self.stats.command_rate.tick(now, self.stats.commands);
         self.reap_idle(now);
         self.reap_unauthenticated(now);
-        self.ops_timers(now);
+        self.ops.expire(ops_cx!(self, now));
         self.log_budget.report_left_out(now);
         if self.accept.retry_at().is_some_and(|at| at <= now) {
             self.accept.clear_retry();

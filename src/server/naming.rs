@@ -35,16 +35,16 @@ use crate::takeover::{self, Decision};
 impl Server {
     /// Numbers the event and hands it to the subscribers. The number advances whether or not
     /// anyone listens (`CLIENT LIST` reports it); the JSON is built only when someone does.
-    pub(super) fn publish(&mut self, event: &Event<'_>) {
+    pub(super) fn publish(&mut self, event: &Event<'_>, now: Instant) {
         self.stats.presence.seq += 1;
         if self.stats.presence.subscribers > 0 {
             let seq = self.stats.presence.seq;
-            self.ops_deliver(seq, event);
+            self.ops.publish(seq, event, ops_cx!(self, now));
         }
     }
 
     /// A session entered the table.
-    pub(super) fn publish_joined(&mut self, token: Token) {
+    pub(super) fn publish_joined(&mut self, token: Token, now: Instant) {
         let Some(s) = self.sessions.get(token) else {
             return;
         };
@@ -53,7 +53,7 @@ impl Server {
             addr: s.peer,
             laddr: s.stream.local_addr().ok(),
         };
-        self.publish(&event);
+        self.publish(&event, now);
     }
 
     /// `CLIENT SETNAME` / `HELLO ... SETNAME`: gives the session its new name (`None` clears
@@ -88,11 +88,14 @@ impl Server {
                 clipped(name.as_deref().unwrap_or("-")),
                 clipped(previous.as_deref().unwrap_or("-"))
             );
-            self.publish(&Event::Named {
-                id,
-                name: name.as_deref(),
-                previous: previous.as_deref(),
-            });
+            self.publish(
+                &Event::Named {
+                    id,
+                    name: name.as_deref(),
+                    previous: previous.as_deref(),
+                },
+                now,
+            );
         }
         if let Some(s) = self.sessions.get_mut(token) {
             command::answer_renamed(s, reply, &mut self.scratch.out);

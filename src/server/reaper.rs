@@ -144,16 +144,19 @@ impl Server {
             i.notsent_bytes,
             i.snd_wnd.map_or_else(|| "-".to_string(), |w| w.to_string()),
         );
-        self.publish(&Event::Left(Left {
-            id: session.id,
-            addr: session.peer,
-            name: session.name.as_deref(),
-            reason,
-            errno,
-            lifetime,
-            silent,
-            tcp_info: info.as_ref(),
-        }));
+        self.publish(
+            &Event::Left(Left {
+                id: session.id,
+                addr: session.peer,
+                name: session.name.as_deref(),
+                reason,
+                errno,
+                lifetime,
+                silent,
+                tcp_info: info.as_ref(),
+            }),
+            now,
+        );
         drop(session);
         // A descriptor came free: connections refused for lack of them can be taken now.
         if self.accept.descriptor_freed() {

@@ -11,7 +11,8 @@
 //!
 //! Ranges never overlap (checked at compile time below), so the loop dispatches on the number
 //! alone; an event for a token whose owner is gone is stale and ignored by that owner. A range
-//! whose owner sits in a lower layer is defined there and re-exported here (`SESSION_BASE`),
+//! whose owner sits in a lower layer is defined there and re-exported here (`SESSION_BASE`,
+//! the operator side's),
 //! so no lower layer imports the loop.
 
 use mio::Token;
@@ -22,26 +23,16 @@ use crate::config::MAX_OPS_LISTENER_CONNECTIONS;
 pub(crate) const SIGNAL: Token = Token(0);
 /// Client listener tokens are `LISTENER_BASE + slab key`.
 pub(crate) const LISTENER_BASE: usize = 1;
-/// Operator tokens start here; client listener tokens stay below it.
-pub(crate) const OPS_BASE: usize = 1 << 15;
-/// The admin listener.
-pub(crate) const ADMIN_LISTENER: Token = Token(OPS_BASE);
-/// The metrics listener.
-pub(crate) const METRICS_LISTENER: Token = Token(OPS_BASE + 1);
-/// On the revisit list while the operator work queue is not empty: serve it next turn.
-pub(crate) const WORK: Token = Token(OPS_BASE + 2);
-/// Operator connection tokens are `CONN_BASE + slab key`.
-pub(crate) const CONN_BASE: usize = OPS_BASE + 3;
+/// The operator side's tokens: defined by the operator side (a lower layer must not import
+/// the loop) and listed here with the rest.
+#[allow(unused_imports)] // listed for the reader; the operator side matches them itself
+pub(crate) use crate::ops::{ADMIN_LISTENER, CONN_BASE, METRICS_LISTENER, OPS_BASE, WORK};
 /// Session tokens are `SESSION_BASE + slab key`. Defined by the session table (a lower layer
 /// must not import the loop), and listed here with the rest.
 pub(crate) use crate::session::SESSION_BASE;
 
-// Both operator listeners at their highest `max_connections` fit their range.
+// Both operator listeners at their highest `max_connections` fit their range (also checked
+// where they are defined).
 const _: () = assert!(CONN_BASE + 2 * MAX_OPS_LISTENER_CONNECTIONS <= SESSION_BASE);
 // The client listeners' range ends where the operator side's begins.
 const _: () = assert!(LISTENER_BASE < OPS_BASE);
-
-/// Whether `token` belongs to the operator side.
-pub(crate) fn is_ops(token: Token) -> bool {
-    (OPS_BASE..SESSION_BASE).contains(&token.0)
-}

@@ -40,6 +40,7 @@ impl Output {
     }
 
     /// The bytes not written yet.
+    #[cfg(test)]
     pub fn unsent(&self) -> &[u8] {
         &self.bytes[self.pos..]
     }
@@ -55,6 +56,7 @@ impl Output {
     }
 
     /// Drops everything that waits (and the memory).
+    #[cfg(test)]
     pub fn clear(&mut self) {
         *self = Output::new();
     }

@@ -1,9 +1,18 @@
-//! The operator side of the event loop: the admin listener (RESP, src/admin.rs), the metrics
-//! listener (HTTP, src/metrics.rs), and the connections accepted from them.
+//! The operator side: the admin listener (RESP, `admin/`), the metrics listener (HTTP,
+//! `metrics.rs` over `http.rs`), and the connections accepted from them, all owned by [`Ops`].
 //!
 //! Operator connections are not client sessions: they live in their own slab (tokens
 //! `OPS_BASE..SESSION_BASE`), have their own ids, are not counted in the session statistics,
-//! and never go through `Server::reap`, which they only call to kill sessions.
+//! and never go through the loop's reaper; they only ask it to kill sessions.
+//!
+//! The event loop owns an [`Ops`] and talks to it through a few calls: [`Ops::ready`] for
+//! readiness (or a revisit) of any operator token, [`Ops::deadline`] folded into its poll
+//! timeout, [`Ops::expire`] on its timers, [`Ops::publish`] for each presence event and
+//! [`Ops::end_turn`] at the end of each turn, plus start-up, reload and shutdown. What the
+//! operator side reads of the loop (sessions, stats, config, the log budget, `now`) comes in
+//! a [`Context`] of borrows; what it needs the loop to do comes back as an [`Action`]
+//! (`CLIENT KILL`: the loop reaps the sessions, then calls [`Ops::resume`] so the rest of the
+//! connection's pipeline sees them gone). This module never imports the loop (`crate::server`).
 //!
 //! Invariants:
 //! - Accepts and reads drain to `WouldBlock` under per-turn caps, like sessions; a capped token
@@ -20,17 +29,17 @@
 //!   plus a listing's snapshot while one is built.
 //! - Replies that grow with the session table (`CLIENT LIST`, `CLIENT LOOKUP` of a shared
 //!   name, above 256 sessions) are built turn by turn as the socket drains
-//!   (src/admin/listing.rs): a snapshot of at most 80 bytes per session, then lines rendered
+//!   (src/ops/admin/listing.rs): a snapshot of at most 80 bytes per session, then lines rendered
 //!   into the output window. The other replies are bounded by constants (`/metrics` is about
 //!   40 KiB whatever the number of sessions, so it keeps its `Content-Length`).
 //! - Work per loop turn: all operator connections together spend at most `WORK_PER_TURN`
 //!   (256) units: one per `CLIENT LIST` line rendered (about 12 µs in a debug build), one per
 //!   512 reply bytes, one per request (40 for `CONFIG GET`). That is about 3 ms in a debug
 //!   build, under 1 ms in release; one request may overrun it once (a `CLIENT LIST` snapshot
-//!   of 10,000 sessions costs 626 units, a few ms in a debug build). A connection that runs out waits on the work queue, served
-//!   round-robin on the next turn (a readiness event for a waiting connection only writes
-//!   what is ready), so pipelined requests from many connections can neither freeze the loop
-//!   nor starve each other.
+//!   of 10,000 sessions costs 626 units, a few ms in a debug build). A connection that runs
+//!   out waits on the work queue, served round-robin on the next turn (a readiness event for a
+//!   waiting connection only writes what is ready), so pipelined requests from many
+//!   connections can neither freeze the loop nor starve each other.
 //! - Interest is derived from state in one function (`OpsConn::wanted_interest`).
 //! - Each listener has its own cap (`admin.max_connections`, `metrics.max_connections`) and
 //!   idle timeout (`admin.idle_timeout`, `metrics.idle_timeout`; nothing received and nothing
@@ -46,38 +55,56 @@
 //!   happen (`deliver.rs`); a subscriber whose pending output passes
 //!   `session.max_output_bytes` is disconnected and counted, never skipped over.
 //!
-//! This file holds the listeners, accepting, timers and closing; `conn.rs` one connection's
-//! I/O; `deliver.rs` presence delivery.
+//! This file holds [`Ops`], the listeners, accepting, timers and closing; `work.rs` the work
+//! budget and queue; `connection.rs` one connection's I/O (`connection/requests.rs` running its
+//! requests); `deliver.rs` presence delivery; `listener.rs` the sockets; `admin/` the
+//! admin commands (and `INFO`); `http.rs` and `metrics.rs` the metrics endpoint.
 
-mod conn;
+mod admin;
+mod connection;
 mod deliver;
+mod http;
+mod listener;
+mod metrics;
+mod work;
 
 use std::collections::VecDeque;
 use std::io::Write as _;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
-use mio::{Interest, Token};
+use mio::{Interest, Poll, Registry, Token};
 use slab::Slab;
 
-use self::conn::{Expiry, OpsConn, Protocol};
-use super::{Server, StartError};
-use crate::admin::{AdminClient, OpsCounters};
-use crate::config::{Config, Endpoint, OpsListenerConfig};
-use crate::http::{self, Status};
-use crate::ops_listener::{OpsListener, OpsStream};
+use self::admin::{AdminClient, OpsCounters};
+use self::connection::{Expiry, OpsConn, Protocol};
+use self::http::Status;
+use self::listener::{OpsListener, OpsStream};
+use self::work::Budget;
+use crate::config::{Config, Endpoint, OpsListenerConfig, MAX_OPS_LISTENER_CONNECTIONS};
+use crate::rate_limit::{LogBudget, RateLimited};
 use crate::reap::{classify, IoClass};
 use crate::resp;
+use crate::session::{SessionTable, SESSION_BASE};
+use crate::stats::Stats;
 
-use super::tokens::{ADMIN_LISTENER, CONN_BASE, METRICS_LISTENER, WORK};
+/// Operator tokens start here; client listener tokens stay below it.
+pub(crate) const OPS_BASE: usize = 1 << 15;
+pub(crate) const ADMIN_LISTENER: Token = Token(OPS_BASE);
+pub(crate) const METRICS_LISTENER: Token = Token(OPS_BASE + 1);
+/// On the revisit list while the work queue is not empty: serve it next turn.
+pub(crate) const WORK: Token = Token(OPS_BASE + 2);
+/// Connection tokens are `CONN_BASE + slab key`.
+pub(crate) const CONN_BASE: usize = OPS_BASE + 3;
+// Both listeners at their highest `max_connections` fit the token range.
+const _: () = assert!(CONN_BASE + 2 * MAX_OPS_LISTENER_CONNECTIONS <= SESSION_BASE);
 
-const MAX_ACCEPTS_PER_TURN: usize = 64;
-/// At most one warning of each kind per this period.
-const WARN_EVERY: Duration = Duration::from_secs(1);
-/// Work units all operator connections may spend in one loop turn (see the module docs).
-const WORK_PER_TURN: usize = 256;
+use crate::listener::MAX_ACCEPTS_PER_TURN;
 
-/// Kinds of warning, each rate-limited on its own.
+/// Kinds of warning, each rate-limited on its own (at most one a second).
 #[derive(Debug, Clone, Copy)]
 enum Warn {
     Accept = 0,
@@ -85,28 +112,60 @@ enum Warn {
     Slow = 2,
 }
 
-/// The operator side's work budget for the current loop turn.
-#[derive(Debug, Default)]
-struct Budget {
-    turn: Option<Instant>,
-    left: usize,
+/// What the operator side borrows from the event loop for one call. The loop owns all of it;
+/// the operator side keeps none of it between calls.
+pub(crate) struct Context<'a> {
+    /// The loop's clock for this turn.
+    pub now: Instant,
+    /// The poller: its registry for operator sockets, and polling itself only in the shutdown
+    /// drain ([`Ops::drain_subscribers`]).
+    pub poll: &'a mut Poll,
+    pub config: &'a Config,
+    pub config_path: &'a Path,
+    /// The sessions, read-only (`CLIENT LIST`, `CLIENT KILL`'s filters, `INFO`).
+    pub sessions: &'a SessionTable,
+    /// Read by `INFO` and the metrics; presence subscribers, deliveries and drops are counted
+    /// here.
+    pub stats: &'a mut Stats,
+    /// The budget for lines a client can cause (a scraper's request path).
+    pub log_budget: &'a mut LogBudget,
+    /// The client listeners' bound addresses (`INFO`), asked for only when an admin request
+    /// runs (each costs a `getsockname`).
+    pub listeners: &'a dyn Fn() -> Vec<SocketAddr>,
+    /// Tokens the loop dispatches again this turn, after the events (per-turn caps, the work
+    /// queue, a lingering close).
+    pub revisit: &'a mut Vec<Token>,
+    /// The daemon is shutting down: nothing more is accepted, delivery has no budget.
+    pub stopping: bool,
 }
 
-impl Budget {
-    /// What is left this turn; a new `now` is a new turn (the loop reads the clock once per
-    /// turn).
-    fn left(&mut self, now: Instant) -> &mut usize {
-        if self.turn != Some(now) {
-            self.turn = Some(now);
-            self.left = WORK_PER_TURN;
-        }
-        &mut self.left
+impl Context<'_> {
+    fn registry(&self) -> &Registry {
+        self.poll.registry()
     }
 }
 
+/// What the event loop must do for the operator side. The loop applies it at once and then
+/// calls [`Ops::resume`], again until that returns `None`: the connection's turn is paused in
+/// between (its next request must see the effect).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// `CLIENT KILL`: reap these sessions with reason `killed` (its reply is already written).
+    Kill(Vec<Token>),
+}
+
+/// An operator listener could not be opened at start-up (the loop words it, as a `StartError`).
+#[derive(Debug)]
+pub(crate) struct OpenError {
+    /// `admin` or `metrics`.
+    pub role: &'static str,
+    pub endpoint: Endpoint,
+    pub source: std::io::Error,
+}
+
 /// Whether `token` belongs to the operator side.
-pub(super) fn owns(token: Token) -> bool {
-    super::tokens::is_ops(token)
+pub(crate) fn owns(token: Token) -> bool {
+    (OPS_BASE..SESSION_BASE).contains(&token.0)
 }
 
 /// Which operator listener.
@@ -145,7 +204,7 @@ impl Role {
     }
 
     /// Index in [`OpsCounters`]' arrays.
-    pub(super) fn index(self) -> usize {
+    fn index(self) -> usize {
         match self {
             Role::Admin => 0,
             Role::Metrics => 1,
@@ -160,8 +219,19 @@ struct Bound {
     local: String,
 }
 
-/// The operator side's state, owned by the `Server`.
-pub(super) struct Ops {
+/// Where a connection's turn stopped for an [`Action`], so [`Ops::resume`] goes on from there.
+#[derive(Debug, Clone, Copy)]
+struct Paused {
+    key: usize,
+    /// Reads left of the connection's per-turn cap, after its remaining input is executed.
+    reads_left: usize,
+    /// Queued connections left to serve, when it was paused while serving the work queue.
+    queue_left: Option<usize>,
+}
+
+/// The operator side: its listeners, connections, ids, work budget and queue, and presence
+/// delivery. Owned by the event loop, called with a [`Context`].
+pub(crate) struct Ops {
     admin: Option<Bound>,
     metrics: Option<Bound>,
     conns: Slab<OpsConn>,
@@ -169,7 +239,8 @@ pub(super) struct Ops {
     /// When the daemon started, for uptime and the start-time metric.
     started: Instant,
     started_at: SystemTime,
-    last_warn: [Option<Instant>; 3],
+    /// One throttle per [`Warn`] kind.
+    warns: [RateLimited; 3],
     /// This turn's work budget.
     budget: Budget,
     /// Open, refused and closed connections by listener.
@@ -179,6 +250,13 @@ pub(super) struct Ops {
     queue: VecDeque<usize>,
     /// Whether [`WORK`] is on the loop's revisit list.
     work_pending: bool,
+    /// A connection's turn stopped for an [`Action`] the loop is applying.
+    paused: Option<Paused>,
+    /// Reads land here (allocated at the first read); only unfinished requests are copied
+    /// into a connection.
+    read_buf: Vec<u8>,
+    /// Argument ranges of the admin request being executed.
+    args: Vec<Range<usize>>,
     /// Scratch for one presence event: its JSON, and its `message` frame.
     json_buf: Vec<u8>,
     frame_buf: Vec<u8>,
@@ -188,8 +266,12 @@ pub(super) struct Ops {
     backlog: deliver::Backlog,
 }
 
+fn conn_key(token: Token) -> Option<usize> {
+    token.0.checked_sub(CONN_BASE)
+}
+
 impl Ops {
-    pub(super) fn new() -> Ops {
+    pub(crate) fn new() -> Ops {
         Ops {
             admin: None,
             metrics: None,
@@ -197,11 +279,14 @@ impl Ops {
             next_id: 1,
             started: Instant::now(),
             started_at: SystemTime::now(),
-            last_warn: [None; 3],
+            warns: Default::default(),
             budget: Budget::default(),
             counters: OpsCounters::default(),
             queue: VecDeque::new(),
             work_pending: false,
+            paused: None,
+            read_buf: Vec::new(),
+            args: Vec::with_capacity(16),
             json_buf: Vec::new(),
             frame_buf: Vec::new(),
             dirty: Vec::new(),
@@ -225,26 +310,15 @@ impl Ops {
 
     /// Rate limit for warnings of one kind: true when one may be logged now.
     fn may_warn(&mut self, kind: Warn, now: Instant) -> bool {
-        let last = &mut self.last_warn[kind as usize];
-        if last.is_some_and(|t| now.saturating_duration_since(t) < WARN_EVERY) {
-            return false;
-        }
-        *last = Some(now);
-        true
+        self.warns[kind as usize].hit(now).is_some()
     }
-}
 
-fn conn_key(token: Token) -> Option<usize> {
-    token.0.checked_sub(CONN_BASE)
-}
-
-impl Server {
     /// Opens the configured operator listeners at start-up.
-    pub(super) fn open_ops_listeners(&mut self) -> Result<(), StartError> {
+    pub(crate) fn open(&mut self, config: &Config, registry: &Registry) -> Result<(), OpenError> {
         for role in Role::ALL {
-            if let Some(endpoint) = role.endpoint(&self.config).cloned() {
-                self.bind_ops(role, &endpoint)
-                    .map_err(|source| StartError::Ops {
+            if let Some(endpoint) = role.endpoint(config).cloned() {
+                self.bind(role, &endpoint, registry)
+                    .map_err(|source| OpenError {
                         role: role.name(),
                         endpoint,
                         source,
@@ -254,11 +328,14 @@ impl Server {
         Ok(())
     }
 
-    fn bind_ops(&mut self, role: Role, endpoint: &Endpoint) -> std::io::Result<()> {
+    fn bind(
+        &mut self,
+        role: Role,
+        endpoint: &Endpoint,
+        registry: &Registry,
+    ) -> std::io::Result<()> {
         let mut socket = OpsListener::bind(endpoint)?;
-        self.poll
-            .registry()
-            .register(&mut socket, role.token(), Interest::READABLE)?;
+        registry.register(&mut socket, role.token(), Interest::READABLE)?;
         let local = socket.local();
         let kind = match (&socket, role) {
             (OpsListener::Unix { .. }, _) => " (unix socket, mode 0600)",
@@ -266,32 +343,32 @@ impl Server {
             _ => "",
         };
         info!("{} listener on {local}{kind}", role.name());
-        *self.ops.slot(role) = Some(Bound { socket, local });
+        *self.slot(role) = Some(Bound { socket, local });
         Ok(())
     }
 
     /// Closes an operator listener; a unix socket file is removed with it.
-    fn unbind_ops(&mut self, role: Role) {
-        if let Some(mut bound) = self.ops.slot(role).take() {
-            let _ = self.poll.registry().deregister(&mut bound.socket);
+    fn unbind(&mut self, role: Role, registry: &Registry) {
+        if let Some(mut bound) = self.slot(role).take() {
+            let _ = registry.deregister(&mut bound.socket);
             info!("{} listener on {} closed", role.name(), bound.local);
         }
     }
 
-    /// After a reload: moves a listener whose `listen` changed, and retries one that could not
-    /// be opened by an earlier reload. A listener that cannot be opened is logged and stays
-    /// off; everything else keeps running.
-    pub(super) fn reconcile_ops(&mut self, old: &Config) {
+    /// After a reload (`cx.config` is the new config): moves a listener whose `listen`
+    /// changed, and retries one that could not be opened by an earlier reload. A listener that
+    /// cannot be opened is logged and stays off; everything else keeps running.
+    pub(crate) fn reconcile(&mut self, old: &Config, cx: &mut Context<'_>) {
         for role in Role::ALL {
             // Caps and idle timeouts are read where they are used, so they apply at once.
-            let (was, now) = (role.config(old), role.config(&self.config));
+            let (was, now) = (role.config(old), role.config(cx.config));
             if was.max_connections != now.max_connections {
                 info!(
                     "reload: {}.max_connections {} -> {} ({} open)",
                     role.name(),
                     was.max_connections,
                     now.max_connections,
-                    self.ops.counters.open[role.index()]
+                    self.counters.open[role.index()]
                 );
             }
             if was.idle_timeout != now.idle_timeout {
@@ -307,14 +384,14 @@ impl Server {
             }
         }
         for role in Role::ALL {
-            let new = role.endpoint(&self.config).cloned();
-            let open = self.ops.bound(role).is_some();
+            let new = role.endpoint(cx.config).cloned();
+            let open = self.bound(role).is_some();
             if role.endpoint(old) == new.as_ref() && open == new.is_some() {
                 continue;
             }
-            self.unbind_ops(role);
+            self.unbind(role, cx.registry());
             if let Some(endpoint) = new {
-                if let Err(e) = self.bind_ops(role, &endpoint) {
+                if let Err(e) = self.bind(role, &endpoint, cx.registry()) {
                     log::error!(
                         "reload: cannot open the {} listener on {endpoint}: {e}; it stays off",
                         role.name()
@@ -325,89 +402,67 @@ impl Server {
     }
 
     /// At shutdown, first: no more operator connections are accepted.
-    pub(super) fn close_ops_listeners(&mut self) {
+    pub(crate) fn close_listeners(&mut self, registry: &Registry) {
         for role in Role::ALL {
-            self.unbind_ops(role);
+            self.unbind(role, registry);
         }
     }
 
     /// At shutdown, last: closes the operator listeners and connections.
-    pub(super) fn close_ops(&mut self) {
-        self.close_ops_listeners();
-        let keys: Vec<usize> = self.ops.conns.iter().map(|(k, _)| k).collect();
+    pub(crate) fn close(&mut self, cx: &mut Context<'_>) {
+        self.close_listeners(cx.registry());
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.ops_close(key, "shutdown");
+            self.close_conn(key, "shutdown", cx);
         }
     }
 
-    /// Readiness (or a revisit) of an operator listener or connection.
-    pub(super) fn ops_event(&mut self, token: Token, now: Instant) {
+    /// Readiness (or a revisit) of an operator listener or connection, or the work queue's
+    /// turn. `Some` when the loop must act; it then calls [`Ops::resume`].
+    pub(crate) fn ready(&mut self, token: Token, cx: &mut Context<'_>) -> Option<Action> {
         if token == ADMIN_LISTENER {
-            self.ops_accept(Role::Admin, now);
+            self.accept(Role::Admin, cx);
         } else if token == METRICS_LISTENER {
-            self.ops_accept(Role::Metrics, now);
+            self.accept(Role::Metrics, cx);
         } else if token == WORK {
-            self.ops_run_queue(now);
+            self.work_pending = false;
+            return self.run_queue(self.queue.len(), cx);
         } else if let Some(key) = conn_key(token) {
-            let waits = self.ops.conns.get(key).is_some_and(|c| c.wants_budget());
-            if waits && !self.ops.queue.is_empty() {
+            let waits = self.conns.get(key).is_some_and(|c| c.wants_budget());
+            if waits && !self.queue.is_empty() {
                 // Others wait for the budget before it: write what is ready and keep to the
                 // queue, so readiness cannot jump it.
-                self.ops_settle(key, now);
+                self.settle(key, cx);
             } else {
-                self.ops_service(key, now);
+                return self.service(key, cx);
             }
+        }
+        None
+    }
+
+    /// After the loop applied an [`Action`]: goes on where the connection's turn stopped (the
+    /// rest of its input, its reads, then the rest of the work queue).
+    pub(crate) fn resume(&mut self, cx: &mut Context<'_>) -> Option<Action> {
+        let paused = self.paused.take()?;
+        if let Some(action) = self.service_from(paused.key, paused.reads_left, cx) {
+            return Some(self.pause_queue(action, paused.queue_left));
+        }
+        match paused.queue_left {
+            Some(left) => self.run_queue(left, cx),
+            None => None,
         }
     }
 
-    /// Puts a connection on the work queue (once), and makes sure the loop comes back for it.
-    fn ops_queue(&mut self, key: usize) {
-        if let Some(conn) = self.ops.conns.get_mut(key) {
-            if !conn.queued {
-                conn.queued = true;
-                self.ops.queue.push_back(key);
-            }
-        }
-        if !self.ops.work_pending {
-            self.ops.work_pending = true;
-            self.pending.revisit.push(WORK);
-        }
-    }
-
-    /// Serves queued connections front to back while the turn's budget lasts; a connection
-    /// that still has work goes to the back, those not reached keep their place.
-    fn ops_run_queue(&mut self, now: Instant) {
-        self.ops.work_pending = false;
-        for _ in 0..self.ops.queue.len() {
-            if *self.ops.budget.left(now) == 0 {
-                break;
-            }
-            let Some(key) = self.ops.queue.pop_front() else {
-                break;
-            };
-            match self.ops.conns.get_mut(key) {
-                Some(conn) => conn.queued = false,
-                // Closed since.
-                None => continue,
-            }
-            self.ops_service(key, now);
-        }
-        if !self.ops.queue.is_empty() && !self.ops.work_pending {
-            self.ops.work_pending = true;
-            self.pending.revisit.push(WORK);
-        }
-    }
-
-    fn ops_accept(&mut self, role: Role, now: Instant) {
-        if self.stopping {
+    fn accept(&mut self, role: Role, cx: &mut Context<'_>) {
+        if cx.stopping {
             return;
         }
         for _ in 0..MAX_ACCEPTS_PER_TURN {
-            let Some(bound) = self.ops.bound(role) else {
+            let Some(bound) = self.bound(role) else {
                 return;
             };
             match bound.socket.accept() {
-                Ok((stream, peer)) => self.ops_admit(role, stream, peer, now),
+                Ok((stream, peer)) => self.admit(role, stream, peer, cx),
                 Err(e) => match classify(&e) {
                     IoClass::WouldBlock => return,
                     IoClass::Retry => continue,
@@ -416,7 +471,7 @@ impl Server {
                     // Out of descriptors, or worse: the connection waits in the backlog, and
                     // the next one to arrive brings us back (edge-triggered, so no spinning).
                     IoClass::Exhausted(_) | IoClass::Fatal(_) => {
-                        if self.ops.may_warn(Warn::Accept, now) {
+                        if self.may_warn(Warn::Accept, cx.now) {
                             warn!("{} listener: accept failed: {e}", role.name());
                         }
                         return;
@@ -424,20 +479,21 @@ impl Server {
                 },
             }
         }
-        self.pending.revisit.push(role.token());
+        cx.revisit.push(role.token());
     }
 
-    fn ops_admit(&mut self, role: Role, mut stream: OpsStream, peer: String, now: Instant) {
-        let max = role.config(&self.config).max_connections;
+    fn admit(&mut self, role: Role, mut stream: OpsStream, peer: String, cx: &mut Context<'_>) {
+        let now = cx.now;
+        let max = role.config(cx.config).max_connections;
         let i = role.index();
-        if self.ops.counters.open[i] >= max as u64 {
-            self.ops.counters.refused[i] += 1;
-            if self.ops.may_warn(Warn::Refuse, now) {
+        if self.counters.open[i] >= max as u64 {
+            self.counters.refused[i] += 1;
+            if self.may_warn(Warn::Refuse, now) {
                 warn!(
                     "{0} listener: refusing {peer}: {0}.max_connections ({max}) reached; \
                      {1} refused so far",
                     role.name(),
-                    self.ops.counters.refused[i]
+                    self.counters.refused[i]
                 );
             }
             let mut refusal = Vec::new();
@@ -451,12 +507,11 @@ impl Server {
             let _ = stream.write(&refusal);
             return;
         }
-        let id = self.ops.next_id;
-        self.ops.next_id += 1;
-        let entry = self.ops.conns.vacant_entry();
+        let id = self.next_id;
+        self.next_id += 1;
+        let entry = self.conns.vacant_entry();
         let token = Token(CONN_BASE + entry.key());
-        if let Err(e) = self
-            .poll
+        if let Err(e) = cx
             .registry()
             .register(&mut stream, token, Interest::READABLE)
         {
@@ -472,18 +527,19 @@ impl Server {
         };
         debug!("{} connection id={id} peer={peer}", role.name());
         entry.insert(OpsConn::new(id, stream, peer, protocol, now));
-        self.ops.counters.open[role.index()] += 1;
+        self.counters.open[role.index()] += 1;
     }
 
-    fn ops_close(&mut self, key: usize, why: &str) {
-        let Some(mut conn) = self.ops.conns.try_remove(key) else {
+    fn close_conn(&mut self, key: usize, why: &str, cx: &mut Context<'_>) {
+        let Some(mut conn) = self.conns.try_remove(key) else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        let open = &mut self.ops.counters.open[conn.role().index()];
+        let _ = cx.registry().deregister(&mut conn.stream);
+        let open = &mut self.counters.open[conn.role().index()];
         *open = open.saturating_sub(1);
         if conn.wants_presence() {
-            self.stats.presence.subscribers = self.stats.presence.subscribers.saturating_sub(1);
+            let subscribers = &mut cx.stats.presence.subscribers;
+            *subscribers = subscribers.saturating_sub(1);
         }
         debug!(
             "{} connection id={} peer={} ended: {why}",
@@ -493,16 +549,13 @@ impl Server {
         );
     }
 
-    /// Whether presence events wait for the next turn (the poll timeout is then zero).
-    pub(super) fn presence_backlog(&self) -> bool {
-        self.ops.backlog.is_waiting()
-    }
-
-    /// The nearest operator timer, for the poll timeout.
-    pub(super) fn ops_deadline(&self) -> Option<Instant> {
-        let config = &self.config;
-        self.ops
-            .conns
+    /// The nearest operator timer, for the poll timeout; `now` itself while presence events
+    /// wait for the next turn's delivery budget.
+    pub(crate) fn deadline(&self, now: Instant, config: &Config) -> Option<Instant> {
+        if self.backlog.is_waiting() {
+            return Some(now);
+        }
+        self.conns
             .iter()
             .filter_map(|(_, c)| c.deadline(c.role().config(config).idle_timeout))
             .map(|(at, _)| at)
@@ -511,10 +564,9 @@ impl Server {
 
     /// Closes operator connections whose timer ran out: counted by listener and reason, a
     /// slow consumer also logged (at most once a second, with the running count).
-    pub(super) fn ops_timers(&mut self, now: Instant) {
-        let config = &self.config;
+    pub(crate) fn expire(&mut self, cx: &mut Context<'_>) {
+        let (now, config) = (cx.now, cx.config);
         let due: Vec<(usize, Expiry)> = self
-            .ops
             .conns
             .iter()
             .filter_map(|(k, c)| {
@@ -523,28 +575,28 @@ impl Server {
             })
             .collect();
         for (key, why) in due {
-            let Some(conn) = self.ops.conns.get(key) else {
+            let Some(conn) = self.conns.get(key) else {
                 continue;
             };
             let (role, i) = (conn.role(), conn.role().index());
             match why {
-                Expiry::Linger | Expiry::Head => self.ops_close(key, "timed out"),
+                Expiry::Linger | Expiry::Head => self.close_conn(key, "timed out", cx),
                 Expiry::Idle => {
-                    self.ops.counters.idle_closed[i] += 1;
-                    self.ops_close(key, "idle-timeout");
+                    self.counters.idle_closed[i] += 1;
+                    self.close_conn(key, "idle-timeout", cx);
                 }
                 Expiry::Stall => {
-                    self.ops.counters.slow_closed[i] += 1;
+                    self.counters.slow_closed[i] += 1;
                     let (id, peer, pending) = (conn.id, conn.peer.clone(), conn.pending());
-                    if self.ops.may_warn(Warn::Slow, now) {
+                    if self.may_warn(Warn::Slow, now) {
                         warn!(
                             "{} connection id={id} peer={peer} closed: reason=slow-consumer \
                              pending_bytes={pending} (its output did not drain); {} so far",
                             role.name(),
-                            self.ops.counters.slow_closed[i]
+                            self.counters.slow_closed[i]
                         );
                     }
-                    self.ops_close(key, "slow-consumer");
+                    self.close_conn(key, "slow-consumer", cx);
                 }
             }
         }

@@ -4,7 +4,7 @@
 //! The event's JSON and its `message` frame are built once per event into the loop's scratch
 //! buffers and copied into each subscriber's output (a `pmessage` for a pattern subscription is
 //! framed per subscriber). Subscribers with new output are written at the end of the loop
-//! turn ([`Server::flush_subscribers`]), so the events of one turn go out in one `write` per
+//! turn ([`Ops::end_turn`]), so the events of one turn go out in one `write` per
 //! subscriber.
 //!
 //! The policy: when a subscriber's pending output passes `session.max_output_bytes`, one write
@@ -30,11 +30,10 @@ use std::time::{Duration, Instant, SystemTime};
 use log::warn;
 use mio::Events;
 
-use super::conn::flush;
-use super::Ops;
+use super::connection::flush;
+use super::{Context, Ops};
 use crate::presence::{self, Event};
 use crate::pubsub::{self, PRESENCE};
-use crate::server::Server;
 
 /// At shutdown, how long subscribers get to take their last events before they are closed.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
@@ -56,7 +55,7 @@ const BACKLOG_MAX_BYTES: usize = 1 << 20;
 /// sees every event, in order. The head event may have been given to some subscribers: those
 /// with slab keys below `head_from`.
 #[derive(Debug, Default)]
-pub(in crate::server) struct Backlog {
+pub(super) struct Backlog {
     events: VecDeque<Box<[u8]>>,
     bytes: usize,
     head_from: usize,
@@ -66,7 +65,7 @@ pub(in crate::server) struct Backlog {
 
 impl Backlog {
     /// Whether events wait: the loop turns again at once (zero poll timeout) to give them out.
-    pub(in crate::server) fn is_waiting(&self) -> bool {
+    pub(super) fn is_waiting(&self) -> bool {
         !self.events.is_empty()
     }
 
@@ -76,36 +75,36 @@ impl Backlog {
     }
 }
 
-impl Server {
+impl Ops {
     /// Queues event number `seq` to every presence subscriber: at once while this turn's
-    /// delivery budget lasts and nothing waits before it, else behind the backlog.
-    pub(in crate::server) fn ops_deliver(&mut self, seq: u64, event: &Event<'_>) {
-        let mut json = std::mem::take(&mut self.ops.json_buf);
+    /// delivery budget lasts and nothing waits before it, else behind the backlog. The loop
+    /// calls it for each event while anyone subscribes.
+    pub(crate) fn publish(&mut self, seq: u64, event: &Event<'_>, cx: &mut Context<'_>) {
+        let mut json = std::mem::take(&mut self.json_buf);
         json.clear();
         presence::encode(seq, presence::unix_ms(SystemTime::now()), event, &mut json);
-        if self.ops.backlog.is_waiting() {
-            self.ops.backlog.push(&json);
-        } else if let Some(from) = self.give_event(&json, 0) {
-            self.ops.backlog.push(&json);
-            self.ops.backlog.head_from = from;
+        if self.backlog.is_waiting() {
+            self.backlog.push(&json);
+        } else if let Some(from) = self.give_event(&json, 0, cx) {
+            self.backlog.push(&json);
+            self.backlog.head_from = from;
         }
-        self.ops.json_buf = json;
+        self.json_buf = json;
     }
 
     /// Gives one event (its JSON) to the subscribers with slab keys from `from` on, until the
     /// turn's budget is spent (no budget at shutdown). Returns the key it stopped before, or
     /// `None` when every subscriber has it.
-    fn give_event(&mut self, json: &[u8], from: usize) -> Option<usize> {
-        let max = self.config.session.max_output_bytes;
-        let stopping = self.stopping;
-        let Server { ops, stats, .. } = self;
+    fn give_event(&mut self, json: &[u8], from: usize, cx: &mut Context<'_>) -> Option<usize> {
+        let max = cx.config.session.max_output_bytes;
+        let stopping = cx.stopping;
         let Ops {
             conns,
             frame_buf,
             dirty,
             backlog,
             ..
-        } = ops;
+        } = self;
         frame_buf.clear();
         pubsub::write_message(frame_buf, PRESENCE, json);
         let mut failed: Vec<(usize, Result<usize, io::Error>)> = Vec::new();
@@ -122,7 +121,7 @@ impl Server {
                 break;
             }
             let was = conn.pending();
-            stats.presence.delivered += conn.push_presence(frame_buf, json);
+            cx.stats.presence.delivered += conn.push_presence(frame_buf, json);
             backlog.spent += conn.pending().saturating_sub(was);
             if conn.pending() > max && !stopping {
                 match flush(conn) {
@@ -144,22 +143,22 @@ impl Server {
         }
         for (key, outcome) in failed {
             match outcome {
-                Ok(pending) => self.drop_slow_subscriber(key, pending, max),
-                Err(e) => self.ops_close(key, &format!("write failed: {e}")),
+                Ok(pending) => self.drop_slow_subscriber(key, pending, max, cx),
+                Err(e) => self.close_conn(key, &format!("write failed: {e}"), cx),
             }
         }
         stopped
     }
 
     /// Gives out waiting events, oldest first, while the turn's budget lasts.
-    fn give_backlog(&mut self) {
-        while let Some(json) = self.ops.backlog.events.pop_front() {
-            let from = std::mem::take(&mut self.ops.backlog.head_from);
-            match self.give_event(&json, from) {
-                None => self.ops.backlog.bytes -= json.len(),
+    fn give_backlog(&mut self, cx: &mut Context<'_>) {
+        while let Some(json) = self.backlog.events.pop_front() {
+            let from = std::mem::take(&mut self.backlog.head_from);
+            match self.give_event(&json, from, cx) {
+                None => self.backlog.bytes -= json.len(),
                 Some(key) => {
-                    self.ops.backlog.events.push_front(json);
-                    self.ops.backlog.head_from = key;
+                    self.backlog.events.push_front(json);
+                    self.backlog.head_from = key;
                     return;
                 }
             }
@@ -169,47 +168,51 @@ impl Server {
     /// At the end of a loop turn: gives out what waits in the backlog, writes the events the
     /// turn queued to subscribers (one `write` each, however many events), arms `WRITABLE` for
     /// what the socket refused, and starts the next turn's budget.
-    pub(in crate::server) fn flush_subscribers(&mut self, now: Instant) {
-        self.give_backlog();
-        let mut dirty = std::mem::take(&mut self.ops.dirty);
+    pub(crate) fn end_turn(&mut self, cx: &mut Context<'_>) {
+        self.give_backlog(cx);
+        let mut dirty = std::mem::take(&mut self.dirty);
         for &key in &dirty {
             // A key closed (and maybe reused) since only costs a needless flush.
-            self.ops_settle(key, now);
+            self.settle(key, cx);
         }
         // Keep the allocation for the next turn.
         dirty.clear();
-        self.ops.dirty = dirty;
-        self.ops.backlog.spent = 0;
-        if !self.ops.backlog.is_waiting() && self.ops.backlog.events.capacity() > 64 {
+        self.dirty = dirty;
+        self.backlog.spent = 0;
+        if !self.backlog.is_waiting() && self.backlog.events.capacity() > 64 {
             // After a burst: the queue's memory goes back.
-            self.ops.backlog = Backlog::default();
+            self.backlog = Backlog::default();
         }
     }
 
-    fn drop_slow_subscriber(&mut self, key: usize, pending: usize, max: usize) {
-        if let Some(conn) = self.ops.conns.get(key) {
+    fn drop_slow_subscriber(
+        &mut self,
+        key: usize,
+        pending: usize,
+        max: usize,
+        cx: &mut Context<'_>,
+    ) {
+        if let Some(conn) = self.conns.get(key) {
             warn!(
                 "admin id={} peer={} presence subscriber dropped: reason=slow-consumer \
                  pending_bytes={pending} max_output_bytes={max}",
                 conn.id, conn.peer
             );
         }
-        self.stats.presence.dropped += 1;
-        self.ops_close(key, "slow-consumer");
+        cx.stats.presence.dropped += 1;
+        self.close_conn(key, "slow-consumer", cx);
     }
 
     /// At shutdown, after every session was reaped: lets subscribers take their pending events
     /// for at most [`SHUTDOWN_DRAIN`]. The loop has stopped, so this waits on the poller
     /// itself (for writability only; other events are dropped).
-    pub(in crate::server) fn drain_subscribers(&mut self, now: Instant) {
+    pub(crate) fn drain_subscribers(&mut self, cx: &mut Context<'_>) {
         // Stopping: no budget, every waiting event is queued to its subscribers now.
-        self.give_backlog();
-        let deadline = now + SHUTDOWN_DRAIN;
+        self.give_backlog(cx);
+        let deadline = cx.now + SHUTDOWN_DRAIN;
         let mut events = Events::with_capacity(64);
-        let mut now = now;
         loop {
             let keys: Vec<usize> = self
-                .ops
                 .conns
                 .iter()
                 .filter(|(_, c)| c.wants_presence() && c.pending() > 0)
@@ -218,27 +221,27 @@ impl Server {
             let mut waiting = 0;
             for key in keys {
                 // Writes what the socket takes, and arms WRITABLE for the rest.
-                self.ops_settle(key, now);
-                if self.ops.conns.get(key).is_some_and(|c| c.pending() > 0) {
+                self.settle(key, cx);
+                if self.conns.get(key).is_some_and(|c| c.pending() > 0) {
                     waiting += 1;
                 }
             }
             if waiting == 0 {
                 return;
             }
-            if now >= deadline {
+            if cx.now >= deadline {
                 warn!(
                     "shutdown: {waiting} presence subscriber(s) did not take their last events \
                      within {SHUTDOWN_DRAIN:?}"
                 );
                 return;
             }
-            if let Err(e) = self.poll.poll(&mut events, Some(deadline - now)) {
+            if let Err(e) = cx.poll.poll(&mut events, Some(deadline - cx.now)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return;
                 }
             }
-            now = Instant::now();
+            cx.now = Instant::now();
         }
     }
 }

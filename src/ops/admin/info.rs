@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use crate::admin::{View, OPS_LISTENERS};
+use super::{View, OPS_LISTENERS};
 use crate::config::UserTimeout;
 use crate::duration::format_duration;
 use crate::histogram::Histogram;

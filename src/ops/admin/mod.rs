@@ -1,23 +1,25 @@
 //! The admin listener's commands: the client protocol's connection commands, plus those that
 //! see or change other sessions, in Redis's formats so `redis-cli` and Redis tooling work:
 //!
-//! - `CLIENT LIST [TYPE normal] [ID id ...]`: one [`client_info::describe`] line per session,
-//!   each ending with `presence-seq=N`, the sequence number of the last presence event the list
-//!   reflects (the resync recipe of docs/presence.md).
+//! - `CLIENT LIST [TYPE normal] [ID id ...]`: one [`crate::client_info::describe`] line per
+//!   session, each ending with `presence-seq=N`, the sequence number of the last presence event
+//!   the list reflects (the resync recipe of docs/presence.md).
 //! - `CLIENT LOOKUP name`: the `CLIENT LIST` line(s) of the session(s) holding `name`, or nil.
 //! - `SUBSCRIBE presence` and the rest of pub/sub (src/pubsub.rs).
 //! - `CLIENT KILL ID n | ADDR ip:port | LADDR ip:port | MAXAGE s | SKIPME yes/no ...` (filters
 //!   combine; the reply is the number killed) and the old `CLIENT KILL ip:port` (`+OK`, or
 //!   `-ERR No such client`). Killed sessions are reaped with reason `killed`.
-//! - `INFO [section ...]` (src/info.rs) and `CONFIG GET pattern ...` (glob, case-insensitive).
+//! - `INFO [section ...]` (`info.rs`) and `CONFIG GET pattern ...` (glob, case-insensitive).
 //!
 //! [`execute`] is a function of a read-only [`View`] of the loop's state: it writes the reply and
-//! returns what the loop must do ([`AdminStep`]), so the one place sessions end stays
-//! `Server::reap`. Admin connections are not sessions: they have their own ids, are not listed
-//! by `CLIENT LIST`, and cannot be killed with `CLIENT KILL`.
+//! returns what the loop must do ([`AdminStep`]; a kill reaches the loop as an `ops::Action`), so
+//! the one place sessions end stays the loop's reaper. Admin connections are not sessions: they
+//! have their own ids, are not listed by `CLIENT LIST`, and cannot be killed with `CLIENT KILL`.
 //!
-//! Files: this one holds [`execute`] and the types it works with; `client.rs` the `CLIENT`
-//! subcommands (LIST, KILL, LOOKUP and the connection's own), `config_get.rs` `CONFIG GET`.
+//! Files (src/ops/admin/): this one holds [`execute`] and the types it works with; `client.rs`
+//! the `CLIENT` subcommands (LIST, KILL, LOOKUP and the connection's own), `listing.rs` the
+//! `CLIENT LIST` line and the listings built turn by turn, `config_get.rs` `CONFIG GET`,
+//! `info.rs` `INFO`.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -27,7 +29,6 @@ use mio::Token;
 
 use crate::command::{self, Args};
 use crate::config::Config;
-use crate::info;
 use crate::pubsub::{self, Subscriptions};
 use crate::resp::{self, Proto};
 use crate::session::{LibInfo, SessionTable};
@@ -35,6 +36,7 @@ use crate::stats::Stats;
 
 mod client;
 mod config_get;
+mod info;
 mod listing;
 #[cfg(test)]
 mod tests;
@@ -133,7 +135,7 @@ const COMMANDS: [&str; 9] = [
     "PING", "ECHO", "SELECT", "COMMAND", "QUIT", "CLIENT", "INFO", "CONFIG", "HELLO",
 ];
 
-/// Work units (see src/server/ops/mod.rs: about one `CLIENT LIST` line, 12 µs in a debug
+/// Work units (see src/ops/mod.rs: about one `CLIENT LIST` line, 12 µs in a debug
 /// build) a request costs besides its reply's bytes (one unit per 512): `CONFIG GET` renders
 /// and flattens the whole config (about 0.4 ms in a debug build).
 pub fn request_cost(args: Args<'_>) -> usize {

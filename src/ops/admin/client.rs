@@ -6,12 +6,11 @@ use std::time::Instant;
 
 use mio::Token;
 
-use crate::client_info;
 use crate::command::{self, Args};
 use crate::resp::{self, Proto};
 use crate::session::Session;
 
-use super::listing::Listing;
+use super::listing::{list_line, Listing};
 use super::{AdminClient, AdminStep, View};
 
 /// Listings of at most this many sessions are written at once (one turn renders them in
@@ -173,27 +172,6 @@ fn reply_lines(listed: Vec<(Token, &Session)>, view: &View<'_>, out: &mut Vec<u8
     }
     resp::write_bulk(out, text.as_bytes());
     AdminStep::Continue
-}
-
-/// One `CLIENT LIST` line: the session's description and the presence sequence number it
-/// reflects (the same on every line: the listing is of the sessions at that number).
-pub(super) fn list_line(session: &Session, now: Instant, seq: u64, text: &mut String) {
-    let info = crate::sys::tcp_info(&session.stream).ok();
-    list_line_with(session, now, seq, info, text);
-}
-
-/// [`list_line`] with `TCP_INFO` as read earlier.
-pub(super) fn list_line_with(
-    session: &Session,
-    now: Instant,
-    seq: u64,
-    info: Option<crate::sys::TcpInfo>,
-    text: &mut String,
-) {
-    client_info::describe_with(session, now, info, text);
-    text.push_str(" presence-seq=");
-    text.push_str(&seq.to_string());
-    text.push('\n');
 }
 
 /// `CLIENT LOOKUP name`: the `CLIENT LIST` line of the session holding `name` (of each holder,

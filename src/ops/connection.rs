@@ -1,33 +1,28 @@
-//! One operator connection's I/O: flushing, reading, executing admin commands or HTTP
-//! requests, building long listings as the socket drains, lingering close, timers, and
-//! re-arming interest. See the parent module for the invariants.
+//! One operator connection's I/O: flushing, reading, building long listings as the socket
+//! drains, lingering close, timers, and re-arming interest; `connection/requests.rs` runs the
+//! requests it reads. See the parent module (`src/ops/mod.rs`) for the invariants.
 
-use std::io::{Read as _, Write as _};
-use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime};
+mod requests;
 
-use log::{debug, info, Level};
+use std::io::Read as _;
+use std::time::{Duration, Instant};
+
 use mio::{Interest, Token};
 
-use super::{Ops, Role, CONN_BASE};
-use crate::admin::{self, AdminClient, AdminStep, Listing, OpsCounters, View};
-use crate::command::Args;
-use crate::http::{self, Method, Status};
-use crate::logging::clipped;
-use crate::metrics;
-use crate::ops_listener::OpsStream;
-use crate::rate_limit::{budgeted, LineKind};
-use crate::reap::{classify, IoClass, ReapReason};
-use crate::resp::{self, Parsed};
-use crate::server::reaper::Cause;
-use crate::server::Server;
+use super::admin::{AdminClient, Listing};
+use super::listener::OpsStream;
+use super::{Action, Context, Ops, Paused, Role, CONN_BASE};
+use crate::reap::{classify, IoClass};
 
 const MAX_READS_PER_TURN: usize = 16;
+/// Bytes read per `read` call, into the operator side's own buffer (as much as the loop's).
+pub(super) const READ_BUF_BYTES: usize = 64 * 1024;
 /// The output window: while this much output waits unsent, a connection's next request is
 /// not executed (nor its input read) and a listing in progress writes nothing more. One
 /// request's reply may go past it, so a connection holds at most this plus one reply (a
 /// listing chunk ends at the window, plus one line).
 pub(super) const OUTPUT_WINDOW_BYTES: usize = 64 * 1024;
+use crate::session::Output;
 /// Pending output that makes no progress this long (or the listener's `idle_timeout`, if
 /// shorter) closes the connection as a slow consumer. Presence subscribers are exempt: their
 /// bound is `session.max_output_bytes` (`deliver.rs`).
@@ -76,9 +71,8 @@ pub(super) struct OpsConn {
     protocol: Protocol,
     /// Received bytes not yet executed.
     input: Vec<u8>,
-    /// Bytes for the peer, from `output_pos` on.
-    output: Vec<u8>,
-    output_pos: usize,
+    /// Bytes for the peer not yet written.
+    output: Output,
     phase: Phase,
     /// Input waits unexecuted (output over [`OUTPUT_WINDOW_BYTES`], a listing in progress, or
     /// the turn's work budget spent): once it may run, the connection is revisited, since no
@@ -114,8 +108,7 @@ impl OpsConn {
             peer,
             protocol,
             input: Vec::new(),
-            output: Vec::new(),
-            output_pos: 0,
+            output: Output::new(),
             phase: Phase::Open,
             held: false,
             listing: None,
@@ -137,7 +130,7 @@ impl OpsConn {
     }
 
     pub(super) fn pending(&self) -> usize {
-        self.output.len() - self.output_pos
+        self.output.pending()
     }
 
     /// Whether presence events reach this connection (an admin connection subscribed to them).
@@ -161,7 +154,7 @@ impl OpsConn {
             Protocol::Admin(client) => {
                 client
                     .subscriptions
-                    .frames(message, payload, client.proto, &mut self.output)
+                    .frames(message, payload, client.proto, self.output.append())
             }
             Protocol::Metrics => 0,
         }
@@ -253,334 +246,156 @@ impl OpsConn {
     }
 }
 
-impl Server {
-    /// Flush, read, execute, re-arm: the whole turn of one operator connection.
-    pub(super) fn ops_service(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.ops.conns.get_mut(key) else {
+impl Ops {
+    /// Flush, read, execute, re-arm: the whole turn of one operator connection. `Some` when it
+    /// stopped for an [`Action`] (see [`Ops::resume`]).
+    pub(super) fn service(&mut self, key: usize, cx: &mut Context<'_>) -> Option<Action> {
+        let Some(conn) = self.conns.get_mut(key) else {
             // A stale event for a connection closed earlier this turn.
-            return;
+            return None;
         };
         if let Err(e) = flush(conn) {
-            return self.ops_close(key, &format!("write failed: {e}"));
+            self.close_conn(key, &format!("write failed: {e}"), cx);
+            return None;
         }
-        let phase = conn.phase;
-        match phase {
-            Phase::Lingering { .. } => return self.ops_linger(key, now),
-            Phase::Closing => self.ops_produce(key, now),
+        match conn.phase {
+            Phase::Lingering { .. } => {
+                self.linger(key, cx);
+                return None;
+            }
+            Phase::Closing => self.produce(key, cx),
             Phase::Open => {
                 // A listing in progress first, then input held back meanwhile.
-                self.ops_produce(key, now);
-                self.ops_execute(key, now);
-                if let Err(why) = self.ops_read(key, now) {
-                    return self.ops_close(key, &why);
-                }
+                self.produce(key, cx);
+                return self.service_from(key, MAX_READS_PER_TURN, cx);
             }
         }
-        self.ops_settle(key, now);
+        self.settle(key, cx);
+        None
+    }
+
+    /// An open connection's turn from its held input on: execute it, read (at most
+    /// `reads_left` times), then settle. Where [`Ops::resume`] picks a paused turn up.
+    pub(super) fn service_from(
+        &mut self,
+        key: usize,
+        reads_left: usize,
+        cx: &mut Context<'_>,
+    ) -> Option<Action> {
+        if !self.conns.contains(key) {
+            return None;
+        }
+        if let Some(tokens) = self.execute(key, cx) {
+            return Some(self.pause(key, reads_left, tokens));
+        }
+        match self.read(key, reads_left, cx) {
+            Err(why) => {
+                self.close_conn(key, &why, cx);
+                return None;
+            }
+            Ok(Some(action)) => return Some(action),
+            Ok(None) => {}
+        }
+        self.settle(key, cx);
+        None
+    }
+
+    /// Stops a connection's turn so the loop can kill `tokens`; it goes on in [`Ops::resume`].
+    fn pause(&mut self, key: usize, reads_left: usize, tokens: Vec<Token>) -> Action {
+        self.paused = Some(Paused {
+            key,
+            reads_left,
+            queue_left: None,
+        });
+        Action::Kill(tokens)
     }
 
     /// Builds more of a connection's listing, while its output is under the window and the
     /// turn's budget lasts; what the budget leaves for later goes on the work queue
-    /// (`ops_settle`).
-    fn ops_produce(&mut self, key: usize, now: Instant) {
-        let Server { ops, sessions, .. } = self;
-        let Ops { conns, budget, .. } = ops;
-        let Some(conn) = conns.get_mut(key) else {
+    /// (`settle`).
+    fn produce(&mut self, key: usize, cx: &Context<'_>) {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let Some(listing) = conn.listing.as_mut() else {
             return;
         };
-        let budget = budget.left(now);
-        let start = conn.output_pos;
+        let budget = self.budget.left(cx.now);
+        let start = conn.output.start();
         let done = listing.advance(
-            sessions,
+            cx.sessions,
             budget,
-            &mut conn.output,
+            conn.output.append(),
             |out| out.len() - start,
             OUTPUT_WINDOW_BYTES,
         );
         if done {
             conn.listing = None;
         }
-        // Not done and under the window: out of budget; `ops_settle` queues it.
+        // Not done and under the window: out of budget; `settle` queues it.
     }
 
-    /// Reads until `WouldBlock`, executing as requests complete. `Err` closes the connection.
-    fn ops_read(&mut self, key: usize, now: Instant) -> Result<(), String> {
-        for _ in 0..MAX_READS_PER_TURN {
-            let Server { ops, scratch, .. } = self;
-            let read_buf = &mut scratch.read;
-            let Some(conn) = ops.conns.get_mut(key) else {
-                return Ok(());
+    /// Reads until `WouldBlock` (at most `reads_left` times), executing as requests complete.
+    /// `Err` closes the connection; `Ok(Some)` is a pause for an [`Action`].
+    fn read(
+        &mut self,
+        key: usize,
+        reads_left: usize,
+        cx: &mut Context<'_>,
+    ) -> Result<Option<Action>, String> {
+        if self.read_buf.is_empty() {
+            self.read_buf = vec![0; READ_BUF_BYTES];
+        }
+        for round in 0..reads_left {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return Ok(None);
             };
             if !conn.accepts_input() || conn.held {
-                return Ok(());
+                return Ok(None);
             }
-            match conn.stream.read(read_buf) {
+            match conn.stream.read(&mut self.read_buf) {
                 Ok(0) => {
                     // The client is done sending; answer what it sent, then close.
                     conn.phase = Phase::Closing;
-                    return Ok(());
+                    return Ok(None);
                 }
                 Ok(n) => {
-                    conn.input.extend_from_slice(&read_buf[..n]);
-                    conn.last_rx = now;
+                    conn.input.extend_from_slice(&self.read_buf[..n]);
+                    conn.last_rx = cx.now;
                 }
                 Err(e) => match classify(&e) {
                     IoClass::Retry => continue,
-                    IoClass::WouldBlock => return Ok(()),
+                    IoClass::WouldBlock => return Ok(None),
                     IoClass::Exhausted(_) | IoClass::Fatal(_) => {
                         return Err(format!("read failed: {e}"))
                     }
                 },
             }
-            self.ops_execute(key, now);
-        }
-        self.pending.revisit.push(Token(CONN_BASE + key));
-        Ok(())
-    }
-
-    /// Executes the complete requests in a connection's input.
-    fn ops_execute(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.ops.conns.get_mut(key) else {
-            return;
-        };
-        if conn.input.is_empty() {
-            conn.held = false;
-            return;
-        }
-        match conn.role() {
-            Role::Admin => self.admin_execute(key, now),
-            Role::Metrics => self.metrics_execute(key, now),
-        }
-    }
-
-    fn admin_execute(&mut self, key: usize, now: Instant) {
-        let listeners: Vec<SocketAddr> = self
-            .accept
-            .listeners
-            .iter()
-            .map(|(_, l)| l.socket.local_addr().unwrap_or(l.addr))
-            .collect();
-        let admin_clients = self.ops.counters.open[Role::Admin.index()] as usize;
-        let max_request = self.config.session.max_request_bytes;
-        let mut pos = 0;
-        let mut incomplete = false;
-        loop {
-            let Server {
-                ops,
-                sessions,
-                stats,
-                config,
-                control,
-                scratch,
-                ..
-            } = self;
-            let (args, config_path) = (&mut scratch.args, &control.config_path);
-            let Ops {
-                conns,
-                admin,
-                metrics,
-                started,
-                budget,
-                counters,
-                ..
-            } = ops;
-            let Some(conn) = conns.get_mut(key) else {
-                return;
-            };
-            if !conn.accepts_input() {
-                break;
-            }
-            let budget = budget.left(now);
-            if *budget == 0 {
-                // The turn's operator work is spent: the rest waits for the next turn.
-                break;
-            }
-            let before = conn.output.len();
-            let OpsConn {
-                input,
-                output,
-                protocol,
-                phase,
-                id,
-                peer,
-                ..
-            } = conn;
-            let Protocol::Admin(client) = protocol else {
-                return;
-            };
-            let subscribed = client.subscriptions.wants_presence();
-            let rest = &input[pos..];
-            let step = match resp::parse(rest, max_request, args) {
-                Ok(Parsed::Incomplete) => {
-                    incomplete = true;
-                    break;
-                }
-                Ok(Parsed::Request { consumed }) => {
-                    pos += consumed;
-                    let view = View {
-                        now,
-                        sessions,
-                        stats,
-                        config,
-                        config_path,
-                        started: *started,
-                        listeners: &listeners,
-                        admin_listener: admin.as_ref().map(|b| b.local.as_str()),
-                        metrics_listener: metrics.as_ref().map(|b| b.local.as_str()),
-                        admin_clients,
-                        ops: counters,
-                    };
-                    let request = Args::new(rest, args);
-                    let step = admin::execute(request, client, &view, output);
-                    let units = admin::request_cost(request) + cost(output.len() - before);
-                    *budget = budget.saturating_sub(units);
-                    step
-                }
-                Err(e) => {
-                    resp::write_error(output, &format!("ERR {e}"));
-                    debug!("admin id={id} peer={peer}: {e}");
-                    pos = input.len();
-                    *phase = Phase::Closing;
-                    break;
-                }
-            };
-            // Counted at once, so an event published by the next request already sees it.
-            match (subscribed, client.subscriptions.wants_presence()) {
-                (false, true) => {
-                    stats.presence.subscribers += 1;
-                    debug!("admin id={id} peer={peer}: subscribed to presence");
-                }
-                (true, false) => {
-                    stats.presence.subscribers = stats.presence.subscribers.saturating_sub(1);
-                    debug!("admin id={id} peer={peer}: unsubscribed from presence");
-                }
-                _ => {}
-            }
-            match step {
-                AdminStep::Continue => {}
-                AdminStep::List(listing) => {
-                    *budget = budget.saturating_sub(listing.snapshot_cost());
-                    conn.listing = Some(listing);
-                    break;
-                }
-                AdminStep::Close => {
-                    *phase = Phase::Closing;
-                    break;
-                }
-                AdminStep::Kill(tokens) => {
-                    info!(
-                        "admin id={id} peer={peer}: CLIENT KILL reaps {} session(s)",
-                        tokens.len()
-                    );
-                    for token in tokens {
-                        self.reap(token, Cause::Reason(ReapReason::Killed), now);
-                    }
-                }
+            if let Some(tokens) = self.execute(key, cx) {
+                return Ok(Some(self.pause(key, reads_left - round - 1, tokens)));
             }
         }
-        if let Some(conn) = self.ops.conns.get_mut(key) {
-            conn.input.drain(..pos.min(conn.input.len()));
-            conn.note_held(incomplete);
-        }
-    }
-
-    fn metrics_execute(&mut self, key: usize, now: Instant) {
-        let Server {
-            ops,
-            stats,
-            log_budget,
-            ..
-        } = self;
-        let Ops {
-            conns,
-            started_at,
-            budget,
-            counters,
-            ..
-        } = ops;
-        let Some(conn) = conns.get_mut(key) else {
-            return;
-        };
-        let budget = budget.left(now);
-        let mut pos = 0;
-        let mut incomplete = false;
-        while conn.accepts_input() && *budget > 0 {
-            let rest = &conn.input[pos..];
-            match http::parse(rest) {
-                Ok(None) => {
-                    incomplete = true;
-                    break;
-                }
-                Ok(Some(req)) => {
-                    pos += req.consumed;
-                    let path = rest.get(req.path.clone()).unwrap_or_default();
-                    let before = conn.output.len();
-                    let status =
-                        respond(&req, path, stats, counters, *started_at, &mut conn.output);
-                    *budget = budget.saturating_sub(1 + cost(conn.output.len() - before));
-                    // The path is the scraper's: clipped, and within the log budget.
-                    budgeted!(
-                        log_budget,
-                        LineKind::Connect,
-                        Level::Debug,
-                        now,
-                        "metrics id={} peer={}: {} {} -> {}",
-                        conn.id,
-                        conn.peer,
-                        match req.method {
-                            Method::Get => "GET",
-                            Method::Head => "HEAD",
-                            Method::Other => "(other)",
-                        },
-                        clipped(path),
-                        status.0
-                    );
-                    if !req.keep_alive {
-                        conn.phase = Phase::Closing;
-                    }
-                }
-                Err(e) => {
-                    let status = e.status();
-                    debug!(
-                        "metrics id={} peer={}: bad request -> {}",
-                        conn.id, conn.peer, status.0
-                    );
-                    let body = format!("{} {}\n", status.0, status.1);
-                    http::write_response(
-                        &mut conn.output,
-                        status,
-                        &[("Content-Type", "text/plain; charset=utf-8")],
-                        body.as_bytes(),
-                        false,
-                        false,
-                    );
-                    pos = conn.input.len();
-                    conn.phase = Phase::Closing;
-                }
-            }
-        }
-        conn.input.drain(..pos.min(conn.input.len()));
-        conn.note_held(incomplete);
+        cx.revisit.push(Token(CONN_BASE + key));
+        Ok(None)
     }
 
     /// After the FIN: discards input until the client closes, the cap, or the timer.
-    fn ops_linger(&mut self, key: usize, now: Instant) {
-        let Server { ops, scratch, .. } = self;
-        let read_buf = &mut scratch.read;
-        let Some(conn) = ops.conns.get_mut(key) else {
+    fn linger(&mut self, key: usize, cx: &mut Context<'_>) {
+        let now = cx.now;
+        if self.read_buf.is_empty() {
+            self.read_buf = vec![0; READ_BUF_BYTES];
+        }
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         for _ in 0..MAX_READS_PER_TURN {
             let Phase::Lingering { until, discarded } = conn.phase else {
                 return;
             };
-            match conn.stream.read(read_buf) {
-                Ok(0) => return self.ops_close(key, "closed by peer"),
+            match conn.stream.read(&mut self.read_buf) {
+                Ok(0) => return self.close_conn(key, "closed by peer", cx),
                 Ok(n) if discarded + n > LINGER_MAX_BYTES || now >= until => {
-                    return self.ops_close(key, "lingering close: limit reached")
+                    return self.close_conn(key, "lingering close: limit reached", cx)
                 }
                 Ok(n) => {
                     conn.phase = Phase::Lingering {
@@ -592,39 +407,40 @@ impl Server {
                     IoClass::Retry => continue,
                     IoClass::WouldBlock => return,
                     IoClass::Exhausted(_) | IoClass::Fatal(_) => {
-                        return self.ops_close(key, "closed by peer")
+                        return self.close_conn(key, "closed by peer", cx)
                     }
                 },
             }
         }
-        self.pending.revisit.push(Token(CONN_BASE + key));
+        cx.revisit.push(Token(CONN_BASE + key));
     }
 
     /// After I/O: write what is queued, close a finished connection, or re-arm interest.
-    pub(super) fn ops_settle(&mut self, key: usize, now: Instant) {
-        let Some(conn) = self.ops.conns.get_mut(key) else {
+    pub(super) fn settle(&mut self, key: usize, cx: &mut Context<'_>) {
+        let now = cx.now;
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if let Err(e) = flush(conn) {
-            return self.ops_close(key, &format!("write failed: {e}"));
+            return self.close_conn(key, &format!("write failed: {e}"), cx);
         }
         conn.note_progress(now);
         if conn.phase == Phase::Closing && conn.pending() == 0 && conn.listing.is_none() {
             if conn.role() == Role::Admin {
-                return self.ops_close(key, "closed");
+                return self.close_conn(key, "closed", cx);
             }
             // HTTP: FIN now, then drain, so the response is read rather than reset away.
             if conn.stream.shutdown_write().is_err() {
-                return self.ops_close(key, "closed");
+                return self.close_conn(key, "closed", cx);
             }
             conn.phase = Phase::Lingering {
                 until: now + LINGER_TIMEOUT,
                 discarded: 0,
             };
             // Bytes that arrived before the FIN are read on the next readiness or revisit.
-            self.pending.revisit.push(Token(CONN_BASE + key));
+            cx.revisit.push(Token(CONN_BASE + key));
         }
-        let Some(conn) = self.ops.conns.get_mut(key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if (conn.held && conn.accepts_input())
@@ -632,95 +448,30 @@ impl Server {
         {
             // Work that no readiness event will bring back (bytes already read, or a listing
             // whose output the socket took at once): the work queue, served in turn.
-            self.ops_queue(key);
+            self.enqueue(key, cx);
         }
-        let Some(conn) = self.ops.conns.get_mut(key) else {
+        let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         let Some(wanted) = conn.wanted_interest() else {
-            return self.ops_close(key, "done");
+            return self.close_conn(key, "done", cx);
         };
         if wanted != conn.interest {
             conn.interest = wanted;
             if let Err(e) =
-                self.poll
+                cx.poll
                     .registry()
                     .reregister(&mut conn.stream, Token(CONN_BASE + key), wanted)
             {
-                self.ops_close(key, &format!("cannot re-register: {e}"));
+                self.close_conn(key, &format!("cannot re-register: {e}"), cx);
             }
         }
     }
-}
-
-/// Budget units for a reply of `bytes`: about one per `CLIENT LIST` line's worth.
-fn cost(bytes: usize) -> usize {
-    bytes / 512
 }
 
 /// Writes queued output until done or `WouldBlock`; frees the buffer once it is empty.
 pub(super) fn flush(conn: &mut OpsConn) -> std::io::Result<()> {
-    while conn.output_pos < conn.output.len() {
-        match conn.stream.write(&conn.output[conn.output_pos..]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                conn.output_pos += n;
-                conn.written += n as u64;
-            }
-            Err(e) => match classify(&e) {
-                IoClass::Retry => continue,
-                IoClass::WouldBlock => break,
-                IoClass::Exhausted(_) | IoClass::Fatal(_) => return Err(e),
-            },
-        }
-    }
-    if conn.output_pos == conn.output.len() {
-        conn.output = Vec::new();
-        conn.output_pos = 0;
-    } else if conn.output_pos > conn.output.len() / 2 {
-        conn.output.drain(..conn.output_pos);
-        conn.output_pos = 0;
-    }
-    Ok(())
-}
-
-/// Routes one HTTP request: `GET`/`HEAD /metrics`, 404 for other paths, 405 for other methods.
-fn respond(
-    req: &http::Request,
-    path: &[u8],
-    stats: &crate::stats::Stats,
-    ops: &OpsCounters,
-    started_at: SystemTime,
-    out: &mut Vec<u8>,
-) -> Status {
-    let head_only = req.method == Method::Head;
-    let text = [("Content-Type", "text/plain; charset=utf-8")];
-    let (status, headers, body): (Status, &[(&str, &str)], Vec<u8>) = match req.method {
-        Method::Other => (
-            Status::METHOD_NOT_ALLOWED,
-            &[
-                ("Allow", "GET, HEAD"),
-                ("Content-Type", "text/plain; charset=utf-8"),
-            ],
-            b"405 Method Not Allowed: use GET\n".to_vec(),
-        ),
-        Method::Get | Method::Head if path == b"/metrics" => {
-            let mut body = String::with_capacity(32 * 1024);
-            metrics::render(stats, ops, started_at, &mut body);
-            (
-                Status::OK,
-                &[("Content-Type", metrics::CONTENT_TYPE)],
-                body.into_bytes(),
-            )
-        }
-        Method::Get | Method::Head => (
-            Status::NOT_FOUND,
-            &text,
-            b"404 Not Found: the metrics are at /metrics\n".to_vec(),
-        ),
-    };
-    http::write_response(out, status, headers, &body, head_only, req.keep_alive);
-    status
+    conn.output.write_to(&mut conn.stream, &mut conn.written)
 }
 
 #[cfg(test)]
@@ -740,12 +491,12 @@ mod tests {
         let now = Instant::now();
         let (_c, mut conn) = conn(Protocol::Metrics, now);
         assert_eq!(conn.wanted_interest(), Some(Interest::READABLE));
-        conn.output.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        conn.output.push(b"HTTP/1.1 200 OK\r\n");
         assert_eq!(
             conn.wanted_interest(),
             Some(Interest::READABLE | Interest::WRITABLE)
         );
-        conn.output.resize(OUTPUT_WINDOW_BYTES, b'x');
+        conn.output.append().resize(OUTPUT_WINDOW_BYTES, b'x');
         assert_eq!(
             conn.wanted_interest(),
             Some(Interest::WRITABLE),
@@ -805,7 +556,7 @@ mod tests {
             "idle counts from the last bytes received"
         );
         // Output waiting: the stall timer, from when it stopped moving.
-        admin.output.extend_from_slice(b"+OK\r\n");
+        admin.output.push(b"+OK\r\n");
         admin.note_progress(later);
         assert_eq!(
             admin.deadline(None),

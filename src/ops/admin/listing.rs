@@ -1,5 +1,5 @@
-//! `CLIENT LIST` and `CLIENT LOOKUP` replies too large for one loop turn, built in chunks as
-//! the admin connection's socket drains instead of as one buffer.
+//! The `CLIENT LIST` line, and `CLIENT LIST` and `CLIENT LOOKUP` replies too large for one
+//! loop turn, built in chunks as the admin connection's socket drains instead of as one buffer.
 //!
 //! A RESP2 bulk string states its length before its first byte, and the session table changes
 //! between chunks, so a listing is made in three steps:
@@ -36,9 +36,30 @@ use std::time::Instant;
 
 use mio::Token;
 
-use super::client::list_line_with;
+use crate::client_info;
 use crate::session::{Session, SessionTable};
 use crate::sys::{self, TcpInfo};
+
+/// One `CLIENT LIST` line: the session's description and the presence sequence number it
+/// reflects (the same on every line: the listing is of the sessions at that number).
+pub(super) fn list_line(session: &Session, now: Instant, seq: u64, text: &mut String) {
+    let info = sys::tcp_info(&session.stream).ok();
+    list_line_with(session, now, seq, info, text);
+}
+
+/// [`list_line`] with `TCP_INFO` as read earlier.
+pub(super) fn list_line_with(
+    session: &Session,
+    now: Instant,
+    seq: u64,
+    info: Option<TcpInfo>,
+    text: &mut String,
+) {
+    client_info::describe_with(session, now, info, text);
+    text.push_str(" presence-seq=");
+    text.push_str(&seq.to_string());
+    text.push('\n');
+}
 
 /// One session of the snapshot.
 #[derive(Debug, PartialEq, Eq)]

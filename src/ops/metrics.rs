@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::admin::{OpsCounters, OPS_LISTENERS};
+use super::admin::{OpsCounters, OPS_LISTENERS};
 use crate::histogram::{self, Histogram};
 use crate::reap::ReapReason;
 use crate::stats::{RejectCause, Stats};

@@ -1,0 +1,280 @@
+//! Running one operator connection's complete requests: admin commands (RESP, through
+//! `admin::execute`) and metrics requests (HTTP, routed by [`respond`]), each charged to the
+//! turn's work budget. A `CLIENT KILL` stops the batch so the loop reaps before the next
+//! request runs.
+
+use std::time::SystemTime;
+
+use log::{debug, info, Level};
+use mio::Token;
+
+use super::{OpsConn, Phase, Protocol};
+use crate::command::Args;
+use crate::logging::clipped;
+use crate::ops::admin::{self, AdminStep, OpsCounters, View};
+use crate::ops::http::{self, Method, Status};
+use crate::ops::metrics;
+use crate::ops::{Context, Ops, Role};
+use crate::rate_limit::{budgeted, LineKind};
+use crate::resp::{self, Parsed};
+
+impl Ops {
+    /// Executes the complete requests in a connection's input; `Some` stops at a `CLIENT
+    /// KILL`, whose sessions the loop reaps before the next request runs.
+    pub(super) fn execute(&mut self, key: usize, cx: &mut Context<'_>) -> Option<Vec<Token>> {
+        let conn = self.conns.get_mut(key)?;
+        if conn.input.is_empty() {
+            conn.held = false;
+            return None;
+        }
+        match conn.role() {
+            Role::Admin => self.admin_execute(key, cx),
+            Role::Metrics => {
+                self.metrics_execute(key, cx);
+                None
+            }
+        }
+    }
+
+    fn admin_execute(&mut self, key: usize, cx: &mut Context<'_>) -> Option<Vec<Token>> {
+        let now = cx.now;
+        let listeners = (cx.listeners)();
+        let admin_clients = self.counters.open[Role::Admin.index()] as usize;
+        let max_request = cx.config.session.max_request_bytes;
+        let mut pos = 0;
+        let mut incomplete = false;
+        let mut kill = None;
+        let Ops {
+            conns,
+            admin,
+            metrics,
+            started,
+            budget,
+            counters,
+            args,
+            ..
+        } = self;
+        let conn = conns.get_mut(key)?;
+        loop {
+            if !conn.accepts_input() {
+                break;
+            }
+            let budget = budget.left(now);
+            if *budget == 0 {
+                // The turn's operator work is spent: the rest waits for the next turn.
+                break;
+            }
+            let before = conn.output.append().len();
+            let OpsConn {
+                input,
+                output,
+                protocol,
+                phase,
+                id,
+                peer,
+                ..
+            } = conn;
+            let output = output.append();
+            let Protocol::Admin(client) = protocol else {
+                return None;
+            };
+            let subscribed = client.subscriptions.wants_presence();
+            let rest = &input[pos..];
+            let step = match resp::parse(rest, max_request, args) {
+                Ok(Parsed::Incomplete) => {
+                    incomplete = true;
+                    break;
+                }
+                Ok(Parsed::Request { consumed }) => {
+                    pos += consumed;
+                    let view = View {
+                        now,
+                        sessions: cx.sessions,
+                        stats: &*cx.stats,
+                        config: cx.config,
+                        config_path: cx.config_path,
+                        started: *started,
+                        listeners: &listeners,
+                        admin_listener: admin.as_ref().map(|b| b.local.as_str()),
+                        metrics_listener: metrics.as_ref().map(|b| b.local.as_str()),
+                        admin_clients,
+                        ops: counters,
+                    };
+                    let request = Args::new(rest, args);
+                    let step = admin::execute(request, client, &view, output);
+                    let units = admin::request_cost(request) + cost(output.len() - before);
+                    *budget = budget.saturating_sub(units);
+                    step
+                }
+                Err(e) => {
+                    resp::write_error(output, &format!("ERR {e}"));
+                    debug!("admin id={id} peer={peer}: {e}");
+                    pos = input.len();
+                    *phase = Phase::Closing;
+                    break;
+                }
+            };
+            // Counted at once, so an event published by the next request already sees it.
+            let stats = &mut *cx.stats;
+            match (subscribed, client.subscriptions.wants_presence()) {
+                (false, true) => {
+                    stats.presence.subscribers += 1;
+                    debug!("admin id={id} peer={peer}: subscribed to presence");
+                }
+                (true, false) => {
+                    stats.presence.subscribers = stats.presence.subscribers.saturating_sub(1);
+                    debug!("admin id={id} peer={peer}: unsubscribed from presence");
+                }
+                _ => {}
+            }
+            match step {
+                AdminStep::Continue => {}
+                AdminStep::List(listing) => {
+                    *budget = budget.saturating_sub(listing.snapshot_cost());
+                    conn.listing = Some(listing);
+                    break;
+                }
+                AdminStep::Close => {
+                    *phase = Phase::Closing;
+                    break;
+                }
+                AdminStep::Kill(tokens) => {
+                    info!(
+                        "admin id={id} peer={peer}: CLIENT KILL reaps {} session(s)",
+                        tokens.len()
+                    );
+                    // The loop reaps them; the next request runs after (`Ops::resume`).
+                    kill = Some(tokens);
+                    break;
+                }
+            }
+        }
+        conn.input.drain(..pos.min(conn.input.len()));
+        conn.note_held(incomplete);
+        kill
+    }
+
+    fn metrics_execute(&mut self, key: usize, cx: &mut Context<'_>) {
+        let now = cx.now;
+        let Ops {
+            conns,
+            started_at,
+            budget,
+            counters,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(key) else {
+            return;
+        };
+        let budget = budget.left(now);
+        let mut pos = 0;
+        let mut incomplete = false;
+        while conn.accepts_input() && *budget > 0 {
+            let rest = &conn.input[pos..];
+            match http::parse(rest) {
+                Ok(None) => {
+                    incomplete = true;
+                    break;
+                }
+                Ok(Some(req)) => {
+                    pos += req.consumed;
+                    let path = rest.get(req.path.clone()).unwrap_or_default();
+                    let before = conn.output.append().len();
+                    let status = respond(
+                        &req,
+                        path,
+                        &*cx.stats,
+                        counters,
+                        *started_at,
+                        conn.output.append(),
+                    );
+                    *budget = budget.saturating_sub(1 + cost(conn.output.append().len() - before));
+                    // The path is the scraper's: clipped, and within the log budget.
+                    budgeted!(
+                        cx.log_budget,
+                        LineKind::Connect,
+                        Level::Debug,
+                        now,
+                        "metrics id={} peer={}: {} {} -> {}",
+                        conn.id,
+                        conn.peer,
+                        match req.method {
+                            Method::Get => "GET",
+                            Method::Head => "HEAD",
+                            Method::Other => "(other)",
+                        },
+                        clipped(path),
+                        status.0
+                    );
+                    if !req.keep_alive {
+                        conn.phase = Phase::Closing;
+                    }
+                }
+                Err(e) => {
+                    let status = e.status();
+                    debug!(
+                        "metrics id={} peer={}: bad request -> {}",
+                        conn.id, conn.peer, status.0
+                    );
+                    let body = format!("{} {}\n", status.0, status.1);
+                    http::write_response(
+                        conn.output.append(),
+                        status,
+                        &[("Content-Type", "text/plain; charset=utf-8")],
+                        body.as_bytes(),
+                        false,
+                        false,
+                    );
+                    pos = conn.input.len();
+                    conn.phase = Phase::Closing;
+                }
+            }
+        }
+        conn.input.drain(..pos.min(conn.input.len()));
+        conn.note_held(incomplete);
+    }
+}
+
+/// Budget units for a reply of `bytes`: about one per `CLIENT LIST` line's worth.
+fn cost(bytes: usize) -> usize {
+    bytes / 512
+}
+
+/// Routes one HTTP request: `GET`/`HEAD /metrics`, 404 for other paths, 405 for other methods.
+fn respond(
+    req: &http::Request,
+    path: &[u8],
+    stats: &crate::stats::Stats,
+    ops: &OpsCounters,
+    started_at: SystemTime,
+    out: &mut Vec<u8>,
+) -> Status {
+    let head_only = req.method == Method::Head;
+    let text = [("Content-Type", "text/plain; charset=utf-8")];
+    let (status, headers, body): (Status, &[(&str, &str)], Vec<u8>) = match req.method {
+        Method::Other => (
+            Status::METHOD_NOT_ALLOWED,
+            &[
+                ("Allow", "GET, HEAD"),
+                ("Content-Type", "text/plain; charset=utf-8"),
+            ],
+            b"405 Method Not Allowed: use GET\n".to_vec(),
+        ),
+        Method::Get | Method::Head if path == b"/metrics" => {
+            let mut body = String::with_capacity(32 * 1024);
+            metrics::render(stats, ops, started_at, &mut body);
+            (
+                Status::OK,
+                &[("Content-Type", metrics::CONTENT_TYPE)],
+                body.into_bytes(),
+            )
+        }
+        Method::Get | Method::Head => (
+            Status::NOT_FOUND,
+            &text,
+            b"404 Not Found: the metrics are at /metrics\n".to_vec(),
+        ),
+    };
+    http::write_response(out, status, headers, &body, head_only, req.keep_alive);
+    status
+}
