@@ -328,7 +328,8 @@ fn tool(program: &str, args: &[&str], limit: Duration) -> (String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    // The tools print a few lines a second: the pipes cannot fill while this polls.
+    // The tools print a few lines a second: the pipes cannot fill while this polls. (Not
+    // `wait_until`: reaching `limit` is no failure, it is when a person would press ^C.)
     let deadline = Instant::now() + limit;
     while child.try_wait().expect("poll the tool").is_none() {
         if Instant::now() >= deadline {
