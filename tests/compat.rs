@@ -8,8 +8,8 @@
 //!
 //! `scripts/test` installs the libraries (npm packages into `target/test-node`, Python ones into
 //! venvs under `target/`) and sets `VIGILD_TEST_NODE_PATH`, `VIGILD_TEST_PYTHON` and
-//! `VIGILD_TEST_PYTHON_HIREDIS`. Without them a case skips loudly, except in CI
-//! (`VIGILD_REQUIRE_ROOT_TESTS=1`), where it fails.
+//! `VIGILD_TEST_PYTHON_HIREDIS`. Without them a case skips loudly, except with
+//! `VIGILD_TESTS_NO_SKIP=1` (as in CI), where it fails.
 
 mod util;
 

@@ -589,17 +589,38 @@ pub fn cpu_ns(pid: i32) -> u64 {
         .expect("/proc/PID/schedstat")
 }
 
+/// The environment variable that turns every skip into a failure: with `VIGILD_TESTS_NO_SKIP=1`
+/// (CI sets it) a test that cannot run here, for want of root and network namespaces, a tool
+/// (`promtool`) or a client library (`scripts/test` installs them), fails instead of skipping.
+pub const NO_SKIP: &str = "VIGILD_TESTS_NO_SKIP";
+
+/// Whether `VIGILD_TESTS_NO_SKIP=1`: a skip is a failure.
+pub fn no_skip() -> bool {
+    std::env::var(NO_SKIP).as_deref() == Ok("1")
+}
+
+/// Skips (the caller returns) with a loud `SKIPPED: {why} ({fix})`, or fails with the same
+/// words when `VIGILD_TESTS_NO_SKIP=1`. `why` says what is missing, `fix` what provides it.
+#[track_caller]
+pub fn skip(why: &str, fix: &str) {
+    assert!(
+        !no_skip(),
+        "{why} ({fix}); {NO_SKIP}=1: a skip is a failure"
+    );
+    eprintln!("SKIPPED: {why} ({fix}; with {NO_SKIP}=1 this fails)");
+}
+
 /// What `scripts/test` installed and named in the environment variable `var` (a program or a
-/// folder), or `None`: a loud skip, or a failure in CI (`VIGILD_REQUIRE_ROOT_TESTS=1`).
+/// folder), or `None`: a loud skip (see [`skip`]).
+#[track_caller]
 pub fn installed(var: &str, what: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Some(v),
         _ => {
-            assert!(
-                std::env::var("VIGILD_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
-                "{var} is not set: run the suite through scripts/test (it installs {what})"
+            skip(
+                &format!("{var} is not set"),
+                &format!("run the suite through scripts/test: it installs {what}"),
             );
-            eprintln!("SKIPPED: {var} not set (scripts/test installs {what})");
             None
         }
     }
