@@ -308,21 +308,22 @@ impl Footprint {
         }
     }
 
-    /// The footprint once it holds still (unchanged across a few control pings, 30 ms): a
+    /// The footprint once it holds still (unchanged across five control pings, 50 ms): a
     /// case's baseline, taken after the daemon's first allocations for a new session, which
-    /// happen with its first requests.
+    /// happen with its first requests. (The control client's first pings count towards the
+    /// five its report needs, even in a case that is over in a moment.)
     pub fn settled(pid: i32) -> Footprint {
         let mut last = Footprint::of(pid);
         let mut since = Instant::now();
         super::wait_until(
             Duration::from_secs(5),
-            "the daemon's descriptors and RSS to hold still for 30 ms",
+            "the daemon's descriptors and RSS to hold still for 50 ms",
             || {
                 let now = Footprint::of(pid);
                 if now.fds != last.fds || now.rss_kb != last.rss_kb {
                     (last, since) = (now, Instant::now());
                 }
-                if since.elapsed() >= Duration::from_millis(30) {
+                if since.elapsed() >= Duration::from_millis(50) {
                     Ok(now)
                 } else {
                     Err(format!("{now:?}"))
