@@ -44,6 +44,7 @@ fn control(
         let pong: String = redis::cmd("PING").query(&mut con).expect("control PING");
         rtts.push((t, t.elapsed()));
         assert_eq!(pong, "PONG");
+        // Pacing, not waiting: the control client pings every CONTROL_EVERY.
         thread::sleep(CONTROL_EVERY);
     }
     (con, rtts)
