@@ -558,8 +558,9 @@ fn a_client_that_pipelines_without_reading_is_held_back_then_fully_answered() {
         let batch = b"INFO\r\n".repeat(N);
         writer.write_all(&batch).unwrap();
     });
-    // Not reading yet: the daemon must stop taking requests once 1 MiB of replies waits.
-    std::thread::sleep(Duration::from_millis(500));
+    // Not reading yet: the daemon must stop taking requests once 1 MiB of replies waits. Wait
+    // until it has stopped writing (what reached this socket no longer grows).
+    util::load::wait_stuck(std::slice::from_ref(&s), Duration::from_secs(10));
     let held = rss_kib(d.pid());
     assert!(
         held < baseline + 16 * 1024,

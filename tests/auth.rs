@@ -77,6 +77,7 @@ fn repeated_failures_close_the_session_and_are_logged_at_most_once_a_second() {
     // third.
     let mut peers = Vec::new();
     for i in 0..100 {
+        // The attack's pace (the test: 100 connections over 1.5 s).
         std::thread::sleep(Duration::from_millis(15));
         let mut s = connect_from(source_ip(i), d.addr).unwrap();
         peers.push(s.local_addr().unwrap());

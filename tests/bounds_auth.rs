@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use util::load::{
     connect_from, hwm_kb, read_line, read_to_close, source_ip, Control, Footprint, RSS_SLACK_KB,
 };
-use util::Daemon;
+use util::{wait_until, Daemon};
 
 const WRONGPASS: &str = "-WRONGPASS invalid username-password pair or user is disabled.";
 const THROTTLED: &str = "-ERR too many failed AUTH attempts from this address; retry in ";
@@ -95,8 +95,7 @@ fn unauthenticated_connections_filling_max_connections_are_reaped_at_auth_timeou
          max_connections_per_ip = 0",
     );
     let control = Control::start(d.addr, Some("pw"));
-    std::thread::sleep(Duration::from_millis(50));
-    let base = Footprint::of(d.pid());
+    let base = Footprint::settled(d.pid());
     let log_before = d.log.len();
     // 19 connections that never authenticate take every slot left.
     let mut held = Vec::new();
@@ -104,14 +103,9 @@ fn unauthenticated_connections_filling_max_connections_are_reaped_at_auth_timeou
         let s = connect_from(source_ip(i), d.addr).unwrap();
         held.push((s.local_addr().unwrap(), s));
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while d.stats()["live"] != "20" {
-        assert!(
-            Instant::now() < deadline,
-            "19 sessions + control never live"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(Duration::from_secs(5), "19 sessions + control live", || {
+        d.stats()["live"] == "20"
+    });
     // The 20th is refused, even with the password: the slots are taken.
     let mut late = connect_from(source_ip(100), d.addr).unwrap();
     late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -136,7 +130,8 @@ fn unauthenticated_connections_filling_max_connections_are_reaped_at_auth_timeou
     good.write_all(b"AUTH pw\r\nPING\r\n").unwrap();
     assert_eq!(read_line(&mut good).unwrap(), "+OK");
     assert_eq!(read_line(&mut good).unwrap(), "+PONG");
-    // Authenticated sessions are never reaped for it.
+    // Authenticated sessions are never reaped for it. The wait is the test: past the
+    // unauthenticated sessions' timeout.
     std::thread::sleep(Duration::from_millis(1200));
     good.write_all(b"PING\r\n").unwrap();
     assert_eq!(read_line(&mut good).unwrap(), "+PONG");
@@ -173,8 +168,7 @@ fn a_guessing_loop_from_one_address_is_throttled_and_another_address_is_not() {
          [admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"",
     );
     let control = Control::start(d.addr, Some("pw"));
-    std::thread::sleep(Duration::from_millis(50));
-    let base = Footprint::of(d.pid());
+    let base = Footprint::settled(d.pid());
     let hwm_before = hwm_kb(d.pid());
     let log_before = d.log.len();
     let attacker = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1));
@@ -301,7 +295,8 @@ fn ipv6_guessing_is_throttled_per_address_prefix() {
     let st = d.stats();
     assert_eq!(stat(&st, "auth.failed"), 6);
     assert_eq!(stat(&st, "reap.auth-throttled"), 1);
-    // After the 1 s lockout ::1 is compared again.
+    // After the 1 s lockout ::1 is compared again. The wait is the test: the lockout runs out
+    // by the clock.
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(guess(me, v6, 1), (1, 0));
     base.assert_back(d.pid(), 0, RSS_SLACK_KB, "ipv6");
@@ -315,8 +310,7 @@ fn the_table_of_failing_addresses_stays_bounded() {
         "[server]\npassword = \"pw\"\n[log]\nlevel = \"info\"\nreap_lines_per_second = 100",
     );
     let control = Control::start(d.addr, Some("pw"));
-    std::thread::sleep(Duration::from_millis(50));
-    let base = Footprint::of(d.pid());
+    let base = Footprint::settled(d.pid());
     let hwm_before = hwm_kb(d.pid());
     let log_before = d.log.len();
     let t_start = Instant::now();
@@ -415,7 +409,8 @@ fn a_reload_with_the_config_replaced_by_a_fifo_keeps_the_old_config_and_never_bl
             .wait_for_n(n, Duration::from_secs(5), |l| l.contains("reload failed"));
     }
     assert_eq!(d.log.count(|l| l.contains("reload failed")), 5);
-    // The control client's pings span the reloads (10 ms apart; five at least).
+    // The control client's pings span the reloads (10 ms apart; five at least): a measuring
+    // window, kept on purpose.
     std::thread::sleep(Duration::from_millis(100));
     // An atomic replace is read again.
     std::fs::remove_file(&d.config_path).unwrap();
@@ -448,13 +443,11 @@ fn start_failure(dir: &Path, config: &str) -> (Option<i32>, String, Duration) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > Duration::from_secs(5) {
-            let _ = child.kill();
-            panic!("vigild did not exit: it blocked");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    util::wait_child_exit(
+        &mut child,
+        Duration::from_secs(5),
+        "vigild to exit (it must not block)",
+    );
     let out = child.wait_with_output().unwrap();
     (
         out.status.code(),
@@ -532,7 +525,8 @@ fn the_stale_socket_probe_against_a_full_queue_does_not_hang() {
         .expect("a refusal line");
     let reload_took = t0.elapsed();
     assert!(line.contains("another process is listening"), "{line}");
-    // The control client's pings span the reload (10 ms apart; five at least).
+    // The control client's pings span the reload (10 ms apart; five at least): a measuring
+    // window, kept on purpose.
     std::thread::sleep(Duration::from_millis(100));
     let report = control.stop();
     eprintln!(

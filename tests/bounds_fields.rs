@@ -20,7 +20,7 @@ use util::load::{
     connect_from, hwm_kb, lower_priority, multibulk, read_line, release, source_ip, Control,
     Footprint,
 };
-use util::{fields, Daemon};
+use util::{fields, wait_until, Daemon};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// `log.bytes_per_second` in the churn cases: small, so the budget is what binds.
@@ -70,19 +70,14 @@ fn left_out_from(d: &Daemon, from: usize) -> (usize, std::collections::HashMap<S
 /// left out comes at most a second after the last of them), so everything the churn caused,
 /// its last report included, has been read. Returns when the last line arrived.
 fn wait_quiet(d: &Daemon) -> Instant {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (n, last) = {
-            let lines = d.log.lines_at();
-            (lines.len(), lines.last().map(|(_, at)| *at))
-        };
-        let last = last.expect("some log");
-        if last.elapsed() > Duration::from_millis(1500) && d.log.len() == n {
-            return last;
-        }
-        assert!(Instant::now() < deadline, "the log never went quiet");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(10),
+        "the log to go quiet for 1.5 s",
+        || {
+            let last = d.log.last_at().expect("some log");
+            (last.elapsed() > Duration::from_millis(1500)).then_some(last)
+        },
+    )
 }
 
 /// Starts the control client (with `password` if set) and records the footprint to return to.
@@ -91,9 +86,7 @@ fn guard(d: &Daemon, password: Option<&str>) -> (Control, Footprint) {
     // of it (the control client does the same for itself), and the load threads behind it.
     util::load::raise_priority(d.pid());
     let control = Control::start(d.addr, password);
-    // The daemon's first allocations of buffers happen with the first requests.
-    std::thread::sleep(Duration::from_millis(50));
-    (control, Footprint::of(d.pid()))
+    (control, Footprint::settled(d.pid()))
 }
 
 /// A raw connection with a read timeout.
@@ -323,15 +316,14 @@ fn sessions_sending_60kb_fields_hold_no_more_than_their_bounds() {
 
 /// Waits until `n` sessions are live (the statistics line), returns its fields.
 fn wait_live(d: &Daemon, n: usize) -> std::collections::HashMap<String, String> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
+    wait_until(TIMEOUT, &format!("{n} sessions live"), || {
         let st = d.stats();
         if st["live"] == n.to_string() {
-            return st;
+            Ok(st)
+        } else {
+            Err(format!("{st:?}"))
         }
-        assert!(Instant::now() < deadline, "live never came to {n}: {st:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })
 }
 
 /// A name of exactly `len` bytes ending in `tag`.

@@ -14,46 +14,15 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use util::load::{
-    connect_from, hwm_kb, read_line, reset, reset_hwm, source_ip, Control, Footprint, RSS_SLACK_KB,
+    connect_from, hwm_kb, read_line, reset, reset_hwm, source_ip, wait_stuck, Control, Footprint,
+    RSS_SLACK_KB,
 };
-use util::{info_map, raise_fd_limit, Daemon};
+use util::{info_map, raise_fd_limit, wait_until, Daemon};
 
 const SESSIONS: usize = 10_000;
-
-/// Bytes waiting in a socket's receive queue (`FIONREAD`).
-fn queued(s: &TcpStream) -> usize {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int to the valid pointer given.
-    let rc = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
-    if rc == 0 {
-        n.max(0) as usize
-    } else {
-        0
-    }
-}
-
-/// Waits until the bytes queued at the never-reading attackers stop growing (the daemon has
-/// written all the socket buffers take and holds the rest), at most `limit`; returns them.
-fn wait_until_stuck(attackers: &[TcpStream], limit: Duration) -> usize {
-    let deadline = Instant::now() + limit;
-    let mut last = usize::MAX;
-    let mut since = Instant::now();
-    loop {
-        let now: usize = attackers.iter().map(queued).sum();
-        if now != last {
-            last = now;
-            since = Instant::now();
-        } else if since.elapsed() >= Duration::from_millis(500) {
-            return now;
-        }
-        assert!(Instant::now() < deadline, "the attack never settled");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// `INFO` over a raw admin connection.
 fn admin_info(addr: &str) -> std::collections::HashMap<String, String> {
@@ -75,15 +44,19 @@ fn hold(d: &Daemon, n: usize) -> Vec<TcpStream> {
     for i in 0..n {
         held.push(connect_from(source_ip(i), d.addr).expect("connect"));
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let live = admin_info(&d.ops_listener("admin"))["connected_clients"].clone();
-        if live == n.to_string() {
-            return held;
-        }
-        assert!(Instant::now() < deadline, "only {live} live of {n}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{n} sessions live"),
+        || {
+            let live = admin_info(&d.ops_listener("admin"))["connected_clients"].clone();
+            if live == n.to_string() {
+                Ok(())
+            } else {
+                Err(format!("{live} live"))
+            }
+        },
+    );
+    held
 }
 
 #[test]
@@ -147,7 +120,7 @@ fn pipelined_client_list_and_metrics_from_never_reading_connections_stay_bounded
         fitted.iter().all(|l| l.starts_with(&control_id)),
         "an idle table lists exactly: {fitted:?}"
     );
-    let stuck = wait_until_stuck(&attackers, Duration::from_secs(30));
+    let stuck = wait_stuck(&attackers, Duration::from_secs(30));
     let peak = hwm_kb(pid).saturating_sub(peak_before);
     let reply = list.len() + 16;
     // The one-buffer design held a whole reply (or more) per connection.
@@ -190,7 +163,7 @@ fn pipelined_client_list_and_metrics_from_never_reading_connections_stay_bounded
             s
         })
         .collect();
-    let stuck = wait_until_stuck(&scrapers, Duration::from_secs(30));
+    let stuck = wait_stuck(&scrapers, Duration::from_secs(30));
     let peak = hwm_kb(pid).saturating_sub(peak_before);
     // Meanwhile a scrape that reads is answered.
     let mut s = TcpStream::connect(metrics).unwrap();
@@ -246,11 +219,9 @@ fn idle_metrics_connections_fill_only_their_own_cap_and_a_reload_raises_it() {
         .map(|_| TcpStream::connect(metrics).unwrap())
         .collect();
     // Wait until the daemon holds all eight.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while admin_info(&admin)["metrics_connections"] != "8" {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(Duration::from_secs(5), "8 metrics connections held", || {
+        admin_info(&admin)["metrics_connections"] == "8"
+    });
     // The ninth and tenth are refused with a 503...
     for _ in 0..2 {
         let mut s = TcpStream::connect(metrics).unwrap();
@@ -324,7 +295,7 @@ fn idle_metrics_connections_fill_only_their_own_cap_and_a_reload_raises_it() {
     s.read_to_string(&mut got).unwrap();
     assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
     // The control client's measuring window with the idle connections held (it pings every
-    // 10 ms and needs a few rounds).
+    // 10 ms and needs a few rounds): kept on purpose.
     std::thread::sleep(Duration::from_millis(200));
     drop(idle);
     let report = control.stop();
@@ -374,7 +345,8 @@ fn idle_timeouts_close_quiet_operator_connections_but_not_subscribers_and_stalls
             l.contains("admin connection") && l.contains("reason=slow-consumer")
         })
         .expect("the stalled connection is closed as a slow consumer");
-    // The subscriber, idle by nature, is still there after twice the timeout.
+    // The subscriber, idle by nature, is still there after twice the timeout (the wait is the
+    // test).
     std::thread::sleep(Duration::from_millis(2000).saturating_sub(t0.elapsed()));
     subscriber.write_all(b"PING\r\n").unwrap();
     let n = subscriber.read(&mut buf).unwrap();

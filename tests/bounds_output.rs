@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use util::load::{hwm_kb, multibulk, read_line, Control, Footprint, RSS_SLACK_KB};
-use util::{fields, Daemon};
+use util::{fields, wait_until, Daemon};
 
 /// Log lines an attack may cause (reap lines, a few debug lines per connection).
 const LOG_LINES_BOUND: usize = 200;
@@ -31,15 +31,6 @@ fn alone() -> MutexGuard<'static, ()> {
     CPU.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Waits for `cond`, failing with `what` after `timeout`.
-fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The attack's surroundings: control client, baseline footprint, peak and log length.
 struct Guard {
     control: Control,
@@ -51,11 +42,9 @@ struct Guard {
 impl Guard {
     fn start(d: &Daemon) -> Guard {
         let control = Control::start(d.addr, None);
-        // Let the daemon settle (first allocations of its buffers) before the baseline.
-        std::thread::sleep(Duration::from_millis(50));
         Guard {
             control,
-            base: Footprint::of(d.pid()),
+            base: Footprint::settled(d.pid()),
             hwm_kb: hwm_kb(d.pid()),
             log_len: d.log.len(),
         }
@@ -119,22 +108,19 @@ fn field_num(fields: &[(String, String)], key: &str) -> u64 {
 /// Waits until the session from `peer` is paused: replies pending (`obl`) up to the limit,
 /// `max_output` bytes, and requests waiting unexecuted (`qbuf`). Returns both.
 fn wait_paused(admin: &mut redis::Connection, peer: SocketAddr, max_output: u64) -> (u64, u64) {
-    let mut seen = (0, 0);
-    let mut last = None;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while seen.0 < max_output || seen.1 == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the session from {peer} did not pause: {last:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-        let Some(f) = client_fields(admin, peer) else {
-            continue;
-        };
-        seen = (field_num(&f, "obl"), field_num(&f, "qbuf"));
-        last = Some(f);
-    }
-    seen
+    wait_until(
+        Duration::from_secs(10),
+        &format!("the session from {peer} to pause (obl {max_output}, qbuf above 0)"),
+        || {
+            let f = client_fields(admin, peer).ok_or("no CLIENT LIST line".to_string())?;
+            let seen = (field_num(&f, "obl"), field_num(&f, "qbuf"));
+            if seen.0 >= max_output && seen.1 > 0 {
+                Ok(seen)
+            } else {
+                Err(format!("{f:?}"))
+            }
+        },
+    )
 }
 
 /// Reads one RESP reply's bytes (simple line, error or bulk string).

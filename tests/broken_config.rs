@@ -5,7 +5,7 @@
 mod util;
 
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use util::{vigild_bin, TempDir};
 
@@ -19,14 +19,11 @@ fn run(args: &[&std::ffi::OsStr]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn vigild");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("vigild {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    util::wait_child_exit(
+        &mut child,
+        Duration::from_secs(10),
+        &format!("vigild {args:?} to exit"),
+    );
     child.wait_with_output().unwrap()
 }
 

@@ -7,7 +7,7 @@ mod util;
 
 use std::time::Duration;
 
-use util::{cpu_ns, info, Daemon};
+use util::{cpu_ns, info, wait_until, Daemon};
 
 /// Voluntary context switches of every thread of `pid` so far: one per sleep in `epoll_wait`.
 fn sleeps(pid: i32) -> u64 {
@@ -21,6 +21,16 @@ fn sleeps(pid: i32) -> u64 {
             .expect("voluntary_ctxt_switches");
     }
     total
+}
+
+/// The scheduler state of `pid`'s main thread (the loop), from `/proc/PID/stat`: `'S'` while
+/// it sleeps in `epoll_wait`, `'R'` while it busy-polls.
+fn loop_state(pid: i32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // The command name, in parentheses, may hold spaces: the state follows the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .expect("a state in /proc/PID/stat")
 }
 
 const REQUESTS: u64 = 2_000;
@@ -103,8 +113,16 @@ fn busy_polling_keeps_the_loop_awake_between_requests_and_sleeps_after() {
     }
 
     // The window closes once traffic stops: holding the sessions costs no CPU.
-    std::thread::sleep(Duration::from_millis(50));
+    wait_until(
+        Duration::from_secs(5),
+        "the loop asleep in epoll_wait (state S) after the traffic",
+        || match loop_state(on.pid()) {
+            'S' => Ok(()),
+            other => Err(format!("state {other}")),
+        },
+    );
     let (cpu0, sleeps0) = (cpu_ns(on.pid()), sleeps(on.pid()));
+    // The measured interval: one idle second.
     std::thread::sleep(Duration::from_secs(1));
     let idle_ms = (cpu_ns(on.pid()) - cpu0) as f64 / 1e6;
     println!("idle after traffic: {idle_ms:.3} ms of CPU in 1 s");
@@ -154,6 +172,7 @@ fn busy_polling_stops_opening_windows_for_a_client_slower_than_the_window() {
     for _ in 0..n {
         let pong: String = redis::cmd("PING").query(&mut con).unwrap();
         assert_eq!(pong, "PONG");
+        // The test itself: a client slower than the window, one request every 3 ms.
         std::thread::sleep(Duration::from_millis(3));
     }
     let spent_ms = (cpu_ns(d.pid()) - cpu0) as f64 / 1e6;

@@ -19,7 +19,7 @@ use util::load::{
     connect_from, listen_drops, lower_priority, read_line, reset, source_ip, Control,
     ControlReport, Footprint,
 };
-use util::{fields, Daemon};
+use util::{fields, wait_until, Daemon};
 
 const CYCLES: usize = 100_000;
 /// Client threads. One keeps the daemon (the bottleneck) just as busy: two gave the same
@@ -158,8 +158,7 @@ fn start() -> (Daemon, Control, Footprint) {
     // of it (the control client does the same for itself).
     util::load::raise_priority(d.pid());
     let control = Control::start(d.addr, None);
-    std::thread::sleep(Duration::from_millis(50));
-    let base = Footprint::of(d.pid());
+    let base = Footprint::settled(d.pid());
     (d, control, base)
 }
 
@@ -213,30 +212,36 @@ fn reset_case() -> ControlReport {
     // Each reset was logged, or counted in a "reap lines left out" warning (at most 1000
     // lines a second are written); the warning comes at most once a second, so the last one
     // may take a second to arrive.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let (logged, left_out, reports) = loop {
-        let lines = d.log.lines();
-        let logged = lines
-            .iter()
-            .filter(|l| l.contains(" reap ") && l.contains(" reason=reset "))
-            .count() as u64;
-        let reports: Vec<String> = lines
-            .into_iter()
-            .filter(|l| l.contains("reap lines left out"))
-            .collect();
-        let left_out: u64 = reports
-            .iter()
-            .map(|l| {
-                fields(l)
-                    .get("reap.reset")
-                    .map_or(0, |v| v.parse().unwrap())
-            })
-            .sum();
-        if logged + left_out >= resets || Instant::now() > deadline {
-            break (logged, left_out, reports);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (logged, left_out, reports) = wait_until(
+        Duration::from_secs(3),
+        &format!("{resets} resets logged or counted as left out"),
+        || {
+            let lines = d.log.lines();
+            let logged = lines
+                .iter()
+                .filter(|l| l.contains(" reap ") && l.contains(" reason=reset "))
+                .count() as u64;
+            let reports: Vec<String> = lines
+                .into_iter()
+                .filter(|l| l.contains("reap lines left out"))
+                .collect();
+            let left_out: u64 = reports
+                .iter()
+                .map(|l| {
+                    fields(l)
+                        .get("reap.reset")
+                        .map_or(0, |v| v.parse().unwrap())
+                })
+                .sum();
+            if logged + left_out >= resets {
+                Ok((logged, left_out, reports))
+            } else {
+                Err(format!(
+                    "{logged} logged, {left_out} left out in {reports:?}"
+                ))
+            }
+        },
+    );
     eprintln!(
         "connect-reset: {logged} reset lines written, {left_out} left out in {} warnings",
         reports.len()
@@ -252,20 +257,22 @@ fn reset_case() -> ControlReport {
 /// Waits until `n` sessions besides the control one have been reaped, or until the count has
 /// stopped moving for half a second with only the control session live (SIGUSR1 stats).
 fn wait_reaped(d: &Daemon, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = (0, Instant::now());
-    loop {
-        let st = d.stats();
-        let reaped: usize = st["reaped"].parse().unwrap();
-        if reaped >= n {
-            return;
-        }
-        if reaped != last.0 {
-            last = (reaped, Instant::now());
-        } else if st["live"] == "1" && last.1.elapsed() > Duration::from_millis(500) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not all reaped: {st:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{n} sessions reaped (or the count still with the control session alone)"),
+        || {
+            let st = d.stats();
+            let reaped: usize = st["reaped"].parse().unwrap();
+            if reaped >= n {
+                return Ok(());
+            }
+            if reaped != last.0 {
+                last = (reaped, Instant::now());
+            } else if st["live"] == "1" && last.1.elapsed() > Duration::from_millis(500) {
+                return Ok(());
+            }
+            Err(format!("{st:?}"))
+        },
+    );
 }

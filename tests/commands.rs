@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use util::{client_id, fields, Daemon};
+use util::{client_id, fields, wait_until, Daemon};
 
 /// Reads from a raw socket until `expected` bytes arrived (or 5 s passed).
 fn read_exact_reply(s: &mut TcpStream, expected: usize) -> String {
@@ -106,6 +106,7 @@ fn a_request_split_across_many_writes_is_reassembled() {
     s.set_nodelay(true).unwrap();
     for b in b"*2\r\n$4\r\nECHO\r\n$5\r\nhello\r\n" {
         s.write_all(&[*b]).unwrap();
+        // The test itself: a pause between bytes, so each arrives in a read of its own.
         std::thread::sleep(Duration::from_millis(2));
     }
     let want = "$5\r\nhello\r\n";
@@ -165,25 +166,28 @@ fn client_info_shows_the_keepalive_options_read_back_from_the_kernel() {
     // again for a moment.
     let peer = f["addr"].clone(); // the client's address, as the daemon sees it
     let mut last = String::new();
-    for _ in 0..100 {
-        // Only the daemon's side: the client's line holds the same two addresses, swapped.
-        let filter = format!("sport = :{}", d.addr.port());
-        let out = std::process::Command::new("ss")
-            .args(["-tno", "state", "established", &filter])
-            .output()
-            .expect("ss (iproute2) is installed by the test script");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (local, remote) = (d.addr.to_string(), peer.as_str());
-        if let Some(line) = text.lines().find(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            cols.get(2) == Some(&local.as_str()) && cols.get(3) == Some(&remote)
-        }) {
-            if line.contains("timer:(keepalive") {
-                return;
+    wait_until(
+        Duration::from_secs(2),
+        "a keepalive timer on the daemon's socket (ss)",
+        || {
+            // Only the daemon's side: the client's line holds the same two addresses, swapped.
+            let filter = format!("sport = :{}", d.addr.port());
+            let out = std::process::Command::new("ss")
+                .args(["-tno", "state", "established", &filter])
+                .output()
+                .expect("ss (iproute2) is installed by the test script");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (local, remote) = (d.addr.to_string(), peer.as_str());
+            if let Some(line) = text.lines().find(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.get(2) == Some(&local.as_str()) && cols.get(3) == Some(&remote)
+            }) {
+                if line.contains("timer:(keepalive") {
+                    return Ok(());
+                }
+                last = line.to_string();
             }
-            last = line.to_string();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("no keepalive timer on the daemon's socket: {last:?}");
+            Err(format!("{last:?}"))
+        },
+    );
 }

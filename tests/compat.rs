@@ -8,8 +8,8 @@
 //!
 //! `scripts/test` installs the libraries (npm packages into `target/test-node`, Python ones into
 //! venvs under `target/`) and sets `VIGILD_TEST_NODE_PATH`, `VIGILD_TEST_PYTHON` and
-//! `VIGILD_TEST_PYTHON_HIREDIS`. Without them a case skips loudly, except in CI
-//! (`VIGILD_REQUIRE_ROOT_TESTS=1`), where it fails.
+//! `VIGILD_TEST_PYTHON_HIREDIS`. Without them a case skips loudly, except with
+//! `VIGILD_TESTS_NO_SKIP=1` (as in CI), where it fails.
 
 mod util;
 
@@ -328,7 +328,8 @@ fn tool(program: &str, args: &[&str], limit: Duration) -> (String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    // The tools print a few lines a second: the pipes cannot fill while this polls.
+    // The tools print a few lines a second: the pipes cannot fill while this polls. (Not
+    // `wait_until`: reaching `limit` is no failure, it is when a person would press ^C.)
     let deadline = Instant::now() + limit;
     while child.try_wait().expect("poll the tool").is_none() {
         if Instant::now() >= deadline {

@@ -16,7 +16,7 @@ use util::load::{
     connect_from, cpu_time, read_line, read_to_close, release, reset, source_ip, Control,
     Footprint, Junk,
 };
-use util::{fields, Daemon};
+use util::{fields, wait_until, Daemon};
 
 /// Cases that keep a CPU busy (floods of bytes or connections) run one at a time, alone;
 /// the mostly sleeping ones (slowloris, descriptor exhaustion) share. On two cores, a
@@ -34,9 +34,7 @@ fn light() -> RwLockReadGuard<'static, ()> {
 /// Starts the control client and records the footprint to come back to.
 fn guard(d: &Daemon) -> (Control, Footprint) {
     let control = Control::start(d.addr, None);
-    // Let the daemon settle (first allocations of buffers) before the baseline.
-    std::thread::sleep(Duration::from_millis(50));
-    (control, Footprint::of(d.pid()))
+    (control, Footprint::settled(d.pid()))
 }
 
 /// Sends `bytes` (ignoring a reset halfway) and returns the reply bytes up to the close.
@@ -238,6 +236,7 @@ fn slowloris(d: &Daemon, n: usize, period: Duration) -> Vec<TcpStream> {
         }
         tick += 1;
         let next = start + Duration::from_secs(u64::from(tick));
+        // The attack itself: one byte a second.
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     socks
@@ -354,7 +353,20 @@ fn connection_floods_are_rejected_and_counted() {
         s.write_all(b"PING\r\n").unwrap();
         assert_eq!(read_line(&mut s).unwrap(), "+PONG");
     }
-    std::thread::sleep(Duration::from_millis(100));
+    // Those 49 are closed now: wait until the daemon has reaped them (the control client
+    // alone is live) before the next flood counts what it takes.
+    wait_until(
+        Duration::from_secs(5),
+        "the 49 held sessions reaped",
+        || {
+            let st = d.stats();
+            if st["live"] == "1" {
+                Ok(())
+            } else {
+                Err(format!("live={}", st["live"]))
+            }
+        },
+    );
 
     // Per address: 10 from 127.0.3.1 are taken, 30 more are refused; others still connect.
     let per_ip = flood(&d, Ipv4Addr::new(127, 0, 3, 1), 40);
@@ -451,6 +463,7 @@ fn descriptor_exhaustion_is_logged_rarely_costs_little_and_recovers() {
                 Err(e) => panic!("connection {i} neither served nor told: {e}"),
             }
         }
+        // The attack itself: ten more connections every 100 ms.
         std::thread::sleep(Duration::from_millis(100));
     }
     let window = t0.elapsed();
@@ -561,6 +574,7 @@ fn sighup_every_100ms_under_a_flood_then_sigterm_exits_cleanly_with_stats_that_a
         d.signal(libc::SIGHUP);
         hups += 1;
         let next = t0 + Duration::from_millis(100 * k as u64);
+        // The test itself: a reload every 100 ms.
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
     }
     let report = control.stop();

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use util::{cpu_ns, fields, info, Daemon};
+use util::{cpu_ns, fields, info, wait_until, Daemon};
 
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -459,11 +459,9 @@ fn a_slow_subscriber_is_dropped_without_stalling_the_loop_or_the_others() {
         let _ = stop_rx.recv_timeout(TIMEOUT);
     });
     ready_rx.recv_timeout(TIMEOUT).unwrap();
-    let deadline = Instant::now() + TIMEOUT;
-    while info(&mut ops, "presence")["presence_subscribers"] != "2" {
-        assert!(Instant::now() < deadline, "both subscribers counted");
-        thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(TIMEOUT, "both subscribers counted", || {
+        info(&mut ops, "presence")["presence_subscribers"] == "2"
+    });
 
     // 300 events of 16 KiB each (long names): 4.8 MB, far beyond 256 KiB and the socket
     // buffers. A client session pings meanwhile.
@@ -539,11 +537,9 @@ fn shutdown_publishes_a_left_for_every_session() {
     // Wait until the three sessions are in the table (their joined may predate the
     // subscription): CLIENT LIST on another connection.
     let mut ops = d.admin();
-    let deadline = Instant::now() + TIMEOUT;
-    while info(&mut ops, "clients")["connected_clients"] != "3" {
-        assert!(Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(TIMEOUT, "the three sessions in the table", || {
+        info(&mut ops, "clients")["connected_clients"] == "3"
+    });
     d.signal(libc::SIGTERM);
     let mut reasons = Vec::new();
     for _ in 0..3 {
@@ -648,11 +644,9 @@ fn resync_recipe_matches_client_list_after_churn() {
         })
         .collect();
     // The watcher joins in the middle of the churn.
-    let deadline = Instant::now() + TIMEOUT;
-    while done.load(Ordering::Relaxed) < 200 {
-        assert!(Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(1));
-    }
+    wait_until(TIMEOUT, "200 joins of the churn done", || {
+        done.load(Ordering::Relaxed) >= 200
+    });
     // The watcher: a subscriber on its own thread (blocking reads, so no read ever stops in
     // the middle of a message), events handed over in order.
     let url = admin_url(&d);
@@ -806,11 +800,9 @@ fn kill_burst(
     delivered: impl Fn() -> bool,
 ) -> u64 {
     let held: Vec<Raw> = (0..n).map(|_| Raw::connect(d.addr)).collect();
-    let deadline = Instant::now() + TIMEOUT;
-    while info(ops, "clients")["connected_clients"] != n.to_string() {
-        assert!(Instant::now() < deadline);
-        thread::sleep(Duration::from_millis(2));
-    }
+    wait_until(TIMEOUT, &format!("{n} sessions in the table"), || {
+        info(ops, "clients")["connected_clients"] == n.to_string()
+    });
     let before = cpu_ns(d.pid());
     let killed: usize = redis::cmd("CLIENT")
         .arg("KILL")
@@ -819,10 +811,7 @@ fn kill_burst(
         .query(ops)
         .unwrap();
     assert_eq!(killed, n);
-    while !delivered() {
-        assert!(Instant::now() < deadline, "the burst is delivered");
-        thread::sleep(Duration::from_millis(1));
-    }
+    wait_until(TIMEOUT, "the burst delivered", &delivered);
     let spent = cpu_ns(d.pid()) - before;
     drop(held);
     spent

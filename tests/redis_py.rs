@@ -3,7 +3,7 @@
 //! (subscribe, list, apply newer events) on the admin listener.
 //!
 //! `scripts/test` installs redis-py in a venv and sets `VIGILD_TEST_PYTHON`. Without it the
-//! test skips loudly, except in CI (`VIGILD_REQUIRE_ROOT_TESTS=1`), where it fails.
+//! test skips loudly, except with `VIGILD_TESTS_NO_SKIP=1` (as in CI), where it fails.
 
 mod util;
 

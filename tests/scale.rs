@@ -6,7 +6,7 @@ mod util;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use util::{connect_from, fields, raise_fd_limit, Daemon};
+use util::{connect_from, fields, raise_fd_limit, wait_until, Daemon};
 
 const SESSIONS: usize = 10_000;
 /// Connections per source address: more makes the kernel's source-port search slow.
@@ -30,15 +30,18 @@ fn ten_thousand_sessions_shut_down_cleanly_in_under_a_second() {
         held.push(connect_from(src, d.addr).expect("connect"));
     }
     // Wait until the daemon has accepted them all.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let stats = d.stats();
-        if stats["live"] == SESSIONS.to_string() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "only {} live", stats["live"]);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(30),
+        &format!("{SESSIONS} sessions live"),
+        || {
+            let stats = d.stats();
+            if stats["live"] == SESSIONS.to_string() {
+                Ok(())
+            } else {
+                Err(format!("{} live", stats["live"]))
+            }
+        },
+    );
     eprintln!("{SESSIONS} sessions connected in {:?}", started.elapsed());
 
     let t0 = Instant::now();

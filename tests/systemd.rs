@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use util::{complete_config, fields, vigild_bin, Daemon, TempDir};
+use util::{complete_config, fields, vigild_bin, wait_until, Daemon, TempDir};
 
 /// Socket activation as systemd does it, with the socket given as stdin: `sh` moves it to
 /// fd 3, puts its own pid (which `exec` hands to vigild) in `LISTEN_PID`, and execs vigild.
@@ -89,18 +89,13 @@ impl Manager {
 
     /// Waits for the first message at index >= `from` that satisfies `pred`; returns its index.
     fn wait(&self, from: usize, timeout: Duration, pred: impl Fn(&Note) -> bool) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(i) = self.notes().iter().skip(from).position(&pred) {
-                return from + i;
+        wait_until(timeout, &format!("a notification after #{from}"), || {
+            let notes = self.notes();
+            match notes.iter().skip(from).position(&pred) {
+                Some(i) => Ok(from + i),
+                None => Err(format!("{notes:#?}")),
             }
-            assert!(
-                Instant::now() < deadline,
-                "no such notification after #{from}; got: {:#?}",
-                self.notes()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        })
     }
 }
 
@@ -203,6 +198,7 @@ fn notifies_ready_status_watchdog_reloading_and_stopping_in_order() {
     let stopping = manager.wait(ready_again + 1, WAIT, |n| n.has("STOPPING=1"));
     let status = d.wait_exit(WAIT).expect("vigild exits after SIGTERM");
     assert!(status.success(), "{status:?}");
+    // Absence is the point: a message after STOPPING=1 would have 100 ms to arrive.
     std::thread::sleep(Duration::from_millis(100));
     let notes = manager.notes();
     assert_eq!(
@@ -223,6 +219,7 @@ fn watchdog_meant_for_another_process_is_left_alone() {
             .env("WATCHDOG_PID", std::process::id().to_string());
     });
     manager.wait(0, WAIT, |n| n.has("READY=1"));
+    // Absence is the point: four watchdog intervals in which no WATCHDOG=1 may come.
     std::thread::sleep(Duration::from_millis(400));
     assert!(
         manager.notes().iter().all(|n| !n.has("WATCHDOG=1")),
@@ -249,7 +246,8 @@ fn a_missing_notify_socket_does_not_stop_the_daemon() {
         .wait_for(WAIT, |l| l
             .contains("WARN  cannot notify the service manager"))
         .is_some());
-    // Warned once, not once per ping.
+    // Warned once, not once per ping. Absence is the point: 300 ms spans a few watchdog pings,
+    // each a chance for a second warning.
     std::thread::sleep(Duration::from_millis(300));
     let warnings = d
         .log

@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 
 use crate::util::{fields, netns, Daemon};
 
-/// Let a session go quiet this long before cutting it, so the peer's delayed ACK of the last
-/// reply is out and the cut finds an idle connection (otherwise it is a retransmission death).
-pub const QUIET: Duration = Duration::from_millis(500);
+/// Before a cut: waits until the session(s) on the daemon's `port` (from `peer`, when given)
+/// are quiet, the peer's delayed ACK of the last reply out, so the cut finds an idle
+/// connection (otherwise it is a retransmission death).
+pub fn wait_quiet(port: u16, peer: Option<&str>) {
+    netns::wait_acked(port, peer);
+}
 
 /// The matrix's keepalive settings (idle 2 s, interval 1 s, 3 probes: bound 5 s), the given
 /// user timeout, statistics only on demand, plus `extra` sections.

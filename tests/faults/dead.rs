@@ -2,10 +2,9 @@
 //! reboot, ICMP host-unreachable (with a reply in flight, and idle). Keepalive 2/1/3, so the
 //! idle bound is 2 + 1 × 3 = 5 s and `user_timeout = "auto"` is 5 s too.
 
-use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::check::{self, by_id, by_peer, expect_reap, expect_stats, Bound, Row, QUIET};
+use crate::check::{self, by_id, by_peer, expect_reap, expect_stats, Bound, Row};
 use crate::client::Client;
 use crate::util::{client_id, netns, Daemon};
 
@@ -26,7 +25,7 @@ pub fn partition_idle() -> Row {
     let id = client_id(&mut con);
     let _: String = redis::cmd("PING").query(&mut con).expect("PING");
     let last = Instant::now();
-    thread::sleep(QUIET);
+    check::wait_quiet(d.addr.port(), None);
     let before = netns::tcp_ext("TCPKeepAlive").expect("TcpExt counters");
     check::cut_port(d.addr.port());
     let r = expect_reap(&d, &by_id(id), "keepalive-timeout", last, IDLE_BOUND);
@@ -48,7 +47,7 @@ pub fn crash_and_reboot() -> Row {
     let d = check::start(&check::config("auto", ""));
     let mut c = Client::connect(d.addr);
     let last = c.ping();
-    thread::sleep(QUIET);
+    check::wait_quiet(d.addr.port(), None);
     let peer = c.local;
     c.vanish();
     let r = expect_reap(&d, &by_peer(peer), "reset", last, FIRST_PROBE_BOUND);
@@ -74,7 +73,7 @@ fn reply_into_fault(user_timeout: &str, fault: fn(u16)) -> (Daemon, Client, Inst
     let d = check::start(&check::config(user_timeout, ""));
     let mut c = Client::connect(d.addr);
     c.ping();
-    thread::sleep(QUIET);
+    check::wait_quiet(d.addr.port(), None);
     fault(d.addr.port());
     c.send(b"PING\r\n").expect("send PING");
     (d, c, Instant::now())
@@ -161,7 +160,7 @@ pub fn icmp_idle() -> Row {
     let id = client_id(&mut con);
     let _: String = redis::cmd("PING").query(&mut con).expect("PING");
     let last = Instant::now();
-    thread::sleep(QUIET);
+    check::wait_quiet(d.addr.port(), None);
     check::reject_replies(d.addr.port());
     let r = expect_reap(&d, &by_id(id), "keepalive-timeout", last, IDLE_BOUND);
     assert_eq!(r.field("errno"), "ETIMEDOUT", "ICMP ignored: {}", r.line);

@@ -11,7 +11,7 @@
 //! in libtest.
 //!
 //! Needs root (or CAP_SYS_ADMIN + CAP_NET_ADMIN) and `nft`. Without them every case is
-//! skipped with a loud message, unless `VIGILD_REQUIRE_ROOT_TESTS=1`, which makes the skip a
+//! skipped with a loud message, unless `VIGILD_TESTS_NO_SKIP=1`, which makes the skip a
 //! failure (CI sets it).
 
 #[path = "../util/mod.rs"]
@@ -287,14 +287,14 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if let Err(why) = netns::probe() {
-        let required = std::env::var("VIGILD_REQUIRE_ROOT_TESTS").is_ok_and(|v| v == "1");
+        let required = util::no_skip();
         eprintln!(
             "\n{bar}\n!!! SKIPPED: {} fault-injection cases need root, private network \
              namespaces and nft:\n!!! {why}\n!!! Dead-peer detection is NOT verified by this \
              run.{}\n{bar}\n",
             selected.len(),
             if required {
-                "\n!!! VIGILD_REQUIRE_ROOT_TESTS=1: a skip is a failure."
+                "\n!!! VIGILD_TESTS_NO_SKIP=1: a skip is a failure."
             } else {
                 ""
             },

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::check::{self, expect_stats, Bound, Row, QUIET};
+use crate::check::{self, expect_stats, Bound, Row};
 use crate::client::Client;
 use crate::util::{fields, netns};
 
@@ -44,6 +44,7 @@ fn control(
         let pong: String = redis::cmd("PING").query(&mut con).expect("control PING");
         rtts.push((t, t.elapsed()));
         assert_eq!(pong, "PONG");
+        // Pacing, not waiting: the control client pings every CONTROL_EVERY.
         thread::sleep(CONTROL_EVERY);
     }
     (con, rtts)
@@ -113,7 +114,7 @@ fn one_attempt() -> Result<Row, String> {
     };
     // This thread only sets the fault up and waits: it must not compete with the daemon.
     netns::set_thread_realtime(None).expect("SCHED_OTHER");
-    thread::sleep(QUIET);
+    check::wait_quiet(d.addr.port(), Some(&CUT_SOURCE.to_string()));
     let before = netns::tcp_ext("TCPKeepAlive").expect("TcpExt counters");
     let cut = Instant::now();
     check::cut_address(&CUT_SOURCE.to_string());
@@ -123,7 +124,9 @@ fn one_attempt() -> Result<Row, String> {
     let deadline = newest + Duration::from_millis(IDLE_BOUND.hi() + 3_000);
     let is_cut_reap = |l: &str| l.contains(" reap ") && l.contains(&cut_prefix);
     // Poll rarely and without copying: the reader thread that the daemon's log pipe waits on
-    // must not be held up during the burst of reaps.
+    // must not be held up during the burst of reaps. (Not `wait_until`, whose first looks come
+    // quickly; and running out of time is not the failure itself: the count is asserted below,
+    // with the log's tail.)
     while d.log.count(is_cut_reap) < SESSIONS && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(250));
     }

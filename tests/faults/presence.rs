@@ -3,12 +3,11 @@
 //! the detection bound and with the same facts as the reap line. Only the client port is cut;
 //! the admin listener's port stays reachable, as it would for a watcher on the same host.
 
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::check::{self, by_id, expect_reap, Bound, Row, QUIET};
+use crate::check::{self, by_id, expect_reap, Bound, Row};
 use crate::util::client_id;
 
 /// idle + interval × probes (2 + 1 × 3 s), with the matrix's tolerance.
@@ -42,7 +41,7 @@ pub fn partition_presence() -> Row {
         (joined["event"].as_str(), joined["id"].as_u64()),
         (Some("joined"), Some(id))
     );
-    thread::sleep(QUIET);
+    check::wait_quiet(d.addr.port(), None);
     check::cut_port(d.addr.port());
     let left = next();
     let test_ms = last.elapsed().as_millis() as u64;

@@ -8,15 +8,13 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::check::{self, by_id, expect_reap, is_reap, Bound, Row, QUIET};
-use crate::util::{client_id, fields, netns, Daemon};
+use crate::check::{self, by_id, expect_reap, is_reap, Bound, Row};
+use crate::util::{client_id, fields, netns, wait_until, Daemon};
 
 /// idle + interval × probes (2 + 1 × 3 s), with the matrix's tolerance.
 const IDLE_BOUND: Bound = Bound::around(5_000, 500, 1_000);
 /// `suspect` shows once the first probe (at idle = 2 s) is out and unanswered.
 const SUSPECT_BOUND: Bound = Bound::around(2_000, 100, 1_000);
-/// How often the watcher reads CLIENT LIST.
-const POLL: Duration = Duration::from_millis(50);
 
 fn daemon() -> Daemon {
     check::start(&check::config(
@@ -37,8 +35,8 @@ fn state_of(admin: &mut redis::Connection, id: i64) -> Option<String> {
         .map(|l| fields(l).get("state").cloned().unwrap_or_default())
 }
 
-/// Reads the session's state every [`POLL`] until `want` shows (returns when, since `from`) or
-/// `limit` has passed since `from` (panics). Every state seen before must be `before`.
+/// Reads the session's state until `want` shows (returns when, since `from`) or `limit` has
+/// passed since `from` (panics). Every state seen before must be `before`.
 fn wait_state(
     admin: &mut redis::Connection,
     id: i64,
@@ -47,23 +45,22 @@ fn wait_state(
     from: Instant,
     limit: Duration,
 ) -> u64 {
-    loop {
-        let state = state_of(admin, id);
-        let at = from.elapsed();
-        match state.as_deref() {
-            Some(s) if s == want => return at.as_millis() as u64,
-            Some(s) if s == before => {}
-            other => panic!(
-                "session {id} read {other:?} after {at:?} while waiting for state={want} \
-                 (only state={before} may come first)"
-            ),
-        }
-        assert!(
-            at < limit,
-            "session {id} did not read state={want} within {limit:?}"
-        );
-        thread::sleep(POLL);
-    }
+    wait_until(
+        limit.saturating_sub(from.elapsed()),
+        &format!("session {id} to read state={want} within {limit:?}"),
+        || {
+            let state = state_of(admin, id);
+            let at = from.elapsed();
+            match state.as_deref() {
+                Some(s) if s == want => Some(at.as_millis() as u64),
+                Some(s) if s == before => None,
+                other => panic!(
+                    "session {id} read {other:?} after {at:?} while waiting for state={want} \
+                     (only state={before} may come first)"
+                ),
+            }
+        },
+    )
 }
 
 /// A session that pinged, went quiet, reads `ok`, and whose port is then cut: returned once it
@@ -86,7 +83,7 @@ fn partitioned_until_suspect() -> Partitioned {
     let id = client_id(&mut con);
     let _: String = redis::cmd("PING").query(&mut con).expect("PING");
     let last = Instant::now();
-    thread::sleep(QUIET);
+    check::wait_quiet(d.addr.port(), None);
     assert_eq!(state_of(&mut admin, id).as_deref(), Some("ok"));
     check::cut_port(d.addr.port());
     let suspect_ms = wait_state(
@@ -119,17 +116,22 @@ pub fn suspect_then_reaped() -> Row {
         suspect_ms,
     } = partitioned_until_suspect();
     // Suspect from then until the reap: never ok again.
-    while !d.log.lines().iter().any(|l| is_reap(l, &by_id(id))) {
-        match state_of(&mut admin, id).as_deref() {
-            Some("suspect") | None => {}
-            other => panic!("session {id} read {other:?} between the first probe and the reap"),
-        }
-        assert!(
-            last.elapsed() < Duration::from_millis(IDLE_BOUND.hi() + 1_000),
-            "no reap within the bound"
-        );
-        thread::sleep(POLL);
-    }
+    let key = by_id(id);
+    wait_until(
+        Duration::from_millis(IDLE_BOUND.hi() + 1_000).saturating_sub(last.elapsed()),
+        &format!("the reap of session {id} within the bound"),
+        || {
+            if d.log.count(|l| is_reap(l, &key)) > 0 {
+                return true;
+            }
+            match state_of(&mut admin, id).as_deref() {
+                Some("suspect") | None => false,
+                other => {
+                    panic!("session {id} read {other:?} between the first probe and the reap")
+                }
+            }
+        },
+    );
     let r = expect_reap(&d, &by_id(id), "keepalive-timeout", last, IDLE_BOUND);
     assert_eq!(
         state_of(&mut admin, id),
@@ -165,7 +167,8 @@ pub fn suspect_then_heals() -> Row {
         healed,
         Duration::from_millis(1_500),
     );
-    // Past the moment the kernel would have given up, the session is still there.
+    // Past the moment the kernel would have given up, the session is still there (the wait is
+    // the test: nothing may happen in it).
     thread::sleep(Duration::from_millis(IDLE_BOUND.hi()).saturating_sub(last.elapsed()));
     assert_eq!(state_of(&mut admin, id).as_deref(), Some("ok"));
     let pong: String = redis::cmd("PING")

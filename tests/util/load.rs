@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -95,6 +96,7 @@ impl Control {
                 if rtt >= CONTROL_BOUND {
                     r.slow += 1;
                 }
+                // Pacing, not waiting: the control client pings every CONTROL_EVERY.
                 std::thread::sleep(CONTROL_EVERY);
             }
             r
@@ -258,6 +260,39 @@ pub fn release(pid: i32, control: Control, base: Footprint, case: &str) -> Footp
     after
 }
 
+/// Bytes waiting in a socket's receive queue (`FIONREAD`).
+pub fn queued(s: &TcpStream) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int to the valid pointer given.
+    let rc = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if rc == 0 {
+        n.max(0) as usize
+    } else {
+        0
+    }
+}
+
+/// Waits until the bytes queued at never-reading `readers` stop growing for 500 ms (the daemon
+/// has written all the socket buffers take and holds the rest), at most `limit`; returns them.
+pub fn wait_stuck(readers: &[TcpStream], limit: Duration) -> usize {
+    let mut last = usize::MAX;
+    let mut since = Instant::now();
+    super::wait_until(
+        limit,
+        "the bytes queued at the never-reading clients to stop growing for 500 ms",
+        || {
+            let now: usize = readers.iter().map(queued).sum();
+            if now != last {
+                last = now;
+                since = Instant::now();
+            } else if since.elapsed() >= Duration::from_millis(500) {
+                return Ok(now);
+            }
+            Err(format!("{now} bytes"))
+        },
+    )
+}
+
 /// Descriptors and memory of the daemon at one moment.
 #[derive(Debug, Clone, Copy)]
 pub struct Footprint {
@@ -273,23 +308,49 @@ impl Footprint {
         }
     }
 
+    /// The footprint once it holds still (unchanged across five control pings, 50 ms): a
+    /// case's baseline, taken after the daemon's first allocations for a new session, which
+    /// happen with its first requests. (The control client's first pings count towards the
+    /// five its report needs, even in a case that is over in a moment.)
+    pub fn settled(pid: i32) -> Footprint {
+        let mut last = Footprint::of(pid);
+        let mut since = Instant::now();
+        super::wait_until(
+            Duration::from_secs(5),
+            "the daemon's descriptors and RSS to hold still for 50 ms",
+            || {
+                let now = Footprint::of(pid);
+                if now.fds != last.fds || now.rss_kb != last.rss_kb {
+                    (last, since) = (now, Instant::now());
+                }
+                if since.elapsed() >= Duration::from_millis(50) {
+                    Ok(now)
+                } else {
+                    Err(format!("{now:?}"))
+                }
+            },
+        )
+    }
+
     /// Waits (up to 5 s) until the daemon holds `self.fds + extra_fds` descriptors again and
     /// its RSS is at most `slack_kb` above `self`; returns what was measured last.
     pub fn assert_back(&self, pid: i32, extra_fds: usize, slack_kb: u64, case: &str) -> Footprint {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let now = Footprint::of(pid);
-            let ok = now.fds == self.fds + extra_fds && now.rss_kb <= self.rss_kb + slack_kb;
-            if ok {
-                return now;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{case}: daemon footprint not back: baseline {self:?} (+{extra_fds} fds, \
-                 +{slack_kb} KiB allowed), now {now:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_until(
+            Duration::from_secs(5),
+            &format!(
+                "{case}: the daemon's footprint back at baseline {self:?} (+{extra_fds} fds, \
+                 +{slack_kb} KiB allowed)"
+            ),
+            || {
+                let now = Footprint::of(pid);
+                let ok = now.fds == self.fds + extra_fds && now.rss_kb <= self.rss_kb + slack_kb;
+                if ok {
+                    Ok(now)
+                } else {
+                    Err(format!("{now:?}"))
+                }
+            },
+        )
     }
 }
 

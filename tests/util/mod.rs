@@ -115,6 +115,11 @@ impl Log {
         self.lines_at().into_iter().find(|(l, _)| pred(l))
     }
 
+    /// When the last line arrived, if any.
+    pub fn last_at(&self) -> Option<Instant> {
+        self.0 .0.lock().unwrap().at.last().copied()
+    }
+
     /// How many lines have been logged so far.
     pub fn len(&self) -> usize {
         self.0 .0.lock().unwrap().lines.len()
@@ -135,11 +140,21 @@ impl Log {
 
     /// Waits for a line (from the start of the log) matching `pred`.
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        self.wait_for_after(0, timeout, pred)
+    }
+
+    /// Waits for a line after the first `n` (see [`Log::len`]) matching `pred`.
+    pub fn wait_for_after(
+        &self,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let (m, c) = &*self.0;
         let mut st = m.lock().unwrap();
         loop {
-            if let Some(l) = st.lines.iter().find(|l| pred(l)) {
+            if let Some(l) = st.lines.iter().skip(n).find(|l| pred(l)) {
                 return Some(l.clone());
             }
             let now = Instant::now();
@@ -169,6 +184,94 @@ impl Log {
             st = c.wait_timeout(st, deadline - now).unwrap().0;
         }
     }
+}
+
+/// How often [`wait_until`] looks again: at first after 1 ms, then twice as long each time up to
+/// [`POLL_MAX`], so a quick condition is seen at once and a slow one (a stats line per look, a
+/// `CLIENT LIST`) is not asked thousands of times.
+pub const POLL_MIN: Duration = Duration::from_millis(1);
+pub const POLL_MAX: Duration = Duration::from_millis(50);
+/// How often [`Daemon::wait_exit`] looks.
+const POLL_EXIT: Duration = Duration::from_millis(5);
+
+/// What a [`wait_until`] condition returns: `bool` (done or not), `Option<T>` (done with a
+/// value) or `Result<T, String>` (done with a value, or not yet, saying what it saw: the last
+/// such report goes into the failure message).
+pub trait Outcome {
+    type Value;
+    fn done(self) -> Result<Self::Value, Option<String>>;
+}
+
+impl Outcome for bool {
+    type Value = ();
+    fn done(self) -> Result<(), Option<String>> {
+        if self {
+            Ok(())
+        } else {
+            Err(None)
+        }
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn done(self) -> Result<T, Option<String>> {
+        self.ok_or(None)
+    }
+}
+
+impl<T> Outcome for Result<T, String> {
+    type Value = T;
+    fn done(self) -> Result<T, Option<String>> {
+        self.map_err(Some)
+    }
+}
+
+/// Polls `cond` (see [`POLL_MIN`]) until it is done and returns its value; after `timeout` it
+/// fails saying what it waited for (`what`), for how long, and the condition's last report.
+/// The one way the tests wait for the daemon to get somewhere.
+#[track_caller]
+pub fn wait_until<O: Outcome>(
+    timeout: Duration,
+    what: &str,
+    mut cond: impl FnMut() -> O,
+) -> O::Value {
+    let start = Instant::now();
+    let mut pause = POLL_MIN;
+    loop {
+        let last = match cond().done() {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
+        let waited = start.elapsed();
+        if waited >= timeout {
+            match last {
+                Some(last) => {
+                    panic!("gave up after {waited:.1?} waiting for {what}; last seen: {last}")
+                }
+                None => panic!("gave up after {waited:.1?} waiting for {what}"),
+            }
+        }
+        std::thread::sleep(pause.min(timeout - waited));
+        pause = (pause * 2).min(POLL_MAX);
+    }
+}
+
+/// Waits (see [`wait_until`]) for `child` to exit and returns its status; on a timeout the
+/// child is killed before the failure, so a failing test leaves no process behind.
+#[track_caller]
+pub fn wait_child_exit(child: &mut Child, timeout: Duration, what: &str) -> ExitStatus {
+    struct KillIfFailing<'a>(&'a mut Child);
+    impl Drop for KillIfFailing<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+    let guard = KillIfFailing(child);
+    wait_until(timeout, what, || guard.0.try_wait().unwrap())
 }
 
 /// Parses the `key=value` fields of a log line (values contain no spaces).
@@ -356,15 +459,15 @@ impl Daemon {
 
     /// Waits for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return Some(status);
             }
-            if Instant::now() >= deadline {
+            if start.elapsed() >= timeout {
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(POLL_EXIT);
         }
     }
 
@@ -372,16 +475,12 @@ impl Daemon {
     pub fn stats(&self) -> HashMap<String, String> {
         let before = self.log.len();
         self.signal(libc::SIGUSR1);
-        let log = self.log.clone();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let lines = log.lines_from(before);
-            if let Some(l) = lines.iter().find(|l| l.contains(" INFO  stats ")) {
-                return fields(l);
-            }
-            assert!(Instant::now() < deadline, "no stats line:\n{}", log.text());
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let line = self
+            .log
+            .wait_for_after(before, Duration::from_secs(5), |l| {
+                l.contains(" INFO  stats ")
+            });
+        fields(&line.unwrap_or_else(|| panic!("no stats line within 5 s:\n{}", self.log.text())))
     }
 
     /// Where the `admin` or `metrics` listener listens (`ip:port` or a socket path), from its
@@ -490,17 +589,38 @@ pub fn cpu_ns(pid: i32) -> u64 {
         .expect("/proc/PID/schedstat")
 }
 
+/// The environment variable that turns every skip into a failure: with `VIGILD_TESTS_NO_SKIP=1`
+/// (CI sets it) a test that cannot run here, for want of root and network namespaces, a tool
+/// (`promtool`) or a client library (`scripts/test` installs them), fails instead of skipping.
+pub const NO_SKIP: &str = "VIGILD_TESTS_NO_SKIP";
+
+/// Whether `VIGILD_TESTS_NO_SKIP=1`: a skip is a failure.
+pub fn no_skip() -> bool {
+    std::env::var(NO_SKIP).as_deref() == Ok("1")
+}
+
+/// Skips (the caller returns) with a loud `SKIPPED: {why} ({fix})`, or fails with the same
+/// words when `VIGILD_TESTS_NO_SKIP=1`. `why` says what is missing, `fix` what provides it.
+#[track_caller]
+pub fn skip(why: &str, fix: &str) {
+    assert!(
+        !no_skip(),
+        "{why} ({fix}); {NO_SKIP}=1: a skip is a failure"
+    );
+    eprintln!("SKIPPED: {why} ({fix}; with {NO_SKIP}=1 this fails)");
+}
+
 /// What `scripts/test` installed and named in the environment variable `var` (a program or a
-/// folder), or `None`: a loud skip, or a failure in CI (`VIGILD_REQUIRE_ROOT_TESTS=1`).
+/// folder), or `None`: a loud skip (see [`skip`]).
+#[track_caller]
 pub fn installed(var: &str, what: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Some(v),
         _ => {
-            assert!(
-                std::env::var("VIGILD_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
-                "{var} is not set: run the suite through scripts/test (it installs {what})"
+            skip(
+                &format!("{var} is not set"),
+                &format!("run the suite through scripts/test: it installs {what}"),
             );
-            eprintln!("SKIPPED: {var} not set (scripts/test installs {what})");
             None
         }
     }

@@ -83,6 +83,33 @@ pub fn nft(rules: &str) -> io::Result<()> {
     }
 }
 
+/// Waits until every established connection the daemon on `port` holds (to peers at `peer`
+/// only, when given) has nothing unacknowledged: the peer's delayed ACK of the last reply is
+/// out, so a fault applied now finds an idle connection, not a retransmission. Read with `ss`
+/// in the calling thread's namespace.
+pub fn wait_acked(port: u16, peer: Option<&str>) {
+    let mut filter = format!("sport = :{port}");
+    if let Some(ip) = peer {
+        filter.push_str(&format!(" and dst {ip}"));
+    }
+    super::wait_until(
+        std::time::Duration::from_secs(5),
+        &format!("the daemon's replies on port {port} acknowledged ({filter})"),
+        || {
+            let out = Command::new("ss")
+                .args(["-tniH", "state", "established", &filter])
+                .output()
+                .expect("ss (iproute2; scripts/test installs it)");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if !text.trim().is_empty() && !text.contains("unacked:") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+}
+
 /// A `TcpExt` counter of the calling thread's namespace (`/proc/thread-self/net/netstat`;
 /// `/proc/self/net` would show the main thread's namespace instead).
 pub fn tcp_ext(name: &str) -> io::Result<u64> {
