@@ -37,31 +37,14 @@ const RANKS: &[(&str, u8)] = &[
     ("cli", 6),
 ];
 
-/// Issue 13, until its branches are merged: top-level files of the operator side and the loop
-/// that other branches move into `ops/` and `server/`. Remove with the lib.rs aliases.
-const PENDING_RANKS: &[(&str, u8)] = &[
-    ("admin", 4),
-    ("info", 4),
-    ("metrics", 4),
-    ("http", 4),
-    ("ops_listener", 4),
-    ("busy_poll", 5),
-];
-
-/// Issue 13, until its branches are merged: `server/ops/conn.rs` becomes `ops/connection.rs`
-/// (so it no longer shares a name with `server/conn.rs`). Remove with the lib.rs aliases.
-const PENDING_SHARED_NAMES: &[&str] = &["conn.rs"];
-
 /// Names a file may share with others: a folder's root and its unit tests.
 const SHARED_NAMES_ALLOWED: &[&str] = &["mod.rs", "tests.rs"];
 
-fn rank_of(module: &str, aliases: &BTreeMap<String, u8>) -> Option<u8> {
+fn rank_of(module: &str) -> Option<u8> {
     RANKS
         .iter()
-        .chain(PENDING_RANKS)
         .find(|(name, _)| *name == module)
         .map(|&(_, rank)| rank)
-        .or_else(|| aliases.get(module).copied())
 }
 
 /// Source text with comments (doc comments included), string and char literals blanked out,
@@ -329,56 +312,14 @@ fn imports(rel: &Path, src: &str) -> Vec<Import> {
     found
 }
 
-/// The temporary old-path aliases at the crate root (`pub(crate) use crate::os::sys;`,
-/// `pub(crate) use crate::os::bind as listener;`, `pub(crate) mod notify { use ... }`): the old
-/// name and the rank of what it names (the highest, for a module of several re-exports).
-fn aliases(lib_rs: &str) -> BTreeMap<String, u8> {
-    let code = code_only(lib_rs);
-    let mut out = BTreeMap::new();
-    let none = BTreeMap::new();
-    let mut shim: Option<String> = None;
-    for line in code.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("pub(crate) mod ") {
-            if let Some(name) = rest.strip_suffix('{').map(str::trim) {
-                shim = Some(name.to_string());
-            }
-            continue;
-        }
-        if line == "}" {
-            shim = None;
-            continue;
-        }
-        let Some(path) = line
-            .strip_prefix("pub(crate) use crate::")
-            .and_then(|p| p.strip_suffix(';'))
-        else {
-            continue;
-        };
-        let target = path.split("::").next().unwrap_or("");
-        let Some(rank) = rank_of(target, &none) else {
-            continue;
-        };
-        let name = match &shim {
-            Some(name) => name.clone(),
-            None => match path.split_once(" as ") {
-                Some((_, alias)) => alias.trim().to_string(),
-                None => path.rsplit("::").next().unwrap_or("").to_string(),
-            },
-        };
-        let entry = out.entry(name).or_insert(rank);
-        *entry = (*entry).max(rank);
-    }
-    out
-}
-
 /// What is wrong with one file's imports, one line each.
-fn violations(rel: &Path, src: &str, aliases: &BTreeMap<String, u8>) -> Vec<String> {
+fn violations(rel: &Path, src: &str) -> Vec<String> {
     let module = module_of(rel);
     let Some(top) = module.first() else {
         return Vec::new(); // lib.rs, main.rs: the root
     };
     let shown = Path::new("src").join(rel).display().to_string();
-    let Some(own) = rank_of(top, aliases) else {
+    let Some(own) = rank_of(top) else {
         return vec![format!(
             "{shown}: `{top}` has no layer; give it a rank in tests/layering.rs"
         )];
@@ -388,7 +329,7 @@ fn violations(rel: &Path, src: &str, aliases: &BTreeMap<String, u8>) -> Vec<Stri
         if imp.module == *top {
             continue;
         }
-        match rank_of(&imp.module, aliases) {
+        match rank_of(&imp.module) {
             Some(rank) if rank <= own => {}
             Some(rank) => out.push(format!(
                 "{shown}:{}: `{top}` (rank {own}) imports `{}` (`{}`, rank {rank}), a higher layer",
@@ -415,11 +356,7 @@ fn shared_names(files: &[PathBuf]) -> Vec<String> {
     }
     by_name
         .into_iter()
-        .filter(|(name, paths)| {
-            paths.len() > 1
-                && !SHARED_NAMES_ALLOWED.contains(&name.as_str())
-                && !PENDING_SHARED_NAMES.contains(&name.as_str())
-        })
+        .filter(|(name, paths)| paths.len() > 1 && !SHARED_NAMES_ALLOWED.contains(&name.as_str()))
         .map(|(name, paths)| format!("{name} is the name of {}", paths.join(" and ")))
         .collect()
 }
@@ -446,13 +383,12 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 fn lower_layers_never_import_higher_ones() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let files = rust_files(&src);
-    let aliases = aliases(&fs::read_to_string(src.join("lib.rs")).unwrap());
     let mut problems = Vec::new();
     let mut seen = 0;
     for rel in &files {
         let text = fs::read_to_string(src.join(rel)).unwrap();
         seen += imports(rel, &text).len();
-        problems.extend(violations(rel, &text, &aliases));
+        problems.extend(violations(rel, &text));
     }
     // A lexer that lost its way would find nothing and pass: the tree has hundreds of imports.
     assert!(seen > 200, "only {seen} crate imports found under src/");
@@ -472,13 +408,12 @@ fn no_two_files_share_a_name() {
 
 #[test]
 fn the_checker_flags_a_lower_layer_importing_a_higher_one() {
-    let none = BTreeMap::new();
     let bad = "//! Docs naming crate::server are fine.\n\
                use crate::os::sys; // and so is crate::ops in a comment\n\
                use crate::{os::sockopt, server::Server};\n\
                fn f() -> &'static str { \"crate::server\" }\n\
                fn g() { let _ = crate::telemetry::stats::Stats::default(); }\n";
-    let found = violations(Path::new("os/probe.rs"), bad, &none);
+    let found = violations(Path::new("os/probe.rs"), bad);
     assert_eq!(found.len(), 2, "{found:#?}");
     assert!(
         found[0].contains("src/os/probe.rs:3") && found[0].contains("`server`"),
@@ -491,54 +426,26 @@ fn the_checker_flags_a_lower_layer_importing_a_higher_one() {
 
     // `super::super::` out of a nested folder, and a `super` inside an inline test module.
     let nested = "use super::super::ops::Ops;\nmod tests { use super::*; }\n";
-    let found = violations(Path::new("telemetry/a/b.rs"), nested, &none);
+    let found = violations(Path::new("telemetry/a/b.rs"), nested);
     assert_eq!(
         found.len(),
         0,
         "telemetry::a::b's super::super is telemetry: {found:#?}"
     );
-    let found = violations(Path::new("telemetry/b.rs"), nested, &none);
+    let found = violations(Path::new("telemetry/b.rs"), nested);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(found[0].contains("`ops`"), "{found:#?}");
 
     // A higher layer may import a lower one; protocol and session are one rank.
     let ok = "use crate::os::sys;\nuse crate::session::Session;\nuse crate::config::Config;\n";
     assert_eq!(
-        violations(Path::new("protocol/x.rs"), ok, &none),
+        violations(Path::new("protocol/x.rs"), ok),
         Vec::<String>::new()
     );
 
     // An unknown top-level module is an error, not a pass.
-    let found = violations(Path::new("os/x.rs"), "use crate::gadget::G;\n", &none);
+    let found = violations(Path::new("os/x.rs"), "use crate::gadget::G;\n");
     assert_eq!(found.len(), 1, "{found:#?}");
-}
-
-#[test]
-fn the_checker_resolves_the_old_path_aliases() {
-    let lib = "pub(crate) use crate::os::sys;\n\
-               pub(crate) use crate::telemetry::log_throttle as rate_limit;\n\
-               pub(crate) mod notify {\n\
-                   pub(crate) use crate::os::sd_notify::*;\n\
-                   pub(crate) use crate::telemetry::stats::status_line;\n\
-               }\n";
-    let a = aliases(lib);
-    assert_eq!(a.get("sys"), Some(&0));
-    assert_eq!(a.get("rate_limit"), Some(&3));
-    assert_eq!(
-        a.get("notify"),
-        Some(&3),
-        "a shim counts as its highest re-export"
-    );
-    let found = violations(
-        Path::new("os/x.rs"),
-        "use crate::notify::status_line;\n",
-        &a,
-    );
-    assert_eq!(found.len(), 1, "{found:#?}");
-    assert_eq!(
-        violations(Path::new("telemetry/x.rs"), "use crate::sys;\n", &a).len(),
-        0
-    );
 }
 
 #[test]

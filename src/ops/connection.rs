@@ -12,7 +12,7 @@ use mio::{Interest, Token};
 use super::admin::{AdminClient, Listing};
 use super::listener::OpsStream;
 use super::{Action, Context, Ops, Paused, Role, CONN_BASE};
-use crate::reap::{classify, IoClass};
+use crate::session::reap::{classify, IoClass};
 
 const MAX_READS_PER_TURN: usize = 16;
 /// Bytes read per `read` call, into the operator side's own buffer (as much as the loop's).

@@ -32,8 +32,8 @@ use mio::Events;
 
 use super::connection::flush;
 use super::{Context, Ops};
-use crate::presence::{self, Event};
-use crate::pubsub::{self, PRESENCE};
+use crate::protocol::pubsub::{self, PRESENCE};
+use crate::telemetry::presence_events::{self, Event};
 
 /// At shutdown, how long subscribers get to take their last events before they are closed.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
@@ -82,7 +82,12 @@ impl Ops {
     pub(crate) fn publish(&mut self, seq: u64, event: &Event<'_>, cx: &mut Context<'_>) {
         let mut json = std::mem::take(&mut self.json_buf);
         json.clear();
-        presence::encode(seq, presence::unix_ms(SystemTime::now()), event, &mut json);
+        presence_events::encode(
+            seq,
+            presence_events::unix_ms(SystemTime::now()),
+            event,
+            &mut json,
+        );
         if self.backlog.is_waiting() {
             self.backlog.push(&json);
         } else if let Some(from) = self.give_event(&json, 0, cx) {

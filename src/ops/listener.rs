@@ -19,8 +19,8 @@ use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::config::Endpoint;
-use crate::listener;
-use crate::sys;
+use crate::os::bind;
+use crate::os::sys;
 
 /// Listen queue of an operator listener: operators and scrapers connect rarely.
 const BACKLOG: u32 = 128;
@@ -50,7 +50,7 @@ impl OpsListener {
     /// Binds `endpoint` (replacing a stale unix socket file) and returns the listener.
     pub fn bind(endpoint: &Endpoint) -> io::Result<OpsListener> {
         match endpoint {
-            Endpoint::Tcp(addr) => listener::bind(*addr, BACKLOG, false).map(OpsListener::Tcp),
+            Endpoint::Tcp(addr) => bind::bind(*addr, BACKLOG, false).map(OpsListener::Tcp),
             Endpoint::Unix(path) => bind_unix(path),
         }
     }

@@ -14,9 +14,9 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::admin::{OpsCounters, OPS_LISTENERS};
-use crate::histogram::{self, Histogram};
-use crate::reap::ReapReason;
-use crate::stats::{RejectCause, Stats};
+use crate::session::reap::ReapReason;
+use crate::telemetry::histogram::{self, Histogram};
+use crate::telemetry::stats::{RejectCause, Stats};
 
 /// The metric names.
 pub mod names {

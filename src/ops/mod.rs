@@ -85,11 +85,11 @@ use self::http::Status;
 use self::listener::{OpsListener, OpsStream};
 use self::work::Budget;
 use crate::config::{Config, Endpoint, OpsListenerConfig, MAX_OPS_LISTENER_CONNECTIONS};
-use crate::rate_limit::{LogBudget, RateLimited};
-use crate::reap::{classify, IoClass};
-use crate::resp;
+use crate::protocol::resp;
+use crate::session::reap::{classify, IoClass};
 use crate::session::{SessionTable, SESSION_BASE};
-use crate::stats::Stats;
+use crate::telemetry::log_throttle::{LogBudget, RateLimited};
+use crate::telemetry::stats::Stats;
 
 /// Operator tokens start here; client listener tokens stay below it.
 pub(crate) const OPS_BASE: usize = 1 << 15;
@@ -102,7 +102,7 @@ pub(crate) const CONN_BASE: usize = OPS_BASE + 3;
 // Both listeners at their highest `max_connections` fit the token range.
 const _: () = assert!(CONN_BASE + 2 * MAX_OPS_LISTENER_CONNECTIONS <= SESSION_BASE);
 
-use crate::listener::MAX_ACCEPTS_PER_TURN;
+use crate::os::bind::MAX_ACCEPTS_PER_TURN;
 
 /// Kinds of warning, each rate-limited on its own (at most one a second).
 #[derive(Debug, Clone, Copy)]
@@ -373,7 +373,7 @@ impl Ops {
             }
             if was.idle_timeout != now.idle_timeout {
                 let show = |t: Option<Duration>| {
-                    t.map_or("off".to_string(), crate::duration::format_duration)
+                    t.map_or("off".to_string(), crate::config::duration::format_duration)
                 };
                 info!(
                     "reload: {}.idle_timeout {} -> {}",

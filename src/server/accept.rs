@@ -22,14 +22,14 @@ use slab::Slab;
 use super::reaper::Cause;
 use super::tokens::LISTENER_BASE;
 use super::{Server, StartError};
-use crate::activation::Activated;
 use crate::config::ServerConfig;
-use crate::listener::{self, MAX_ACCEPTS_PER_TURN};
-use crate::rate_limit::{budgeted, LineKind, RateLimited};
-use crate::reap::{classify, IoClass};
+use crate::os::activation::Activated;
+use crate::os::bind::{self, MAX_ACCEPTS_PER_TURN};
+use crate::os::sockopt;
+use crate::session::reap::{classify, IoClass};
 use crate::session::Session;
-use crate::sockopt;
-use crate::stats::RejectCause;
+use crate::telemetry::log_throttle::{budgeted, LineKind, RateLimited};
+use crate::telemetry::stats::RejectCause;
 
 /// How long to stop accepting when descriptors are gone and the reserve could not help.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -79,7 +79,7 @@ impl AcceptState {
         server: &ServerConfig,
         addr: SocketAddr,
     ) -> io::Result<()> {
-        let socket = listener::bind(addr, server.backlog, server.reuse_port)?;
+        let socket = bind::bind(addr, server.backlog, server.reuse_port)?;
         self.register_listener(registry, addr, socket)
     }
 
@@ -229,7 +229,7 @@ impl Server {
         if let Some(n) = self.accept.exhausted_warn.hit(now) {
             warn!(
                 "out of file descriptors ({}), live={}: refusing new connections until sessions end ({n} refused since the last warning)",
-                crate::reap::errno_name(errno),
+                crate::session::reap::errno_name(errno),
                 self.sessions.len()
             );
         }

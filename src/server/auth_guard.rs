@@ -8,8 +8,8 @@
 //!   the idle heap. A deadline never moves (it counts from the accept), so an entry is either
 //!   due or stale (the session authenticated, or ended and its token was reused); at most
 //!   [`REAPS_PER_TURN`] are reaped per turn, the rest come due on the next, zero-timeout turn;
-//! - the per-address table of failures (`crate::auth_throttle`): each session's
-//!   [`GuessBudget`](crate::auth::GuessBudget) is refreshed from it before its requests run,
+//! - the per-address table of failures (`crate::session::auth_throttle`): each session's
+//!   [`GuessBudget`](crate::session::auth_throttle::GuessBudget) is refreshed from it before its requests run,
 //!   and its failures are recorded in it after.
 
 use std::cmp::Reverse;
@@ -21,12 +21,12 @@ use mio::Token;
 
 use super::reaper::Cause;
 use super::Server;
-use crate::auth_throttle::{self, Lockout, Policy, Throttle};
 use crate::config::Config;
-use crate::rate_limit::{budgeted, LineKind, LogBudget, RateLimited};
-use crate::reap::ReapReason;
+use crate::session::auth_throttle::{self, Lockout, Policy, Throttle};
+use crate::session::reap::ReapReason;
 use crate::session::{Session, SessionTable};
-use crate::stats::Stats;
+use crate::telemetry::log_throttle::{budgeted, LineKind, LogBudget, RateLimited};
+use crate::telemetry::stats::Stats;
 
 /// Unauthenticated sessions reaped per turn at most (like the deferred dead peers).
 const REAPS_PER_TURN: usize = 64;
@@ -191,7 +191,7 @@ impl Server {
 
 // ---- Log lines a client can cause: `auth failed` above, and these. ----
 // Each is rate-limited (one line a second, with the count it stands for), then written within
-// the loop's log budget (`crate::rate_limit`, kind `auth`).
+// the loop's log budget (`crate::telemetry::log_throttle`, kind `auth`).
 
 /// The rate limits of the `auth failed`, lockout and overflow warnings.
 #[derive(Debug, Default)]

@@ -19,12 +19,13 @@ use signal_hook_mio::v1_0::Signals;
 
 use super::reaper::Cause;
 use super::Server;
-use crate::auth::PasswordSource;
 use crate::config::Config;
-use crate::logging::LevelSource;
-use crate::notify::{status_line, Notifier};
-use crate::reap::ReapReason;
-use crate::sockopt;
+use crate::config::PasswordSource;
+use crate::os::sd_notify::Notifier;
+use crate::os::sockopt;
+use crate::session::reap::ReapReason;
+use crate::telemetry::logging::LevelSource;
+use crate::telemetry::stats::status_line;
 
 /// What the loop needs to be controlled from outside: the signal pipe, the config file to
 /// reload, the service manager, and the statistics timer.
@@ -189,7 +190,7 @@ impl Server {
 /// and authentication or the admin listener is silently gone. (Client listeners closed are
 /// reported where they are closed, in `AcceptState::reconcile_listeners`.)
 fn warn_about_lost_protection(old: &Config, new: &Config) {
-    let shown = |p: &crate::auth::Password| match &p.source {
+    let shown = |p: &crate::config::Password| match &p.source {
         PasswordSource::Inline => "server.password".to_string(),
         PasswordSource::File(path) => format!("server.password_file {}", path.display()),
     };

@@ -66,13 +66,14 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::activation::Activated;
 use crate::config::Config;
-use crate::logging::LevelSource;
-use crate::notify::{status_line, Notifier};
 use crate::ops::{self, Ops};
+use crate::os::activation::Activated;
+use crate::os::sd_notify::Notifier;
 use crate::session::SessionTable;
-use crate::stats::Stats;
+use crate::telemetry::logging::LevelSource;
+use crate::telemetry::stats::status_line;
+use crate::telemetry::stats::Stats;
 use busy_poll::BusyPoll;
 use session_io::Wake;
 use tokens::{LISTENER_BASE, SESSION_BASE, SIGNAL};
@@ -175,9 +176,9 @@ pub struct Server {
     ops: Ops,
     /// Every line a client can cause is written within it (`log.reap_lines_per_second`,
     /// `log.bytes_per_second`); the rest are counted by kind (see `rate_limit.rs`).
-    log_budget: crate::rate_limit::LogBudget,
+    log_budget: crate::telemetry::log_throttle::LogBudget,
     /// Recent replacements per name, to tell flapping (`session.flap_threshold`).
-    flapping: crate::takeover::Flapping,
+    flapping: crate::session::takeover::Flapping,
     /// SIGTERM or SIGINT arrived: the loop ends after this turn.
     stopping: bool,
     /// Poll without sleeping for a while after a busy turn (`server.busy_poll_us`).
@@ -196,7 +197,7 @@ impl Server {
         activated: Option<Vec<Activated>>,
     ) -> Result<Server, StartError> {
         // Before the first large buffer: see there why.
-        crate::sys::fix_mmap_threshold();
+        crate::os::sys::fix_mmap_threshold();
         let poll = Poll::new().map_err(StartError::Poll)?;
         let mut signals = Signals::new([
             signal_hook::consts::SIGTERM,
@@ -226,7 +227,7 @@ impl Server {
             pending: Default::default(),
             accept: accept::AcceptState::new(),
             ops: Ops::new(),
-            log_budget: crate::rate_limit::LogBudget::new(
+            log_budget: crate::telemetry::log_throttle::LogBudget::new(
                 config.log.reap_lines_per_second,
                 config.log.bytes_per_second,
             ),
@@ -348,7 +349,7 @@ impl Server {
             for token in tokens {
                 self.reap(
                     token,
-                    reaper::Cause::Reason(crate::reap::ReapReason::Killed),
+                    reaper::Cause::Reason(crate::session::reap::ReapReason::Killed),
                     now,
                 );
             }

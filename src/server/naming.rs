@@ -22,15 +22,16 @@ use mio::Token;
 
 use super::reaper::Cause;
 use super::Server;
-use crate::command::{self, Rename};
 use crate::config::{Config, TakeoverPolicy};
-use crate::logging::clipped;
-use crate::presence::Event;
-use crate::rate_limit::{budgeted, LineKind};
-use crate::reap::ReapReason;
-use crate::resp;
-use crate::sys;
-use crate::takeover::{self, Decision};
+use crate::os::sys;
+use crate::protocol::command;
+use crate::protocol::resp;
+use crate::protocol::step::{self, Rename};
+use crate::session::reap::ReapReason;
+use crate::session::takeover::{self, Decision};
+use crate::telemetry::log_throttle::{budgeted, LineKind};
+use crate::telemetry::logging::clipped;
+use crate::telemetry::presence_events::Event;
 
 impl Server {
     /// Numbers the event and hands it to the subscribers. The number advances whether or not
@@ -60,7 +61,7 @@ impl Server {
     /// it), publishes `named`, and writes the reply into the loop's output buffer, where the
     /// session's replies wait in order. With unique names, a held name is first taken from its
     /// holders (reaped `replaced`, so a watcher sees their `left` before the new holder's
-    /// `named`), or refused with [`command::NAME_IN_USE`] when `session.takeover` keeps it
+    /// `named`), or refused with [`step::NAME_IN_USE`] when `session.takeover` keeps it
     /// with a live holder: then nothing changes (a `HELLO` keeps its protocol).
     pub(super) fn rename_session(&mut self, token: Token, rename: Rename, now: Instant) {
         let Rename { name, reply } = rename;
@@ -71,7 +72,7 @@ impl Server {
         if session.name != name {
             if let (true, Some(n)) = (self.config.session.unique_names, &name) {
                 if !self.take_name(token, n, now) {
-                    resp::write_error(&mut self.scratch.out, command::NAME_IN_USE);
+                    resp::write_error(&mut self.scratch.out, step::NAME_IN_USE);
                     return;
                 }
             }

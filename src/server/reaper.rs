@@ -33,12 +33,12 @@ use mio::Token;
 
 use super::session_io::Wake;
 use super::Server;
-use crate::logging::clipped;
-use crate::presence::{Event, Left};
-use crate::rate_limit::{budgeted, LineKind};
-use crate::reap::{errno_name, reason_for_errno, ReapReason};
+use crate::os::sys;
+use crate::session::reap::{errno_name, reason_for_errno, ReapReason};
 use crate::session::SessionTable;
-use crate::sys;
+use crate::telemetry::log_throttle::{budgeted, LineKind};
+use crate::telemetry::logging::clipped;
+use crate::telemetry::presence_events::{Event, Left};
 
 /// Sessions with an error or hang-up serviced per turn: about 0.4 ms of reaping.
 pub(super) const PER_TURN: usize = 64;
@@ -219,9 +219,9 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::logging::LevelSource;
-    use crate::reap::ReapReason;
+    use crate::session::reap::ReapReason;
     use crate::session::Session;
+    use crate::telemetry::logging::LevelSource;
 
     /// A server on 127.0.0.1:0 holding `n` sessions whose clients have reset their
     /// connections, so every read on them fails with `ECONNRESET`.

@@ -39,11 +39,14 @@ use super::reaper::Cause;
 use super::scratch::Scratch;
 use super::scratch::READ_BUF_BYTES;
 use super::Server;
-use crate::auth::{self, Gate, Password};
-use crate::command::{self, Args, Step};
 use crate::config::Config;
-use crate::reap::{classify, IoClass, ReapReason};
-use crate::resp::{self, Parsed, Resume};
+use crate::config::Password;
+use crate::protocol::args::Args;
+use crate::protocol::auth_gate::{self, Gate};
+use crate::protocol::command;
+use crate::protocol::resp::{self, Parsed, Resume};
+use crate::protocol::step::Step;
+use crate::session::reap::{classify, IoClass, ReapReason};
 use crate::session::{write_until_blocked, Output, Session, Unfinished};
 use mio::Token;
 
@@ -201,7 +204,7 @@ fn run_requests(
         let rest = &input[pos..];
         // Per request: a session that authenticates mid-pipeline gets the full limit for the
         // requests after its AUTH.
-        let limit = auth::request_limit(session, password, max_request_bytes);
+        let limit = auth_gate::request_limit(session, password, max_request_bytes);
         match resp::parse_resumable(rest, limit, args, &mut state) {
             Ok(Parsed::Incomplete) => {
                 *resume = state;
@@ -213,7 +216,7 @@ fn run_requests(
                     continue;
                 }
                 let args = Args::new(rest, args);
-                let step = match auth::gate(args, session, password, out) {
+                let step = match auth_gate::gate(args, session, password, out) {
                     Gate::Run => command::execute(args, session, fields, now, out),
                     Gate::Answered(step) => step,
                 };
@@ -229,7 +232,7 @@ fn run_requests(
             Err(e) => {
                 match e {
                     resp::ProtocolError::TooLarge { limit } if limit < max_request_bytes => {
-                        resp::write_error(out, &auth::too_large_before_auth(limit));
+                        resp::write_error(out, &auth_gate::too_large_before_auth(limit));
                     }
                     e => resp::write_error(out, &format!("ERR {e}")),
                 }

@@ -11,7 +11,7 @@
 
 use std::io::{self, Write};
 
-use crate::reap::{classify, IoClass};
+use crate::session::reap::{classify, IoClass};
 
 /// Bytes waiting for the peer (see the module docs).
 #[derive(Debug, Default)]

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use mio::Token;
 
-use crate::command::{self, Args};
-use crate::resp::{self, Proto};
+use crate::protocol::args::{printable, Args};
+use crate::protocol::command;
+use crate::protocol::resp::{self, Proto};
 use crate::session::Session;
 
 use super::listing::{list_line, Listing};
@@ -47,7 +48,7 @@ pub(super) fn client_command(
         let line = admin_line(client, view.now);
         resp::write_bulk(out, line.as_bytes());
     } else {
-        let sub = command::printable(args.get(1));
+        let sub = printable(args.get(1));
         resp::write_error(
             out,
             &format!("ERR unknown subcommand or wrong number of arguments for 'CLIENT {sub}'"),
@@ -124,7 +125,7 @@ fn client_list(args: Args<'_>, view: &View<'_>, out: &mut Vec<u8>) -> AdminStep 
             match client_type(args.get(i + 1)) {
                 Some(normal) => any_type = normal,
                 None => {
-                    let t = command::printable(args.get(i + 1));
+                    let t = printable(args.get(i + 1));
                     resp::write_error(out, &format!("ERR Unknown client type '{t}'"));
                     return AdminStep::Continue;
                 }
@@ -257,7 +258,7 @@ fn client_kill(args: Args<'_>, view: &View<'_>, out: &mut Vec<u8>) -> AdminStep 
                 match client_type(value) {
                     Some(normal) => filter.any_type = normal,
                     None => {
-                        let t = command::printable(value);
+                        let t = printable(value);
                         resp::write_error(out, &format!("ERR Unknown client type '{t}'"));
                         return AdminStep::Continue;
                     }

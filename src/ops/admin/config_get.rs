@@ -1,14 +1,14 @@
 //! `CONFIG GET pattern ...` on the admin listener: the effective config as dotted keys, matched
 //! with a case-insensitive glob, secrets hidden.
 
-use crate::command::Args;
 use crate::config::Config;
-use crate::resp::Proto;
+use crate::protocol::args::Args;
+use crate::protocol::resp::Proto;
 
 use super::View;
 
 pub(super) fn config_command(args: Args<'_>, view: &View<'_>, proto: Proto, out: &mut Vec<u8>) {
-    crate::probe::config_command(
+    crate::protocol::probe::config_command(
         args,
         proto,
         out,

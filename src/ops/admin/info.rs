@@ -9,11 +9,11 @@
 use std::fmt::Write as _;
 
 use super::{View, OPS_LISTENERS};
+use crate::config::duration::format_duration;
 use crate::config::UserTimeout;
-use crate::duration::format_duration;
-use crate::histogram::Histogram;
-use crate::reap::ReapReason;
-use crate::stats::RejectCause;
+use crate::session::reap::ReapReason;
+use crate::telemetry::histogram::Histogram;
+use crate::telemetry::stats::RejectCause;
 
 /// The sections, in order. `INFO`, `INFO all`, `INFO default` and `INFO everything` give all.
 pub const SECTIONS: [&str; 8] = [
@@ -32,7 +32,7 @@ pub const SECTIONS: [&str; 8] = [
 pub fn render(view: &View<'_>, wanted: &[&[u8]], out: &mut String) {
     let mut first = true;
     for section in SECTIONS {
-        if !crate::probe::info_selects(wanted, section) {
+        if !crate::protocol::probe::info_selects(wanted, section) {
             continue;
         }
         if !first {
@@ -119,13 +119,13 @@ fn clients(v: &View<'_>, out: &mut String) {
 
 /// Redis's `used_memory` (the allocator's bytes in use) and `used_memory_rss`, read when asked.
 fn memory(out: &mut String) {
-    let heap = crate::sys::heap_in_use().unwrap_or(0);
+    let heap = crate::os::sys::heap_in_use().unwrap_or(0);
     line(out, "used_memory", heap);
     line(out, "used_memory_human", human(heap));
     line(
         out,
         "used_memory_rss",
-        crate::sys::resident_bytes().unwrap_or(0),
+        crate::os::sys::resident_bytes().unwrap_or(0),
     );
     line(out, "maxmemory", 0);
 }

@@ -36,9 +36,9 @@ use std::time::Instant;
 
 use mio::Token;
 
-use crate::client_info;
+use crate::os::sys::{self, TcpInfo};
+use crate::protocol::client_info;
 use crate::session::{Session, SessionTable};
-use crate::sys::{self, TcpInfo};
 
 /// One `CLIENT LIST` line: the session's description and the presence sequence number it
 /// reflects (the same on every line: the listing is of the sessions at that number).

@@ -1,7 +1,7 @@
 //! The admin listener's commands: the client protocol's connection commands, plus those that
 //! see or change other sessions, in Redis's formats so `redis-cli` and Redis tooling work:
 //!
-//! - `CLIENT LIST [TYPE normal] [ID id ...]`: one [`crate::client_info::describe`] line per
+//! - `CLIENT LIST [TYPE normal] [ID id ...]`: one [`crate::protocol::client_info::describe`] line per
 //!   session, each ending with `presence-seq=N`, the sequence number of the last presence event
 //!   the list reflects (the resync recipe of docs/presence.md).
 //! - `CLIENT LOOKUP name`: the `CLIENT LIST` line(s) of the session(s) holding `name`, or nil.
@@ -27,12 +27,13 @@ use std::time::Instant;
 
 use mio::Token;
 
-use crate::command::{self, Args};
 use crate::config::Config;
-use crate::pubsub::{self, Subscriptions};
-use crate::resp::{self, Proto};
+use crate::protocol::args::{unknown_command, Args};
+use crate::protocol::command;
+use crate::protocol::pubsub::{self, Subscriptions};
+use crate::protocol::resp::{self, Proto};
 use crate::session::{LibInfo, SessionTable};
-use crate::stats::Stats;
+use crate::telemetry::stats::Stats;
 
 mod client;
 mod config_get;
@@ -171,11 +172,16 @@ pub fn execute(
         if COMMANDS.iter().any(|c| args.is(0, c)) {
             pubsub::refuse(args, out);
         } else {
-            command::unknown_command(args, out);
+            unknown_command(args, out);
         }
         return AdminStep::Continue;
     }
-    if command::common(args, &crate::command_table::ADMIN, client.proto, out) {
+    if command::common(
+        args,
+        &crate::protocol::command_table::ADMIN,
+        client.proto,
+        out,
+    ) {
         return AdminStep::Continue;
     }
     if args.is(0, "QUIT") {
@@ -200,7 +206,7 @@ pub fn execute(
             command::hello_reply(client.id, &mut client.proto, proto, out);
         }
     } else {
-        command::unknown_command(args, out);
+        unknown_command(args, out);
     }
     AdminStep::Continue
 }

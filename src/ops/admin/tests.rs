@@ -66,7 +66,7 @@ impl Fixture {
 
     /// Runs a request on a given admin connection (whose state carries over).
     fn run_as(&self, client: &mut AdminClient, words: &[&str]) -> (AdminStep, String) {
-        let (buf, ranges) = crate::command::test_words(words);
+        let (buf, ranges) = crate::protocol::args::test_words(words);
         let now = self.started + Duration::from_secs(90_000);
         let mut out = Vec::new();
         let step = execute(Args::new(&buf, &ranges), client, &self.view(now), &mut out);

@@ -9,14 +9,14 @@ use log::{debug, info, Level};
 use mio::Token;
 
 use super::{OpsConn, Phase, Protocol};
-use crate::command::Args;
-use crate::logging::clipped;
 use crate::ops::admin::{self, AdminStep, OpsCounters, View};
 use crate::ops::http::{self, Method, Status};
 use crate::ops::metrics;
 use crate::ops::{Context, Ops, Role};
-use crate::rate_limit::{budgeted, LineKind};
-use crate::resp::{self, Parsed};
+use crate::protocol::args::Args;
+use crate::protocol::resp::{self, Parsed};
+use crate::telemetry::log_throttle::{budgeted, LineKind};
+use crate::telemetry::logging::clipped;
 
 impl Ops {
     /// Executes the complete requests in a connection's input; `Some` stops at a `CLIENT
@@ -244,7 +244,7 @@ fn cost(bytes: usize) -> usize {
 fn respond(
     req: &http::Request,
     path: &[u8],
-    stats: &crate::stats::Stats,
+    stats: &crate::telemetry::stats::Stats,
     ops: &OpsCounters,
     started_at: SystemTime,
     out: &mut Vec<u8>,
