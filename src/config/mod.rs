@@ -147,7 +147,7 @@ pub struct ServerConfig {
     /// kernel spreads new connections across them.
     pub reuse_port: bool,
     /// After a turn with events, poll without sleeping this long before blocking; zero = off
-    /// (see `busy_poll.rs`).
+    /// (see `server/busy_poll.rs`).
     pub busy_poll: Duration,
     /// Clients must `AUTH` with it first; None = no password ("" in the file).
     pub password: Option<Password>,

@@ -6,7 +6,7 @@
 //! instead of one that appears with its first event.
 //!
 //! The histograms come from the statistics' own log-linear millisecond histograms
-//! (src/histogram.rs). Their bucket bounds are chosen on that histogram's bucket boundaries
+//! (src/telemetry/histogram.rs). Their bucket bounds are chosen on that histogram's bucket boundaries
 //! (0.1 s × 2^k has at most six significant bits in milliseconds), so every cumulative count is
 //! exact, not interpolated; a compile-time check keeps it so. Durations are whole milliseconds.
 
@@ -227,7 +227,7 @@ pub fn render(stats: &Stats, ops: &OpsCounters, started: SystemTime, out: &mut S
     out.push('\n');
 }
 
-/// Failed passwords and the per-address lockouts (src/auth_throttle.rs); throttled attempts
+/// Failed passwords and the per-address lockouts (src/session/auth_throttle.rs); throttled attempts
 /// and auth timeouts are reap reasons.
 fn auth(stats: &Stats, out: &mut String) {
     scalar(

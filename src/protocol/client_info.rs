@@ -25,7 +25,7 @@ pub fn describe(session: &Session, now: Instant, out: &mut String) {
 }
 
 /// [`describe`] with `TCP_INFO` as read earlier (`None`: it could not be read), so a line
-/// rendered twice comes out the same (src/admin/listing.rs measures, then writes).
+/// rendered twice comes out the same (src/ops/admin/listing.rs measures, then writes).
 pub fn describe_with(
     session: &Session,
     now: Instant,

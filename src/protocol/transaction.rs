@@ -23,29 +23,7 @@
 use crate::protocol::args::{self, Args};
 use crate::protocol::command_table::{self, CLIENT_PORT};
 use crate::protocol::resp;
-use crate::session::Extras;
-
-/// An open transaction: what `MULTI` started.
-#[derive(Debug, Default)]
-pub struct Transaction {
-    /// The queued requests, re-encoded as RESP multibulk.
-    queued: Vec<u8>,
-    count: usize,
-    /// A command was refused while queueing: `EXEC` aborts.
-    dirty: bool,
-}
-
-impl Transaction {
-    /// Commands queued so far (`CLIENT LIST`'s `multi=`).
-    pub fn queued(&self) -> usize {
-        self.count
-    }
-
-    /// Heap bytes the queue holds (`multi-mem=`).
-    pub fn memory(&self) -> usize {
-        self.queued.capacity()
-    }
-}
+use crate::session::{Extras, Transaction};
 
 /// What a request does to a session's transaction.
 #[derive(Debug, PartialEq, Eq)]

@@ -19,13 +19,13 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
-use super::reaper::Cause;
 use super::tokens::LISTENER_BASE;
 use super::{Server, StartError};
 use crate::config::ServerConfig;
 use crate::os::activation::Activated;
 use crate::os::bind::{self, MAX_ACCEPTS_PER_TURN};
 use crate::os::sockopt;
+use crate::session::reap::Cause;
 use crate::session::reap::{classify, IoClass};
 use crate::session::Session;
 use crate::telemetry::log_throttle::{budgeted, LineKind, RateLimited};

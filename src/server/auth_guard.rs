@@ -19,10 +19,10 @@ use std::time::Instant;
 use log::Level;
 use mio::Token;
 
-use super::reaper::Cause;
 use super::Server;
 use crate::config::Config;
 use crate::session::auth_throttle::{self, Lockout, Policy, Throttle};
+use crate::session::reap::Cause;
 use crate::session::reap::ReapReason;
 use crate::session::{Session, SessionTable};
 use crate::telemetry::log_throttle::{budgeted, LineKind, LogBudget, RateLimited};

@@ -17,12 +17,12 @@ use log::{error, info, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
-use super::reaper::Cause;
 use super::Server;
 use crate::config::Config;
 use crate::config::PasswordSource;
 use crate::os::sd_notify::Notifier;
 use crate::os::sockopt;
+use crate::session::reap::Cause;
 use crate::session::reap::ReapReason;
 use crate::telemetry::logging::LevelSource;
 use crate::telemetry::stats::status_line;

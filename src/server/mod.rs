@@ -175,7 +175,7 @@ pub struct Server {
     /// The admin and metrics listeners and their connections.
     ops: Ops,
     /// Every line a client can cause is written within it (`log.reap_lines_per_second`,
-    /// `log.bytes_per_second`); the rest are counted by kind (see `rate_limit.rs`).
+    /// `log.bytes_per_second`); the rest are counted by kind (see `telemetry/log_throttle.rs`).
     log_budget: crate::telemetry::log_throttle::LogBudget,
     /// Recent replacements per name, to tell flapping (`session.flap_threshold`).
     flapping: crate::session::takeover::Flapping,
@@ -349,7 +349,7 @@ impl Server {
             for token in tokens {
                 self.reap(
                     token,
-                    reaper::Cause::Reason(crate::session::reap::ReapReason::Killed),
+                    crate::session::reap::Cause::Reason(crate::session::reap::ReapReason::Killed),
                     now,
                 );
             }

@@ -1,8 +1,8 @@
 //! The event loop's presence hooks: every change to the set of live sessions becomes one event
-//! with the next sequence number (src/presence.rs, docs/presence.md), and `CLIENT SETNAME`
+//! with the next sequence number (src/telemetry/presence_events.rs, docs/presence.md), and `CLIENT SETNAME`
 //! goes through here so that names stay indexed and, with `session.unique_names`, unique:
 //! a held name is taken from its holder or refused, as `session.takeover` decides
-//! (src/takeover.rs), and the reply to the rename is written here, once that is known.
+//! (src/session/takeover.rs), and the reply to the rename is written here, once that is known.
 //!
 //! Where the hooks sit, so that no change escapes: `joined` right after a session enters the
 //! table (`accept.rs`), `named` in [`Server::rename_session`] (the only caller of
@@ -20,13 +20,13 @@ use std::time::Instant;
 use log::{warn, Level};
 use mio::Token;
 
-use super::reaper::Cause;
 use super::Server;
 use crate::config::{Config, TakeoverPolicy};
 use crate::os::sys;
 use crate::protocol::command;
 use crate::protocol::resp;
 use crate::protocol::step::{self, Rename};
+use crate::session::reap::Cause;
 use crate::session::reap::ReapReason;
 use crate::session::takeover::{self, Decision};
 use crate::telemetry::log_throttle::{budgeted, LineKind};

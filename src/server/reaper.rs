@@ -34,7 +34,7 @@ use mio::Token;
 use super::session_io::Wake;
 use super::Server;
 use crate::os::sys;
-use crate::session::reap::{errno_name, reason_for_errno, ReapReason};
+use crate::session::reap::{errno_name, reason_for_errno, Cause, ReapReason};
 use crate::session::SessionTable;
 use crate::telemetry::log_throttle::{budgeted, LineKind};
 use crate::telemetry::logging::clipped;
@@ -42,13 +42,6 @@ use crate::telemetry::presence_events::{Event, Left};
 
 /// Sessions with an error or hang-up serviced per turn: about 0.4 ms of reaping.
 pub(super) const PER_TURN: usize = 64;
-
-/// Why a session is being reaped: a decided reason, or a socket error still to interpret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Cause {
-    Reason(ReapReason),
-    Errno(i32),
-}
 
 /// The idle deadlines: a min-heap of (deadline, token, id), stale entries skipped when due.
 #[derive(Debug, Default)]

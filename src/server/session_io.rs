@@ -35,7 +35,6 @@ use std::io::Read as _;
 use std::ops::Range;
 use std::time::Instant;
 
-use super::reaper::Cause;
 use super::scratch::Scratch;
 use super::scratch::READ_BUF_BYTES;
 use super::Server;
@@ -46,6 +45,7 @@ use crate::protocol::auth_gate::{self, Gate};
 use crate::protocol::command;
 use crate::protocol::resp::{self, Parsed, Resume};
 use crate::protocol::step::Step;
+use crate::session::reap::Cause;
 use crate::session::reap::{classify, IoClass, ReapReason};
 use crate::session::{write_until_blocked, Output, Session, Unfinished};
 use mio::Token;

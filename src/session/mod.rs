@@ -16,8 +16,10 @@
 //! session ended (`reap`), which holder of a name a newcomer may replace (`takeover`), and the
 //! failed passwords counted per source address across sessions (`auth_throttle`).
 
+mod multi;
 mod output;
 
+pub use multi::Transaction;
 pub use output::{write_until_blocked, Output};
 
 use std::collections::HashMap;
@@ -49,7 +51,7 @@ pub struct LibInfo {
 #[derive(Debug, Default)]
 pub struct Extras {
     pub lib: LibInfo,
-    pub transaction: Option<Box<crate::protocol::transaction::Transaction>>,
+    pub transaction: Option<Box<Transaction>>,
 }
 
 /// One live client connection.
@@ -139,7 +141,7 @@ impl Session {
     }
 
     /// Its open `MULTI`, if any.
-    pub fn transaction(&self) -> Option<&crate::protocol::transaction::Transaction> {
+    pub fn transaction(&self) -> Option<&Transaction> {
         self.extras
             .as_deref()
             .and_then(|e| e.transaction.as_deref())

@@ -13,6 +13,14 @@ use log::Level;
 
 use crate::os::sys::TcpInfo;
 
+/// Why a session is being reaped: a decided reason, or a socket error still to interpret
+/// (`reason_for_errno`, with the socket's `TCP_INFO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    Reason(ReapReason),
+    Errno(i32),
+}
+
 /// Why a session was reaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ReapReason {

@@ -5,7 +5,7 @@
 //!   session, each ending with `presence-seq=N`, the sequence number of the last presence event
 //!   the list reflects (the resync recipe of docs/presence.md).
 //! - `CLIENT LOOKUP name`: the `CLIENT LIST` line(s) of the session(s) holding `name`, or nil.
-//! - `SUBSCRIBE presence` and the rest of pub/sub (src/pubsub.rs).
+//! - `SUBSCRIBE presence` and the rest of pub/sub (src/protocol/pubsub.rs).
 //! - `CLIENT KILL ID n | ADDR ip:port | LADDR ip:port | MAXAGE s | SKIPME yes/no ...` (filters
 //!   combine; the reply is the number killed) and the old `CLIENT KILL ip:port` (`+OK`, or
 //!   `-ERR No such client`). Killed sessions are reaped with reason `killed`.
