@@ -21,7 +21,7 @@
 //! `lib.rs` and `main.rs` are the root that declares every module and are not checked.
 //! A new top-level module fails the check until it is given a rank here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -377,6 +377,233 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Code outside `#[cfg(test)]` items: a test module may reach anything, and its imports are not
+/// the module's dependencies.
+fn without_test_items(code: &str) -> String {
+    let mut out = code.to_string();
+    let mut from = 0;
+    while let Some(at) = out[from..].find("#[cfg(test)]").map(|n| from + n) {
+        let Some(open) = out[at..].find(['{', ';']).map(|n| at + n) else {
+            break;
+        };
+        let mut end = open + 1;
+        if out.as_bytes()[open] == b'{' {
+            let mut depth = 0;
+            for (k, c) in out[open..].char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+                if depth == 0 {
+                    end = open + k + 1;
+                    break;
+                }
+            }
+        }
+        let blanked: String = out[at..end]
+            .chars()
+            .map(|c| if c == '\n' { '\n' } else { ' ' })
+            .collect();
+        out.replace_range(at..end, &blanked);
+        from = end;
+    }
+    out
+}
+
+/// The paths a `use` tree or an inline path starting at `i` names, relative to its root
+/// (`a::b`, `a::{b, c::d}`, `a::*`), and where it ends.
+fn path_tree(code: &str, mut i: usize) -> (Vec<Vec<String>>, usize) {
+    let b = code.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let mut prefix = Vec::new();
+    loop {
+        i = skip_ws(i);
+        if b.get(i) == Some(&b'{') {
+            let mut paths = Vec::new();
+            i += 1;
+            loop {
+                i = skip_ws(i);
+                match b.get(i) {
+                    None => return (paths, i),
+                    Some(b'}') => return (paths, i + 1),
+                    Some(b',') => i += 1,
+                    Some(_) => {
+                        let (inner, end) = path_tree(code, i);
+                        for p in inner {
+                            let mut full = prefix.clone();
+                            full.extend(p.into_iter().filter(|w| w != "self"));
+                            paths.push(full);
+                        }
+                        if end == i {
+                            i += 1;
+                        } else {
+                            i = end;
+                        }
+                    }
+                }
+            }
+        }
+        let end = (i..b.len()).find(|&k| !ident(b[k])).unwrap_or(b.len());
+        if end == i {
+            return (vec![prefix], i);
+        }
+        prefix.push(code[i..end].to_string());
+        i = skip_ws(end);
+        if code[i..].starts_with("::") {
+            i += 2;
+        } else {
+            return (vec![prefix], i);
+        }
+    }
+}
+
+/// The crate modules (files, as module paths) the file at `rel` depends on, outside its test
+/// items; a module's own ancestors and descendants are not counted (a parent declares its
+/// children, a child may use its parent: that is nesting, not a cycle).
+fn module_deps(rel: &Path, src: &str, modules: &BTreeSet<Vec<String>>) -> BTreeSet<Vec<String>> {
+    let code = without_test_items(&code_only(src));
+    let own = module_of(rel);
+    let b = code.as_bytes();
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut deps = BTreeSet::new();
+    let mut i = 0;
+    while i < b.len() {
+        let at_word = ident(b[i]) && (i == 0 || !(ident(b[i - 1]) || b[i - 1] == b'$'));
+        let word = if at_word {
+            let end = (i..b.len()).find(|&k| !ident(b[k])).unwrap_or(b.len());
+            &code[i..end]
+        } else {
+            ""
+        };
+        if word != "crate" && word != "super" {
+            i += word.len().max(1);
+            continue;
+        }
+        let (paths, end) = path_tree(&code, i);
+        for path in paths {
+            let mut full: Vec<String> = Vec::new();
+            let mut words = path.into_iter().peekable();
+            if words.peek().map(String::as_str) == Some("crate") {
+                words.next();
+            } else {
+                full = own.clone();
+                while words.peek().map(String::as_str) == Some("super") {
+                    words.next();
+                    full.pop();
+                }
+            }
+            full.extend(words);
+            // The deepest module the path names (the rest are items in it).
+            let found = (1..=full.len())
+                .rev()
+                .map(|n| full[..n].to_vec())
+                .find(|m| modules.contains(m));
+            if let Some(m) = found {
+                let nested = m.starts_with(&own) || own.starts_with(&m);
+                if !nested {
+                    deps.insert(m);
+                }
+            }
+        }
+        i = end.max(i + word.len());
+    }
+    deps
+}
+
+/// Import cycles between modules, each as the chain of modules that closes it.
+fn cycles(deps: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Vec<String> {
+    // Depth-first search; a module found again on the current path closes a cycle.
+    fn visit(
+        m: &Vec<String>,
+        deps: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+        path: &mut Vec<Vec<String>>,
+        done: &mut BTreeSet<Vec<String>>,
+        found: &mut Vec<String>,
+    ) {
+        if let Some(at) = path.iter().position(|p| p == m) {
+            let chain: Vec<String> = path[at..].iter().chain([m]).map(|p| p.join("::")).collect();
+            found.push(chain.join(" -> "));
+            return;
+        }
+        if !done.insert(m.clone()) {
+            return;
+        }
+        path.push(m.clone());
+        for d in deps.get(m).into_iter().flatten() {
+            visit(d, deps, path, done, found);
+        }
+        path.pop();
+    }
+    let mut found = Vec::new();
+    let mut done = BTreeSet::new();
+    for m in deps.keys() {
+        visit(m, deps, &mut Vec::new(), &mut done, &mut found);
+    }
+    found
+}
+
+#[test]
+fn no_module_imports_itself_through_others() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = rust_files(&src);
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(f)).collect();
+    let mut deps = BTreeMap::new();
+    let mut edges = 0;
+    for rel in &files {
+        let text = fs::read_to_string(src.join(rel)).unwrap();
+        let d = module_deps(rel, &text, &modules);
+        edges += d.len();
+        deps.insert(module_of(rel), d);
+    }
+    assert!(
+        edges > 150,
+        "only {edges} module dependencies found under src/"
+    );
+    let found = cycles(&deps);
+    assert!(found.is_empty(), "import cycles:\n  {}", found.join("\n  "));
+}
+
+#[test]
+fn the_cycle_check_follows_groups_super_and_inline_paths() {
+    let modules: BTreeSet<Vec<String>> =
+        ["os/a.rs", "os/b.rs", "os/c.rs", "os/d/mod.rs", "os/d/e.rs"]
+            .iter()
+            .map(|f| module_of(Path::new(f)))
+            .collect();
+    let v = |s: &str| s.split("::").map(String::from).collect::<Vec<_>>();
+    let a = module_deps(
+        Path::new("os/a.rs"),
+        "use crate::os::{b::X, d::{self, e::Y}};\n#[cfg(test)]\nmod tests { use crate::os::c; }\n",
+        &modules,
+    );
+    assert_eq!(a, [v("os::b"), v("os::d"), v("os::d::e")].into(), "{a:?}");
+    let b = module_deps(
+        Path::new("os/b.rs"),
+        "fn f() { super::c::g(); }\n",
+        &modules,
+    );
+    assert_eq!(b, [v("os::c")].into(), "{b:?}");
+    // A child using its parent is nesting, not a dependency.
+    let e = module_deps(Path::new("os/d/e.rs"), "use super::Z;\n", &modules);
+    assert!(e.is_empty(), "{e:?}");
+
+    let mut deps: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+    deps.insert(v("os::a"), [v("os::b")].into());
+    deps.insert(v("os::b"), [v("os::c")].into());
+    deps.insert(v("os::c"), BTreeSet::new());
+    assert!(cycles(&deps).is_empty());
+    deps.insert(v("os::c"), [v("os::a")].into());
+    let found = cycles(&deps);
+    assert_eq!(found, ["os::a -> os::b -> os::c -> os::a"], "{found:?}");
 }
 
 #[test]
