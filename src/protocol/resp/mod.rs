@@ -1,5 +1,6 @@
-//! RESP2 framing for the client protocol: parse one request from the front of a connection's
-//! read buffer, and append replies to its write buffer.
+//! RESP framing for the client protocol: parse one request (RESP2 request forms) from the front
+//! of a connection's read buffer, and append replies (RESP2 or RESP3, [`Proto`]) to its write
+//! buffer.
 //!
 //! Two request forms are accepted, as redis-server does:
 //! - **multibulk**, anything starting with `*`: `*<count>\r\n` then `count` times
@@ -14,8 +15,11 @@
 //! Invariants the event loop relies on:
 //! - [`parse()`] never panics, allocates nothing beyond growing the caller's `args`, and looks
 //!   only at the first request; bytes after it are left for the next call.
-//! - It keeps no state: a partial request is scanned again from its start on every call, so
-//!   call it once per read that added bytes. The limit below bounds that rescan.
+//! - [`parse()`] keeps no state: a partial request is scanned again from its start on every
+//!   call. The event loop calls [`parse_resumable`] instead, which keeps a [`Resume`] with the
+//!   unfinished request (where the scan stopped, which arguments are complete), so each read
+//!   costs the new bytes plus one full parse when the request completes; its result is always
+//!   the one [`parse()`] would give. The limit below bounds both.
 //! - `max_request_bytes` bounds what a client can make us buffer. A multibulk request may be at
 //!   most that many bytes in total; an inline line at most that many bytes before its line
 //!   ending. Lengths that could never fit are rejected as soon as their header is read, without
