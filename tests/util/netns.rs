@@ -228,3 +228,33 @@ pub fn set_thread_realtime(priority: Option<i32>) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Has the child sent SIGTERM when the thread that started it exits: for `systemd-nspawn`,
+/// which powers its container off on SIGTERM (a SIGKILL would orphan the container's systemd).
+pub fn terminate_with_parent(cmd: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: as in `kill_with_parent`.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Moves the calling thread into the network namespace of process `pid` (a container's): the
+/// sockets it then opens live there, and stay there when handed to other threads.
+pub fn enter_netns_of(pid: i32) -> io::Result<()> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    // SAFETY: setns(2) takes a descriptor we own (open for the call's duration) and a flag;
+    // CLONE_NEWNET moves only the calling thread.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
