@@ -203,13 +203,20 @@ fn vigild_under_a_booted_systemd() {
         ("port taken", port_taken),
         ("dpkg inside", dpkg_inside),
     ];
-    for (name, step) in steps {
-        let t = Instant::now();
-        step(&c);
-        eprintln!("check {name}: passed in {:.1} s", t.elapsed().as_secs_f64());
-    }
+    // A failing check still powers the container off and is then checked for leftovers, before
+    // its panic goes on.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for (name, step) in steps {
+            let t = Instant::now();
+            step(&c);
+            eprintln!("check {name}: passed in {:.1} s", t.elapsed().as_secs_f64());
+        }
+    }));
     drop(c);
     leftovers.assert_none();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
     eprintln!(
         "booted-systemd test: {:.1} s in all",
         started.elapsed().as_secs_f64()
