@@ -388,8 +388,23 @@ fn priorities(c: &Container) {
         !seen.contains(&reset_reap.message),
         "-p warning has {reset_reap:?}"
     );
+    // The same warning from the CLI itself: `ExecStartPre=vigild --check-config` on a restart.
+    let after = journal(c).len();
+    c.ok("systemctl restart vigild.service");
+    let cli = wait_entry(c, after, "--check-config's warning", |e| {
+        e.ident == "vigild"
+            && e.message.contains("keepalive.user_timeout = 2s is below")
+            && !e.message.contains("config: keepalive")
+    });
+    eprintln!(
+        "priorities: --check-config: <{}> {:?}",
+        cli.priority, cli.message
+    );
+    if JOURNAL_FIXES_MERGED {
+        assert_eq!(cli.priority, 4, "{cli:?}");
+    }
     write_config(c, &config(60));
-    c.ok("systemctl reload vigild.service");
+    c.ok("systemctl restart vigild.service");
 }
 
 /// Whether a message starts with a level word, as the logger writes for a terminal.
@@ -623,6 +638,12 @@ fn stop(c: &Container) {
         last.priority,
         last.message
     );
+    let done = wait_entry(c, after, "systemd's word on the stop", |e| {
+        e.ident == "systemd"
+            && e.message
+                .contains("vigild.service: Deactivated successfully")
+    });
+    eprintln!("stop: <{}> {:?}", done.priority, done.message);
     assert_eq!(p["Result"], "success", "{p:?}");
     assert_eq!(p["ExecMainStatus"], "0", "{p:?}");
     assert!(took < Duration::from_secs(30), "stop took {took:?}");
@@ -658,7 +679,13 @@ time.sleep(120)'"
     let p = show(
         c,
         "vigild.service",
-        &["Result", "ExecMainCode", "ExecMainStatus"],
+        &[
+            "Result",
+            "ExecMainCode",
+            "ExecMainStatus",
+            "ActiveState",
+            "SubState",
+        ],
     );
     let err = c.ok("journalctl -u vigild.service -p err -o cat --no-pager");
     eprintln!(
@@ -668,6 +695,8 @@ time.sleep(120)'"
         err.contains("cannot listen on")
     );
     assert_eq!(p["Result"], "exit-code", "{p:?}");
+    // Exited (CLD_EXITED = 1) with a status of its own: no crash, no signal.
+    assert_eq!(p["ExecMainCode"], "1", "{p:?}");
     assert_ne!(p["ExecMainStatus"], "0", "{p:?}");
     if JOURNAL_FIXES_MERGED {
         assert_eq!(fatal.priority, 3, "{fatal:?}");
