@@ -1,5 +1,6 @@
 //! A real systemd as PID 1 in a `systemd-nspawn` container built from this machine's own `/usr`
-//! (no download; the recipe and why each step is there: docs/systemd.md and the issue-14 notes).
+//! (no download). `nspawn -D /` is refused, hence the skeleton; each step below says why it is
+//! there.
 //!
 //! [`Container::boot`] builds a skeleton root in a fresh directory (a copy of `/etc` with a
 //! `machine-id` of its own and without the host's enabled services, empty `var/ tmp/ root/`, the
@@ -8,7 +9,10 @@
 //! below, our own upper directory on top, so a package installed inside never touches the host)
 //! and a tmpfs on `/run/systemd/nspawn` (nspawn refuses to clean a propagation directory on a
 //! disk file system). Every mount lives and dies with that namespace: when nspawn exits they are
-//! gone, even if this test process was killed, and the host's mount table never sees them.
+//! gone, even if this test process was killed (nspawn gets SIGTERM, its poweroff signal, when
+//! the thread that started it ends; only the directory is then left, and the next run removes
+//! it), and the host's mount table
+//! never sees them.
 //!
 //! [`Container::sh`] runs a command inside (`nsenter -a` into PID 1's namespaces), bounded by
 //! `timeout`; [`Container::in_netns`] runs a closure on a thread inside the container's private
@@ -78,6 +82,7 @@ impl Container {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
+        remove_stale(tag);
         let root = dir.join("root");
         let nspawn = match build_skeleton(&dir, &root).and_then(|()| spawn(&dir, &root)) {
             Ok(child) => child,
@@ -324,6 +329,27 @@ fn build_skeleton(dir: &Path, root: &Path) -> std::io::Result<()> {
     // nspawn's propagation directory: the tmpfs goes on it inside the private mount namespace.
     std::fs::create_dir_all("/run/systemd/nspawn")?;
     Ok(())
+}
+
+/// Removes what a killed test run left (its directory, see the module docs): a
+/// `/var/tmp/vigild-{tag}-{pid}-{n}` whose test process `pid` is gone.
+fn remove_stale(tag: &str) {
+    let prefix = format!("vigild-{tag}-");
+    let Ok(entries) = std::fs::read_dir("/var/tmp") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
 
 /// `systemd-nspawn -b` in a private mount namespace that first mounts the overlay on `usr/` and
