@@ -11,8 +11,7 @@
 //! disk file system). Every mount lives and dies with that namespace: when nspawn exits they are
 //! gone, even if this test process was killed (nspawn gets SIGTERM, its poweroff signal, when
 //! the thread that started it ends; only the directory is then left, and the next run removes
-//! it), and the host's mount table
-//! never sees them.
+//! it), and the host's mount table never sees them.
 //!
 //! [`Container::sh`] runs a command inside (`nsenter -a` into PID 1's namespaces), bounded by
 //! `timeout`; [`Container::in_netns`] runs a closure on a thread inside the container's private
