@@ -115,10 +115,10 @@ pub fn summary(config: &Config) -> Vec<String> {
         ),
         format!(
             "glitch tolerance: a healthy idle session is cut if the network drops every packet \
-             for longer than {} (interval {} × {} probes); a shorter outage is survived",
+             for longer than {} (interval {} × {}); a shorter outage is survived",
             format_duration(tolerance),
             format_duration(ka.interval),
-            tolerance.as_secs() / ka.interval.as_secs().max(1)
+            probes(tolerance.as_secs() / ka.interval.as_secs().max(1))
         ),
         format!(
             "probe cost: a probe and its ACK every {} per idle session, {bytes} bytes each \
@@ -146,6 +146,11 @@ fn idle_reap_after(ka: &KeepaliveConfig) -> Duration {
         }
         UserTimeout::Auto | UserTimeout::Off => ka.detection_bound(),
     }
+}
+
+/// `1 probe`, `6 probes`.
+fn probes(n: u64) -> String {
+    format!("{n} probe{}", if n == 1 { "" } else { "s" })
 }
 
 fn user_timeout_word(ut: UserTimeout) -> &'static str {
@@ -240,7 +245,7 @@ mod tests {
             ),
             "{lines:?}"
         );
-        assert!(lines[1].contains("longer than 10s (interval 10s × 1 probes)"));
+        assert!(lines[1].contains("longer than 10s (interval 10s × 1 probe)"));
         // Above it: probing goes on past the count, to the first run at least 125s in.
         let c = config("[keepalive]\nuser_timeout = \"125s\"\n");
         assert!(
