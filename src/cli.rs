@@ -3,9 +3,10 @@
 //! `main` is thin: every start-up failure comes back here as an error with context, is printed
 //! as one line on stderr, and becomes a non-zero exit status.
 //!
-//! Every line printed here goes through [`journal::say`] with its priority, so under journald
-//! the fatal start-up error is stored at err (3), config warnings at warning (4) and the rest
-//! at info (6); the logger does the same for its own lines (`telemetry/logging.rs`).
+//! Every line printed here goes through `journal::say` (`telemetry/journal.rs`) with its
+//! priority, so under journald the fatal start-up error is stored at err (3), config warnings
+//! at warning (4) and the rest at info (6); the logger does the same for its own lines
+//! (`telemetry/logging.rs`).
 
 use std::fmt;
 use std::path::PathBuf;
