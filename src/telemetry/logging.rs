@@ -36,10 +36,8 @@ pub fn init(level: LevelFilter) -> LevelSource {
     let from_env = std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty());
     let mut builder = env_logger::Builder::new();
     if journal::is_journal(&std::io::stderr()) {
-        builder.format(|buf, record| {
-            let prio = syslog_priority(record.level());
-            writeln!(buf, "<{prio}>{}", record.args())
-        });
+        builder
+            .format(|buf, record| writeln!(buf, "{}", journal_line(record.level(), record.args())));
     } else {
         builder.format(|buf, record| {
             let ts = buf.timestamp_millis();
@@ -118,6 +116,12 @@ impl fmt::Display for Clipped<'_> {
     }
 }
 
+/// A line for journald: its priority as the sd-daemon prefix, then the message alone (journald
+/// stores the priority and a timestamp itself, so neither is repeated as text).
+fn journal_line(level: Level, message: &fmt::Arguments<'_>) -> String {
+    format!("<{}>{message}", syslog_priority(level))
+}
+
 /// The `syslog(3)` priority journald files a line under.
 fn syslog_priority(level: Level) -> u8 {
     match level {
@@ -139,6 +143,15 @@ mod tests {
         assert_eq!(syslog_priority(Level::Info), 6);
         assert_eq!(syslog_priority(Level::Debug), 7);
         assert_eq!(syslog_priority(Level::Trace), 7);
+    }
+
+    #[test]
+    fn journal_lines_carry_the_priority_and_not_the_level_word() {
+        let line = |level, n: u32| journal_line(level, &format_args!("listening on port {n}"));
+        assert_eq!(line(Level::Info, 7379), "<6>listening on port 7379");
+        assert_eq!(line(Level::Warn, 1), "<4>listening on port 1");
+        assert_eq!(line(Level::Error, 1), "<3>listening on port 1");
+        assert_eq!(line(Level::Trace, 1), "<7>listening on port 1");
     }
 
     #[test]
