@@ -1,10 +1,11 @@
 //! The Debian package and the man page: `scripts/deb` builds `vigild_<version>_amd64.deb`, and
 //! its contents, control fields, conffiles and maintainer scripts are read back with
 //! `dpkg-deb`; the packaged binary runs, the packaged units and config are the repository's.
-//! The maintainer scripts run in a private mount namespace (root only) with a recording
-//! `systemctl` / `deb-systemd-helper` / `deb-systemd-invoke`, to check what installing,
-//! upgrading, removing and purging ask of systemd. Installing under a real, booted systemd
-//! is the booted-systemd test's part.
+//! As root, the real `dpkg --root` installs, upgrades, removes and purges it on a throwaway
+//! root, in a private mount namespace, with a recording `systemctl` / `deb-systemd-helper` /
+//! `deb-systemd-invoke`: what is left on disk (conffile semantics included) and what each
+//! step asks of systemd. Installing under a real, booted systemd is the booted-systemd test's
+//! part.
 //!
 //! vigild(8) (`docs/vigild.8`) is checked against the code: its version, every option and
 //! signal `vigild --help` names, every unit file and the default config path, and a render
