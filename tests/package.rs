@@ -98,11 +98,12 @@ fn man_page_matches_the_code() {
         "docs/vigild.8: {th:?} should name section 8 and \"vigild {VERSION}\""
     );
 
-    // The options: what --help's usage lines name, and -h/-V beside --help/--version,
-    // are exactly what OPTIONS describes.
+    // The options: what --help's usage lines name (with their `[--flag]` continuation lines),
+    // and -h/-V beside --help/--version, are exactly what OPTIONS describes.
     let usage: String = help
         .lines()
-        .filter(|l| l.trim_start().starts_with("vigild"))
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("vigild") || l.starts_with('['))
         .collect::<Vec<_>>()
         .join("\n");
     let mut code = options_in(&usage);
