@@ -189,9 +189,21 @@ fn a_good_file_passes_check_config_and_hides_the_password() {
     let dir = TempDir::new("good-config");
     let path = dir.path().join("vigild.toml");
     std::fs::write(&path, "[server]\npassword = \"hunter2\"\n").unwrap();
-    let out = run(&["--check-config".as_ref(), path.as_os_str()]);
+    // Issue 14: the effective config is --print-config's; --check-config prints a summary.
+    let out = run(&["--print-config".as_ref(), path.as_os_str()]);
     assert!(out.status.success(), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("password = \"(redacted)\""), "{stdout}");
     assert!(!stdout.contains("hunter2"), "{stdout}");
+    let out = run(&["--check-config".as_ref(), path.as_os_str()]);
+    assert!(out.status.success(), "{out:?}");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("is valid: ") && !all.contains("hunter2"),
+        "{all}"
+    );
 }

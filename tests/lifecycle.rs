@@ -257,13 +257,20 @@ fn bad_config_is_refused_with_one_clear_line() {
 }
 
 #[test]
-fn check_config_prints_the_effective_config() {
-    let (code, out, err) = run_vigild(&["--check-config", "config/vigild.toml"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(
-        out.contains("[keepalive]") && out.contains("probes = 6"),
-        "{out}"
-    );
+fn print_config_prints_the_effective_config() {
+    // Issue 14: --check-config prints a summary instead (tests/check_config.rs); the effective
+    // config is --print-config's, or --check-config --verbose's.
+    for args in [
+        &["--print-config", "config/vigild.toml"][..],
+        &["--check-config", "config/vigild.toml", "--verbose"],
+    ] {
+        let (code, out, err) = run_vigild(args);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("[keepalive]") && out.contains("probes = 6"),
+            "{out}"
+        );
+    }
     let (code, out, _) = run_vigild(&["--version"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("vigild "));

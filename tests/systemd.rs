@@ -347,43 +347,52 @@ fn refuses_a_passed_descriptor_that_is_not_a_tcp_listener() {
     assert!(!stderr.contains("listening on"), "{stderr}");
 }
 
-/// The syslog priority a level word must carry under journald.
-fn priority_of(level: &str) -> Option<&'static str> {
-    Some(match level {
-        "ERROR" => "<3>",
-        "WARN" => "<4>",
-        "INFO" => "<6>",
-        "DEBUG" | "TRACE" => "<7>",
-        _ => return None,
-    })
-}
-
 #[test]
 fn under_journald_lines_carry_syslog_priorities_and_no_timestamp() {
-    // JOURNAL_STREAM names stderr's device and inode, as systemd sets it.
+    // JOURNAL_STREAM names stderr's device and inode, as systemd sets it. A config warning
+    // shows the <4> lines.
     let wrapper =
         r#"export JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2); exec "$@""#.to_string();
-    let mut d = Daemon::start_wrapped("", &["/bin/sh", "-c", &wrapper, "sh"], |_| {});
+    let config = "[keepalive]\nuser_timeout = \"2s\"\n";
+    let mut d = Daemon::start_wrapped(config, &["/bin/sh", "-c", &wrapper, "sh"], |_| {});
     let mut con = d.redis();
     let _: String = redis::cmd("PING").query(&mut con).unwrap();
     drop(con);
-    d.wait_reap(1, WAIT);
+    // (`Daemon::wait_reap` looks for ` reap `, after a level word.)
+    let reap = d.log.wait_for(WAIT, |l| {
+        l.split_once('>')
+            .is_some_and(|(_, m)| m.starts_with("reap ") && m.contains(" id=1 "))
+    });
+    assert!(reap.is_some(), "{}", d.log.text());
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(WAIT).is_some_and(|s| s.success()));
     let lines = d.log.lines();
     let mut seen = Vec::new();
     for line in &lines {
         let (prio, rest) = line.split_at(line.find('>').map_or(0, |i| i + 1));
-        let level = rest.split_whitespace().next().unwrap_or("");
-        assert_eq!(
-            Some(prio),
-            priority_of(level),
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"].contains(&prio),
             "line without its priority: {line:?}"
+        );
+        // Issue 14: the priority says the level, so the message does not repeat it.
+        let first = rest.split_whitespace().next().unwrap_or("");
+        assert!(
+            !["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&first),
+            "level written twice: {line:?}"
         );
         seen.push(prio);
     }
     assert!(seen.contains(&"<6>") && seen.contains(&"<7>"), "{lines:#?}");
-    assert!(lines.iter().any(|l| l.starts_with("<6>INFO  ready: ")));
+    assert!(lines.iter().any(|l| l.starts_with("<6>ready: ")));
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("<4>config: keepalive.user_timeout = 2s is below")));
+    // The timer summary, once.
+    let summary = lines
+        .iter()
+        .filter(|l| l.starts_with("<6>detection: an idle dead peer is reaped after 1m10s"))
+        .count();
+    assert_eq!(summary, 1, "{lines:#?}");
 }
 
 #[test]

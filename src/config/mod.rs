@@ -19,7 +19,8 @@
 //!
 //! Files: this one holds the typed structs, defaults, [`Config::load`]/[`Config::parse`]/
 //! [`Config::to_toml`] and the warnings; `raw.rs` stage 1, `validate.rs` stage 2,
-//! `toml_error.rs` the one-line parse errors, `endpoints.rs` the `[admin]`/`[metrics]` tables.
+//! `toml_error.rs` the one-line parse errors, `endpoints.rs` the `[admin]`/`[metrics]` tables,
+//! `timers.rs` what the timers mean (the `--check-config` summary).
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -37,6 +38,7 @@ mod raw;
 mod secret;
 #[cfg(test)]
 mod tests;
+pub mod timers;
 mod toml_error;
 mod validate;
 

@@ -353,4 +353,40 @@ mod tests {
         assert_eq!(errno_name(libc::ETIMEDOUT), "ETIMEDOUT");
         assert_eq!(errno_name(0), "-");
     }
+
+    /// vigild(8) lists every reason, and no other, each with the level of its reap line:
+    /// a `.TP` / `.B name` entry whose text opens with `(debug)`, `(info)` or `(warning)`.
+    #[test]
+    fn man_page_lists_every_reason_at_its_level() {
+        let page = include_str!("../../docs/vigild.8").replace("\\-", "-");
+        let section = page
+            .split("\n.SH ")
+            .find(|s| s.starts_with("REAP REASONS"))
+            .expect("docs/vigild.8 has a REAP REASONS section");
+        let lines: Vec<&str> = section.lines().collect();
+        let mut listed = Vec::new();
+        for w in lines.windows(3) {
+            if w[0] == ".TP" {
+                let name = w[1]
+                    .strip_prefix(".B ")
+                    .expect("a reason entry is .TP, .B name");
+                let level = w[2].split(')').next().unwrap_or("").trim_start_matches('(');
+                listed.push((name.to_string(), level.to_string()));
+            }
+        }
+        let expected: Vec<(String, String)> = ReapReason::ALL
+            .iter()
+            .map(|r| {
+                let level = match r.log_level() {
+                    Level::Warn => "warning".to_string(),
+                    other => other.as_str().to_ascii_lowercase(),
+                };
+                (r.name().to_string(), level)
+            })
+            .collect();
+        assert_eq!(
+            listed, expected,
+            "docs/vigild.8, REAP REASONS: (name, level) per entry, in ReapReason::ALL's order"
+        );
+    }
 }

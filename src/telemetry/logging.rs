@@ -4,10 +4,11 @@
 //! change it. Otherwise `log.level` from the config decides, and a reload changes it live
 //! through `log::set_max_level`.
 //!
-//! Under journald (systemd sets `JOURNAL_STREAM=dev:inode` and it names our stderr) each line
-//! starts with its syslog priority, `<3>` for errors to `<7>` for debug and trace, which
-//! journald strips and stores as the entry's priority (`journalctl -p warning` then works),
-//! and the timestamp is left out because journald records its own. Otherwise a line is
+//! Under journald (systemd sets `JOURNAL_STREAM=dev:inode` and it names our stderr, see
+//! `journal.rs`) each line starts with its syslog priority, `<3>` for errors to `<7>` for debug
+//! and trace, which journald strips and stores as the entry's priority (`journalctl -p warning`
+//! then works), and is followed by the message alone: the timestamp and the level word are
+//! left out because journald records both. Otherwise a line is
 //! `<timestamp> <LEVEL> <message>`.
 //!
 //! Client-supplied strings (names, lib fields, anything a peer sent) go into a line only
@@ -16,10 +17,10 @@
 
 use std::fmt;
 use std::io::Write as _;
-use std::os::fd::AsFd as _;
-use std::os::unix::fs::MetadataExt as _;
 
 use log::{Level, LevelFilter};
+
+use crate::telemetry::journal;
 
 /// How the level is controlled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,11 +35,9 @@ pub enum LevelSource {
 pub fn init(level: LevelFilter) -> LevelSource {
     let from_env = std::env::var_os("RUST_LOG").is_some_and(|v| !v.is_empty());
     let mut builder = env_logger::Builder::new();
-    if stderr_is_journal() {
-        builder.format(|buf, record| {
-            let prio = syslog_priority(record.level());
-            writeln!(buf, "<{prio}>{:<5} {}", record.level(), record.args())
-        });
+    if journal::is_journal(&std::io::stderr()) {
+        builder
+            .format(|buf, record| writeln!(buf, "{}", journal_line(record.level(), record.args())));
     } else {
         builder.format(|buf, record| {
             let ts = buf.timestamp_millis();
@@ -117,6 +116,12 @@ impl fmt::Display for Clipped<'_> {
     }
 }
 
+/// A line for journald: its priority as the sd-daemon prefix, then the message alone (journald
+/// stores the priority and a timestamp itself, so neither is repeated as text).
+fn journal_line(level: Level, message: &fmt::Arguments<'_>) -> String {
+    format!("<{}>{message}", syslog_priority(level))
+}
+
 /// The `syslog(3)` priority journald files a line under.
 fn syslog_priority(level: Level) -> u8 {
     match level {
@@ -125,30 +130,6 @@ fn syslog_priority(level: Level) -> u8 {
         Level::Info => 6,
         Level::Debug | Level::Trace => 7,
     }
-}
-
-/// Whether stderr is the journal stream systemd connected (`systemd.exec(5)`: compare
-/// `JOURNAL_STREAM` with stderr's device and inode, so a shell started from a service that
-/// redirects stderr elsewhere does not get prefixed lines).
-fn stderr_is_journal() -> bool {
-    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
-        return false;
-    };
-    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
-        return false;
-    };
-    let Ok(meta) = std::fs::File::from(fd).metadata() else {
-        return false;
-    };
-    journal_stream_matches(&value.to_string_lossy(), meta.dev(), meta.ino())
-}
-
-/// Whether `JOURNAL_STREAM` (`"<device>:<inode>"`, both decimal) names this device and inode.
-fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
-    let Some((d, i)) = value.split_once(':') else {
-        return false;
-    };
-    d.parse::<u64>() == Ok(dev) && i.parse::<u64>() == Ok(ino)
 }
 
 #[cfg(test)]
@@ -165,6 +146,15 @@ mod tests {
     }
 
     #[test]
+    fn journal_lines_carry_the_priority_and_not_the_level_word() {
+        let line = |level, n: u32| journal_line(level, &format_args!("listening on port {n}"));
+        assert_eq!(line(Level::Info, 7379), "<6>listening on port 7379");
+        assert_eq!(line(Level::Warn, 1), "<4>listening on port 1");
+        assert_eq!(line(Level::Error, 1), "<3>listening on port 1");
+        assert_eq!(line(Level::Trace, 1), "<7>listening on port 1");
+    }
+
+    #[test]
     fn clipped_strings_are_cut_visibly_and_escaped() {
         let show = |s: &[u8], max| clipped_to(s, max).to_string();
         assert_eq!(show(b"sensor-7", 8), "sensor-7");
@@ -178,15 +168,5 @@ mod tests {
         let line = clipped(&long).to_string();
         assert_eq!(line, format!("{}…(+9744B)", "n".repeat(256)));
         assert_eq!(clipped("-").to_string(), "-");
-    }
-
-    #[test]
-    fn journal_stream_must_name_our_stderr() {
-        assert!(journal_stream_matches("8:12345", 8, 12345));
-        assert!(!journal_stream_matches("8:12346", 8, 12345));
-        assert!(!journal_stream_matches("9:12345", 8, 12345));
-        assert!(!journal_stream_matches("8", 8, 12345));
-        assert!(!journal_stream_matches("", 8, 12345));
-        assert!(!journal_stream_matches("x:y", 8, 12345));
     }
 }

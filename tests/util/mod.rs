@@ -410,7 +410,10 @@ impl Daemon {
         };
         let ready = daemon
             .log
-            .wait_for(START_TIMEOUT, |l| l.contains(" ready: "));
+            // Under journald a line is `<6>ready: ...`, with no timestamp or level word.
+            .wait_for(START_TIMEOUT, |l| {
+                l.contains(" ready: ") || l.starts_with("<6>ready: ")
+            });
         assert!(
             ready.is_some(),
             "vigild did not become ready; log:\n{}",
