@@ -15,16 +15,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use util::container::{self, Container, Leftovers};
-use util::{fields, vigild_bin, wait_until};
+use util::{fields, wait_until};
 
 /// Where vigild listens inside the container (its own network: no collision with the host).
 const PORT: u16 = 7379;
-
-/// The journald fixes of issue 14 (the CLI's own lines carry a `<N>` priority prefix under
-/// journald; no `INFO  ` / `WARN  ` text doubling the priority in a message) are on another
-/// branch: until they are merged, the fatal start-up line lands at priority 6 and messages start
-/// with their level, and the assertions that say otherwise stay off. Set to `true` at merge.
-const JOURNAL_FIXES_MERGED: bool = false;
 
 /// The test's config: the defaults, with keepalive spelled out so the reload check can change
 /// it and read the change back.
@@ -35,30 +29,48 @@ fn config(idle_s: u64) -> String {
     )
 }
 
-/// Installs vigild into the booted container as its Debian package will: the binary at
-/// `/usr/bin/vigild` (in the overlay on `/usr`, so the host's `/usr` is untouched), the units in
-/// `/lib/systemd/system` with their paths following, the config at `/etc/vigild/vigild.toml`;
-/// nothing enabled. The files are staged under the skeleton root and installed from inside.
-/// (At merge with the .deb: stage the package instead and run `dpkg -i` here.)
+/// Installs vigild into the booted container the way a user does: `dpkg -i` of the package
+/// `scripts/deb` builds (the binary at `/usr/bin/vigild` lands in the overlay on `/usr`, so the
+/// host's `/usr` is untouched; the units in `/usr/lib/systemd/system`; the config at
+/// `/etc/vigild/vigild.toml`). Its postinst enables and starts vigild.service with the packaged
+/// config; the test's own config then replaces it and the service restarts.
 fn install_vigild(c: &Container) {
+    let out = std::process::Command::new("scripts/deb")
+        .output()
+        .expect("run scripts/deb");
+    assert!(out.status.success(), "scripts/deb: {out:?}");
+    let deb = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let stage = c.root().join("vigild-stage");
     std::fs::create_dir_all(&stage).unwrap();
-    std::fs::copy(vigild_bin(), stage.join("vigild")).unwrap();
-    for unit in ["vigild.service", "vigild.socket"] {
-        let text = std::fs::read_to_string(format!("systemd/{unit}")).unwrap();
-        std::fs::write(
-            stage.join(unit),
-            text.replace("/usr/local/bin/vigild", "/usr/bin/vigild"),
-        )
-        .unwrap();
-    }
-    std::fs::write(stage.join("vigild.toml"), config(60)).unwrap();
-    c.ok("set -e; cd /vigild-stage
-        install -m 0755 vigild /usr/bin/vigild
-        install -m 0644 vigild.service vigild.socket /lib/systemd/system/
-        install -d -m 0755 /etc/vigild
-        install -m 0644 vigild.toml /etc/vigild/vigild.toml
-        systemctl daemon-reload");
+    std::fs::copy(&deb, stage.join("vigild.deb")).unwrap();
+    // This machine's image forbids starting services from maintainer scripts (a container
+    // build's /usr/sbin/policy-rc.d exits 101); a user's machine has none. Removed inside only
+    // (a whiteout in the overlay), so the postinst does what it does for a user.
+    c.ok("rm -f /usr/sbin/policy-rc.d");
+    let t = Instant::now();
+    let installed = c.ok("dpkg -i /vigild-stage/vigild.deb 2>&1");
+    eprintln!(
+        "install: dpkg -i in {:.2} s: {}; vigild.service {} / {}",
+        t.elapsed().as_secs_f64(),
+        installed.trim().replace('\n', " | "),
+        c.sh("systemctl is-enabled vigild.service")
+            .stdout
+            .escape_ascii(),
+        active_state(c, "vigild.service")
+    );
+    assert_eq!(active_state(c, "vigild.service"), "active", "{installed}");
+    let enabled = |unit: &str| {
+        let out = c.sh(&format!("systemctl is-enabled {unit}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(enabled("vigild.service"), "enabled");
+    assert_eq!(enabled("vigild.socket"), "disabled");
+    assert!(
+        !Path::new("/usr/bin/vigild").exists(),
+        "dpkg -i inside wrote the host's /usr"
+    );
+    write_config(c, &config(60));
+    c.ok("systemctl restart vigild.service");
     std::fs::remove_dir_all(&stage).unwrap();
 }
 
@@ -202,6 +214,7 @@ fn vigild_under_a_booted_systemd() {
         ("stop", stop),
         ("port taken", port_taken),
         ("dpkg inside", dpkg_inside),
+        ("upgrade and remove", upgrade_and_remove),
     ];
     // A failing check still powers the container off and is then checked for leftovers, before
     // its panic goes on.
@@ -376,9 +389,7 @@ fn priorities(c: &Container) {
     ] {
         eprintln!("priorities: <{}> {:?}", e.priority, e.message);
         assert_eq!(e.priority, want, "{e:?}");
-        if JOURNAL_FIXES_MERGED {
-            assert!(!has_level_text(&e.message), "level text doubled: {e:?}");
-        }
+        assert!(!has_level_text(&e.message), "level text doubled: {e:?}");
     }
     let seen = c.ok("journalctl -u vigild.service -p warning -o cat --no-pager");
     for e in [&warning, &idle_reap] {
@@ -400,9 +411,7 @@ fn priorities(c: &Container) {
         "priorities: --check-config: <{}> {:?}",
         cli.priority, cli.message
     );
-    if JOURNAL_FIXES_MERGED {
-        assert_eq!(cli.priority, 4, "{cli:?}");
-    }
+    assert_eq!(cli.priority, 4, "{cli:?}");
     write_config(c, &config(60));
     c.ok("systemctl restart vigild.service");
 }
@@ -650,9 +659,8 @@ fn stop(c: &Container) {
     assert_eq!(active_state(c, "vigild.service"), "inactive");
 }
 
-/// The port is taken: vigild's own fatal line reaches the journal (at priority 3 once the
-/// CLI's lines carry their priority, see [`JOURNAL_FIXES_MERGED`]) and the unit fails
-/// cleanly (a failed start, exit status 1, not a hang or a crash).
+/// The port is taken: vigild's own fatal line reaches the journal at priority 3
+/// (`journalctl -p err` shows it) and the unit fails cleanly (a failed start, exit status 1, not a hang or a crash).
 fn port_taken(c: &Container) {
     c.ok(&format!(
         "systemctl mask --runtime vigild.socket
@@ -698,10 +706,8 @@ time.sleep(120)'"
     // Exited (CLD_EXITED = 1) with a status of its own: no crash, no signal.
     assert_eq!(p["ExecMainCode"], "1", "{p:?}");
     assert_ne!(p["ExecMainStatus"], "0", "{p:?}");
-    if JOURNAL_FIXES_MERGED {
-        assert_eq!(fatal.priority, 3, "{fatal:?}");
-        assert!(err.contains(&fatal.message), "-p err: {err}");
-    }
+    assert_eq!(fatal.priority, 3, "{fatal:?}");
+    assert!(err.contains(&fatal.message), "-p err: {err}");
     c.ok("systemctl stop vigild.service squatter.service
         systemctl reset-failed vigild.service
         systemctl unmask --runtime vigild.socket");
@@ -744,6 +750,68 @@ fn dpkg_inside(c: &Container) {
     eprintln!(
         "dpkg inside: installed, read back inside, absent on the host, removed, in {:.2} s",
         t.elapsed().as_secs_f64()
+    );
+    std::fs::remove_dir_all(&stage).unwrap();
+}
+
+/// The package upgrades and removes cleanly inside: `dpkg -i` again (an upgrade in place)
+/// keeps the edited config and restarts the running service; `dpkg -r` stops it and removes
+/// the binary and units but keeps the conffile; `dpkg --purge` removes that too.
+fn upgrade_and_remove(c: &Container) {
+    c.ok("systemctl start vigild.service");
+    let before = main_pid(c);
+    let out = std::process::Command::new("scripts/deb")
+        .output()
+        .expect("run scripts/deb");
+    assert!(out.status.success(), "scripts/deb: {out:?}");
+    let deb = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let stage = c.root().join("vigild-stage");
+    std::fs::create_dir_all(&stage).unwrap();
+    std::fs::copy(&deb, stage.join("vigild.deb")).unwrap();
+    let edited = config(45);
+    write_config(c, &edited);
+    let upgraded = c.ok("dpkg -i /vigild-stage/vigild.deb 2>&1");
+    assert_eq!(
+        std::fs::read_to_string(c.root().join("etc/vigild/vigild.toml")).unwrap(),
+        edited,
+        "the upgrade replaced the edited config: {upgraded}"
+    );
+    assert_eq!(active_state(c, "vigild.service"), "active");
+    let after = main_pid(c);
+    assert_ne!(
+        before, after,
+        "the upgrade did not restart vigild: {upgraded}"
+    );
+    let mut con = connect(c);
+    assert_eq!(client_info(&mut con)["ka-idle"], "45");
+    drop(con);
+    eprintln!(
+        "upgrade: edited config kept, pid {before} -> {after}, the new one reads it (ka-idle=45)"
+    );
+    let removed = c.ok("dpkg -r vigild 2>&1");
+    assert_eq!(active_state(c, "vigild.service"), "inactive", "{removed}");
+    for gone in [
+        "/usr/bin/vigild",
+        "/usr/lib/systemd/system/vigild.service",
+        "/usr/lib/systemd/system/vigild.socket",
+    ] {
+        assert!(
+            !c.sh(&format!("test -e {gone}")).status.success(),
+            "{gone} left after dpkg -r"
+        );
+    }
+    assert!(
+        c.root().join("etc/vigild/vigild.toml").exists(),
+        "dpkg -r removed the conffile"
+    );
+    c.ok("dpkg --purge vigild");
+    assert!(
+        !c.root().join("etc/vigild/vigild.toml").exists(),
+        "dpkg --purge kept the conffile"
+    );
+    eprintln!(
+        "remove: {}; purge removed /etc/vigild/vigild.toml",
+        removed.trim().replace('\n', " | ")
     );
     std::fs::remove_dir_all(&stage).unwrap();
 }
