@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use log::{error, info, warn};
+use log::{info, warn};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
@@ -82,7 +82,9 @@ impl Server {
         let loaded = match Config::load(&self.control.config_path) {
             Ok(loaded) => loaded,
             Err(e) => {
-                error!("reload failed, keeping the running config: {e}");
+                // A warning, not an error: the daemon keeps serving with the running config;
+                // the file needs fixing (`journalctl -p warning` shows it).
+                warn!("reload failed, keeping the running config: {e}");
                 self.stats.on_reload(false);
                 return;
             }
