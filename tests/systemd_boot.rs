@@ -29,12 +29,9 @@ fn config(idle_s: u64) -> String {
     )
 }
 
-/// Installs vigild into the booted container the way a user does: `dpkg -i` of the package
-/// `scripts/deb` builds (the binary at `/usr/bin/vigild` lands in the overlay on `/usr`, so the
-/// host's `/usr` is untouched; the units in `/usr/lib/systemd/system`; the config at
-/// `/etc/vigild/vigild.toml`). Its postinst enables and starts vigild.service with the packaged
-/// config; the test's own config then replaces it and the service restarts.
-fn install_vigild(c: &Container) {
+/// Builds the package (`scripts/deb`) and puts it where the container sees it, as
+/// `/vigild-stage/vigild.deb`; returns that folder on the host side, for the caller to remove.
+fn stage_package(c: &Container) -> std::path::PathBuf {
     let out = std::process::Command::new("scripts/deb")
         .output()
         .expect("run scripts/deb");
@@ -43,6 +40,16 @@ fn install_vigild(c: &Container) {
     let stage = c.root().join("vigild-stage");
     std::fs::create_dir_all(&stage).unwrap();
     std::fs::copy(&deb, stage.join("vigild.deb")).unwrap();
+    stage
+}
+
+/// Installs vigild into the booted container the way a user does: `dpkg -i` of the package
+/// `scripts/deb` builds (the binary at `/usr/bin/vigild` lands in the overlay on `/usr`, so the
+/// host's `/usr` is untouched; the units in `/usr/lib/systemd/system`; the config at
+/// `/etc/vigild/vigild.toml`). Its postinst enables and starts vigild.service with the packaged
+/// config; the test's own config then replaces it and the service restarts.
+fn install_vigild(c: &Container) {
+    let stage = stage_package(c);
     // This machine's image forbids starting services from maintainer scripts (a container
     // build's /usr/sbin/policy-rc.d exits 101); a user's machine has none. Removed inside only
     // (a whiteout in the overlay), so the postinst does what it does for a user.
@@ -763,14 +770,7 @@ fn dpkg_inside(c: &Container) {
 fn upgrade_and_remove(c: &Container) {
     c.ok("systemctl start vigild.service");
     let before = main_pid(c);
-    let out = std::process::Command::new("scripts/deb")
-        .output()
-        .expect("run scripts/deb");
-    assert!(out.status.success(), "scripts/deb: {out:?}");
-    let deb = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let stage = c.root().join("vigild-stage");
-    std::fs::create_dir_all(&stage).unwrap();
-    std::fs::copy(&deb, stage.join("vigild.deb")).unwrap();
+    let stage = stage_package(c);
     let edited = config(45);
     write_config(c, &edited);
     let upgraded = c.ok("dpkg -i /vigild-stage/vigild.deb 2>&1");
