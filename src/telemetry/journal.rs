@@ -44,16 +44,11 @@ pub enum Stream {
 /// Writes `text` (one line or several, a trailing newline optional) to `stream`, each line
 /// prefixed with `<N>` when that stream is the journal.
 pub fn say(stream: Stream, priority: Priority, text: &str) {
-    let out = match stream {
-        Stream::Stdout => {
-            let journal = is_journal(&std::io::stdout());
-            render(text, journal.then_some(priority))
-        }
-        Stream::Stderr => {
-            let journal = is_journal(&std::io::stderr());
-            render(text, journal.then_some(priority))
-        }
+    let journal = match stream {
+        Stream::Stdout => is_journal(&std::io::stdout()),
+        Stream::Stderr => is_journal(&std::io::stderr()),
     };
+    let out = render(text, journal.then_some(priority));
     // A write error (a closed pipe: `vigild --print-config | head`) leaves nothing to report
     // it to; the exit status still says whether the check passed.
     let _ = match stream {
