@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+mod fleet;
 mod ops;
 mod os;
 pub mod protocol;

@@ -14,9 +14,11 @@
 //! |      |                        | holds protocol state (RESP version, parser resume point, |
 //! |      |                        | its `MULTI` queue), so these two may import each other   |
 //! | 3    | `telemetry`            | counts reaps by `ReapReason`, takeovers, presence        |
-//! | 4    | `ops`                  | the operator side: reads statistics, sessions, config   |
-//! | 5    | `server`               | the loop, owner of every part                           |
-//! | 6    | `cli`                  | parses the command line, builds a `Server`, runs it     |
+//! | 4    | `fleet`                | the Redis side thread: encodes presence for the fleet   |
+//! | 5    | `ops`                  | the operator side: reads statistics, sessions, config,  |
+//! |      |                        | the fleet's view (`FLEET NODES`, `CLIENT LOOKUP`)       |
+//! | 6    | `server`               | the loop, owner of every part                           |
+//! | 7    | `cli`                  | parses the command line, builds a `Server`, runs it     |
 //!
 //! `lib.rs` and `main.rs` are the root that declares every module and are not checked.
 //! A new top-level module fails the check until it is given a rank here.
@@ -32,9 +34,10 @@ const RANKS: &[(&str, u8)] = &[
     ("protocol", 2),
     ("session", 2),
     ("telemetry", 3),
-    ("ops", 4),
-    ("server", 5),
-    ("cli", 6),
+    ("fleet", 4),
+    ("ops", 5),
+    ("server", 6),
+    ("cli", 7),
 ];
 
 /// Names a file may share with others: a folder's root and its unit tests.

@@ -34,6 +34,7 @@ use crate::os::small_file;
 
 pub mod duration;
 mod endpoints;
+mod fleet;
 mod raw;
 mod secret;
 #[cfg(test)]
@@ -46,6 +47,10 @@ pub use endpoints::{
     Endpoint, OpsListenerConfig, DEFAULT_ADMIN_IDLE_TIMEOUT, DEFAULT_ADMIN_LISTEN,
     DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_ALLOW_REMOTE, DEFAULT_METRICS_IDLE_TIMEOUT,
     DEFAULT_METRICS_LISTEN, DEFAULT_METRICS_MAX_CONNECTIONS, MAX_OPS_LISTENER_CONNECTIONS,
+};
+pub use fleet::{
+    FleetConfig, DEFAULT_FLEET_FENCE, DEFAULT_FLEET_LEASE, DEFAULT_FLEET_REDIS,
+    DEFAULT_FLEET_STREAM, DEFAULT_FLEET_STREAM_MAXLEN,
 };
 use raw::RawConfig;
 pub use secret::{Password, PasswordSource};
@@ -121,6 +126,8 @@ pub struct Config {
     pub log: LogConfig,
     pub admin: OpsListenerConfig,
     pub metrics: OpsListenerConfig,
+    /// `[fleet]`: presence shared through Redis (docs/fleet.md); off by default.
+    pub fleet: FleetConfig,
 }
 
 impl Default for Config {
@@ -134,6 +141,7 @@ impl Default for Config {
             log: LogConfig::default(),
             admin: OpsListenerConfig::admin(),
             metrics: OpsListenerConfig::metrics(),
+            fleet: FleetConfig::default(),
         }
     }
 }
@@ -401,6 +409,7 @@ impl Config {
             log: LogConfig::from_raw(raw.log, &check)?,
             admin,
             metrics,
+            fleet: FleetConfig::from_raw(raw.fleet, &check)?,
         };
         let warnings = config.warnings();
         Ok(Loaded { config, warnings })
@@ -441,6 +450,7 @@ impl Config {
     fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         endpoints::warnings(&self.admin, &mut out);
+        self.fleet.warnings(&mut out);
         let server = &self.server;
         if server.max_connections_per_ip > server.max_connections {
             out.push(format!(

@@ -50,6 +50,11 @@ impl Password {
         }
     }
 
+    /// The secret itself, for a client that must send it (the fleet's `AUTH` to Redis).
+    pub fn secret(&self) -> &[u8] {
+        &self.secret
+    }
+
     /// Whether two passwords are the same secret, wherever they came from.
     pub fn same_secret(&self, other: &Password) -> bool {
         constant_time_eq(&self.secret, &other.secret)

@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use log::warn;
 use mio::Events;
@@ -33,7 +33,6 @@ use mio::Events;
 use super::connection::flush;
 use super::{Context, Ops};
 use crate::protocol::pubsub::{self, PRESENCE};
-use crate::telemetry::presence_events::{self, Event};
 
 /// At shutdown, how long subscribers get to take their last events before they are closed.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
@@ -76,25 +75,17 @@ impl Backlog {
 }
 
 impl Ops {
-    /// Queues event number `seq` to every presence subscriber: at once while this turn's
-    /// delivery budget lasts and nothing waits before it, else behind the backlog. The loop
-    /// calls it for each event while anyone subscribes.
-    pub(crate) fn publish(&mut self, seq: u64, event: &Event<'_>, cx: &mut Context<'_>) {
-        let mut json = std::mem::take(&mut self.json_buf);
-        json.clear();
-        presence_events::encode(
-            seq,
-            presence_events::unix_ms(SystemTime::now()),
-            event,
-            &mut json,
-        );
+    /// Queues one event (its JSON, encoded once by the loop for every consumer) to every
+    /// presence subscriber: at once while this turn's delivery budget lasts and nothing waits
+    /// before it, else behind the backlog. The loop calls it for each event while anyone
+    /// subscribes.
+    pub(crate) fn publish(&mut self, json: &[u8], cx: &mut Context<'_>) {
         if self.backlog.is_waiting() {
-            self.backlog.push(&json);
-        } else if let Some(from) = self.give_event(&json, 0, cx) {
-            self.backlog.push(&json);
+            self.backlog.push(json);
+        } else if let Some(from) = self.give_event(json, 0, cx) {
+            self.backlog.push(json);
             self.backlog.head_from = from;
         }
-        self.json_buf = json;
     }
 
     /// Gives one event (its JSON) to the subscribers with slab keys from `from` on, until the

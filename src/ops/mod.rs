@@ -137,6 +137,9 @@ pub(crate) struct Context<'a> {
     pub revisit: &'a mut Vec<Token>,
     /// The daemon is shutting down: nothing more is accepted, delivery has no budget.
     pub stopping: bool,
+    /// The fleet (`[fleet]`): its counters and view, for `INFO`, `/metrics`, `FLEET NODES`
+    /// and `CLIENT LOOKUP`.
+    pub fleet: &'a crate::fleet::Fleet,
 }
 
 impl Context<'_> {
@@ -257,8 +260,7 @@ pub(crate) struct Ops {
     read_buf: Vec<u8>,
     /// Argument ranges of the admin request being executed.
     args: Vec<Range<usize>>,
-    /// Scratch for one presence event: its JSON, and its `message` frame.
-    json_buf: Vec<u8>,
+    /// Scratch for one presence event's `message` frame.
     frame_buf: Vec<u8>,
     /// Subscribers given events this turn, to be written at its end.
     dirty: Vec<usize>,
@@ -287,7 +289,6 @@ impl Ops {
             paused: None,
             read_buf: Vec::new(),
             args: Vec::with_capacity(16),
-            json_buf: Vec::new(),
             frame_buf: Vec::new(),
             dirty: Vec::new(),
             backlog: deliver::Backlog::default(),

@@ -180,8 +180,10 @@ impl Server {
         for token in self.sessions.tokens() {
             self.reap(token, Cause::Reason(ReapReason::Shutdown), now);
         }
-        // Presence subscribers get the `left` of every session before their connections go.
+        // Presence subscribers get the `left` of every session before their connections go;
+        // the fleet writes them and leaves the fleet (bounded, as the subscribers' drain).
         self.ops.drain_subscribers(ops_cx!(self, now));
+        self.fleet.shutdown(std::time::Duration::from_secs(2));
         self.ops.close(ops_cx!(self, now));
         info!("closed {live} sessions; final {}", self.stats.line());
     }

@@ -42,6 +42,7 @@ macro_rules! ops_cx {
             log_budget: &mut $server.log_budget,
             revisit: &mut $server.pending.revisit,
             stopping: $server.stopping,
+            fleet: &$server.fleet,
         }
     };
 }
@@ -50,6 +51,7 @@ mod accept;
 mod auth_guard;
 pub(crate) mod busy_poll;
 mod control;
+mod fleet_link;
 mod naming;
 mod pending;
 mod reaper;
@@ -96,6 +98,8 @@ pub enum StartError {
     },
     Poll(io::Error),
     Signals(io::Error),
+    /// The fleet's side thread or its waker could not be started.
+    Fleet(io::Error),
     /// The admin or metrics listener could not be opened.
     Ops {
         role: &'static str,
@@ -122,6 +126,7 @@ impl fmt::Display for StartError {
             }
             StartError::Poll(e) => write!(f, "cannot create the poller: {e}"),
             StartError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
+            StartError::Fleet(e) => write!(f, "cannot start the fleet's Redis thread: {e}"),
             StartError::Ops {
                 role,
                 endpoint,
@@ -183,6 +188,10 @@ pub struct Server {
     stopping: bool,
     /// Poll without sleeping for a while after a busy turn (`server.busy_poll_us`).
     busy_poll: BusyPoll,
+    /// `[fleet]`: presence shared through Redis by a side thread (`fleet_link.rs`).
+    fleet: crate::fleet::Fleet,
+    /// One presence event's JSON, encoded once for subscribers and the fleet.
+    event_json: Vec<u8>,
 }
 
 impl Server {
@@ -209,7 +218,11 @@ impl Server {
         poll.registry()
             .register(&mut signals, SIGNAL, Interest::READABLE)
             .map_err(StartError::Signals)?;
+        // New at every start: in every presence event and `CLIENT LIST` line (issue 17).
+        let epoch = crate::telemetry::presence_events::unix_ms(std::time::SystemTime::now());
         let mut server = Server {
+            fleet: crate::fleet::Fleet::off(epoch),
+            event_json: Vec::new(),
             poll,
             control: control::Control {
                 signals,
@@ -258,6 +271,13 @@ impl Server {
                 endpoint: e.endpoint,
                 source: e.source,
             })?;
+        server.stats.presence.epoch = epoch;
+        let port = listener_addrs(&server.accept.listeners)
+            .first()
+            .map_or(0, |a| a.port());
+        server.fleet =
+            crate::fleet::Fleet::start(&server.config, port, epoch, server.poll.registry())
+                .map_err(StartError::Fleet)?;
         Ok(server)
     }
 
@@ -301,6 +321,7 @@ impl Server {
             self.run_timers(now);
             // Last: every source of presence events has run this turn.
             self.ops.end_turn(ops_cx!(self, now));
+            self.fleet_end_turn(now);
             if self.stopping {
                 self.shutdown(now);
                 return Ok(());
@@ -311,6 +332,8 @@ impl Server {
     fn dispatch(&mut self, token: Token, now: Instant, wake: Wake) {
         if token == SIGNAL {
             self.handle_signals(now);
+        } else if token == crate::fleet::FLEET {
+            self.fleet_ready(now);
         } else if token.0 >= SESSION_BASE {
             self.service(token, now, wake);
         } else if ops::owns(token) {
@@ -333,6 +356,7 @@ impl Server {
             self.ops.deadline(now, &self.config),
             self.control.notify.watchdog_deadline(),
             self.log_budget.report_due(),
+            self.fleet.deadline(now),
         ];
         deadlines
             .into_iter()

@@ -15,7 +15,7 @@
 //! `CLIENT LOOKUP`); the reload says how many sessions keep a longer name. Log lines show at
 //! most `logging::MAX_LOGGED_CLIENT_BYTES` of a name, within the log budget.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use log::{warn, Level};
 use mio::Token;
@@ -31,17 +31,28 @@ use crate::session::reap::ReapReason;
 use crate::session::takeover::{self, Decision};
 use crate::telemetry::log_throttle::{budgeted, LineKind};
 use crate::telemetry::logging::clipped;
-use crate::telemetry::presence_events::Event;
+use crate::telemetry::presence_events::{self, Event};
 
 impl Server {
-    /// Numbers the event and hands it to the subscribers. The number advances whether or not
-    /// anyone listens (`CLIENT LIST` reports it); the JSON is built only when someone does.
+    /// Numbers the event and hands it to the subscribers and the fleet. The number advances
+    /// whether or not anyone listens (`CLIENT LIST` reports it); the JSON is built only when
+    /// someone takes it, once for both.
     pub(super) fn publish(&mut self, event: &Event<'_>, now: Instant) {
         self.stats.presence.seq += 1;
-        if self.stats.presence.subscribers > 0 {
-            let seq = self.stats.presence.seq;
-            self.ops.publish(seq, event, ops_cx!(self, now));
+        let to_subscribers = self.stats.presence.subscribers > 0;
+        if !to_subscribers && !self.fleet.is_on() {
+            return;
         }
+        let seq = self.stats.presence.seq;
+        let at = presence_events::unix_ms(SystemTime::now());
+        let mut json = std::mem::take(&mut self.event_json);
+        json.clear();
+        presence_events::encode(seq, self.stats.presence.epoch, at, event, &mut json);
+        if to_subscribers {
+            self.ops.publish(&json, ops_cx!(self, now));
+        }
+        self.fleet.publish(event, &json, at);
+        self.event_json = json;
     }
 
     /// A session entered the table.

@@ -58,6 +58,9 @@ pub enum ReapReason {
     Killed,
     /// Another session took its name.
     Replaced,
+    /// `fleet.fence`: the node lost its fleet lease, so the fleet already counts its sessions
+    /// as gone (docs/fleet.md).
+    Fenced,
     /// The daemon is stopping.
     Shutdown,
     /// Any other socket error.
@@ -66,7 +69,7 @@ pub enum ReapReason {
 
 impl ReapReason {
     /// Every reason, in the order statistics list them.
-    pub const ALL: [ReapReason; 17] = [
+    pub const ALL: [ReapReason; 18] = [
         ReapReason::Closed,
         ReapReason::Quit,
         ReapReason::Reset,
@@ -82,6 +85,7 @@ impl ReapReason {
         ReapReason::AuthThrottled,
         ReapReason::Killed,
         ReapReason::Replaced,
+        ReapReason::Fenced,
         ReapReason::Shutdown,
         ReapReason::Error,
     ];
@@ -104,6 +108,7 @@ impl ReapReason {
             ReapReason::AuthThrottled => "auth-throttled",
             ReapReason::Killed => "killed",
             ReapReason::Replaced => "replaced",
+            ReapReason::Fenced => "fenced",
             ReapReason::Shutdown => "shutdown",
             ReapReason::Error => "error",
         }
@@ -133,7 +138,9 @@ impl ReapReason {
     pub const fn log_level(self) -> Level {
         match self {
             ReapReason::Closed | ReapReason::Quit | ReapReason::Shutdown => Level::Debug,
-            ReapReason::Reset | ReapReason::Killed | ReapReason::Replaced => Level::Info,
+            ReapReason::Reset | ReapReason::Killed | ReapReason::Replaced | ReapReason::Fenced => {
+                Level::Info
+            }
             ReapReason::KeepaliveTimeout
             | ReapReason::RetransmitTimeout
             | ReapReason::Stalled

@@ -75,6 +75,8 @@ pub enum Stale {
     Unreadable,
     /// Nothing received, data or ACK, for this long (past `session.takeover_after`).
     Silent(Duration),
+    /// A session on another node of the fleet claimed the name ([`decide_remote`]).
+    Remote,
 }
 
 impl fmt::Display for Stale {
@@ -94,6 +96,7 @@ impl fmt::Display for Stale {
             Stale::Closing(state) => write!(f, "stale=closing tcpi_state={state}"),
             Stale::Unreadable => f.write_str("stale=no-tcp-info"),
             Stale::Silent(d) => write!(f, "stale=silent silent_ms={}", d.as_millis()),
+            Stale::Remote => f.write_str("takeover=remote"),
         }
     }
 }
@@ -134,6 +137,16 @@ pub fn decide(holder: &Holder, config: &SessionConfig, now: Instant) -> Decision
         Some(after) if silent >= after => Decision::Replace(Stale::Silent(silent)),
         _ => Decision::Refuse { silent },
     }
+}
+
+/// Decides whether a claim of the holder's name from another node of the fleet
+/// (`[fleet]` with unique names, docs/fleet.md) replaces the holder. The claimant's node
+/// already told its client `+OK` (the loop never waits for Redis), so today the claim always
+/// wins, as `takeover = "newest"` would: one name, one holder, fleet-wide, the newest. This is
+/// the one place a rule about the claimant goes (identities: a claimant that cannot prove the
+/// holder's identity would be refused here, and its node told to take the name back).
+pub fn decide_remote(_holder: &Holder, _by_node: &str) -> Decision {
+    Decision::Replace(Stale::Remote)
 }
 
 /// Takeover counters (statistics line, `INFO`, metrics).

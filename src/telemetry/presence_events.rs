@@ -30,6 +30,9 @@ pub struct PresenceCounters {
     /// Sequence number of the last event, which is also the number of events published since
     /// start (events are numbered whether or not anyone listens).
     pub seq: u64,
+    /// The process epoch: Unix milliseconds at start, in every event and `CLIENT LIST` line,
+    /// so a watcher tells a restart from a gap whatever the `seq` (issue 17).
+    pub epoch: u64,
     /// Admin connections receiving presence events now.
     pub subscribers: u64,
     /// Subscribers disconnected because their pending output passed `max_output_bytes`.
@@ -77,8 +80,9 @@ pub fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Appends the event's JSON object to `out`.
-pub fn encode(seq: u64, at_ms: u64, event: &Event<'_>, out: &mut Vec<u8>) {
+/// Appends the event's JSON object to `out`. `epoch` is the process epoch (`Stats::epoch`):
+/// new at every start, so a watcher tells a restart from a gap whatever the `seq`.
+pub fn encode(seq: u64, epoch: u64, at_ms: u64, event: &Event<'_>, out: &mut Vec<u8>) {
     let result = match event {
         Event::Joined { id, addr, laddr } => serde_json::to_writer(
             &mut *out,
@@ -89,6 +93,7 @@ pub fn encode(seq: u64, at_ms: u64, event: &Event<'_>, out: &mut Vec<u8>) {
                 addr,
                 laddr: laddr.as_ref(),
                 at: at_ms,
+                epoch,
             },
         ),
         Event::Named { id, name, previous } => serde_json::to_writer(
@@ -100,9 +105,10 @@ pub fn encode(seq: u64, at_ms: u64, event: &Event<'_>, out: &mut Vec<u8>) {
                 name: *name,
                 previous: *previous,
                 at: at_ms,
+                epoch,
             },
         ),
-        Event::Left(l) => serde_json::to_writer(&mut *out, &LeftJson::of(seq, at_ms, l)),
+        Event::Left(l) => serde_json::to_writer(&mut *out, &LeftJson::of(seq, epoch, at_ms, l)),
     };
     // Serializing plain fields into a Vec cannot fail.
     debug_assert!(result.is_ok(), "{result:?}");
@@ -124,6 +130,7 @@ struct Joined<'a> {
     addr: &'a SocketAddr,
     laddr: Option<&'a SocketAddr>,
     at: u64,
+    epoch: u64,
 }
 
 #[derive(Serialize)]
@@ -134,6 +141,7 @@ struct Named<'a> {
     name: Option<&'a str>,
     previous: Option<&'a str>,
     at: u64,
+    epoch: u64,
 }
 
 /// A `left` event: the reap log line's facts, then its `TCP_INFO` fields under the same names
@@ -162,10 +170,12 @@ struct LeftJson<'a> {
     tcpi_last_ack_recv_ms: Option<u32>,
     tcpi_notsent_bytes: Option<u32>,
     tcpi_snd_wnd: Option<u32>,
+    /// Last, after the fields of earlier releases.
+    epoch: u64,
 }
 
 impl<'a> LeftJson<'a> {
-    fn of(seq: u64, at: u64, l: &'a Left<'a>) -> LeftJson<'a> {
+    fn of(seq: u64, epoch: u64, at: u64, l: &'a Left<'a>) -> LeftJson<'a> {
         let i = l.tcp_info;
         LeftJson {
             seq,
@@ -193,6 +203,7 @@ impl<'a> LeftJson<'a> {
             tcpi_last_ack_recv_ms: i.map(|i| i.last_ack_recv_ms),
             tcpi_notsent_bytes: i.map(|i| i.notsent_bytes),
             tcpi_snd_wnd: i.and_then(|i| i.snd_wnd),
+            epoch,
         }
     }
 }
@@ -204,13 +215,13 @@ mod tests {
 
     fn json(seq: u64, event: &Event<'_>) -> Value {
         let mut out = Vec::new();
-        encode(seq, 1_700_000_000_123, event, &mut out);
+        encode(seq, 1_700_000_000_000, 1_700_000_000_123, event, &mut out);
         serde_json::from_slice(&out)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
     }
 
-    /// The bytes the hand-written encoder of earlier releases wrote for the same events:
-    /// subscribers parse them, so `serde_json` must write exactly these.
+    /// The bytes the hand-written encoder of earlier releases wrote for the same events, plus
+    /// `epoch` at the end (issue 17): subscribers parse them, so `serde_json` must write exactly these.
     #[test]
     fn the_wire_bytes_are_those_of_earlier_releases() {
         let info = TcpInfo {
@@ -261,16 +272,22 @@ mod tests {
             }),
         ];
         let expected = [
-            r#"{"seq":1,"event":"joined","id":5,"addr":"127.0.0.1:5555","laddr":"[::1]:7379","at":1700000000123}"#,
-            r#"{"seq":2,"event":"joined","id":6,"addr":"[::ffff:1.2.3.4]:1","laddr":null,"at":1700000000123}"#,
-            r#"{"seq":3,"event":"named","id":5,"name":"a\u0001é😀/\t","previous":null,"at":1700000000123}"#,
-            r#"{"seq":4,"event":"left","id":9,"addr":"[fe80::1%3]:40000","name":"sensor-\"7\"\\","reason":"keepalive-timeout","errno":"ETIMEDOUT","lifetime_ms":8012,"silent_ms":5012,"at":1700000000123,"tcpi_state":7,"tcpi_probes":3,"tcpi_retransmits":0,"tcpi_backoff":0,"tcpi_unacked":0,"tcpi_rtt_us":41,"tcpi_total_retrans":0,"tcpi_last_data_recv_ms":0,"tcpi_last_ack_recv_ms":0,"tcpi_notsent_bytes":0,"tcpi_snd_wnd":65536}"#,
-            r#"{"seq":5,"event":"left","id":9,"addr":"[fe80::1%3]:40000","name":null,"reason":"quit","errno":null,"lifetime_ms":8012,"silent_ms":5012,"at":1700000000123,"tcpi_state":null,"tcpi_probes":null,"tcpi_retransmits":null,"tcpi_backoff":null,"tcpi_unacked":null,"tcpi_rtt_us":null,"tcpi_total_retrans":null,"tcpi_last_data_recv_ms":null,"tcpi_last_ack_recv_ms":null,"tcpi_notsent_bytes":null,"tcpi_snd_wnd":null}"#,
-            r#"{"seq":6,"event":"left","id":9,"addr":"[fe80::1%3]:40000","name":"sensor-\"7\"\\","reason":"error","errno":"71","lifetime_ms":8012,"silent_ms":5012,"at":1700000000123,"tcpi_state":7,"tcpi_probes":3,"tcpi_retransmits":0,"tcpi_backoff":0,"tcpi_unacked":0,"tcpi_rtt_us":41,"tcpi_total_retrans":0,"tcpi_last_data_recv_ms":0,"tcpi_last_ack_recv_ms":0,"tcpi_notsent_bytes":0,"tcpi_snd_wnd":65536}"#,
+            r#"{"seq":1,"event":"joined","id":5,"addr":"127.0.0.1:5555","laddr":"[::1]:7379","at":1700000000123,"epoch":1700000000000}"#,
+            r#"{"seq":2,"event":"joined","id":6,"addr":"[::ffff:1.2.3.4]:1","laddr":null,"at":1700000000123,"epoch":1700000000000}"#,
+            r#"{"seq":3,"event":"named","id":5,"name":"a\u0001é😀/\t","previous":null,"at":1700000000123,"epoch":1700000000000}"#,
+            r#"{"seq":4,"event":"left","id":9,"addr":"[fe80::1%3]:40000","name":"sensor-\"7\"\\","reason":"keepalive-timeout","errno":"ETIMEDOUT","lifetime_ms":8012,"silent_ms":5012,"at":1700000000123,"tcpi_state":7,"tcpi_probes":3,"tcpi_retransmits":0,"tcpi_backoff":0,"tcpi_unacked":0,"tcpi_rtt_us":41,"tcpi_total_retrans":0,"tcpi_last_data_recv_ms":0,"tcpi_last_ack_recv_ms":0,"tcpi_notsent_bytes":0,"tcpi_snd_wnd":65536,"epoch":1700000000000}"#,
+            r#"{"seq":5,"event":"left","id":9,"addr":"[fe80::1%3]:40000","name":null,"reason":"quit","errno":null,"lifetime_ms":8012,"silent_ms":5012,"at":1700000000123,"tcpi_state":null,"tcpi_probes":null,"tcpi_retransmits":null,"tcpi_backoff":null,"tcpi_unacked":null,"tcpi_rtt_us":null,"tcpi_total_retrans":null,"tcpi_last_data_recv_ms":null,"tcpi_last_ack_recv_ms":null,"tcpi_notsent_bytes":null,"tcpi_snd_wnd":null,"epoch":1700000000000}"#,
+            r#"{"seq":6,"event":"left","id":9,"addr":"[fe80::1%3]:40000","name":"sensor-\"7\"\\","reason":"error","errno":"71","lifetime_ms":8012,"silent_ms":5012,"at":1700000000123,"tcpi_state":7,"tcpi_probes":3,"tcpi_retransmits":0,"tcpi_backoff":0,"tcpi_unacked":0,"tcpi_rtt_us":41,"tcpi_total_retrans":0,"tcpi_last_data_recv_ms":0,"tcpi_last_ack_recv_ms":0,"tcpi_notsent_bytes":0,"tcpi_snd_wnd":65536,"epoch":1700000000000}"#,
         ];
         for (i, (event, want)) in events.iter().zip(expected).enumerate() {
             let mut out = Vec::new();
-            encode(i as u64 + 1, 1_700_000_000_123, event, &mut out);
+            encode(
+                i as u64 + 1,
+                1_700_000_000_000,
+                1_700_000_000_123,
+                event,
+                &mut out,
+            );
             assert_eq!(String::from_utf8(out).unwrap(), want);
         }
     }
@@ -334,7 +351,8 @@ mod tests {
         assert_eq!(v["tcpi_probes"], 3);
         assert_eq!(v["tcpi_rtt_us"], 41);
         assert_eq!(v["tcpi_snd_wnd"], 65_536);
-        assert_eq!(v.as_object().unwrap().len(), 21, "{v}");
+        assert_eq!(v.as_object().unwrap().len(), 22, "{v}");
+        assert_eq!(v["epoch"], 1_700_000_000_000u64);
 
         let quit = Left {
             reason: ReapReason::Quit,

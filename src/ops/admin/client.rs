@@ -11,7 +11,7 @@ use crate::protocol::command;
 use crate::protocol::resp::{self, Proto};
 use crate::session::Session;
 
-use super::listing::{list_line, Listing};
+use super::listing::{list_line, Listing, Stamp};
 use super::{AdminClient, AdminStep, View};
 
 /// Listings of at most this many sessions are written at once (one turn renders them in
@@ -163,7 +163,10 @@ fn client_list(args: Args<'_>, view: &View<'_>, out: &mut Vec<u8>) -> AdminStep 
 /// Writes the lines of `listed` as one bulk string, or, above [`SMALL_LISTING`] sessions,
 /// returns the [`Listing`] that builds it turn by turn.
 fn reply_lines(listed: Vec<(Token, &Session)>, view: &View<'_>, out: &mut Vec<u8>) -> AdminStep {
-    let seq = view.stats.presence.seq;
+    let seq = Stamp {
+        epoch: view.stats.presence.epoch,
+        seq: view.stats.presence.seq,
+    };
     if listed.len() > SMALL_LISTING {
         return AdminStep::List(Box::new(Listing::new(listed.into_iter(), view.now, seq)));
     }

@@ -40,9 +40,17 @@ use crate::os::sys::{self, TcpInfo};
 use crate::protocol::client_info;
 use crate::session::{Session, SessionTable};
 
-/// One `CLIENT LIST` line: the session's description and the presence sequence number it
-/// reflects (the same on every line: the listing is of the sessions at that number).
-pub(super) fn list_line(session: &Session, now: Instant, seq: u64, text: &mut String) {
+/// Where in the presence stream a listing stands: the process epoch and the sequence number
+/// of the last event it reflects. Every line ends with ` presence-epoch=E presence-seq=S`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// One `CLIENT LIST` line: the session's description and the presence position it reflects
+/// (the same on every line: the listing is of the sessions at that number).
+pub(super) fn list_line(session: &Session, now: Instant, seq: Stamp, text: &mut String) {
     let info = sys::tcp_info(&session.stream).ok();
     list_line_with(session, now, seq, info, text);
 }
@@ -51,13 +59,15 @@ pub(super) fn list_line(session: &Session, now: Instant, seq: u64, text: &mut St
 pub(super) fn list_line_with(
     session: &Session,
     now: Instant,
-    seq: u64,
+    seq: Stamp,
     info: Option<TcpInfo>,
     text: &mut String,
 ) {
     client_info::describe_with(session, now, info, text);
+    text.push_str(" presence-epoch=");
+    text.push_str(&seq.epoch.to_string());
     text.push_str(" presence-seq=");
-    text.push_str(&seq.to_string());
+    text.push_str(&seq.seq.to_string());
     text.push('\n');
 }
 
@@ -86,7 +96,7 @@ enum Step {
 pub struct Listing {
     entries: Vec<Entry>,
     now: Instant,
-    seq: u64,
+    seq: Stamp,
     step: Step,
     /// Next entry to measure or emit.
     next: usize,
@@ -103,7 +113,7 @@ impl Listing {
     pub(super) fn new<'a>(
         sessions: impl Iterator<Item = (Token, &'a Session)>,
         now: Instant,
-        seq: u64,
+        seq: Stamp,
     ) -> Listing {
         let entries = sessions
             .map(|(token, s)| Entry {
@@ -190,7 +200,7 @@ impl Listing {
 
 /// One entry's line: the live session's (under its snapshot name), or the `state=gone` line
 /// of a session that has left.
-fn render(entry: &Entry, sessions: &SessionTable, now: Instant, seq: u64, out: &mut Vec<u8>) {
+fn render(entry: &Entry, sessions: &SessionTable, now: Instant, seq: Stamp, out: &mut Vec<u8>) {
     let name = entry.name.as_deref().unwrap_or("");
     match sessions.get(entry.token).filter(|s| s.id == entry.id) {
         Some(session) => {
@@ -206,8 +216,8 @@ fn render(entry: &Entry, sessions: &SessionTable, now: Instant, seq: u64, out: &
             use std::io::Write as _;
             let _ = writeln!(
                 out,
-                "id={} name={name} state=gone presence-seq={seq}",
-                entry.id
+                "id={} name={name} state=gone presence-epoch={} presence-seq={}",
+                entry.id, seq.epoch, seq.seq
             );
         }
     }

@@ -432,7 +432,15 @@ fn long_listings_are_built_in_turns_and_match_the_one_buffer_reply() {
     let mut all: Vec<_> = f.sessions.iter().collect();
     all.sort_by_key(|(_, s)| s.id);
     for (_, s) in all {
-        super::listing::list_line(s, now, f.stats.presence.seq, &mut text);
+        super::listing::list_line(
+            s,
+            now,
+            super::listing::Stamp {
+                epoch: f.stats.presence.epoch,
+                seq: f.stats.presence.seq,
+            },
+            &mut text,
+        );
     }
     assert_eq!(steady(body), steady(&text));
     assert_eq!(body.lines().count(), SMALL + 44);

@@ -1,0 +1,247 @@
+//! The `[fleet]` table: several vigild nodes sharing one presence view through Redis
+//! (docs/fleet.md). Off unless `redis` is set, so a single host works exactly as without it.
+//!
+//! Invariants of a [`FleetConfig`] that passed [`FleetConfig::from_raw`]: the URL is
+//! `redis://` or `unix://` and carries no password (that goes in `password_file`, so the URL
+//! can be shown by `--check-config`, `CONFIG GET` and logs), the stream key carries a hash
+//! tag (`{...}`) that every other fleet key shares, so the scripts run on Redis Cluster too,
+//! the node name is 1 to 255 bytes of printable ASCII, and the lease is 1 s to 1 h.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::raw::RawInt;
+use super::secret::{self, Password, PasswordSource};
+use super::validate::Check;
+use super::ConfigError;
+use crate::config::duration::DurationValue;
+
+pub const DEFAULT_FLEET_REDIS: &str = "";
+/// Lost within 5 s: the lease, plus one sweep (lease/3), plus the script.
+pub const DEFAULT_FLEET_LEASE: Duration = Duration::from_secs(3);
+pub const DEFAULT_FLEET_STREAM: &str = "{vigild}:presence";
+pub const DEFAULT_FLEET_STREAM_MAXLEN: u64 = 1_000_000;
+/// Availability first: a node cut off from Redis keeps serving its clients (docs/fleet.md).
+pub const DEFAULT_FLEET_FENCE: bool = false;
+const MIN_LEASE: Duration = Duration::from_secs(1);
+const MAX_LEASE: Duration = Duration::from_secs(3600);
+const MAX_NODE_BYTES: usize = 255;
+
+/// `[fleet]` as written.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a [fleet] table")]
+pub(super) struct RawFleet {
+    pub(super) redis: Option<String>,
+    pub(super) password_file: Option<String>,
+    pub(super) node: Option<String>,
+    pub(super) lease: Option<DurationValue>,
+    pub(super) stream: Option<String>,
+    pub(super) stream_maxlen: Option<RawInt>,
+    pub(super) fence: Option<bool>,
+}
+
+/// The checked `[fleet]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetConfig {
+    /// `None`: the fleet is off (the default).
+    pub redis: Option<String>,
+    /// `AUTH` to Redis with it; `Debug` never shows it.
+    pub password: Option<Password>,
+    /// This node's name in the fleet, as configured ("" = `hostname:port`, see [`Self::node_name`]).
+    pub node: String,
+    /// A node silent this long is lost.
+    pub lease: Duration,
+    pub stream: String,
+    pub stream_maxlen: u64,
+    /// A node whose lease lapsed reaps its own sessions as `fenced`.
+    pub fence: bool,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            redis: None,
+            password: None,
+            node: String::new(),
+            lease: DEFAULT_FLEET_LEASE,
+            stream: DEFAULT_FLEET_STREAM.to_owned(),
+            stream_maxlen: DEFAULT_FLEET_STREAM_MAXLEN,
+            fence: DEFAULT_FLEET_FENCE,
+        }
+    }
+}
+
+impl FleetConfig {
+    /// The node's name: `node`, or `hostname:port` of the first client listener.
+    pub fn node_name(&self, port: u16) -> String {
+        if !self.node.is_empty() {
+            return self.node.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("{host}:{port}")
+    }
+
+    /// The hash tag every fleet key carries, braces included (`{vigild}`).
+    pub fn hash_tag(&self) -> &str {
+        hash_tag(&self.stream).unwrap_or("{vigild}")
+    }
+
+    pub(super) fn from_raw(raw: RawFleet, check: &Check<'_>) -> Result<Self, ConfigError> {
+        let redis = raw.redis.filter(|u| !u.is_empty());
+        if let Some(url) = &redis {
+            redis_url(url, check)?;
+        }
+        let password = match raw.password_file.filter(|p| !p.is_empty()) {
+            None => None,
+            Some(f) => {
+                let dir = check.path.parent().unwrap_or(Path::new(""));
+                let joined = dir.join(f);
+                let path = std::path::absolute(&joined).unwrap_or(joined);
+                let secret = secret::read_password_file(&path)
+                    .map_err(|m| check.invalid("fleet.password_file", m))?;
+                Some(Password::new(secret, PasswordSource::File(path)))
+            }
+        };
+        let node = raw.node.unwrap_or_default();
+        if node.len() > MAX_NODE_BYTES
+            || node
+                .bytes()
+                .any(|b| !(0x21..0x7f).contains(&b) || b == b'|')
+        {
+            return Err(check.invalid(
+                "fleet.node",
+                format!(
+                    "must be at most {MAX_NODE_BYTES} bytes of printable ASCII without blanks \
+                     or '|' (it names the node in every key and event), or \"\" for hostname:port"
+                ),
+            ));
+        }
+        let lease = check
+            .duration("fleet.lease", raw.lease)?
+            .unwrap_or(DEFAULT_FLEET_LEASE);
+        if !(MIN_LEASE..=MAX_LEASE).contains(&lease) {
+            return Err(check.invalid(
+                "fleet.lease",
+                "use \"1s\" to \"1h\": the lease is renewed every third of it, and a node \
+                 silent that long is declared lost",
+            ));
+        }
+        let stream = raw
+            .stream
+            .unwrap_or_else(|| DEFAULT_FLEET_STREAM.to_owned());
+        if hash_tag(&stream).is_none() || stream.len() > 1024 {
+            return Err(check.invalid(
+                "fleet.stream",
+                format!(
+                    "{stream:?} carries no hash tag: write it as \"{{tag}}:name\" (the default is \
+                     \"{DEFAULT_FLEET_STREAM}\"), so that every fleet key lands on one Redis \
+                     Cluster slot"
+                ),
+            ));
+        }
+        let stream_maxlen = check.int(
+            "fleet.stream_maxlen",
+            raw.stream_maxlen,
+            DEFAULT_FLEET_STREAM_MAXLEN,
+            1000..=i64::MAX,
+            "entries kept in the stream; a watcher further behind than this must resynchronise",
+        )?;
+        Ok(FleetConfig {
+            redis,
+            password,
+            node,
+            lease,
+            stream,
+            stream_maxlen,
+            fence: raw.fence.unwrap_or(DEFAULT_FLEET_FENCE),
+        })
+    }
+
+    pub(super) fn to_raw(&self) -> RawFleet {
+        RawFleet {
+            redis: Some(self.redis.clone().unwrap_or_default()),
+            password_file: Some(match self.password.as_ref().map(|p| &p.source) {
+                Some(PasswordSource::File(path)) => path.display().to_string(),
+                _ => String::new(),
+            }),
+            node: Some(self.node.clone()),
+            lease: Some(self.lease.into()),
+            stream: Some(self.stream.clone()),
+            stream_maxlen: Some(RawInt(
+                i64::try_from(self.stream_maxlen).unwrap_or(i64::MAX),
+            )),
+            fence: Some(self.fence),
+        }
+    }
+
+    /// Sentences for the start-up warnings.
+    pub(super) fn warnings(&self, out: &mut Vec<String>) {
+        if let Some(PasswordSource::File(path)) = self.password.as_ref().map(|p| &p.source) {
+            out.extend(
+                secret::file_mode_warning(path)
+                    .map(|w| w.replacen("server.password_file", "fleet.password_file", 1)),
+            );
+        }
+        if self.redis.is_none() && self.password.is_some() {
+            out.push(
+                "fleet.password_file is set but fleet.redis is empty, so the fleet is off."
+                    .to_owned(),
+            );
+        }
+    }
+}
+
+/// The first `{...}` of a key with something inside, as Redis Cluster hashes it.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open..].find('}')? + open;
+    (close > open + 1).then(|| &key[open..=close])
+}
+
+fn redis_url(url: &str, check: &Check<'_>) -> Result<(), ConfigError> {
+    let invalid = |m: &str| Err(check.invalid("fleet.redis", m.to_owned()));
+    let rest = if let Some(r) = url.strip_prefix("redis://") {
+        r
+    } else if url.starts_with("rediss://") {
+        return invalid(
+            "rediss:// (TLS) is not supported by this build yet; use redis:// on a trusted \
+             network or a unix:// socket",
+        );
+    } else if url.starts_with("unix://") || url.starts_with("redis+unix://") {
+        return Ok(());
+    } else {
+        return invalid("must start with redis:// or unix://, e.g. \"redis://127.0.0.1:6379/0\"");
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        if userinfo.contains(':') {
+            return invalid(
+                "carries a password: put it in fleet.password_file instead, so it stays out of \
+                 logs and CONFIG GET",
+            );
+        }
+    }
+    if authority.is_empty() {
+        return invalid("names no host, e.g. \"redis://127.0.0.1:6379/0\"");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_tags_are_found_as_redis_cluster_finds_them() {
+        assert_eq!(hash_tag("{vigild}:presence"), Some("{vigild}"));
+        assert_eq!(hash_tag("a{b}c"), Some("{b}"));
+        assert_eq!(hash_tag("{}:x"), None);
+        assert_eq!(hash_tag("presence"), None);
+    }
+}

@@ -1,0 +1,473 @@
+//! The fleet: this node's share of one presence view kept in Redis (docs/fleet.md).
+//!
+//! The event loop owns a [`Fleet`]; a side thread (`worker.rs`) owns the Redis connection.
+//! They talk through two channels: a bounded queue of [`Command`]s from the loop (each
+//! presence event, a snapshot of the live sessions, shutdown) and [`Report`]s back (a
+//! snapshot is wanted, a remote node takes a name, the lease lapsed, the fleet's view), with
+//! a `mio::Waker` on token [`FLEET`] so the loop picks them up on its next turn.
+//!
+//! Invariants:
+//! - The loop never blocks on Redis: it only `try_send`s. A full queue drops the event,
+//!   counts it and owes the worker a snapshot ([`Fleet::snapshot_due`]), which the worker
+//!   turns into one atomic resync, so the table in Redis converges to the node's truth.
+//! - Off (`fleet.redis` empty) nothing is started and every call is a no-op.
+//! - The event JSON written to the stream is the admin channel's JSON (the same bytes, so the
+//!   same `seq`, `epoch` and `at`) with `"node"` added at the end.
+
+mod scripts;
+mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use mio::{Registry, Token, Waker};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::telemetry::presence_events::Event;
+
+/// The worker's waker. Far above every session token (`SESSION_BASE` + slab key).
+pub(crate) const FLEET: Token = Token(usize::MAX - 1);
+
+/// Events the queue holds before the loop drops them (and owes a snapshot). At a few hundred
+/// bytes each, at most some tens of MB while Redis is slow; the worker drains it at once
+/// while Redis is away (counting what it could not write).
+const QUEUE_BOUND: usize = 65_536;
+
+/// How often the worker looks at its inbox (takeovers) and the loop retries a snapshot.
+pub(crate) const TICK: Duration = Duration::from_millis(100);
+
+/// A presence event as the worker writes it.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    id: u64,
+    op: Op,
+    /// The stream entry's `event` field.
+    json: String,
+}
+
+#[derive(Debug)]
+enum Op {
+    /// The session's row in the live table.
+    Joined {
+        row: String,
+    },
+    Named {
+        name: Option<String>,
+        previous: Option<String>,
+    },
+    Left {
+        name: Option<String>,
+    },
+}
+
+/// One live session, for a snapshot.
+#[derive(Debug)]
+pub(crate) struct Row {
+    id: u64,
+    json: String,
+    name: Option<String>,
+}
+
+/// What the loop hands the worker.
+#[derive(Debug)]
+enum Command {
+    Event(Entry),
+    Snapshot(Vec<Row>),
+    Shutdown,
+}
+
+/// What the worker hands back.
+#[derive(Debug)]
+enum Report {
+    /// Send a snapshot of the live sessions (after a connect, a lapse, a dropped event).
+    WantSnapshot,
+    /// Another node claimed `name`: reap its holder `id` here (`replaced`).
+    Takeover {
+        id: u64,
+        name: String,
+    },
+    /// The lease lapsed (`fleet.fence`: reap every session `fenced`).
+    Lapsed,
+    View(View),
+}
+
+/// What the loop must do after [`Fleet::ready`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Wanted {
+    /// Reap the session with this id if it still holds this name (`replaced`).
+    Replace { id: u64, name: String },
+    /// `fleet.fence`: reap every session (`fenced`).
+    Fence,
+}
+
+/// The fleet as the worker last read it (every second): for `FLEET NODES` and `CLIENT LOOKUP`.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct View {
+    pub nodes: Vec<NodeInfo>,
+    /// Name → holders (node, session id, address); `None` when the fleet holds too many names
+    /// to copy (lookups answer from this node alone).
+    pub names: Option<std::collections::HashMap<String, Vec<(String, u64, String)>>>,
+    /// When it was read.
+    pub at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NodeInfo {
+    pub node: String,
+    pub epoch: u64,
+    /// Time left on its lease, in ms (negative: gone, not yet swept).
+    pub lease_left_ms: i64,
+    pub sessions: u64,
+}
+
+/// Counters the worker keeps and `INFO` / `/metrics` read.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub up: AtomicBool,
+    pub queued: AtomicU64,
+    pub taken: AtomicU64,
+    pub written: AtomicU64,
+    pub dropped: AtomicU64,
+    pub batches: AtomicU64,
+    pub write_us_total: AtomicU64,
+    pub write_us_max: AtomicU64,
+    pub nodes_lost: AtomicU64,
+    pub sessions_lost: AtomicU64,
+    pub resyncs: AtomicU64,
+    pub lapses: AtomicU64,
+    pub takeovers: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// A copy of the counters, for `INFO` and `/metrics`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Status {
+    pub on: bool,
+    pub node: String,
+    pub epoch: u64,
+    pub up: bool,
+    pub queue_depth: u64,
+    pub written: u64,
+    pub dropped: u64,
+    pub batches: u64,
+    pub write_us_total: u64,
+    pub write_us_max: u64,
+    pub nodes_lost: u64,
+    pub sessions_lost: u64,
+    pub resyncs: u64,
+    pub lapses: u64,
+    pub takeovers: u64,
+    pub errors: u64,
+    pub fenced: u64,
+}
+
+struct Link {
+    tx: SyncSender<Command>,
+    rx: Receiver<Report>,
+    shared: Arc<Shared>,
+    /// Told when the worker has said goodbye to Redis.
+    done: Receiver<()>,
+}
+
+/// The loop's side of the fleet.
+pub(crate) struct Fleet {
+    link: Option<Link>,
+    node: String,
+    epoch: u64,
+    unique_names: bool,
+    snapshot_due: bool,
+    view: View,
+    /// Events the loop could not queue (the worker counts what it could not write).
+    dropped_here: u64,
+    /// Sessions reaped `fenced`.
+    pub fenced: u64,
+}
+
+impl Fleet {
+    /// A fleet that is off.
+    pub(crate) fn off(epoch: u64) -> Fleet {
+        Fleet {
+            link: None,
+            node: String::new(),
+            epoch,
+            unique_names: false,
+            snapshot_due: false,
+            view: View::default(),
+            dropped_here: 0,
+            fenced: 0,
+        }
+    }
+
+    /// Starts the worker when `fleet.redis` is set. `port` names the node by default.
+    pub(crate) fn start(
+        config: &Config,
+        port: u16,
+        epoch: u64,
+        registry: &Registry,
+    ) -> io::Result<Fleet> {
+        let mut fleet = Fleet::off(epoch);
+        let Some(url) = config.fleet.redis.clone() else {
+            return Ok(fleet);
+        };
+        let node = config.fleet.node_name(port);
+        let waker = Arc::new(Waker::new(registry, FLEET)?);
+        let (tx, commands) = mpsc::sync_channel(QUEUE_BOUND);
+        let (reports, rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let shared = Arc::new(Shared::default());
+        let setup = worker::Setup {
+            url,
+            password: config
+                .fleet
+                .password
+                .as_ref()
+                .map(|p| String::from_utf8_lossy(p.secret()).into_owned()),
+            node: node.clone(),
+            epoch,
+            tag: config.fleet.hash_tag().to_owned(),
+            stream: config.fleet.stream.clone(),
+            maxlen: config.fleet.stream_maxlen,
+            lease: config.fleet.lease,
+            fence: config.fleet.fence,
+            unique_names: config.session.unique_names,
+        };
+        let w = worker::Worker::new(setup, commands, reports, waker, shared.clone(), done_tx);
+        std::thread::Builder::new()
+            .name("vigild-fleet".into())
+            .spawn(move || w.run())?;
+        info!(
+            "fleet: node {node} epoch {epoch} on {} (stream {}, lease {} ms)",
+            config.fleet.redis.as_deref().unwrap_or(""),
+            config.fleet.stream,
+            config.fleet.lease.as_millis()
+        );
+        fleet.link = Some(Link {
+            tx,
+            rx,
+            shared,
+            done,
+        });
+        fleet.node = node;
+        fleet.unique_names = config.session.unique_names;
+        Ok(fleet)
+    }
+
+    pub(crate) fn is_on(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Queues one presence event, `json` being the admin channel's bytes for it.
+    pub(crate) fn publish(&mut self, event: &Event<'_>, json: &[u8], at_ms: u64) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        let mut text = String::with_capacity(json.len() + self.node.len() + 12);
+        text.push_str(std::str::from_utf8(json).unwrap_or("{}"));
+        if text.ends_with('}') {
+            text.pop();
+            text.push_str(",\"node\":");
+            text.push_str(&serde_json::to_string(&self.node).unwrap_or_default());
+            text.push('}');
+        }
+        let (id, op) = match *event {
+            Event::Joined { id, addr, laddr } => (
+                id,
+                Op::Joined {
+                    row: row_json(id, addr, laddr, None, at_ms, self.epoch),
+                },
+            ),
+            Event::Named { id, name, previous } => (
+                id,
+                Op::Named {
+                    name: name.map(str::to_owned),
+                    previous: previous.map(str::to_owned),
+                },
+            ),
+            Event::Left(l) => (
+                l.id,
+                Op::Left {
+                    name: l.name.map(str::to_owned),
+                },
+            ),
+        };
+        let entry = Entry { id, op, json: text };
+        match link.tx.try_send(Command::Event(entry)) {
+            Ok(()) => {
+                link.shared.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped_here += 1;
+                self.snapshot_due = true;
+            }
+        }
+    }
+
+    /// The worker woke the loop: takes its reports and says what the loop must do.
+    pub(crate) fn ready(&mut self) -> Vec<Wanted> {
+        let mut wanted = Vec::new();
+        let Some(link) = &self.link else {
+            return wanted;
+        };
+        while let Ok(report) = link.rx.try_recv() {
+            match report {
+                Report::WantSnapshot => self.snapshot_due = true,
+                Report::Takeover { id, name } => wanted.push(Wanted::Replace { id, name }),
+                Report::Lapsed => wanted.push(Wanted::Fence),
+                Report::View(v) => self.view = v,
+            }
+        }
+        wanted
+    }
+
+    /// Whether the worker waits for a snapshot of the live sessions.
+    pub(crate) fn snapshot_due(&self) -> bool {
+        self.snapshot_due && self.link.is_some()
+    }
+
+    /// Hands the worker the live sessions; false (and due again next turn) when the queue is
+    /// full.
+    pub(crate) fn send_snapshot(&mut self, rows: Vec<Row>) -> bool {
+        let Some(link) = &self.link else {
+            return true;
+        };
+        match link.tx.try_send(Command::Snapshot(rows)) {
+            Ok(()) => {
+                link.shared.queued.fetch_add(1, Ordering::Relaxed);
+                self.snapshot_due = false;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A snapshot that could not be queued is retried a tick later.
+    pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
+        self.snapshot_due().then_some(now + TICK)
+    }
+
+    pub(crate) fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// This node's name and epoch.
+    pub(crate) fn node(&self) -> (&str, u64) {
+        (&self.node, self.epoch)
+    }
+
+    pub(crate) fn unique_names(&self) -> bool {
+        self.unique_names
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        let Some(link) = &self.link else {
+            return Status {
+                epoch: self.epoch,
+                ..Status::default()
+            };
+        };
+        let s = &link.shared;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Status {
+            on: true,
+            node: self.node.clone(),
+            epoch: self.epoch,
+            up: s.up.load(Ordering::Relaxed),
+            queue_depth: get(&s.queued).saturating_sub(get(&s.taken)),
+            written: get(&s.written),
+            dropped: get(&s.dropped) + self.dropped_here,
+            batches: get(&s.batches),
+            write_us_total: get(&s.write_us_total),
+            write_us_max: get(&s.write_us_max),
+            nodes_lost: get(&s.nodes_lost),
+            sessions_lost: get(&s.sessions_lost),
+            resyncs: get(&s.resyncs),
+            lapses: get(&s.lapses),
+            takeovers: get(&s.takeovers),
+            errors: get(&s.errors),
+            fenced: self.fenced,
+        }
+    }
+
+    /// At shutdown, after the last `left` events were queued: the worker writes them, says
+    /// goodbye to Redis (the node leaves the fleet cleanly) and stops. Waits at most `bound`.
+    pub(crate) fn shutdown(&mut self, bound: Duration) {
+        let Some(link) = self.link.take() else {
+            return;
+        };
+        let deadline = Instant::now() + bound;
+        let mut cmd = Command::Shutdown;
+        // The queue may be full: a blocking send, bounded, is fine now that the loop stops.
+        loop {
+            match link.tx.try_send(cmd) {
+                Ok(()) => break,
+                Err(TrySendError::Full(c)) if Instant::now() < deadline => {
+                    cmd = c;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => {
+                    warn!("fleet: shutdown could not reach the worker; its lease will lapse");
+                    return;
+                }
+            }
+        }
+        if link
+            .done
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_err()
+        {
+            warn!("fleet: Redis did not take the last events within {bound:?}; the fleet will see this node lost when its lease lapses");
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct RowJson<'a> {
+    id: u64,
+    addr: SocketAddr,
+    laddr: Option<SocketAddr>,
+    name: Option<&'a str>,
+    at: u64,
+    epoch: u64,
+}
+
+/// A session's row in the live table.
+pub(crate) fn row_json(
+    id: u64,
+    addr: SocketAddr,
+    laddr: Option<SocketAddr>,
+    name: Option<&str>,
+    at: u64,
+    epoch: u64,
+) -> String {
+    serde_json::to_string(&RowJson {
+        id,
+        addr,
+        laddr,
+        name,
+        at,
+        epoch,
+    })
+    .unwrap_or_default()
+}
+
+/// One live session for [`Fleet::send_snapshot`].
+pub(crate) fn row(
+    id: u64,
+    addr: SocketAddr,
+    laddr: Option<SocketAddr>,
+    name: Option<&str>,
+    at: u64,
+    epoch: u64,
+) -> Row {
+    Row {
+        id,
+        json: row_json(id, addr, laddr, name, at, epoch),
+        name: name.map(str::to_owned),
+    }
+}

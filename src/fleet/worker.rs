@@ -1,0 +1,505 @@
+//! The fleet's side thread: it alone talks to Redis, with the `redis` crate's blocking client,
+//! so the event loop never waits for it.
+//!
+//! One connection, keepalive and `TCP_USER_TIMEOUT` on its socket and read/write timeouts of
+//! one lease, so a dead Redis is noticed about as fast as a dead client. The thread loops:
+//! take what the loop queued (waiting at most [`TICK`]), write the events in one script call
+//! per batch, then its timers: the lease (every lease/3) with a sweep for lost nodes, the
+//! takeover inbox (every tick), the fleet view (every second). Any Redis error drops the
+//! connection; the next connect asks the loop for a snapshot and resynchronises, so whatever
+//! was dropped meanwhile (counted) is repaired in one atomic step.
+//!
+//! States: disconnected → connected, waiting for the snapshot (events are dropped and
+//! counted: the snapshot covers them) → live (events are written, the lease renewed).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use mio::Waker;
+use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
+use redis::{IntoConnectionInfo, Value};
+
+use super::{scripts, Command, Entry, NodeInfo, Op, Report, Row, Shared, View, TICK};
+
+/// Events per script call.
+const BATCH: usize = 512;
+/// The fleet view is read this often.
+const VIEW_EVERY: Duration = Duration::from_secs(1);
+/// Names copied into the view at most (else lookups answer from the node alone).
+const VIEW_MAX_NAMES: usize = 100_000;
+/// A failed connect is retried after this long.
+const RECONNECT_AFTER: Duration = Duration::from_millis(250);
+/// Warnings about Redis at most this often (the rest are counted in `fleet_errors`).
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// What the worker needs from the config.
+pub(super) struct Setup {
+    pub url: String,
+    pub password: Option<String>,
+    pub node: String,
+    pub epoch: u64,
+    pub tag: String,
+    pub stream: String,
+    pub maxlen: u64,
+    pub lease: Duration,
+    pub fence: bool,
+    pub unique_names: bool,
+}
+
+pub(super) struct Worker {
+    setup: Setup,
+    commands: Receiver<Command>,
+    reports: Sender<Report>,
+    waker: Arc<Waker>,
+    shared: Arc<Shared>,
+    done: Sender<()>,
+    conn: Option<redis::Connection>,
+    /// The scripts' SHA1s, in [`scripts::ALL`]'s order, as Redis answered `SCRIPT LOAD`.
+    shas: Vec<String>,
+    /// Connected and resynchronised: events are written and the lease renewed.
+    live: bool,
+    /// The last time the lease was known held (renewed or registered).
+    held_at: Option<Instant>,
+    lapse_told: bool,
+    next_renew: Instant,
+    next_view: Instant,
+    next_connect: Instant,
+    warned_at: Option<Instant>,
+}
+
+enum Script {
+    Publish = 0,
+    Resync = 1,
+    Renew = 2,
+    Sweep = 3,
+    Bye = 4,
+    View = 5,
+}
+
+impl Worker {
+    pub(super) fn new(
+        setup: Setup,
+        commands: Receiver<Command>,
+        reports: Sender<Report>,
+        waker: Arc<Waker>,
+        shared: Arc<Shared>,
+        done: Sender<()>,
+    ) -> Worker {
+        let now = Instant::now();
+        Worker {
+            setup,
+            commands,
+            reports,
+            waker,
+            shared,
+            done,
+            conn: None,
+            shas: Vec::new(),
+            live: false,
+            held_at: None,
+            lapse_told: false,
+            next_renew: now,
+            next_view: now,
+            next_connect: now,
+            warned_at: None,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        loop {
+            self.timers(Instant::now());
+            let first = match self.commands.recv_timeout(TICK) {
+                Ok(c) => c,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = vec![first];
+            while batch.len() < 4 * BATCH {
+                match self.commands.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            self.shared
+                .taken
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let mut events = Vec::new();
+            for cmd in batch {
+                match cmd {
+                    Command::Event(e) if self.live => events.push(e),
+                    Command::Event(_) => {
+                        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Command::Snapshot(rows) => {
+                        // Queued before the snapshot was taken: the snapshot has them.
+                        events.clear();
+                        if self.conn.is_some() {
+                            self.resync(rows);
+                        }
+                    }
+                    Command::Shutdown => {
+                        self.flush(events);
+                        self.bye();
+                        let _ = self.done.send(());
+                        return;
+                    }
+                }
+            }
+            self.flush(events);
+        }
+    }
+
+    fn report(&self, r: Report) {
+        if self.reports.send(r).is_ok() {
+            // The loop is gone or its poller closed only at shutdown; nothing to do then.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Counts a Redis error and drops the connection: the next connect resynchronises.
+    fn fail(&mut self, what: &str, e: &redis::RedisError) {
+        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+        self.shared.up.store(false, Ordering::Relaxed);
+        let now = Instant::now();
+        if self.warned_at.is_none_or(|at| now >= at + WARN_EVERY) {
+            self.warned_at = Some(now);
+            warn!(
+                "fleet: Redis {what} failed: {e}; serving on, reconnecting (fleet_errors={})",
+                self.shared.errors.load(Ordering::Relaxed)
+            );
+        }
+        self.conn = None;
+        self.live = false;
+        self.next_connect = now + RECONNECT_AFTER;
+    }
+
+    fn connect(&mut self) -> Result<(), redis::RedisError> {
+        let lease = self.setup.lease;
+        let mut info = self.setup.url.as_str().into_connection_info()?;
+        let tcp = TcpSettings::default()
+            .set_nodelay(true)
+            .set_keepalive(
+                TcpKeepalive::new()
+                    .with_time(Duration::from_secs(1))
+                    .with_interval(Duration::from_secs(1))
+                    .with_retries(lease.as_secs().clamp(1, 10) as u32),
+            )
+            .set_user_timeout(lease);
+        info = info.set_tcp_settings(tcp);
+        if let Some(pw) = &self.setup.password {
+            let redis = info.redis_settings().clone().set_password(pw);
+            info = info.set_redis_settings(redis);
+        }
+        let client = redis::Client::open(info)?;
+        let mut conn = client.get_connection_with_timeout(lease)?;
+        conn.set_read_timeout(Some(lease))?;
+        conn.set_write_timeout(Some(lease))?;
+        let mut shas = Vec::with_capacity(scripts::ALL.len());
+        for body in scripts::ALL {
+            let sha: String = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(scripts::source(body))
+                .query(&mut conn)?;
+            shas.push(sha);
+        }
+        self.shas = shas;
+        self.conn = Some(conn);
+        self.shared.up.store(true, Ordering::Relaxed);
+        info!("fleet: connected to Redis as node {}", self.setup.node);
+        Ok(())
+    }
+
+    /// `EVALSHA` of one script with the common arguments, then `extra`.
+    fn eval<T: redis::FromRedisValue>(
+        &mut self,
+        script: Script,
+        extra: impl FnOnce(&mut redis::Cmd),
+    ) -> Result<T, redis::RedisError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(redis::RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::NotConnected,
+            )));
+        };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.shas[script as usize])
+            .arg(1)
+            .arg(&self.setup.stream)
+            .arg(&self.setup.tag)
+            .arg(&self.setup.node)
+            .arg(self.setup.epoch)
+            .arg(self.setup.maxlen);
+        extra(&mut cmd);
+        cmd.query(conn)
+    }
+
+    fn timers(&mut self, now: Instant) {
+        if self.conn.is_none() && now >= self.next_connect {
+            match self.connect() {
+                Ok(()) => self.report(Report::WantSnapshot),
+                Err(e) => self.fail("connect", &e),
+            }
+        }
+        let lease = self.setup.lease;
+        if self.setup.fence && !self.lapse_told && self.held_at.is_some_and(|at| now >= at + lease)
+        {
+            self.lapse(now);
+        }
+        if self.live && now >= self.next_renew {
+            self.next_renew = now + lease / 3;
+            let ms = lease.as_millis() as u64;
+            match self.eval::<i64>(Script::Renew, |c| {
+                c.arg(ms);
+            }) {
+                Ok(1) => {
+                    self.held_at = Some(now);
+                    self.lapse_told = false;
+                }
+                Ok(_) => self.lost(now),
+                Err(e) => return self.fail("lease renewal", &e),
+            }
+            match self.eval::<(u64, u64)>(Script::Sweep, |_| {}) {
+                Ok((0, _)) => {}
+                Ok((nodes, sessions)) => {
+                    self.shared.nodes_lost.fetch_add(nodes, Ordering::Relaxed);
+                    self.shared
+                        .sessions_lost
+                        .fetch_add(sessions, Ordering::Relaxed);
+                    info!("fleet: {nodes} node(s) lost (lease lapsed): published {sessions} sessions as left node-lost");
+                }
+                Err(e) => return self.fail("sweep", &e),
+            }
+        }
+        if self.live {
+            self.inbox();
+        }
+        if self.conn.is_some() && now >= self.next_view {
+            self.next_view = now + VIEW_EVERY;
+            self.view(now);
+        }
+    }
+
+    /// The lease lapsed: the fleet has (or will have) published this node's sessions
+    /// `node-lost`. With `fleet.fence` the loop reaps them `fenced`.
+    fn lapse(&mut self, _now: Instant) {
+        self.lapse_told = true;
+        self.shared.lapses.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            "fleet: node {} lost its lease (Redis unreachable or slow for {} ms){}",
+            self.setup.node,
+            self.setup.lease.as_millis(),
+            if self.setup.fence {
+                ": fleet.fence reaps every session as fenced"
+            } else {
+                ": serving on; sessions are re-announced when Redis is back"
+            }
+        );
+        if self.setup.fence {
+            self.report(Report::Lapsed);
+        }
+    }
+
+    /// Redis said the node's lease had lapsed: resynchronise.
+    fn lost(&mut self, now: Instant) {
+        if !self.lapse_told {
+            self.lapse(now);
+        }
+        self.live = false;
+        self.report(Report::WantSnapshot);
+    }
+
+    fn flush(&mut self, events: Vec<Entry>) {
+        for chunk in events.chunks(BATCH) {
+            if !self.live {
+                self.shared
+                    .dropped
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                continue;
+            }
+            let unique = if self.setup.unique_names { "1" } else { "0" };
+            let started = Instant::now();
+            let result = self.eval::<String>(Script::Publish, |c| {
+                c.arg(unique);
+                for e in chunk {
+                    let (op, name, prev, row) = match &e.op {
+                        Op::Joined { row } => ("j", "", "", row.as_str()),
+                        Op::Named { name, previous } => (
+                            "n",
+                            name.as_deref().unwrap_or(""),
+                            previous.as_deref().unwrap_or(""),
+                            "",
+                        ),
+                        Op::Left { name } => ("l", name.as_deref().unwrap_or(""), "", ""),
+                    };
+                    c.arg(op)
+                        .arg(e.id)
+                        .arg(name)
+                        .arg(prev)
+                        .arg(&e.json)
+                        .arg(row);
+                }
+            });
+            let us = started.elapsed().as_micros() as u64;
+            let n = chunk.len() as u64;
+            match result.as_deref() {
+                Ok("ok") | Ok("resync") => {
+                    let s = &self.shared;
+                    s.written.fetch_add(n, Ordering::Relaxed);
+                    s.batches.fetch_add(1, Ordering::Relaxed);
+                    s.write_us_total.fetch_add(us, Ordering::Relaxed);
+                    max(&s.write_us_max, us);
+                    if result.as_deref() == Ok("resync") {
+                        self.live = false;
+                        self.report(Report::WantSnapshot);
+                    }
+                }
+                Ok(_) => {
+                    self.shared.dropped.fetch_add(n, Ordering::Relaxed);
+                    self.lost(Instant::now());
+                }
+                Err(e) => {
+                    self.shared.dropped.fetch_add(n, Ordering::Relaxed);
+                    self.fail("write", &e);
+                }
+            }
+        }
+    }
+
+    fn resync(&mut self, rows: Vec<Row>) {
+        let names: HashMap<u64, String> = rows
+            .iter()
+            .filter_map(|r| r.name.clone().map(|n| (r.id, n)))
+            .collect();
+        let ms = self.setup.lease.as_millis() as u64;
+        let unique = if self.setup.unique_names { "1" } else { "0" };
+        let count = rows.len();
+        match self.eval::<Vec<u64>>(Script::Resync, |c| {
+            c.arg(ms).arg(unique);
+            for r in &rows {
+                c.arg(r.id)
+                    .arg(&r.json)
+                    .arg(r.name.as_deref().unwrap_or(""));
+            }
+        }) {
+            Ok(conflicts) => {
+                let now = Instant::now();
+                self.live = true;
+                self.held_at = Some(now);
+                self.lapse_told = false;
+                self.next_renew = now + self.setup.lease / 3;
+                self.shared.resyncs.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    "fleet: node {} announced {count} live sessions (resync)",
+                    self.setup.node
+                );
+                for id in conflicts {
+                    if let Some(name) = names.get(&id) {
+                        self.report(Report::Takeover {
+                            id,
+                            name: name.clone(),
+                        });
+                    }
+                }
+            }
+            Err(e) => self.fail("resync", &e),
+        }
+    }
+
+    /// Takeover requests from other nodes: their sessions claimed names held here.
+    fn inbox(&mut self) {
+        let key = format!("{}:inbox:{}", self.setup.tag, self.setup.node);
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let items: Result<Option<Vec<String>>, _> =
+            redis::cmd("LPOP").arg(&key).arg(256).query(conn);
+        match items {
+            Ok(items) => {
+                for item in items.unwrap_or_default() {
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&item) else {
+                        continue;
+                    };
+                    let (Some(id), Some(name)) = (v["id"].as_u64(), v["name"].as_str()) else {
+                        continue;
+                    };
+                    self.shared.takeovers.fetch_add(1, Ordering::Relaxed);
+                    self.report(Report::Takeover {
+                        id,
+                        name: name.to_owned(),
+                    });
+                }
+            }
+            Err(e) => self.fail("inbox", &e),
+        }
+    }
+
+    fn view(&mut self, now: Instant) {
+        let result = self.eval::<(Vec<Value>, Option<Vec<String>>)>(Script::View, |c| {
+            c.arg(VIEW_MAX_NAMES);
+        });
+        let (flat, names) = match result {
+            Ok(v) => v,
+            Err(e) => return self.fail("view", &e),
+        };
+        let mut nodes = Vec::new();
+        for n in flat.chunks(4) {
+            if let [node, epoch, left, sessions] = n {
+                nodes.push(NodeInfo {
+                    node: text(node),
+                    epoch: text(epoch).parse().unwrap_or(0),
+                    lease_left_ms: int(left),
+                    sessions: int(sessions).max(0) as u64,
+                });
+            }
+        }
+        nodes.sort_by(|a, b| a.node.cmp(&b.node));
+        let names = names.map(|flat| {
+            let mut map = HashMap::new();
+            for kv in flat.chunks(2) {
+                if let [name, list] = kv {
+                    let holders: Vec<(String, u64, String)> =
+                        serde_json::from_str(list).unwrap_or_default();
+                    map.insert(name.clone(), holders);
+                }
+            }
+            map
+        });
+        self.report(Report::View(View {
+            nodes,
+            names,
+            at: Some(now),
+        }));
+    }
+
+    /// A clean shutdown: the node leaves the fleet (its lease and entry removed).
+    fn bye(&mut self) {
+        if self.live {
+            if let Err(e) = self.eval::<i64>(Script::Bye, |_| {}) {
+                warn!("fleet: could not leave the fleet cleanly: {e}; its lease will lapse");
+            }
+        }
+    }
+}
+
+fn max(a: &AtomicU64, v: u64) {
+    a.fetch_max(v, Ordering::Relaxed);
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => *i,
+        other => text(other).parse().unwrap_or(-1),
+    }
+}

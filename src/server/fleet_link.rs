@@ -1,0 +1,102 @@
+//! The loop's side of `[fleet]` (src/fleet/, docs/fleet.md): what it does when the fleet's
+//! worker wakes it (a remote node takes a name held here, the lease lapsed with
+//! `fleet.fence`), and the snapshot of the live sessions the worker asks for after a
+//! connect, a lapse or a dropped event.
+
+use std::time::{Instant, SystemTime};
+
+use log::{warn, Level};
+
+use super::Server;
+use crate::fleet::{self, Wanted};
+use crate::os::sys;
+use crate::session::reap::{Cause, ReapReason};
+use crate::session::takeover::{self, Decision};
+use crate::telemetry::log_throttle::{budgeted, LineKind};
+use crate::telemetry::logging::clipped;
+use crate::telemetry::presence_events::unix_ms;
+
+impl Server {
+    /// The fleet's worker woke the loop.
+    pub(super) fn fleet_ready(&mut self, now: Instant) {
+        for wanted in self.fleet.ready() {
+            match wanted {
+                Wanted::Replace { id, name } => self.replace_for_fleet(id, &name, now),
+                Wanted::Fence => {
+                    let tokens = self.sessions.tokens();
+                    if !tokens.is_empty() {
+                        warn!(
+                            "fleet: lease lapsed with fleet.fence on: reaping all {} sessions as fenced",
+                            tokens.len()
+                        );
+                    }
+                    self.fleet.fenced += tokens.len() as u64;
+                    for token in tokens {
+                        self.reap(token, Cause::Reason(ReapReason::Fenced), now);
+                    }
+                }
+            }
+        }
+        self.fleet_end_turn(now);
+    }
+
+    /// Another node's session claimed `name`: the holder `id` here is reaped `replaced`, if
+    /// it still holds it and [`takeover::decide_remote`] agrees.
+    fn replace_for_fleet(&mut self, id: u64, name: &str, now: Instant) {
+        let holder = self
+            .sessions
+            .holders(name.as_bytes())
+            .iter()
+            .copied()
+            .find(|t| self.sessions.get(*t).is_some_and(|s| s.id == id));
+        let Some(token) = holder else {
+            return;
+        };
+        let Some(s) = self.sessions.get(token) else {
+            return;
+        };
+        let h = takeover::Holder {
+            last_rx: s.last_rx,
+            tcp: sys::tcp_info(&s.stream).ok(),
+        };
+        let peer = s.peer;
+        if let Decision::Replace(why) = takeover::decide_remote(&h, "") {
+            budgeted!(
+                self.log_budget,
+                LineKind::Takeover,
+                Level::Info,
+                now,
+                "fleet: another node takes the name {}: reaping its holder id={id} peer={peer} {why}",
+                clipped(name)
+            );
+            self.stats.takeover.replaced += 1;
+            self.reap(token, Cause::Reason(ReapReason::Replaced), now);
+        }
+    }
+
+    /// At the end of each turn: the snapshot the worker waits for, if any (retried next
+    /// tick while the queue is full).
+    pub(super) fn fleet_end_turn(&mut self, now: Instant) {
+        if !self.fleet.snapshot_due() {
+            return;
+        }
+        let now_ms = unix_ms(SystemTime::now());
+        let epoch = self.stats.presence.epoch;
+        let rows = self
+            .sessions
+            .iter()
+            .map(|(_, s)| {
+                let age = u64::try_from(s.age(now).as_millis()).unwrap_or(0);
+                fleet::row(
+                    s.id,
+                    s.peer,
+                    s.stream.local_addr().ok(),
+                    s.name.as_deref(),
+                    now_ms.saturating_sub(age),
+                    epoch,
+                )
+            })
+            .collect();
+        self.fleet.send_snapshot(rows);
+    }
+}
