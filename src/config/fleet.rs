@@ -236,6 +236,43 @@ fn redis_url(url: &str, check: &Check<'_>) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn off_by_default_checked_when_on_and_round_trips() {
+        let p = Path::new("/etc/vigild/t.toml");
+        let off = Config::parse("", p).unwrap().config;
+        assert_eq!(off.fleet, FleetConfig::default());
+        assert!(off.fleet.redis.is_none());
+        let on = Config::parse(
+            "[fleet]\nredis = \"redis://127.0.0.1:6379/0\"\nnode = \"a\"\nlease = \"2s\"\nfence = true\n",
+            p,
+        )
+        .unwrap()
+        .config;
+        assert_eq!(on.fleet.redis.as_deref(), Some("redis://127.0.0.1:6379/0"));
+        assert_eq!(on.fleet.lease, Duration::from_secs(2));
+        assert!(on.fleet.fence);
+        assert_eq!(on.fleet.hash_tag(), "{vigild}");
+        assert_eq!(Config::parse(&on.to_toml(), p).unwrap().config, on);
+        for (text, key) in [
+            ("redis = \"http://x\"", "fleet.redis"),
+            ("redis = \"redis://u:secret@h:1\"", "fleet.redis"),
+            ("redis = \"rediss://h:1\"", "fleet.redis"),
+            ("lease = \"500ms\"", "fleet.lease"),
+            ("stream = \"presence\"", "fleet.stream"),
+            ("node = \"a b\"", "fleet.node"),
+            ("stream_maxlen = 10", "fleet.stream_maxlen"),
+            ("password_file = \"/nonexistent/pw\"", "fleet.password_file"),
+            ("colour = 1", "colour"),
+        ] {
+            let e = Config::parse(&format!("[fleet]\n{text}\n"), p)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
 
     #[test]
     fn hash_tags_are_found_as_redis_cluster_finds_them() {

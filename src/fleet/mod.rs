@@ -112,10 +112,13 @@ pub(crate) struct View {
     pub nodes: Vec<NodeInfo>,
     /// Name → holders (node, session id, address); `None` when the fleet holds too many names
     /// to copy (lookups answer from this node alone).
-    pub names: Option<std::collections::HashMap<String, Vec<(String, u64, String)>>>,
+    pub names: Option<std::collections::HashMap<String, Vec<Holder>>>,
     /// When it was read.
     pub at: Option<Instant>,
 }
+
+/// A name's holder somewhere in the fleet: node, session id, address.
+pub(crate) type Holder = (String, u64, String);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NodeInfo {
@@ -358,10 +361,6 @@ impl Fleet {
     /// This node's name and epoch.
     pub(crate) fn node(&self) -> (&str, u64) {
         (&self.node, self.epoch)
-    }
-
-    pub(crate) fn unique_names(&self) -> bool {
-        self.unique_names
     }
 
     pub(crate) fn status(&self) -> Status {

@@ -362,7 +362,7 @@ impl Worker {
                 }
                 Err(e) => {
                     self.shared.dropped.fetch_add(n, Ordering::Relaxed);
-                    self.fail("write", &e);
+                    self.fail("write", e);
                 }
             }
         }

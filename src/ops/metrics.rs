@@ -253,6 +253,93 @@ fn auth(stats: &Stats, out: &mut String) {
     );
 }
 
+/// `[fleet]` (docs/fleet.md): the link to Redis, after everything else (nothing when off).
+pub fn render_fleet(f: &crate::fleet::Status, out: &mut String) {
+    if !f.on {
+        return;
+    }
+    let series: [(&str, &str, &str, u64); 11] = [
+        (
+            "vigild_fleet_redis_up",
+            "gauge",
+            "1 while the fleet's Redis connection is up.",
+            u64::from(f.up),
+        ),
+        (
+            "vigild_fleet_queue_depth",
+            "gauge",
+            "Presence events and snapshots waiting for the fleet's Redis thread.",
+            f.queue_depth,
+        ),
+        (
+            "vigild_fleet_events_written_total",
+            "counter",
+            "Presence events written to the fleet stream.",
+            f.written,
+        ),
+        (
+            "vigild_fleet_events_dropped_total",
+            "counter",
+            "Presence events not written (queue full, Redis away); repaired by a resync.",
+            f.dropped,
+        ),
+        (
+            "vigild_fleet_write_batches_total",
+            "counter",
+            "Script calls that wrote presence events.",
+            f.batches,
+        ),
+        (
+            "vigild_fleet_write_max_microseconds",
+            "gauge",
+            "Longest script call that wrote presence events, since start.",
+            f.write_us_max,
+        ),
+        (
+            "vigild_fleet_nodes_lost_total",
+            "counter",
+            "Lost nodes whose sessions this node published as left node-lost.",
+            f.nodes_lost,
+        ),
+        (
+            "vigild_fleet_sessions_lost_total",
+            "counter",
+            "Sessions this node published as left node-lost.",
+            f.sessions_lost,
+        ),
+        (
+            "vigild_fleet_resyncs_total",
+            "counter",
+            "Times this node re-announced its live sessions.",
+            f.resyncs,
+        ),
+        (
+            "vigild_fleet_lease_lapses_total",
+            "counter",
+            "Times this node's fleet lease lapsed.",
+            f.lapses,
+        ),
+        (
+            "vigild_fleet_errors_total",
+            "counter",
+            "Failed Redis calls (each drops the connection).",
+            f.errors,
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        scalar(out, name, kind, help, value);
+    }
+    family(
+        out,
+        "vigild_fleet_write_seconds",
+        "summary",
+        "Time spent in script calls that wrote presence events (_sum), and their number (_count).",
+    );
+    let _ = write!(out, "vigild_fleet_write_seconds_sum ");
+    let _ = writeln!(out, "{:.6}", f.write_us_total as f64 / 1e6);
+    let _ = writeln!(out, "vigild_fleet_write_seconds_count {}", f.batches);
+}
+
 /// The presence counters (docs/presence.md).
 fn presence(stats: &Stats, out: &mut String) {
     let p = &stats.presence;

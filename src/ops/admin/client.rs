@@ -183,6 +183,11 @@ fn reply_lines(listed: Vec<(Token, &Session)>, view: &View<'_>, out: &mut Vec<u8
 fn client_lookup(name: &[u8], view: &View<'_>, proto: Proto, out: &mut Vec<u8>) -> AdminStep {
     let holders = view.sessions.holders(name);
     if holders.is_empty() {
+        // `[fleet]`: a holder on another node.
+        if let Some(text) = super::fleet_view::lookup(name, view) {
+            resp::write_bulk(out, text.as_bytes());
+            return AdminStep::Continue;
+        }
         resp::write_null(out, proto);
         return AdminStep::Continue;
     }

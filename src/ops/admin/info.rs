@@ -16,7 +16,7 @@ use crate::telemetry::histogram::Histogram;
 use crate::telemetry::stats::RejectCause;
 
 /// The sections, in order. `INFO`, `INFO all`, `INFO default` and `INFO everything` give all.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "server",
     "clients",
     "memory",
@@ -24,6 +24,7 @@ pub const SECTIONS: [&str; 8] = [
     "keepalive",
     "reaper",
     "presence",
+    "fleet",
     "keyspace",
 ];
 
@@ -50,6 +51,7 @@ pub fn render(view: &View<'_>, wanted: &[&[u8]], out: &mut String) {
             "reaper" => reaper(view, out),
             "memory" => memory(out),
             "presence" => presence(view, out),
+            "fleet" => fleet(view, out),
             // No keys: the section is there (empty) because tools that sum `dbN:keys=` expect it.
             _ => {}
         }
@@ -241,6 +243,33 @@ fn presence(v: &View<'_>, out: &mut String) {
 }
 
 /// `latency_keepalive-timeout:count=2,min_ms=5012,p50_ms=5030,p99_ms=5101,max_ms=5101,mean_ms=5056`
+/// `[fleet]` (docs/fleet.md): the link to Redis and what went through it.
+fn fleet(v: &View<'_>, out: &mut String) {
+    let f = v.fleet.status();
+    line(out, "fleet_enabled", u8::from(f.on));
+    line(out, "fleet_node", &f.node);
+    line(out, "fleet_epoch", f.epoch);
+    line(out, "fleet_redis_up", u8::from(f.up));
+    line(out, "fleet_queue_depth", f.queue_depth);
+    line(out, "fleet_events_written", f.written);
+    line(out, "fleet_events_dropped", f.dropped);
+    line(out, "fleet_write_batches", f.batches);
+    line(
+        out,
+        "fleet_write_latency_avg_us",
+        f.write_us_total.checked_div(f.batches).unwrap_or(0),
+    );
+    line(out, "fleet_write_latency_max_us", f.write_us_max);
+    line(out, "fleet_nodes_lost", f.nodes_lost);
+    line(out, "fleet_sessions_lost", f.sessions_lost);
+    line(out, "fleet_resyncs", f.resyncs);
+    line(out, "fleet_lease_lapses", f.lapses);
+    line(out, "fleet_takeovers", f.takeovers);
+    line(out, "fleet_sessions_fenced", f.fenced);
+    line(out, "fleet_errors", f.errors);
+    line(out, "fleet_nodes", v.fleet.view().nodes.len());
+}
+
 fn distribution(out: &mut String, what: &str, reason: ReapReason, h: &Histogram) {
     let Some(q) = h.summary() else {
         return;

@@ -22,10 +22,10 @@
 //! the fixed-width-safe rule makes it exactly the measured length while keeping it a valid
 //! `key=value` line with `id`, `name` and `presence-seq`:
 //!
-//! - a session that left is listed as `id=N name=NAME state=gone presence-seq=S` (it was there
-//!   at sequence number S; its `left` event comes after S);
-//! - a line too long loses its last fields before `presence-seq` (never `id` or `name`);
-//! - a line too short gets ` pad=000…` before `presence-seq`, or, for 1 to 4 bytes, leading
+//! - a session that left is listed as `id=N name=NAME state=gone presence-epoch=E
+//!   presence-seq=S` (it was there at sequence number S; its `left` event comes after S);
+//! - a line too long loses its last fields before `presence-epoch` (never `id` or `name`);
+//! - a line too short gets ` pad=000…` before `presence-epoch`, or, for 1 to 4 bytes, leading
 //!   zeros in its `idle` (else `id`) value, which every integer parser reads the same.
 //!
 //! Work is counted in lines (one unit per line rendered, in either step; the snapshot costs
@@ -232,6 +232,7 @@ fn rename_field(text: &mut String, live: &str, snapshot: &str) {
 }
 
 const SEQ_FIELD: &[u8] = b" presence-seq=";
+const EPOCH_FIELD: &[u8] = b" presence-epoch=";
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
@@ -245,14 +246,16 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
 fn fit(line: &mut Vec<u8>, target: usize) {
     if line.len() > target {
         // Too long: drop whole fields before the last (`presence-seq`), right to left, sparing
-        // the first (`id`) and `name`.
+        // the first (`id`), `name` and `presence-epoch`.
         let body = line.strip_suffix(b"\n").unwrap_or(line);
         let mut fields: Vec<Option<&[u8]>> = body.split(|&b| b == b' ').map(Some).collect();
         let mut len = line.len();
         let mut j = fields.len().saturating_sub(1);
         while len > target && j > 1 {
             j -= 1;
-            if let Some(f) = fields[j].filter(|f| !f.starts_with(b"name=")) {
+            if let Some(f) = fields[j]
+                .filter(|f| !f.starts_with(b"name=") && !f.starts_with(EPOCH_FIELD.trim_ascii()))
+            {
                 len -= f.len() + 1;
                 fields[j] = None;
             }
@@ -279,7 +282,9 @@ fn fit(line: &mut Vec<u8>, target: usize) {
         return;
     }
     if short >= 5 {
-        let at = rfind(line, SEQ_FIELD).unwrap_or(line.len() - 1);
+        let at = rfind(line, EPOCH_FIELD)
+            .or_else(|| rfind(line, SEQ_FIELD))
+            .unwrap_or(line.len() - 1);
         let mut pad = b" pad=".to_vec();
         pad.resize(short, b'0');
         line.splice(at..at, pad);

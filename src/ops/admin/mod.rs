@@ -37,6 +37,7 @@ use crate::telemetry::stats::Stats;
 
 mod client;
 mod config_get;
+mod fleet_view;
 mod info;
 mod listing;
 #[cfg(test)]
@@ -115,6 +116,8 @@ pub struct View<'a> {
     pub admin_clients: usize,
     /// The operator side's counters.
     pub ops: &'a OpsCounters,
+    /// `[fleet]`: counters, and the fleet's view for `FLEET NODES` and `CLIENT LOOKUP`.
+    pub fleet: &'a crate::fleet::Fleet,
 }
 
 /// What the event loop does after an admin request (whose reply is already written).
@@ -132,8 +135,8 @@ pub enum AdminStep {
 
 /// The admin listener's commands besides pub/sub (for the subscribed-mode refusal, which tells
 /// a known command from an unknown one as Redis does).
-const COMMANDS: [&str; 9] = [
-    "PING", "ECHO", "SELECT", "COMMAND", "QUIT", "CLIENT", "INFO", "CONFIG", "HELLO",
+const COMMANDS: [&str; 10] = [
+    "PING", "ECHO", "SELECT", "COMMAND", "QUIT", "CLIENT", "INFO", "CONFIG", "HELLO", "FLEET",
 ];
 
 /// Work units (see src/ops/mod.rs: about one `CLIENT LIST` line, 12 µs in a debug
@@ -196,6 +199,8 @@ pub fn execute(
         resp::write_bulk(out, text.as_bytes());
     } else if args.is(0, "CONFIG") {
         config_command(args, view, client.proto, out);
+    } else if args.is(0, "FLEET") {
+        fleet_view::fleet_command(args, view, client.proto, out);
     } else if args.is(0, "HELLO") {
         let limits = command::FieldLimits::of(&view.config.session);
         if let command::Hello::SetName { name, proto } =

@@ -13,6 +13,7 @@ struct Fixture {
     listeners: Vec<SocketAddr>,
     started: Instant,
     ops: OpsCounters,
+    fleet: crate::fleet::Fleet,
     // Client ends of the sessions, kept open.
     _clients: Vec<std::net::TcpStream>,
 }
@@ -38,6 +39,7 @@ impl Fixture {
             listeners: vec![l.local_addr().unwrap()],
             started,
             ops: OpsCounters::default(),
+            fleet: crate::fleet::Fleet::off(0),
             _clients: clients,
         }
     }
@@ -55,6 +57,7 @@ impl Fixture {
             metrics_listener: None,
             admin_clients: 1,
             ops: &self.ops,
+            fleet: &self.fleet,
         }
     }
 
@@ -495,7 +498,11 @@ fn a_listing_shows_the_snapshot_sessions_and_names_whatever_happens_meanwhile() 
         .iter()
         .find(|l| l.starts_with(&format!("id={id_b} ")))
         .unwrap();
-    assert_eq!(*b, format!("id={id_b} name= state=gone presence-seq=0"));
+    // The epoch joined the line's tail in issue 17.
+    assert_eq!(
+        *b,
+        format!("id={id_b} name= state=gone presence-epoch=0 presence-seq=0")
+    );
     let c = lines.iter().find(|l| l.starts_with("id=5 ")).unwrap();
     assert!(c.starts_with("id=5 name= state=gone pad=0000"), "{c}");
     for line in lines {

@@ -99,6 +99,7 @@ impl Ops {
                         metrics_listener: metrics.as_ref().map(|b| b.local.as_str()),
                         admin_clients,
                         ops: counters,
+                        fleet: cx.fleet,
                     };
                     let request = Args::new(rest, args);
                     let step = admin::execute(request, client, &view, output);
@@ -184,6 +185,7 @@ impl Ops {
                         &req,
                         path,
                         &*cx.stats,
+                        &cx.fleet.status(),
                         counters,
                         *started_at,
                         conn.output.append(),
@@ -245,6 +247,7 @@ fn respond(
     req: &http::Request,
     path: &[u8],
     stats: &crate::telemetry::stats::Stats,
+    fleet: &crate::fleet::Status,
     ops: &OpsCounters,
     started_at: SystemTime,
     out: &mut Vec<u8>,
@@ -263,6 +266,7 @@ fn respond(
         Method::Get | Method::Head if path == b"/metrics" => {
             let mut body = String::with_capacity(32 * 1024);
             metrics::render(stats, ops, started_at, &mut body);
+            metrics::render_fleet(fleet, &mut body);
             (
                 Status::OK,
                 &[("Content-Type", metrics::CONTENT_TYPE)],
