@@ -68,6 +68,10 @@ pub(super) struct Worker {
     next_renew: Instant,
     next_view: Instant,
     next_connect: Instant,
+    /// No sweep for lost nodes before this: one lease after each connect, so that after a
+    /// Redis restart (leases expired meanwhile) the live nodes re-register before anyone
+    /// declares them lost.
+    sweep_from: Instant,
     warned_at: Option<Instant>,
 }
 
@@ -105,6 +109,7 @@ impl Worker {
             next_renew: now,
             next_view: now,
             next_connect: now,
+            sweep_from: now,
             warned_at: None,
         }
     }
@@ -209,6 +214,7 @@ impl Worker {
         self.shas = shas;
         self.conn = Some(conn);
         self.shared.up.store(true, Ordering::Relaxed);
+        self.sweep_from = Instant::now() + lease;
         info!("fleet: connected to Redis as node {}", self.setup.node);
         Ok(())
     }
@@ -261,6 +267,9 @@ impl Worker {
                 Ok(_) => self.lost(now),
                 Err(e) => return self.fail("lease renewal", &e),
             }
+            if now < self.sweep_from {
+                return self.after_renew(now);
+            }
             match self.eval::<(u64, u64)>(Script::Sweep, |_| {}) {
                 Ok((0, _)) => {}
                 Ok((nodes, sessions)) => {
@@ -273,6 +282,11 @@ impl Worker {
                 Err(e) => return self.fail("sweep", &e),
             }
         }
+        self.after_renew(now);
+    }
+
+    /// The timers of every tick: the takeover inbox and the fleet view.
+    fn after_renew(&mut self, now: Instant) {
         if self.live {
             self.inbox();
         }

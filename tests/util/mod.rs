@@ -10,6 +10,7 @@
 pub mod container;
 pub mod load;
 pub mod netns;
+pub mod redis_server;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
