@@ -83,6 +83,14 @@ impl RedisServer {
         }
     }
 
+    /// Sends `sig` (`SIGSTOP`: a Redis that hangs, as behind a partition; `SIGCONT`).
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
     /// Starts it again on the same port (with its data when `aof`).
     pub fn restart(&mut self) {
         self.kill();
