@@ -404,3 +404,237 @@ fn unix_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+/// Redis hangs (`SIGSTOP`, as behind a partition: nothing refused, nothing answered) past the
+/// lease: the node without `fleet.fence` keeps serving; the one with it reaps its sessions
+/// `fenced`; once Redis answers again the view converges to the truth.
+#[test]
+fn a_node_cut_off_past_its_lease_serves_on_or_with_fence_reaps_its_sessions_fenced() {
+    let redis = RedisServer::start(false);
+    let url = redis.url();
+    let a = start_node(&url, "a", "2s", "");
+    let b = start_node(&url, "b", "2s", "fence = true");
+    let open = |d: &Daemon| -> Vec<TcpStream> { (0..3).map(|_| connect(d)).collect() };
+    let (mut on_a, mut on_b) = (open(&a), open(&b));
+    let pairs = [("a", &a), ("b", &b)];
+    wait_converged(&redis, &pairs, Duration::from_secs(5));
+    redis.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    // b fences within its lease (plus a tick) by its own clock.
+    for s in &mut on_b {
+        s.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+        let mut buf = [0u8; 16];
+        let closed = matches!(s.read(&mut buf), Ok(0) | Err(_));
+        assert!(closed && stopped.elapsed() < Duration::from_millis(3_500));
+    }
+    let fenced_after = stopped.elapsed();
+    // a serves on, past its lease.
+    std::thread::sleep(Duration::from_millis(2_500).saturating_sub(stopped.elapsed()));
+    for s in &mut on_a {
+        assert_eq!(request(s, &["PING"]), "+PONG");
+    }
+    let served_for = stopped.elapsed();
+    redis.signal(libc::SIGCONT);
+    let back = Instant::now();
+    let took = wait_converged(&redis, &pairs, Duration::from_secs(8));
+    println!(
+        "Redis hung: b fenced its sessions {fenced_after:?} after (lease 2 s); a served PINGs \
+         {served_for:?} after; view converged {:?} after Redis answered again (polled for {took:?})",
+        back.elapsed(),
+    );
+    assert_eq!(
+        b.log.count(|l| l.contains("reason=fenced")),
+        3,
+        "{}",
+        b.log.text()
+    );
+    assert_eq!(fleet_info(&b)["fleet_sessions_fenced"], "3");
+    assert_eq!(fleet_info(&a)["fleet_sessions_fenced"], "0");
+    assert_eq!(client_lists(&pairs).len(), 3);
+    // b serves again once its lease is held.
+    let mut again = connect(&b);
+    assert_eq!(request(&mut again, &["PING"]), "+PONG");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(request(&mut again, &["PING"]), "+PONG");
+}
+
+/// A small deterministic generator for the chaos run (the seed is printed).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// About a minute of chaos: nodes `kill -9`ed and restarted, Redis `kill -9`ed and restarted
+/// (append-only file, so the stream survives), clients churning on every live node. After it,
+/// replaying the whole stream gives every session that ever joined exactly one `left` or a
+/// live entry, and the table equals the nodes' live sessions.
+#[test]
+fn chaos_kills_and_restarts_leave_every_session_one_left_or_live() {
+    let seed = std::env::var("VIGILD_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(unix_ms);
+    println!("chaos seed {seed} (VIGILD_CHAOS_SEED={seed} repeats it)");
+    let mut rng = Lcg(seed);
+    let mut redis = RedisServer::start(true);
+    let url = redis.url();
+    let unique = "\n[session]\nunique_names = true\ntakeover = \"newest\"\n";
+    let mut nodes: Vec<Option<Daemon>> = NAMES3
+        .iter()
+        .map(|n| Some(start_node(&url, n, "3s", unique)))
+        .collect();
+    let addrs = std::sync::Mutex::new(
+        nodes
+            .iter()
+            .map(|d| d.as_ref().map(|d| d.addr))
+            .collect::<Vec<_>>(),
+    );
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (mut kills, mut redis_restarts) = (0, 0);
+    let churned = std::thread::scope(|scope| {
+        let churners: Vec<_> = (0..3u64)
+            .map(|t| {
+                let (addrs, stop) = (&addrs, &stop);
+                scope.spawn(move || {
+                    let mut rng = Lcg(seed ^ (t + 1));
+                    let mut kept: Vec<TcpStream> = Vec::new();
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let pick = addrs.lock().unwrap()[rng.below(3) as usize];
+                        let Some(addr) = pick else { continue };
+                        let Ok(mut s) = TcpStream::connect(addr) else {
+                            continue;
+                        };
+                        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        let name = format!("dev-{}", rng.below(40));
+                        let _ = s.write_all(&util::load::multibulk(&[
+                            b"CLIENT",
+                            b"SETNAME",
+                            name.as_bytes(),
+                        ]));
+                        let _ = util::load::read_line(&mut s);
+                        match rng.below(4) {
+                            0 | 1 => kept.push(s),
+                            2 => util::load::reset(s),
+                            _ => drop(s),
+                        }
+                        if kept.len() > 30 {
+                            let i = rng.below(kept.len() as u64) as usize;
+                            drop(kept.swap_remove(i));
+                        }
+                        n += 1;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    (kept, n)
+                })
+            })
+            .collect();
+        let end = Instant::now() + Duration::from_secs(50);
+        while Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1_000 + rng.below(2_000)));
+            match rng.below(3) {
+                0 | 1 => {
+                    let i = rng.below(3) as usize;
+                    if let Some(mut d) = nodes[i].take() {
+                        addrs.lock().unwrap()[i] = None;
+                        d.signal(libc::SIGKILL);
+                        let _ = d.wait_exit(Duration::from_secs(5));
+                        kills += 1;
+                        // Back at once, or after its lease ran out.
+                        std::thread::sleep(Duration::from_millis(rng.below(5_000)));
+                    }
+                    let d = start_node(&url, NAMES3[i], "3s", unique);
+                    addrs.lock().unwrap()[i] = Some(d.addr);
+                    nodes[i] = Some(d);
+                }
+                _ => {
+                    redis.kill();
+                    std::thread::sleep(Duration::from_millis(rng.below(3_000)));
+                    redis.restart();
+                    redis_restarts += 1;
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churners
+            .into_iter()
+            .map(|c| c.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let nodes: Vec<Daemon> = nodes.into_iter().map(Option::unwrap).collect();
+    let pairs: Vec<(&str, &Daemon)> = NAMES3.iter().copied().zip(nodes.iter()).collect();
+    let took = wait_converged(&redis, &pairs, Duration::from_secs(10));
+    let mut con = redis.conn();
+    let stream = read_stream(&mut con, "-");
+    // Replay: per (node, epoch, id), joined ... left, never twice.
+    let mut live: BTreeMap<(String, u64, u64), Option<String>> = BTreeMap::new();
+    let mut ever = std::collections::BTreeSet::new();
+    let mut violations = Vec::new();
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, e) in &stream {
+        let key = (
+            e["node"].as_str().unwrap().to_owned(),
+            e["epoch"].as_u64().unwrap(),
+            e["id"].as_u64().unwrap(),
+        );
+        match e["event"].as_str().unwrap() {
+            "joined" => {
+                if !ever.insert(key.clone()) {
+                    violations.push(format!("{id}: joined again: {e}"));
+                }
+                live.insert(key, e["name"].as_str().map(str::to_owned));
+            }
+            "named" => match live.get_mut(&key) {
+                Some(n) => *n = e["name"].as_str().map(str::to_owned),
+                None => violations.push(format!("{id}: named while not live: {e}")),
+            },
+            _ => {
+                *reasons
+                    .entry(e["reason"].as_str().unwrap_or("?").to_owned())
+                    .or_default() += 1;
+                if live.remove(&key).is_none() {
+                    violations.push(format!("{id}: left while not live: {e}"));
+                }
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "{} violations: {:?}",
+        violations.len(),
+        &violations[..violations.len().min(10)]
+    );
+    let replayed: util::redis_server::FleetView = live
+        .into_iter()
+        .map(|((node, _, id), name)| ((node, id), name))
+        .collect();
+    let truth = client_lists(&pairs);
+    assert_eq!(replayed, truth, "replayed stream vs the nodes' sessions");
+    // One name, one holder, fleet-wide.
+    let mut holders: BTreeMap<&str, Vec<&(String, u64)>> = BTreeMap::new();
+    for (key, name) in &truth {
+        if let Some(n) = name {
+            holders.entry(n).or_default().push(key);
+        }
+    }
+    let shared: Vec<_> = holders.iter().filter(|(_, h)| h.len() > 1).collect();
+    assert!(shared.is_empty(), "names with several holders: {shared:?}");
+    let sessions: u64 = churned.iter().map(|(_, n)| n).sum();
+    println!(
+        "chaos: {kills} node kills, {redis_restarts} Redis restarts, {sessions} client \
+         sessions; {} stream entries, {} sessions ever announced, lefts by reason {reasons:?}; \
+         converged {took:?} after the chaos",
+        stream.len(),
+        ever.len()
+    );
+    drop(churned);
+}
+
+const NAMES3: [&str; 3] = ["a", "b", "c"];

@@ -92,8 +92,6 @@ enum Report {
         id: u64,
         name: String,
     },
-    /// The lease lapsed (`fleet.fence`: reap every session `fenced`).
-    Lapsed,
     View(View),
 }
 
@@ -102,8 +100,6 @@ enum Report {
 pub(crate) enum Wanted {
     /// Reap the session with this id if it still holds this name (`replaced`).
     Replace { id: u64, name: String },
-    /// `fleet.fence`: reap every session (`fenced`).
-    Fence,
 }
 
 /// The fleet as the worker last read it (every second): for `FLEET NODES` and `CLIENT LOOKUP`.
@@ -130,8 +126,14 @@ pub(crate) struct NodeInfo {
 }
 
 /// Counters the worker keeps and `INFO` / `/metrics` read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Shared {
+    /// What `held_ms` counts from.
+    pub base: Instant,
+    /// When the lease was last known held (renewed or registered), in ms after `base`; 0 =
+    /// not yet. The loop reads it for `fleet.fence`, so fencing never waits for the worker
+    /// (which may sit in a Redis call for up to a lease).
+    pub held_ms: AtomicU64,
     pub up: AtomicBool,
     pub queued: AtomicU64,
     pub taken: AtomicU64,
@@ -146,6 +148,43 @@ pub(crate) struct Shared {
     pub lapses: AtomicU64,
     pub takeovers: AtomicU64,
     pub errors: AtomicU64,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            base: Instant::now(),
+            held_ms: AtomicU64::new(0),
+            up: AtomicBool::new(false),
+            queued: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            write_us_total: AtomicU64::new(0),
+            write_us_max: AtomicU64::new(0),
+            nodes_lost: AtomicU64::new(0),
+            sessions_lost: AtomicU64::new(0),
+            resyncs: AtomicU64::new(0),
+            lapses: AtomicU64::new(0),
+            takeovers: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that the lease is held now.
+    pub(crate) fn held(&self, now: Instant) {
+        let ms = u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(0);
+        self.held_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// When the lease lapses (or lapsed), if it was ever held.
+    fn lapses_at(&self, lease: Duration) -> Option<Instant> {
+        match self.held_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.base + Duration::from_millis(ms) + lease),
+        }
+    }
 }
 
 /// A copy of the counters, for `INFO` and `/metrics`.
@@ -190,6 +229,11 @@ pub(crate) struct Fleet {
     dropped_here: u64,
     /// Sessions reaped `fenced`.
     pub fenced: u64,
+    /// The fencing warning was logged for this lapse.
+    pub fence_warned: bool,
+    /// `fleet.fence`, and the lease.
+    fence: bool,
+    lease: Duration,
 }
 
 impl Fleet {
@@ -204,6 +248,9 @@ impl Fleet {
             view: View::default(),
             dropped_here: 0,
             fenced: 0,
+            fence_warned: false,
+            fence: false,
+            lease: Duration::ZERO,
         }
     }
 
@@ -223,7 +270,7 @@ impl Fleet {
         let (tx, commands) = mpsc::sync_channel(QUEUE_BOUND);
         let (reports, rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new());
         let setup = worker::Setup {
             url,
             password: config
@@ -258,6 +305,8 @@ impl Fleet {
         });
         fleet.node = node;
         fleet.unique_names = config.session.unique_names;
+        fleet.fence = config.fleet.fence;
+        fleet.lease = config.fleet.lease;
         Ok(fleet)
     }
 
@@ -321,7 +370,6 @@ impl Fleet {
             match report {
                 Report::WantSnapshot => self.snapshot_due = true,
                 Report::Takeover { id, name } => wanted.push(Wanted::Replace { id, name }),
-                Report::Lapsed => wanted.push(Wanted::Fence),
                 Report::View(v) => self.view = v,
             }
         }
@@ -349,9 +397,24 @@ impl Fleet {
         }
     }
 
-    /// A snapshot that could not be queued is retried a tick later.
+    /// A snapshot that could not be queued is retried a tick later; with `fleet.fence`, the
+    /// lease's lapse (and every tick while lapsed) is a deadline too.
     pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
-        self.snapshot_due().then_some(now + TICK)
+        let snapshot = self.snapshot_due().then_some(now + TICK);
+        let lapse = self.fencing_from().map(|at| at.max(now + TICK));
+        snapshot.into_iter().chain(lapse).min()
+    }
+
+    /// With `fleet.fence`: when the lease lapses (or lapsed), by this node's own clock.
+    fn fencing_from(&self) -> Option<Instant> {
+        let link = self.link.as_ref().filter(|_| self.fence)?;
+        link.shared.lapses_at(self.lease)
+    }
+
+    /// `fleet.fence` and the lease has lapsed: no session may be served as if the fleet
+    /// knew it (the loop reaps them `fenced`, newcomers too, until the lease is held again).
+    pub(crate) fn fenced_now(&self, now: Instant) -> bool {
+        self.fencing_from().is_some_and(|at| now >= at)
     }
 
     pub(crate) fn view(&self) -> &View {

@@ -125,9 +125,11 @@ for i = 6, #ARGV, 6 do
     xadd(ev)
   elseif op == 'l' then
     local had = redis.call('HGET', lk, id)
-    redis.call('HDEL', lk, id)
-    xadd(ev)
     if had then
+      -- Only a session the table has: its `joined` was dropped otherwise (the resync that
+      -- follows leaves it out too), so the stream never shows a `left` without a `joined`.
+      redis.call('HDEL', lk, id)
+      xadd(ev)
       local r = cjson.decode(had)
       if r.name ~= cjson.null then release(r.name, node, id) end
     else

@@ -262,6 +262,7 @@ impl Worker {
             }) {
                 Ok(1) => {
                     self.held_at = Some(now);
+                    self.shared.held(now);
                     self.lapse_told = false;
                 }
                 Ok(_) => self.lost(now),
@@ -311,13 +312,13 @@ impl Worker {
                 ": serving on; sessions are re-announced when Redis is back"
             }
         );
-        if self.setup.fence {
-            self.report(Report::Lapsed);
-        }
+        // `fleet.fence` is the loop's: it reads `Shared::held_ms` on its own clock.
     }
 
-    /// Redis said the node's lease had lapsed: resynchronise.
+    /// Redis said the node's lease had lapsed: resynchronise. `fleet.fence` applies at once,
+    /// whatever this node's clock says about the lease.
     fn lost(&mut self, now: Instant) {
+        self.shared.held_ms.store(1, Ordering::Relaxed);
         if !self.lapse_told {
             self.lapse(now);
         }
@@ -402,6 +403,7 @@ impl Worker {
                 let now = Instant::now();
                 self.live = true;
                 self.held_at = Some(now);
+                self.shared.held(now);
                 self.lapse_told = false;
                 self.next_renew = now + self.setup.lease / 3;
                 self.shared.resyncs.fetch_add(1, Ordering::Relaxed);

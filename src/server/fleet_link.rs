@@ -22,22 +22,36 @@ impl Server {
         for wanted in self.fleet.ready() {
             match wanted {
                 Wanted::Replace { id, name } => self.replace_for_fleet(id, &name, now),
-                Wanted::Fence => {
-                    let tokens = self.sessions.tokens();
-                    if !tokens.is_empty() {
-                        warn!(
-                            "fleet: lease lapsed with fleet.fence on: reaping all {} sessions as fenced",
-                            tokens.len()
-                        );
-                    }
-                    self.fleet.fenced += tokens.len() as u64;
-                    for token in tokens {
-                        self.reap(token, Cause::Reason(ReapReason::Fenced), now);
-                    }
-                }
             }
         }
+        self.fence_if_lapsed(now);
         self.fleet_end_turn(now);
+    }
+
+    /// `fleet.fence`: while the lease is lapsed (by this node's clock, or as Redis said), every
+    /// session is reaped `fenced`, newcomers too, so no name has a holder the fleet does not
+    /// know. On the loop's timers, so it never waits for the worker.
+    pub(super) fn fence_if_lapsed(&mut self, now: Instant) {
+        if !self.fleet.fenced_now(now) {
+            self.fleet.fence_warned = false;
+            return;
+        }
+        let tokens = self.sessions.tokens();
+        if tokens.is_empty() {
+            return;
+        }
+        if !self.fleet.fence_warned {
+            self.fleet.fence_warned = true;
+            warn!(
+                "fleet: lease lapsed with fleet.fence on: reaping all {} sessions as fenced, and \
+                 every new one until the lease is held again",
+                tokens.len()
+            );
+        }
+        self.fleet.fenced += tokens.len() as u64;
+        for token in tokens {
+            self.reap(token, Cause::Reason(ReapReason::Fenced), now);
+        }
     }
 
     /// Another node's session claimed `name`: the holder `id` here is reaped `replaced`, if

@@ -396,6 +396,7 @@ impl Server {
         self.reap_idle(now);
         self.reap_unauthenticated(now);
         self.ops.expire(ops_cx!(self, now));
+        self.fence_if_lapsed(now);
         self.log_budget.report_left_out(now);
         if self.accept.retry_at().is_some_and(|at| at <= now) {
             self.accept.clear_retry();
