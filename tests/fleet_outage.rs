@@ -30,7 +30,7 @@ fn churn(d: &Daemon, node: &str, stop: &AtomicBool) -> (Vec<TcpStream>, u64) {
         let req = util::load::multibulk(&[b"CLIENT", b"SETNAME", name.as_bytes()]);
         s.write_all(&req).unwrap();
         assert_eq!(util::load::read_line(&mut s).unwrap(), "+OK");
-        if n % 5 == 0 && kept.len() < 200 {
+        if n.is_multiple_of(5) && kept.len() < 200 {
             kept.push(s);
         } else {
             s.write_all(b"QUIT\r\n").unwrap();
