@@ -638,3 +638,84 @@ fn chaos_kills_and_restarts_leave_every_session_one_left_or_live() {
 }
 
 const NAMES3: [&str; 3] = ["a", "b", "c"];
+
+/// The redis-py watcher of docs/fleet.md, run as written (only the port changed), arriving
+/// while three nodes churn: it ends with the union of the nodes' `CLIENT LIST`s.
+#[test]
+fn the_docs_redis_py_watcher_ends_equal_to_the_client_lists() {
+    let Some(python) = util::installed("VIGILD_TEST_PYTHON", "redis-py") else {
+        return;
+    };
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fleet.md")).unwrap();
+    let from = doc
+        .find("### In Python (redis-py)")
+        .expect("the redis-py section");
+    let block = &doc[from..];
+    let start = block.find("```python\n").unwrap() + "```python\n".len();
+    let code = &block[start..start + block[start..].find("```").unwrap()];
+    let redis = RedisServer::start(false);
+    let code = code.replace("port=6379", &format!("port={}", redis.port));
+    assert_ne!(code.len(), 0);
+    let harness = format!(
+        "{code}\nimport sys, time\ndeadline = time.time() + float(sys.argv[1])\n\
+         live = watch(stop=lambda: time.time() > deadline)\n\
+         print(json.dumps(sorted([[n, i, name] for (n, i), name in live.items()])))\n"
+    );
+    let url = redis.url();
+    let nodes: Vec<Daemon> = NAMES3
+        .iter()
+        .map(|n| start_node(&url, n, "3s", ""))
+        .collect();
+    let mut kept = Vec::new();
+    let watcher = std::thread::scope(|scope| {
+        let churners: Vec<_> = nodes
+            .iter()
+            .zip(NAMES3)
+            .map(|(d, n)| {
+                scope.spawn(move || {
+                    let mut kept = Vec::new();
+                    for round in 0..4 {
+                        kept.extend(churn(d, &format!("{n}{round}"), 20));
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    kept
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let watcher = scope.spawn(|| {
+            std::process::Command::new(&python)
+                .arg("-c")
+                .arg(&harness)
+                .arg("4")
+                .output()
+                .unwrap()
+        });
+        for c in churners {
+            kept.extend(c.join().unwrap());
+        }
+        watcher.join().unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&watcher.stdout);
+    assert!(
+        watcher.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&watcher.stderr)
+    );
+    let pairs: Vec<(&str, &Daemon)> = NAMES3.iter().copied().zip(nodes.iter()).collect();
+    wait_converged(&redis, &pairs, Duration::from_secs(5));
+    let last = stdout.lines().last().unwrap_or("[]");
+    let seen: Vec<(String, u64, Option<String>)> = serde_json::from_str(last).unwrap();
+    let seen: util::redis_server::FleetView = seen
+        .into_iter()
+        .map(|(n, i, name)| ((n, i), name))
+        .collect();
+    assert_eq!(seen, client_lists(&pairs));
+    let lefts = stdout.lines().filter(|l| l.contains(" left: ")).count();
+    println!(
+        "the redis-py watcher printed {lefts} leaves and ended with {} sessions, as the nodes",
+        seen.len()
+    );
+    drop(kept);
+}
