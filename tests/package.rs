@@ -191,6 +191,7 @@ const FILES: &[(&str, &str)] = &[
     ("./usr/share/doc/vigild/admin.md", "-rw-r--r--"),
     ("./usr/share/doc/vigild/detection.md", "-rw-r--r--"),
     ("./usr/share/doc/vigild/presence.md", "-rw-r--r--"),
+    ("./usr/share/doc/vigild/fleet.md", "-rw-r--r--"),
     ("./usr/share/doc/vigild/robustness.md", "-rw-r--r--"),
 ];
 
