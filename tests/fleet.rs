@@ -77,6 +77,8 @@ fn churn(d: &Daemon, node: &str, n: usize) -> Vec<TcpStream> {
             2 => util::load::reset(s),
             _ => drop(s),
         }
+        // Spread over about half a second, so a watcher can arrive in the middle.
+        std::thread::sleep(Duration::from_millis(8));
     }
     kept
 }

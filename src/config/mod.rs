@@ -32,6 +32,7 @@ use log::LevelFilter;
 use crate::config::duration::format_duration;
 use crate::os::small_file;
 
+pub mod credentials;
 pub mod duration;
 mod endpoints;
 mod fleet;
@@ -40,6 +41,7 @@ mod secret;
 #[cfg(test)]
 mod tests;
 pub mod timers;
+pub mod tls;
 mod toml_error;
 mod validate;
 
@@ -128,6 +130,7 @@ pub struct Config {
     pub metrics: OpsListenerConfig,
     /// `[fleet]`: presence shared through Redis (docs/fleet.md); off by default.
     pub fleet: FleetConfig,
+    pub tls: tls::TlsConfig,
 }
 
 impl Default for Config {
@@ -142,6 +145,7 @@ impl Default for Config {
             admin: OpsListenerConfig::admin(),
             metrics: OpsListenerConfig::metrics(),
             fleet: FleetConfig::default(),
+            tls: tls::TlsConfig::default(),
         }
     }
 }
@@ -401,7 +405,9 @@ impl Config {
         let check = Check { path };
         let server = ServerConfig::from_raw(raw.server, &check)?;
         let (admin, metrics) = endpoints::from_raw(raw.admin, raw.metrics, &server, &check)?;
+        let tls = tls::TlsConfig::from_raw(raw.tls, &server.listen, &check)?;
         let config = Config {
+            tls,
             server,
             keepalive: KeepaliveConfig::from_raw(raw.keepalive, &check)?,
             session: SessionConfig::from_raw(raw.session, &check)?,

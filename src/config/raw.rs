@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     pub(super) metrics: endpoints::RawOpsListener,
     #[serde(default)]
     pub(super) fleet: fleet::RawFleet,
+    #[serde(default)]
+    pub(super) tls: tls::RawTls,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -192,6 +194,7 @@ impl From<&Config> for RawConfig {
             admin: endpoints::to_raw(&config.admin),
             metrics: endpoints::to_raw(&config.metrics),
             fleet: config.fleet.to_raw(),
+            tls: config.tls.to_raw(),
         }
     }
 }

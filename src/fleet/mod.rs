@@ -334,7 +334,9 @@ impl Fleet {
                     row: row_json(id, addr, laddr, None, at_ms, self.epoch),
                 },
             ),
-            Event::Named { id, name, previous } => (
+            Event::Named {
+                id, name, previous, ..
+            } => (
                 id,
                 Op::Named {
                     name: name.map(str::to_owned),

@@ -63,13 +63,18 @@ pub enum ReapReason {
     Fenced,
     /// The daemon is stopping.
     Shutdown,
+    /// A TLS handshake failed or did not finish within `tls.handshake_timeout` (plaintext on a
+    /// TLS port included); the reap line says why.
+    TlsHandshake,
+    /// A TLS protocol error after the handshake (a bad record, a fatal alert).
+    TlsError,
     /// Any other socket error.
     Error,
 }
 
 impl ReapReason {
     /// Every reason, in the order statistics list them.
-    pub const ALL: [ReapReason; 18] = [
+    pub const ALL: [ReapReason; 20] = [
         ReapReason::Closed,
         ReapReason::Quit,
         ReapReason::Reset,
@@ -87,6 +92,8 @@ impl ReapReason {
         ReapReason::Replaced,
         ReapReason::Fenced,
         ReapReason::Shutdown,
+        ReapReason::TlsHandshake,
+        ReapReason::TlsError,
         ReapReason::Error,
     ];
 
@@ -110,6 +117,8 @@ impl ReapReason {
             ReapReason::Replaced => "replaced",
             ReapReason::Fenced => "fenced",
             ReapReason::Shutdown => "shutdown",
+            ReapReason::TlsHandshake => "tls-handshake",
+            ReapReason::TlsError => "tls-error",
             ReapReason::Error => "error",
         }
     }
@@ -151,6 +160,8 @@ impl ReapReason {
             | ReapReason::AuthFailed
             | ReapReason::AuthTimeout
             | ReapReason::AuthThrottled
+            | ReapReason::TlsHandshake
+            | ReapReason::TlsError
             | ReapReason::Error => Level::Warn,
         }
     }

@@ -77,6 +77,8 @@ pub enum Stale {
     Silent(Duration),
     /// A session on another node of the fleet claimed the name ([`decide_remote`]).
     Remote,
+    /// The holder has no identity and the newcomer has one (`session/identity.rs`).
+    NoIdentity,
 }
 
 impl fmt::Display for Stale {
@@ -97,6 +99,7 @@ impl fmt::Display for Stale {
             Stale::Unreadable => f.write_str("stale=no-tcp-info"),
             Stale::Silent(d) => write!(f, "stale=silent silent_ms={}", d.as_millis()),
             Stale::Remote => f.write_str("takeover=remote"),
+            Stale::NoIdentity => f.write_str("holder=without-identity"),
         }
     }
 }
@@ -158,6 +161,9 @@ pub struct TakeoverCounters {
     pub refused: u64,
     /// Times a name was found flapping (at most once per name per minute).
     pub flapping: u64,
+    /// Names refused because they are not the session's identity, or it has none while
+    /// identities are in use (`session/identity.rs`).
+    pub identity_refused: u64,
 }
 
 /// One name's replacements in its current window.
