@@ -134,6 +134,8 @@ pub(crate) struct Shared {
     /// not yet. The loop reads it for `fleet.fence`, so fencing never waits for the worker
     /// (which may sit in a Redis call for up to a lease).
     pub held_ms: AtomicU64,
+    /// `session.unique_names`, as the last reload left it.
+    pub unique_names: AtomicBool,
     pub up: AtomicBool,
     pub queued: AtomicU64,
     pub taken: AtomicU64,
@@ -155,6 +157,7 @@ impl Shared {
         Shared {
             base: Instant::now(),
             held_ms: AtomicU64::new(0),
+            unique_names: AtomicBool::new(false),
             up: AtomicBool::new(false),
             queued: AtomicU64::new(0),
             taken: AtomicU64::new(0),
@@ -222,7 +225,6 @@ pub(crate) struct Fleet {
     link: Option<Link>,
     node: String,
     epoch: u64,
-    unique_names: bool,
     snapshot_due: bool,
     view: View,
     /// Events the loop could not queue (the worker counts what it could not write).
@@ -243,7 +245,6 @@ impl Fleet {
             link: None,
             node: String::new(),
             epoch,
-            unique_names: false,
             snapshot_due: false,
             view: View::default(),
             dropped_here: 0,
@@ -271,6 +272,9 @@ impl Fleet {
         let (reports, rx) = mpsc::channel();
         let (done_tx, done) = mpsc::channel();
         let shared = Arc::new(Shared::new());
+        shared
+            .unique_names
+            .store(config.session.unique_names, Ordering::Relaxed);
         let setup = worker::Setup {
             url,
             password: config
@@ -285,7 +289,6 @@ impl Fleet {
             maxlen: config.fleet.stream_maxlen,
             lease: config.fleet.lease,
             fence: config.fleet.fence,
-            unique_names: config.session.unique_names,
         };
         let w = worker::Worker::new(setup, commands, reports, waker, shared.clone(), done_tx);
         std::thread::Builder::new()
@@ -304,7 +307,6 @@ impl Fleet {
             done,
         });
         fleet.node = node;
-        fleet.unique_names = config.session.unique_names;
         fleet.fence = config.fleet.fence;
         fleet.lease = config.fleet.lease;
         Ok(fleet)
@@ -417,6 +419,27 @@ impl Fleet {
     /// knew it (the loop reaps them `fenced`, newcomers too, until the lease is held again).
     pub(crate) fn fenced_now(&self, now: Instant) -> bool {
         self.fencing_from().is_some_and(|at| now >= at)
+    }
+
+    /// After a reload: `session.unique_names` applies to the fleet's next writes; the rest of
+    /// `[fleet]` only at the next start (said once, as the other restart-only keys are).
+    pub(crate) fn reload(&self, old: &Config, new: &Config) {
+        if let Some(link) = &self.link {
+            link.shared
+                .unique_names
+                .store(new.session.unique_names, Ordering::Relaxed);
+        }
+        if old.fleet != new.fleet {
+            warn!(
+                "reload: [fleet] changes apply at the next start; the running node {} keeps \
+                 its Redis link and lease",
+                if self.node.is_empty() {
+                    "(fleet off)"
+                } else {
+                    &self.node
+                }
+            );
+        }
     }
 
     pub(crate) fn view(&self) -> &View {

@@ -47,7 +47,6 @@ pub(super) struct Setup {
     pub maxlen: u64,
     pub lease: Duration,
     pub fence: bool,
-    pub unique_names: bool,
 }
 
 pub(super) struct Worker {
@@ -158,6 +157,15 @@ impl Worker {
         }
     }
 
+    /// `session.unique_names` as a script argument.
+    fn unique(&self) -> &'static str {
+        if self.shared.unique_names.load(Ordering::Relaxed) {
+            "1"
+        } else {
+            "0"
+        }
+    }
+
     fn report(&self, r: Report) {
         if self.reports.send(r).is_ok() {
             // The loop is gone or its poller closed only at shutdown; nothing to do then.
@@ -250,8 +258,7 @@ impl Worker {
             }
         }
         let lease = self.setup.lease;
-        if self.setup.fence && !self.lapse_told && self.held_at.is_some_and(|at| now >= at + lease)
-        {
+        if !self.lapse_told && self.held_at.is_some_and(|at| now >= at + lease) {
             self.lapse(now);
         }
         if self.live && now >= self.next_renew {
@@ -334,7 +341,7 @@ impl Worker {
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 continue;
             }
-            let unique = if self.setup.unique_names { "1" } else { "0" };
+            let unique = self.unique();
             let started = Instant::now();
             let result = self.eval::<String>(Script::Publish, |c| {
                 c.arg(unique);
@@ -389,7 +396,7 @@ impl Worker {
             .filter_map(|r| r.name.clone().map(|n| (r.id, n)))
             .collect();
         let ms = self.setup.lease.as_millis() as u64;
-        let unique = if self.setup.unique_names { "1" } else { "0" };
+        let unique = self.unique();
         let count = rows.len();
         match self.eval::<Vec<u64>>(Script::Resync, |c| {
             c.arg(ms).arg(unique);

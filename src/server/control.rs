@@ -144,6 +144,7 @@ impl Server {
             );
         }
         self.ops.reconcile(&old, ops_cx!(self, now));
+        self.fleet.reload(&old, &new);
         if old.session.idle_timeout != new.session.idle_timeout {
             self.idle
                 .rebuild(&self.sessions, self.config.session.idle_timeout);
