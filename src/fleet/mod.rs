@@ -226,6 +226,9 @@ pub(crate) struct Fleet {
     node: String,
     epoch: u64,
     snapshot_due: bool,
+    /// A snapshot that did not fit in the queue is tried again at this time, not every turn
+    /// (building one costs a pass over the sessions).
+    snapshot_retry: Option<Instant>,
     view: View,
     /// Events the loop could not queue (the worker counts what it could not write).
     dropped_here: u64,
@@ -246,6 +249,7 @@ impl Fleet {
             node: String::new(),
             epoch,
             snapshot_due: false,
+            snapshot_retry: None,
             view: View::default(),
             dropped_here: 0,
             fenced: 0,
@@ -380,31 +384,51 @@ impl Fleet {
         wanted
     }
 
-    /// Whether the worker waits for a snapshot of the live sessions.
-    pub(crate) fn snapshot_due(&self) -> bool {
-        self.snapshot_due && self.link.is_some()
+    /// Whether the worker waits for a snapshot of the live sessions and the loop should build
+    /// one now: not while the queue is full, and at most once a tick after a failed try.
+    pub(crate) fn snapshot_due(&self, now: Instant) -> bool {
+        let Some(link) = &self.link else {
+            return false;
+        };
+        let depth = link
+            .shared
+            .queued
+            .load(Ordering::Relaxed)
+            .saturating_sub(link.shared.taken.load(Ordering::Relaxed));
+        self.snapshot_due
+            && self.snapshot_retry.is_none_or(|at| now >= at)
+            && depth < QUEUE_BOUND as u64
     }
 
-    /// Hands the worker the live sessions; false (and due again next turn) when the queue is
-    /// full.
-    pub(crate) fn send_snapshot(&mut self, rows: Vec<Row>) -> bool {
+    /// Hands the worker the live sessions; when the queue is full it is tried again a tick
+    /// later. A worker that is gone (it never exits while the loop runs, but if it did)
+    /// turns the fleet off, said once.
+    pub(crate) fn send_snapshot(&mut self, rows: Vec<Row>, now: Instant) {
         let Some(link) = &self.link else {
-            return true;
+            return;
         };
         match link.tx.try_send(Command::Snapshot(rows)) {
             Ok(()) => {
                 link.shared.queued.fetch_add(1, Ordering::Relaxed);
                 self.snapshot_due = false;
-                true
+                self.snapshot_retry = None;
             }
-            Err(_) => false,
+            Err(TrySendError::Full(_)) => self.snapshot_retry = Some(now + TICK),
+            Err(TrySendError::Disconnected(_)) => {
+                warn!("fleet: the Redis thread is gone; the fleet is off until a restart");
+                self.link = None;
+            }
         }
     }
 
     /// A snapshot that could not be queued is retried a tick later; with `fleet.fence`, the
     /// lease's lapse (and every tick while lapsed) is a deadline too.
     pub(crate) fn deadline(&self, now: Instant) -> Option<Instant> {
-        let snapshot = self.snapshot_due().then_some(now + TICK);
+        let snapshot = (self.snapshot_due && self.link.is_some()).then(|| {
+            self.snapshot_retry
+                .map_or(now, |at| at.max(now))
+                .max(now + TICK)
+        });
         let lapse = self.fencing_from().map(|at| at.max(now + TICK));
         snapshot.into_iter().chain(lapse).min()
     }

@@ -91,7 +91,7 @@ impl Server {
     /// At the end of each turn: the snapshot the worker waits for, if any (retried next
     /// tick while the queue is full).
     pub(super) fn fleet_end_turn(&mut self, now: Instant) {
-        if !self.fleet.snapshot_due() {
+        if !self.fleet.snapshot_due(now) {
             return;
         }
         let now_ms = unix_ms(SystemTime::now());
@@ -111,6 +111,6 @@ impl Server {
                 )
             })
             .collect();
-        self.fleet.send_snapshot(rows);
+        self.fleet.send_snapshot(rows, now);
     }
 }
