@@ -721,3 +721,94 @@ fn the_docs_redis_py_watcher_ends_equal_to_the_client_lists() {
     );
     drop(kept);
 }
+
+/// A node cut from Redis by nftables (in a private network namespace: nothing answered, not
+/// even a reset, so only keepalive, `TCP_USER_TIMEOUT` and the read timeout can tell) past
+/// its lease, then healed: the survivor publishes its sessions `node-lost` within lease + 2 s,
+/// the node serves on and re-announces them when healed (view converges); with `fence` on, its
+/// sessions are reaped `fenced`. Root only (skips, or fails with VIGILD_TESTS_NO_SKIP=1).
+#[test]
+fn a_node_cut_from_redis_by_nftables_is_lost_then_reannounced_or_fenced() {
+    if let Err(why) = util::netns::probe() {
+        util::skip(
+            &why,
+            "run as root with nftables (scripts/test installs nft)",
+        );
+        return;
+    }
+    for fence in [false, true] {
+        std::thread::spawn(move || partition(fence)).join().unwrap();
+    }
+}
+
+fn partition(fence: bool) {
+    util::netns::enter_private().unwrap();
+    let redis = RedisServer::start_on(false, &["127.0.0.1", "127.0.0.2"]);
+    let cut_url = format!("redis://127.0.0.2:{}/0", redis.port);
+    let extra = if fence { "fence = true" } else { "" };
+    let a = start_node(&cut_url, "a", "2s", extra);
+    let b = start_node(&redis.url(), "b", "2s", "");
+    let mut on_a: Vec<TcpStream> = (0..3).map(|_| connect(&a)).collect();
+    let pairs = [("a", &a), ("b", &b)];
+    wait_converged(&redis, &pairs, Duration::from_secs(5));
+    let mut con = redis.conn();
+    let (_, pos) = snapshot(&mut con);
+    let port = redis.port;
+    util::netns::nft(&format!(
+        "table inet cut {{\n chain i {{\n type filter hook input priority -300; policy accept;\n \
+         ip daddr 127.0.0.2 tcp dport {port} drop\n ip saddr 127.0.0.2 tcp sport {port} drop\n }}\n}}\n"
+    ))
+    .unwrap();
+    let cut = Instant::now();
+    // The survivor declares a lost within lease + 2 s.
+    util::wait_until(
+        Duration::from_secs(4),
+        "a's sessions published node-lost",
+        || {
+            read_stream(&mut con, &pos)
+                .iter()
+                .filter(|(_, e)| e["reason"] == "node-lost" && e["node"] == "a")
+                .count()
+                == 3
+        },
+    );
+    let lost_after = cut.elapsed();
+    if fence {
+        for s in &mut on_a {
+            s.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+            let mut buf = [0u8; 16];
+            assert!(
+                matches!(s.read(&mut buf), Ok(0) | Err(_)),
+                "a fenced its session"
+            );
+        }
+        assert_eq!(a.log.count(|l| l.contains("reason=fenced")), 3);
+    } else {
+        for s in &mut on_a {
+            assert_eq!(request(s, &["PING"]), "+PONG");
+        }
+    }
+    util::netns::nft("delete table inet cut\n").unwrap();
+    let healed = Instant::now();
+    let took = wait_converged(&redis, &pairs, Duration::from_secs(8));
+    let info = fleet_info(&a);
+    println!(
+        "nft cut (fence={fence}): node-lost published {lost_after:?} after the cut (lease 2 s); \
+         view converged {took:?} after healing ({:?}); a: errors={} resyncs={} lapses={}",
+        healed.elapsed(),
+        info["fleet_errors"],
+        info["fleet_resyncs"],
+        info["fleet_lease_lapses"]
+    );
+    assert!(lost_after < Duration::from_secs(4));
+    let live = client_lists(&pairs);
+    assert_eq!(live.len(), if fence { 0 } else { 3 }, "{live:?}");
+    if !fence {
+        let again = read_stream(&mut con, &pos);
+        let resynced = again
+            .iter()
+            .filter(|(_, e)| e["event"] == "joined" && e["node"] == "a" && e["resync"] == true)
+            .count();
+        assert_eq!(resynced, 3, "a re-announced its sessions");
+    }
+}

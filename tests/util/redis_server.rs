@@ -16,6 +16,8 @@ pub struct RedisServer {
     dir: TempDir,
     /// `appendonly yes` with `appendfsync always`: a `kill -9` loses nothing acknowledged.
     aof: bool,
+    /// Addresses it listens on (127.0.0.1, and 127.0.0.2 for a node that nftables cuts off).
+    binds: Vec<&'static str>,
 }
 
 /// A free loopback port (bound, then released: a small race with other tests, which start
@@ -27,11 +29,18 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start(aof: bool) -> RedisServer {
+        RedisServer::start_on(aof, &["127.0.0.1"])
+    }
+
+    /// Listening on every address of `binds` (inside a test's network namespace, 127.0.0.2
+    /// lets nftables cut one node's Redis connection and no other).
+    pub fn start_on(aof: bool, binds: &[&'static str]) -> RedisServer {
         let mut r = RedisServer {
             child: None,
             port: free_port(),
             dir: TempDir::new("redis"),
             aof,
+            binds: binds.to_vec(),
         };
         r.spawn();
         r
@@ -41,7 +50,9 @@ impl RedisServer {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--daemonize", "no"])
+            .arg("--bind")
+            .args(&self.binds)
+            .args(["--save", "", "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
