@@ -66,6 +66,9 @@ mod deliver;
 mod http;
 mod listener;
 mod metrics;
+mod session_watch;
+mod status;
+mod status_page;
 mod work;
 
 use std::collections::VecDeque;
@@ -264,6 +267,8 @@ pub(crate) struct Ops {
     dirty: Vec<usize>,
     /// Events waiting for the next turn's delivery budget (`deliver.rs`).
     backlog: deliver::Backlog,
+    /// The status page's sweeps of the session table (`session_watch.rs`).
+    watch: session_watch::SessionWatch,
 }
 
 fn conn_key(token: Token) -> Option<usize> {
@@ -291,6 +296,7 @@ impl Ops {
             frame_buf: Vec::new(),
             dirty: Vec::new(),
             backlog: deliver::Backlog::default(),
+            watch: session_watch::SessionWatch::default(),
         }
     }
 
@@ -339,7 +345,7 @@ impl Ops {
         let local = socket.local();
         let kind = match (&socket, role) {
             (OpsListener::Unix { .. }, _) => " (unix socket, mode 0600)",
-            (_, Role::Metrics) => " (GET /metrics)",
+            (_, Role::Metrics) => " (GET /metrics, status page at /)",
             _ => "",
         };
         info!("{} listener on {local}{kind}", role.name());
@@ -426,6 +432,14 @@ impl Ops {
             self.accept(Role::Metrics, cx);
         } else if token == WORK {
             self.work_pending = false;
+            // A status page's sweep first, within its share of the budget, then the queue.
+            if self
+                .watch
+                .advance(cx.sessions, cx.now, self.budget.left(cx.now))
+            {
+                self.work_pending = true;
+                cx.revisit.push(WORK);
+            }
             return self.run_queue(self.queue.len(), cx);
         } else if let Some(key) = conn_key(token) {
             let waits = self.conns.get(key).is_some_and(|c| c.wants_budget());

@@ -312,7 +312,7 @@ impl Server {
         let token = self
             .sessions
             .insert(|id| Session::new(id, stream, peer, now));
-        self.stats.on_accept();
+        self.stats.on_accept(now);
         // Announced before the socket setup: a session that fails it still gets its `left`.
         self.publish_joined(token, now);
         let Some(session) = self.sessions.get_mut(token) else {

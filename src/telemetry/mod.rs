@@ -8,6 +8,7 @@
 pub(crate) mod command_rate;
 pub(crate) mod histogram;
 pub(crate) mod journal;
+pub(crate) mod last_hour;
 pub(crate) mod log_throttle;
 pub(crate) mod logging;
 pub(crate) mod presence_events;
