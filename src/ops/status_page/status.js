@@ -117,19 +117,29 @@ function latency(d) {
   const chart = $("latency-chart");
   clear(chart);
   const rows = d.detection;
-  const W = 720, left = 130, right = 10, rowH = 22, top = 8;
+  const W = 720, left = 130, right = 10, rowH = 22, top = 20;
   const H = top + rows.length * rowH + 20;
   chart.setAttribute("viewBox", "0 0 " + W + " " + H);
   let hi = 1000;
   for (const r of rows) hi = Math.max(hi, r.max_ms || 0, r.bound_ms || 0);
-  const lo = 10, span = Math.log10(hi * 1.5) - Math.log10(lo);
+  const lo = 1, span = Math.log10(hi * 1.5) - Math.log10(lo);
   const x = (ms) => left + (W - left - right) * (Math.log10(Math.max(lo, ms)) - Math.log10(lo)) / span;
-  const ticks = [[10, "10 ms"], [100, "100 ms"], [1000, "1 s"], [10000, "10 s"], [60000, "1 min"], [600000, "10 min"], [3600000, "1 h"]];
+  const ticks = [[1, "1 ms"], [10, "10 ms"], [100, "100 ms"], [1000, "1 s"], [10000, "10 s"], [60000, "1 min"], [600000, "10 min"], [3600000, "1 h"]];
   for (const [t, label] of ticks) {
     if (t > hi * 1.5) break;
     chart.appendChild(svg("line", { x1: x(t), y1: top, x2: x(t), y2: H - 18, class: "axis" }));
     chart.appendChild(svg("text", { x: x(t), y: H - 4, "text-anchor": "middle" }, label));
   }
+  const key = svg("g", {});
+  key.appendChild(svg("rect", { x: W - 330, y: 4, width: 14, height: 8, class: "lat-p50" }));
+  key.appendChild(svg("text", { x: W - 312, y: 12 }, "p50"));
+  key.appendChild(svg("rect", { x: W - 280, y: 5, width: 14, height: 6, class: "lat-p99" }));
+  key.appendChild(svg("text", { x: W - 262, y: 12 }, "p99"));
+  key.appendChild(svg("circle", { cx: W - 222, cy: 8, r: 3.5, class: "lat-max" }));
+  key.appendChild(svg("text", { x: W - 214, y: 12 }, "max"));
+  key.appendChild(svg("line", { x1: W - 172, y1: 2, x2: W - 172, y2: 14, class: "bound" }));
+  key.appendChild(svg("text", { x: W - 166, y: 12 }, "configured bound"));
+  chart.appendChild(key);
   rows.forEach((r, i) => {
     const cy = top + i * rowH + rowH / 2;
     const g = svg("g", { "data-reason": r.reason });
