@@ -299,6 +299,9 @@ fn status_json_follows_its_documented_schema_and_agrees_with_info() {
 fn hostile_names_come_back_escaped_and_the_static_parts_carry_the_policy() {
     let d = Daemon::start(CONFIG);
     let _s: Vec<TcpStream> = HOSTILE.iter().map(|n| named(&d, n, Some(n))).collect();
+    // A name of 200 bytes (session.max_name_bytes is 256) and a library name of 100
+    // (session.max_lib_bytes is 128) are cut to 64 and marked.
+    let _long = named(&d, &"<".repeat(200), Some(&"<".repeat(100)));
     let (code, headers, body) = get(&d, "/status.json");
     assert_eq!(code, 200);
     let text = String::from_utf8(body).unwrap();
@@ -313,14 +316,20 @@ fn hostile_names_come_back_escaped_and_the_static_parts_carry_the_policy() {
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, HOSTILE, "the names come back exactly");
+    let cut = format!("{}…(+136B)", "<".repeat(64));
+    let mut want = HOSTILE.to_vec();
+    want.push(&cut);
+    assert_eq!(names, want, "the names come back exactly, the long one cut");
+    let cut = format!("{}…(+36B)", "<".repeat(64));
+    want.pop();
+    want.push(&cut);
     let libs: Vec<&str> = doc["silent"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["lib_name"].as_str().unwrap())
         .collect();
-    assert_eq!(libs, HOSTILE);
+    assert_eq!(libs, want);
     let csp = headers["content-security-policy"].clone();
     assert!(
         csp.starts_with("default-src 'none'; script-src 'self';"),

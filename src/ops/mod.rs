@@ -36,7 +36,9 @@
 //!   (256) units: one per `CLIENT LIST` line rendered (about 12 µs in a debug build), one per
 //!   512 reply bytes, one per request (40 for `CONFIG GET`). That is about 3 ms in a debug
 //!   build, under 1 ms in release; one request may overrun it once (a `CLIENT LIST` snapshot
-//!   of 10,000 sessions costs 626 units, a few ms in a debug build). A connection that runs
+//!   of 10,000 sessions costs 626 units, a few ms in a debug build). The status page's sweep
+//!   of the session table (`session_watch.rs`) takes at most 128 units a turn (512 sessions,
+//!   one `TCP_INFO` each, about 1 ms) and is continued on the `WORK` revisit. A connection that runs
 //!   out waits on the work queue, served round-robin on the next turn (a readiness event for a
 //!   waiting connection only writes what is ready), so pipelined requests from many
 //!   connections can neither freeze the loop nor starve each other.
@@ -58,7 +60,8 @@
 //! This file holds [`Ops`], the listeners, accepting, timers and closing; `work.rs` the work
 //! budget and queue; `connection.rs` one connection's I/O (`connection/requests.rs` running its
 //! requests); `deliver.rs` presence delivery; `listener.rs` the sockets; `admin/` the
-//! admin commands (and `INFO`); `http.rs` and `metrics.rs` the metrics endpoint.
+//! admin commands (and `INFO`); `http.rs` and `metrics.rs` the metrics endpoint;
+//! `status_page.rs`, `status.rs` and `session_watch.rs` the status page (docs/status.md).
 
 mod admin;
 mod connection;

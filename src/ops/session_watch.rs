@@ -21,8 +21,8 @@
 //! The sweep walks the table in token order from a cursor, so sessions that come and go
 //! between its turns are seen at most once (a session accepted behind the cursor waits for
 //! the next sweep). What a sweep keeps is bounded: [`TOP`] entries per list, each with the
-//! session's name and library name (bounded by `session.max_name_bytes`), and counts by
-//! state. Nothing here writes to a socket.
+//! session's name and library name cut to [`SHOWN_NAME_BYTES`] (64 bytes and a marker), and
+//! counts by state. Nothing here writes to a socket.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -40,6 +40,10 @@ const SESSIONS_PER_UNIT: usize = 4;
 const UNITS_PER_TURN: usize = 128;
 /// A sweep younger than this is reused instead of starting another.
 const FRESH: Duration = Duration::from_secs(1);
+/// Bytes of a name or library name kept (`session.max_name_bytes` may be 64 KiB): a longer
+/// one is cut and marked as the log lines mark it, `…(+NB)`, N being the bytes left out.
+/// Names are printable ASCII, so the `…` never comes from a client.
+pub(super) const SHOWN_NAME_BYTES: usize = 64;
 
 /// The kernel's view of a session, as `CLIENT LIST`'s `state=` says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,8 +176,8 @@ impl SessionWatch {
             let i = info.unwrap_or_default();
             let entry = || Seen {
                 id: s.id,
-                name: s.name.clone(),
-                lib_name: s.lib().map(|l| l.name.clone()).filter(|n| !n.is_empty()),
+                name: s.name.as_deref().map(shown),
+                lib_name: s.lib().map(|l| shown(&l.name)).filter(|n| !n.is_empty()),
                 addr: s.peer,
                 last_rx: s.last_rx,
                 connected_at: s.connected_at,
@@ -205,6 +209,18 @@ impl SessionWatch {
     pub(super) fn last(&self) -> Option<&Swept> {
         self.last.as_ref()
     }
+}
+
+/// A name as kept: whole up to [`SHOWN_NAME_BYTES`], else cut and marked.
+fn shown(name: &str) -> Box<str> {
+    if name.len() <= SHOWN_NAME_BYTES {
+        return name.into();
+    }
+    let mut cut = SHOWN_NAME_BYTES;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…(+{}B)", &name[..cut], name.len() - cut).into()
 }
 
 /// The longest-silent first; ties by id, so the order is stable.
@@ -308,6 +324,18 @@ mod tests {
         let mut none = 0;
         assert!(watch.request(&sessions, now + FRESH, &mut none));
         assert!(watch.request(&sessions, now + FRESH, &mut none));
+    }
+
+    #[test]
+    fn long_names_are_cut_and_marked() {
+        assert_eq!(&*shown("sensor-1"), "sensor-1");
+        let long = "n".repeat(SHOWN_NAME_BYTES + 10);
+        assert_eq!(
+            &*shown(&long),
+            format!("{}…(+10B)", "n".repeat(SHOWN_NAME_BYTES))
+        );
+        let exact = "x".repeat(SHOWN_NAME_BYTES);
+        assert_eq!(&*shown(&exact), exact);
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //!
 //! Invariants:
 //! - Bounded whatever the number of sessions: the counters, 60 minutes of per-minute counts,
-//!   one entry per detection reason, and at most [`TOP`] sessions per list (each with a name
-//!   and library name of at most `session.max_name_bytes`): about 20 KiB at most.
+//!   one entry per detection reason, and at most [`TOP`] sessions per list, each with a name
+//!   and library name cut to 64 bytes (`session_watch::SHOWN_NAME_BYTES`): 3 KiB idle, 6 KiB
+//!   with 3,000 sessions, about 40 KiB at most (40 entries of two 64-byte names that are all
+//!   `<`, each escaped to 6 bytes).
 //! - Every string a client chose (names, library names) goes through serde_json, with `<`,
 //!   `>` and `&` written as `\u003c`, `\u003e` and `\u0026` as well ([`Escaping`]), so the
 //!   body stays inert even if someone pastes it into HTML. The page inserts them with
