@@ -552,6 +552,29 @@ fn the_page_in_a_real_browser() {
     std::fs::write(artifact(), &png).unwrap();
     eprintln!("screenshot: {} ({} bytes)", artifact().display(), png.len());
 
+    // Without [fleet] the Fleet section is hidden; given a `fleet` member (docs/status.md,
+    // "Fleet") the page's own drawing function shows its nodes, names as text.
+    let fleet = browser.eval(
+        "(() => {
+            const hidden = document.getElementById('fleet').hidden;
+            fleet({fleet: {nodes: [{node: '<b>node-a</b>', epoch: 3, lease_age_ms: 1500, sessions: 9}]}});
+            const cells = [...document.querySelectorAll('#fleet-nodes td')].map(td => td.textContent);
+            const shown = !document.getElementById('fleet').hidden;
+            const bold = document.querySelectorAll('#fleet b').length;
+            fleet({});
+            return {hidden, shown, cells, bold, after: document.getElementById('fleet').hidden};
+        })()",
+    );
+    assert_eq!(fleet["hidden"], true, "{fleet}");
+    assert_eq!(fleet["shown"], true, "{fleet}");
+    assert_eq!(
+        fleet["cells"],
+        serde_json::json!(["<b>node-a</b>", "3", "1.50 s", "9"]),
+        "{fleet}"
+    );
+    assert_eq!(fleet["bold"], 0);
+    assert_eq!(fleet["after"], true);
+
     // The control: an inline script injected into the page is refused by the policy, and the
     // refusal is seen where the check above looked, so that check can fail.
     let ran = browser.eval(

@@ -40,6 +40,10 @@ pub(super) struct Inputs<'a> {
     pub config: &'a Config,
     pub ops: &'a OpsCounters,
     pub started: Instant,
+    /// The wall clock at `started`: the reply's `now_unix_ms` is this plus uptime.
+    pub started_at: SystemTime,
+    /// The fleet's nodes; `None` while `[fleet]` is off (the fleet issue sets it).
+    pub fleet: Option<Fleet>,
     /// The last complete sweep of the session table, if one finished.
     pub swept: Option<&'a Swept>,
 }
@@ -62,6 +66,24 @@ struct Status<'a> {
     silent: Vec<Entry<'a>>,
     presence: Presence,
     operators: Operators,
+    /// Present when `[fleet]` is on (docs/status.md, "Fleet").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fleet: Option<Fleet>,
+}
+
+/// The `fleet` member: filled in by the fleet issue (17) once `[fleet]` exists; its shape is
+/// documented in docs/status.md and drawn by the page's Fleet table.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct Fleet {
+    pub nodes: Vec<FleetNode>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct FleetNode {
+    pub node: String,
+    pub epoch: u64,
+    pub lease_age_ms: u64,
+    pub sessions: u64,
 }
 
 #[derive(Serialize)]
@@ -245,7 +267,7 @@ pub(super) fn render(i: &Inputs<'_>, out: &mut Vec<u8>) {
         schema: SCHEMA,
         version: env!("CARGO_PKG_VERSION"),
         uptime_ms: ms(now.saturating_duration_since(i.started)),
-        now_unix_ms: ms(SystemTime::now()
+        now_unix_ms: ms((i.started_at + now.saturating_duration_since(i.started))
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()),
         refresh_ms: ms(REFRESH),
@@ -323,6 +345,7 @@ pub(super) fn render(i: &Inputs<'_>, out: &mut Vec<u8>) {
             admin_connections: i.ops.open[0],
             metrics_connections: i.ops.open[1],
         },
+        fleet: i.fleet.clone(),
     };
     let mut ser = serde_json::Serializer::with_formatter(&mut *out, Escaping);
     // Serializing plain structs into a Vec cannot fail.
@@ -360,6 +383,10 @@ mod tests {
     use crate::telemetry::last_hour::MINUTES;
 
     fn doc(stats: &Stats, now: Instant) -> serde_json::Value {
+        doc_with(stats, now, None)
+    }
+
+    fn doc_with(stats: &Stats, now: Instant, fleet: Option<Fleet>) -> serde_json::Value {
         let config = Config::default();
         let mut out = Vec::new();
         render(
@@ -369,6 +396,8 @@ mod tests {
                 config: &config,
                 ops: &OpsCounters::default(),
                 started: now,
+                started_at: SystemTime::now(),
+                fleet,
                 swept: None,
             },
             &mut out,
@@ -417,6 +446,24 @@ mod tests {
         assert_eq!(v["keepalive"]["summary"].as_array().unwrap().len(), 3);
         assert_eq!(v["watch"]["complete"], false);
         assert!(v.get("fleet").is_none(), "[fleet] is off");
+    }
+
+    #[test]
+    fn a_fleet_member_has_the_documented_shape() {
+        let fleet = Fleet {
+            nodes: vec![FleetNode {
+                node: "<b>node-a</b>".into(),
+                epoch: 7,
+                lease_age_ms: 1200,
+                sessions: 42,
+            }],
+        };
+        let v = doc_with(&Stats::default(), Instant::now(), Some(fleet));
+        let n = &v["fleet"]["nodes"][0];
+        assert_eq!(
+            (&n["node"], &n["epoch"], &n["lease_age_ms"], &n["sessions"]),
+            (&"<b>node-a</b>".into(), &7.into(), &1200.into(), &42.into())
+        );
     }
 
     #[test]

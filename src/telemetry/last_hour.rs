@@ -54,6 +54,8 @@ pub struct Minutes {
     pub reaps: [[u32; MINUTES]; ReapReason::ALL.len()],
     /// How far into the current minute `now` is.
     pub into_current: Duration,
+    /// Since minute 0 began (the ring's first event).
+    pub since_start: Duration,
 }
 
 impl LastHour {
@@ -93,6 +95,7 @@ impl LastHour {
             accepts: [0; MINUTES],
             reaps: [[0; MINUTES]; ReapReason::ALL.len()],
             into_current: Duration::ZERO,
+            since_start: Duration::ZERO,
         };
         let Some(start) = self.start else {
             return out;
@@ -100,6 +103,7 @@ impl LastHour {
         let since = now.saturating_duration_since(start);
         let current = since.as_secs() / MINUTE.as_secs();
         out.into_current = since.saturating_sub(MINUTE * current as u32);
+        out.since_start = since;
         for (i, back) in (0..MINUTES as u64).rev().enumerate() {
             let Some(minute) = current.checked_sub(back) else {
                 continue;
@@ -119,9 +123,13 @@ impl LastHour {
 
 impl Minutes {
     /// The window the rates average over: the previous full minute and the current one so
-    /// far (never less than one second, so a rate is never a division by zero).
+    /// far, or the time since the ring started if that is shorter (so the first minute's rate
+    /// is not diluted by a minute that never was), and never less than one second (a rate is
+    /// never a division by zero).
     pub fn rate_window(&self) -> Duration {
-        (MINUTE + self.into_current).max(Duration::from_secs(1))
+        (MINUTE + self.into_current)
+            .min(self.since_start)
+            .max(Duration::from_secs(1))
     }
 
     /// Per second over [`Minutes::rate_window`], from a per-minute series.
@@ -190,5 +198,19 @@ mod tests {
         let m = LastHour::default().minutes(Instant::now());
         assert_eq!(m.accepts, [0; MINUTES]);
         assert_eq!(m.rate(&m.accepts), 0.0);
+    }
+
+    #[test]
+    fn a_young_ring_rates_over_its_own_age() {
+        let t0 = Instant::now();
+        let mut h = LastHour::default();
+        for _ in 0..10 {
+            h.on_accept(t0);
+        }
+        let m = h.minutes(t0 + Duration::from_secs(5));
+        assert_eq!(m.rate_window(), Duration::from_secs(5));
+        assert_eq!(m.rate(&m.accepts), 2.0);
+        let m = h.minutes(t0 + Duration::from_millis(10));
+        assert_eq!(m.rate_window(), Duration::from_secs(1), "at least a second");
     }
 }

@@ -309,6 +309,9 @@ fn respond(req: &http::Request, path: &[u8], page: &mut Page<'_, '_>, out: &mut 
                     config: page.config,
                     ops: page.ops,
                     started: page.started,
+                    started_at: page.started_at,
+                    // The fleet issue (17) fills this in when `[fleet]` is on.
+                    fleet: None,
                     swept: page.watch.last(),
                 },
                 &mut body,
