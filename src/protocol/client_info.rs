@@ -57,8 +57,12 @@ pub fn describe_with(
     } else {
         0
     };
+    let tls_mem = session.tls().map_or(0, |t| {
+        std::mem::size_of::<crate::session::tls::Tls>() + t.partial_len()
+    });
     let tot_mem = std::mem::size_of::<Session>()
         + extras
+        + tls_mem
         + qbuf_cap
         + omem
         + multi_mem
@@ -106,6 +110,12 @@ pub fn describe_with(
         session.bytes_in,
         session.bytes_out,
         session.commands,
+    );
+    let _ = write!(
+        out,
+        " tls={} identity={}",
+        session.tls().map_or("-", |t| t.version()),
+        session.identity().map_or("", |i| &*i.name),
     );
     match sockopt::read_back(&session.stream) {
         Ok(a) => {

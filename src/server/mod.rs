@@ -55,6 +55,7 @@ mod pending;
 mod reaper;
 mod scratch;
 mod session_io;
+mod tls_guard;
 pub(crate) mod tokens;
 
 use std::fmt;
@@ -102,6 +103,8 @@ pub enum StartError {
         endpoint: crate::config::Endpoint,
         source: io::Error,
     },
+    /// A TLS listener's certificate, key or CA file cannot be used.
+    Tls(crate::config::credentials::CredentialError),
 }
 
 impl fmt::Display for StartError {
@@ -121,6 +124,7 @@ impl fmt::Display for StartError {
                 write!(f, "cannot listen on {addr}: {source}{hint}")
             }
             StartError::Poll(e) => write!(f, "cannot create the poller: {e}"),
+            StartError::Tls(e) => write!(f, "cannot serve TLS: {e}"),
             StartError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             StartError::Ops {
                 role,
@@ -183,6 +187,8 @@ pub struct Server {
     stopping: bool,
     /// Poll without sleeping for a while after a busy turn (`server.busy_poll_us`).
     busy_poll: BusyPoll,
+    /// TLS credentials and handshake deadlines (`tls_guard.rs`).
+    tls: tls_guard::TlsGuard,
 }
 
 impl Server {
@@ -234,8 +240,15 @@ impl Server {
             flapping: Default::default(),
             stopping: false,
             busy_poll: BusyPoll::default(),
+            tls: Default::default(),
             config,
         };
+        server.tls = tls_guard::TlsGuard::start(
+            &server.config.tls,
+            &mut server.stats,
+            std::time::SystemTime::now(),
+        )
+        .map_err(StartError::Tls)?;
         match activated {
             Some(passed) => server
                 .accept
@@ -245,10 +258,18 @@ impl Server {
                     let registry = server.poll.registry();
                     server
                         .accept
-                        .add_listener(registry, &server.config.server, addr)
+                        .add_listener(registry, &server.config.server, addr, false)
                         .map_err(|source| StartError::Bind { addr, source })?;
                 }
             }
+        }
+        // TLS listeners are always vigild's own: socket activation passes plain ones.
+        for &addr in &server.config.tls.listen {
+            let registry = server.poll.registry();
+            server
+                .accept
+                .add_listener(registry, &server.config.server, addr, true)
+                .map_err(|source| StartError::Bind { addr, source })?;
         }
         server
             .ops
@@ -328,6 +349,7 @@ impl Server {
         let deadlines = [
             self.idle.deadline(),
             self.auth_guard.deadline(),
+            self.tls.deadline(),
             self.control.next_stats,
             self.accept.retry_at(),
             self.ops.deadline(now, &self.config),
@@ -371,6 +393,7 @@ impl Server {
         self.stats.command_rate.tick(now, self.stats.commands);
         self.reap_idle(now);
         self.reap_unauthenticated(now);
+        self.expire_handshakes(now);
         self.ops.expire(ops_cx!(self, now));
         self.log_budget.report_left_out(now);
         if self.accept.retry_at().is_some_and(|at| at <= now) {

@@ -31,8 +31,10 @@ use mio::{Interest, Token};
 use slab::Slab;
 
 pub(crate) mod auth_throttle;
+pub mod identity;
 pub mod reap;
 pub(crate) mod takeover;
+pub mod tls;
 
 /// Session tokens are `SESSION_BASE + key`; everything below belongs to listeners, the
 /// operator side and signals. Defined here, where the table numbers its sessions, so this
@@ -52,6 +54,11 @@ pub struct LibInfo {
 pub struct Extras {
     pub lib: LibInfo,
     pub transaction: Option<Box<Transaction>>,
+    /// Who the peer proved to be (a client certificate), if anyone (see `identity.rs`).
+    pub identity: Option<identity::Identity>,
+    /// The TLS layer of a session from a TLS listener (`tls.rs`); `None` for plain TCP. Here
+    /// rather than in the session itself, whose entry every plain session pays for.
+    pub tls: Option<Box<tls::Tls>>,
 }
 
 /// One live client connection.
@@ -133,6 +140,27 @@ impl Session {
             guess_budget: crate::session::auth_throttle::GuessBudget::Unlimited,
             last_command: 0,
         }
+    }
+
+    /// Its TLS layer, for a session from a TLS listener.
+    pub fn tls(&self) -> Option<&tls::Tls> {
+        self.extras.as_deref().and_then(|e| e.tls.as_deref())
+    }
+
+    pub fn tls_mut(&mut self) -> Option<&mut tls::Tls> {
+        self.extras
+            .as_deref_mut()
+            .and_then(|e| e.tls.as_deref_mut())
+    }
+
+    /// Its extras, made when it has none.
+    pub fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+
+    /// Who the peer proved to be, if anyone.
+    pub fn identity(&self) -> Option<&identity::Identity> {
+        self.extras.as_deref().and_then(|e| e.identity.as_ref())
     }
 
     /// The library it announced with `CLIENT SETINFO`, if any.
