@@ -348,7 +348,7 @@ impl Server {
             }
             session
         });
-        self.stats.on_accept();
+        self.stats.on_accept(now);
         if is_tls {
             self.stats.tls.live += 1;
         }
