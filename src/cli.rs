@@ -139,6 +139,8 @@ enum Failure {
     Config(ConfigError),
     Activation(ActivationError),
     Start(StartError),
+    /// `--check-config`: a TLS file that cannot be served with.
+    Credentials(crate::config::credentials::CredentialError),
     Loop(std::io::Error),
 }
 
@@ -149,6 +151,7 @@ impl fmt::Display for Failure {
             Failure::Config(e) => write!(f, "{e}"),
             Failure::Activation(e) => write!(f, "{e}"),
             Failure::Start(e) => write!(f, "{e}"),
+            Failure::Credentials(e) => write!(f, "{e}"),
             Failure::Loop(e) => write!(f, "event loop failed: {e}"),
         }
     }
@@ -199,6 +202,20 @@ fn check(path: &std::path::Path, detail: Detail) -> Result<(), Failure> {
             Priority::Warning,
             &format!("vigild: warning: {w}"),
         );
+    }
+    // The TLS files are read and checked as at start (readable, PEM, key matches the leaf,
+    // chain order, validity), so `ExecStartPre` catches a bad certificate before a restart.
+    if loaded.config.tls.enabled() {
+        use crate::config::credentials;
+        let tickets = credentials::new_ticketer().map_err(|message| {
+            Failure::Credentials(credentials::CredentialError {
+                key: "tls",
+                path: "-".into(),
+                message,
+            })
+        })?;
+        credentials::load(&loaded.config.tls, tickets, std::time::SystemTime::now())
+            .map_err(Failure::Credentials)?;
     }
     let valid = format!("vigild: {} is valid", path.display());
     match detail {
