@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use util::certs::{Ca, Leaf, Setup, Validity};
-use util::tls_client::{self, Reply, TlsClient, Versions};
+use util::tls_client::{self, tls_addr, Reply, TlsClient, Versions};
 use util::{fields, info, Daemon, TempDir};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,20 +85,6 @@ impl Tls {
     fn tls_info(&self) -> HashMap<String, String> {
         info(&mut self.admin(), "tls")
     }
-}
-
-/// The TLS listener's address, from its `listening on ... (TLS)` line.
-fn tls_addr(d: &Daemon) -> SocketAddr {
-    let line = d
-        .log
-        .wait_for(Duration::ZERO, |l| {
-            l.contains("listening on ") && l.ends_with("(TLS)")
-        })
-        .unwrap_or_else(|| panic!("no TLS listener line:\n{}", d.log.text()));
-    line.rsplit("listening on ")
-        .next()
-        .and_then(|a| a.trim_end_matches("(TLS)").trim().parse().ok())
-        .expect("TLS listener address")
 }
 
 const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";

@@ -17,6 +17,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore, StreamOwned};
 
+use super::Daemon;
+
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which versions a client offers.
@@ -265,4 +267,18 @@ impl TlsClient {
             _ => return Err(io::Error::other(format!("not RESP2: {line:?}"))),
         })
     }
+}
+
+/// The daemon's TLS listener, from its `listening on ... (TLS)` line.
+pub fn tls_addr(d: &Daemon) -> SocketAddr {
+    let line = d
+        .log
+        .wait_for(Duration::ZERO, |l| {
+            l.contains("listening on ") && l.ends_with("(TLS)")
+        })
+        .unwrap_or_else(|| panic!("no TLS listener line:\n{}", d.log.text()));
+    line.rsplit("listening on ")
+        .next()
+        .and_then(|a| a.trim_end_matches("(TLS)").trim().parse().ok())
+        .expect("TLS listener address")
 }
