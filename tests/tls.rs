@@ -914,3 +914,77 @@ fn a_reload_opens_and_closes_the_tls_listener() {
     let pong: String = redis::cmd("PING").query(&mut plain).unwrap();
     assert_eq!(pong, "PONG");
 }
+
+/// A request in the same flight as the client's Finished (rustls sends data written before
+/// the handshake ended right after it): it runs after the identity named the session.
+#[test]
+fn a_request_right_behind_the_handshake_sees_the_identity() {
+    let t = Tls::start("client_auth = \"required\"", "");
+    for _ in 0..5 {
+        let config = t.config_for(&Leaf::client("dev-1"), Versions::Only13);
+        let stream = TcpStream::connect(t.addr).unwrap();
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+        conn.writer()
+            .write_all(b"CLIENT GETNAME\r\nHELLO 3 SETNAME dev-1\r\nPING\r\n")
+            .unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, stream);
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !got.ends_with(b"+PONG\r\n") {
+            let n = tls.read(&mut chunk).expect("replies");
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("$5\r\ndev-1\r\n%"), "{text}");
+    }
+}
+
+/// A password over TLS: AUTH first, as on the plain port.
+#[test]
+fn auth_over_tls() {
+    let t = Tls::start("", "[server]\npassword = \"s3cret\"\n");
+    let mut c = t.connect(&t.anonymous());
+    let r = c.cmd(&["PING"]).unwrap();
+    assert!(
+        matches!(&r, Reply::Error(e) if e.starts_with("NOAUTH")),
+        "{r:?}"
+    );
+    assert_eq!(c.cmd(&["AUTH", "s3cret"]).unwrap().text(), "OK");
+    c.ping().unwrap();
+}
+
+/// At shutdown (SIGTERM) and on CLIENT KILL a TLS client gets `close_notify`: it can tell the
+/// end from a cut connection.
+#[test]
+fn the_daemon_ends_tls_sessions_with_close_notify() {
+    let mut t = Tls::start("", ADMIN);
+    let mut killed = t.connect(&t.anonymous());
+    killed.ping().unwrap();
+    let id: i64 = match killed.cmd(&["CLIENT", "ID"]).unwrap() {
+        Reply::Int(i) => i,
+        other => panic!("{other:?}"),
+    };
+    let n: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query(&mut t.admin())
+        .unwrap();
+    assert_eq!(n, 1);
+    let mut rest = Vec::new();
+    killed
+        .tls
+        .read_to_end(&mut rest)
+        .expect("close_notify, not a bare FIN");
+    let mut last = t.connect(&t.anonymous());
+    last.ping().unwrap();
+    t.d.signal(libc::SIGTERM);
+    let mut rest = Vec::new();
+    last.tls
+        .read_to_end(&mut rest)
+        .expect("close_notify at shutdown, not a bare FIN");
+    assert!(t.d.wait_exit(TIMEOUT).is_some_and(|s| s.success()));
+}
