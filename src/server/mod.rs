@@ -348,7 +348,7 @@ impl Server {
         }
         let deadlines = [
             self.idle.deadline(),
-            self.auth_guard.deadline(),
+            self.auth_guard.next_deadline(),
             self.tls.deadline(),
             self.control.next_stats,
             self.accept.retry_at(),
@@ -393,6 +393,7 @@ impl Server {
         self.stats.command_rate.tick(now, self.stats.commands);
         self.reap_idle(now);
         self.reap_unauthenticated(now);
+        self.reap_expired_tokens(now);
         self.expire_handshakes(now);
         self.ops.expire(ops_cx!(self, now));
         self.log_budget.report_left_out(now);

@@ -105,6 +105,8 @@ pub struct Stats {
     pub takeover: TakeoverCounters,
     /// TLS handshakes and failures (`[tls]`).
     pub tls: TlsCounts,
+    /// Signed tokens accepted, refreshed, refused by cause (`[token]`).
+    pub tokens: crate::protocol::token::TokenCounts,
 }
 
 /// TLS sessions: handshakes done (full and resumed), failures by cause, sessions live.
