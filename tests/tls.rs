@@ -766,7 +766,7 @@ fn certificates_rotate_under_100_live_sessions() {
         t.d.log
             .lines_from(before)
             .iter()
-            .any(|l| l.contains("tls: reloaded")),
+            .any(|l| l.contains("reload: tls: ") && l.contains(" serves ")),
         "{}",
         t.d.log.text()
     );
@@ -794,7 +794,9 @@ fn certificates_rotate_under_100_live_sessions() {
     t.d.signal(libc::SIGHUP);
     let warning =
         t.d.log
-            .wait_for_after(before, TIMEOUT, |l| l.contains("reload: tls: "))
+            .wait_for_after(before, TIMEOUT, |l| {
+                l.contains("reload: tls: ") && l.contains("keep using the previous")
+            })
             .unwrap_or_else(|| panic!("no refused reload:\n{}", t.d.log.text()));
     assert!(warning.contains(" WARN "), "{warning}");
     assert!(
@@ -987,4 +989,41 @@ fn the_daemon_ends_tls_sessions_with_close_notify() {
         .read_to_end(&mut rest)
         .expect("close_notify at shutdown, not a bare FIN");
     assert!(t.d.wait_exit(TIMEOUT).is_some_and(|s| s.success()));
+}
+
+/// Identities turned on by a reload: a name a plain client set before yields to the session
+/// whose certificate proves it, and the plain client can no longer rename itself.
+#[test]
+fn a_holder_without_identity_yields_to_the_identity() {
+    let t = Tls::start("client_auth = \"none\"", "[session]\nunique_names = true\n");
+    let mut plain = t.d.redis();
+    let ok: String = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("dev-1")
+        .query(&mut plain)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let plain_id = util::client_id(&mut plain);
+    let text = std::fs::read_to_string(&t.d.config_path).unwrap();
+    let with = text.replacen("client_auth = \"none\"", "client_auth = \"optional\"", 1);
+    assert_ne!(text, with);
+    std::fs::write(&t.d.config_path, with).unwrap();
+    let before = t.d.log.len();
+    t.d.signal(libc::SIGHUP);
+    t.d.log
+        .wait_for_after(before, TIMEOUT, |l| l.contains(" reloaded "))
+        .unwrap_or_else(|| panic!("no reload:\n{}", t.d.log.text()));
+    let mut dev = t.connect(&t.config_for(&Leaf::client("dev-1"), Versions::Both));
+    assert_eq!(dev.cmd(&["CLIENT", "GETNAME"]).unwrap().text(), "dev-1");
+    let line = t.d.wait_reap(plain_id, TIMEOUT);
+    assert_eq!(line["reason"], "replaced", "{line:?}");
+    let mut other = t.d.redis();
+    let r: redis::RedisResult<String> = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("dev-9")
+        .query(&mut other);
+    assert!(
+        r.is_err(),
+        "a plain client named itself after identities were turned on"
+    );
 }
