@@ -17,5 +17,5 @@ pub(crate) mod probe;
 pub(crate) mod pubsub;
 pub mod resp;
 pub(crate) mod step;
-pub(crate) mod token;
+pub(crate) mod token_check;
 pub(crate) mod transaction;

@@ -336,7 +336,7 @@ impl Server {
                 // drops them): refused like any other failed handshake.
                 self.stats
                     .tls
-                    .failed(crate::session::tls::FailureCause::Protocol);
+                    .failed(crate::session::tls_layer::FailureCause::Protocol);
                 return;
             }
         };

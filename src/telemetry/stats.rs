@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::session::reap::ReapReason;
 use crate::session::takeover::TakeoverCounters;
-use crate::session::tls::FailureCause;
+use crate::session::tls_layer::FailureCause;
 use crate::telemetry::command_rate::CommandRate;
 use crate::telemetry::histogram::Histogram;
 use crate::telemetry::presence_events::PresenceCounters;
@@ -106,7 +106,7 @@ pub struct Stats {
     /// TLS handshakes and failures (`[tls]`).
     pub tls: TlsCounts,
     /// Signed tokens accepted, refreshed, refused by cause (`[token]`).
-    pub tokens: crate::protocol::token::TokenCounts,
+    pub tokens: crate::protocol::token_check::TokenCounts,
 }
 
 /// TLS sessions: handshakes done (full and resumed), failures by cause, sessions live.
