@@ -428,3 +428,129 @@ fn untrusted_late_and_hostile_headers_are_refused_counted_and_leak_nothing() {
     assert_eq!(d_info["proxy_refused_malformed"], "4");
     assert_eq!(d_info["proxy_refused_too_large"], "2");
 }
+
+/// One partition case: what vigild reported for a client cut off behind HAProxy.
+struct Measured {
+    case: &'static str,
+    /// Seconds from the cut to the reap, and the reason; `None`: not reaped in the window.
+    reaped: Option<(f64, String)>,
+}
+
+/// In the calling thread's private namespace: vigild (keepalive 2s/1s/3) behind HAProxy, a
+/// client from 127.0.0.2 that goes quiet (or PINGs every second, with `pings`), then nft
+/// drops everything to and from 127.0.0.2, so HAProxy's hop to vigild stays up. Waits up to
+/// `window` for the session's reap line.
+fn partition_case(
+    bin: &PathBuf,
+    case: &'static str,
+    vigild_extra: &str,
+    haproxy_defaults: &str,
+    pings: bool,
+    window: Duration,
+) -> Measured {
+    let d = Daemon::start(&format!(
+        "[server]\nproxy_protocol = \"v2\"\nproxy_trusted = [\"127.0.0.1/32\"]\n[keepalive]\nidle = \"2s\"\ninterval = \"1s\"\nprobes = 3\n{vigild_extra}"
+    ));
+    let h = Haproxy::start(bin, d.addr, &[("send-proxy-v2", "")], haproxy_defaults);
+    let src = Ipv4Addr::new(127, 0, 0, 2);
+    let mut c = connect_from(src, h.fronts[0]).unwrap();
+    let me = c.local_addr().unwrap();
+    assert_eq!(ask(&mut c, "PING"), "+PONG\r\n");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = pings.then(|| {
+        let (mut w, stop) = (c.try_clone().unwrap(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = w.write_all(b"PING\r\n");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    });
+    // Quiet for a moment, so no delayed ACK turns it into a retransmission case.
+    std::thread::sleep(Duration::from_millis(600));
+    netns::nft(
+        "table inet cut {\n chain i {\n type filter hook input priority -300; policy accept;\n ip saddr 127.0.0.2 drop\n ip daddr 127.0.0.2 drop\n }\n}\n",
+    )
+    .expect("nft");
+    let cut = Instant::now();
+    let needle = format!(" peer={me} ");
+    let line = d
+        .log
+        .wait_for(window, |l| l.contains(" reap ") && l.contains(&needle));
+    let reaped = line.map(|l| (cut.elapsed().as_secs_f64(), fields(&l)["reason"].clone()));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = pinger {
+        let _ = t.join();
+    }
+    netns::nft("delete table inet cut\n").expect("nft delete");
+    drop((c, h, d));
+    Measured { case, reaped }
+}
+
+#[test]
+fn partition_behind_haproxy() {
+    if let Err(why) = netns::probe() {
+        return skip(
+            &why,
+            "run as root with nftables (scripts/test installs nftables)",
+        );
+    }
+    let Some(bin) = haproxy_bin() else { return };
+    let rows = std::thread::spawn(move || {
+        netns::enter_private().expect("private namespace");
+        let long = "  timeout client 1h\n  timeout server 1h";
+        vec![
+            partition_case(&bin, "no idle timeout, HAProxy timeout client 1h", "", long, false, Duration::from_secs(12)),
+            partition_case(
+                &bin,
+                "no idle timeout, HAProxy timeout client 8s",
+                "",
+                "  timeout client 8s\n  timeout server 1h",
+                false,
+                Duration::from_secs(15),
+            ),
+            partition_case(
+                &bin,
+                "no idle timeout, HAProxy option clitcpka 2s/1s/3",
+                "",
+                "  timeout client 1h\n  timeout server 1h\n  option clitcpka\n  clitcpka-idle 2s\n  clitcpka-intvl 1s\n  clitcpka-cnt 3",
+                false,
+                Duration::from_secs(15),
+            ),
+            partition_case(
+                &bin,
+                "session.idle_timeout 3s, client PING every 1s",
+                "[session]\nidle_timeout = \"3s\"\n",
+                long,
+                true,
+                Duration::from_secs(10),
+            ),
+        ]
+    })
+    .join()
+    .expect("the partition thread");
+    eprintln!("| case | vigild reports |");
+    for r in &rows {
+        let what = match &r.reaped {
+            Some((t, reason)) => format!("`{reason}` {t:.2} s after the cut"),
+            None => "nothing (not reaped in the window)".to_owned(),
+        };
+        eprintln!("| {} | {what} |", r.case);
+    }
+    // Keepalive sees only HAProxy, which answers for the vanished client.
+    assert!(rows[0].reaped.is_none(), "{:?}", rows[0].reaped);
+    let within = |i: usize, reasons: &[&str], lo: f64, hi: f64| {
+        let (t, r) = rows[i]
+            .reaped
+            .clone()
+            .unwrap_or_else(|| panic!("{} not reaped", rows[i].case));
+        assert!(reasons.contains(&r.as_str()), "{}: {r}", rows[i].case);
+        assert!((lo..hi).contains(&t), "{}: {t:.2} s", rows[i].case);
+    };
+    // HAProxy gives up on its client side, and closes its hop to vigild (after a timeout with
+    // a FIN; after its keepalive found the client dead, with a reset).
+    within(1, &["closed"], 6.0, 11.0);
+    within(2, &["closed", "reset"], 3.5, 9.0);
+    // The application's own timer sees the missing PINGs.
+    within(3, &["idle-timeout"], 1.5, 5.0);
+}
