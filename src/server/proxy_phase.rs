@@ -39,7 +39,6 @@ use log::Level;
 use mio::net::TcpStream;
 use mio::Token;
 
-use super::session_io::Wake;
 use super::Server;
 use crate::protocol::proxy_header::{self, Header, Origin, Parse, Refusal, MAX_HEADER_BYTES};
 use crate::session::reap::{classify, Cause, IoClass, ReapReason};
@@ -206,10 +205,10 @@ impl Server {
         self.reap(token, Cause::Reason(ReapReason::ProtocolError), now);
     }
 
-    /// Looks for the session's header; takes it when it is complete. `wake` is
-    /// [`Wake::Drain`] only for a deferred hang-up or error (nothing else revisits a session
-    /// waiting for its header), after which a header that is still incomplete never will be.
-    pub(super) fn proxy_phase(&mut self, token: Token, now: Instant, wake: Wake) -> Phase {
+    /// Looks for the session's header; takes it when it is complete. `hung_up`: the poller
+    /// reported a hang-up or error (the caller's deferred queue), after which a header that
+    /// is still incomplete never will be.
+    pub(super) fn proxy_phase(&mut self, token: Token, now: Instant, hung_up: bool) -> Phase {
         let Some(session) = self.sessions.get(token) else {
             return Phase::Ended;
         };
@@ -228,7 +227,7 @@ impl Server {
             }
         };
         match proxy_header::parse(&buf[..n], self.config.server.proxy.mode) {
-            Parse::Incomplete if wake == Wake::Drain => {
+            Parse::Incomplete if hung_up => {
                 // Cut short by the peer's FIN.
                 self.refuse_header(token, ProxyRefusal::Malformed, now);
                 Phase::Ended

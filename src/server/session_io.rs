@@ -321,7 +321,8 @@ impl Server {
         };
         if session.proxy == ProxyStage::AwaitingHeader {
             // Before anything else: the PROXY header (proxy_phase.rs).
-            match self.proxy_phase(token, now, wake) {
+            // Nothing but a deferred hang-up or error drains a session in this phase.
+            match self.proxy_phase(token, now, wake == Wake::Drain) {
                 Phase::Waiting | Phase::Ended => return,
                 // Input may have come with the header, and no new edge will say so.
                 Phase::Done => wake = Wake::Drain,
