@@ -429,6 +429,40 @@ fn untrusted_late_and_hostile_headers_are_refused_counted_and_leak_nothing() {
     assert_eq!(d_info["proxy_refused_too_large"], "2");
 }
 
+#[test]
+fn check_config_and_the_start_up_log_say_keepalive_reaches_only_the_proxy() {
+    let cfg = "[server]\nproxy_protocol = \"v2\"\nproxy_trusted = [\"127.0.0.1/32\"]\n";
+    let d = Daemon::start(cfg);
+    let caveat = "keepalive probes reach only the proxy";
+    let line = d
+        .log
+        .wait_for(Duration::ZERO, |l| l.contains(caveat))
+        .unwrap_or_else(|| panic!("no caveat in the start-up log:\n{}", d.log.text()));
+    for needle in [
+        "session.idle_timeout",
+        "PING",
+        "option clitcpka",
+        "clitcpka-idle",
+        "tcp-ut",
+    ] {
+        assert!(line.contains(needle), "{needle}: {line}");
+    }
+    let out = Command::new(util::vigild_bin())
+        .arg("--check-config")
+        .arg(&d.config_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(caveat), "{text}");
+    // Without the protocol, no such line.
+    let plain = Daemon::start("");
+    assert!(plain
+        .log
+        .wait_for(Duration::ZERO, |l| l.contains(caveat))
+        .is_none());
+}
+
 /// One partition case: what vigild reported for a client cut off behind HAProxy.
 struct Measured {
     case: &'static str,

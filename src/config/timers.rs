@@ -66,14 +66,20 @@ fn through_a_proxy(config: &Config) -> Option<String> {
     }
     let app = match config.session.idle_timeout {
         Some(t) => format!(
-            "session.idle_timeout {} applies: clients must send something (a PING) more often              than that",
+            "session.idle_timeout {} applies: clients must send something (a PING) more often \
+             than that",
             format_duration(t)
         ),
-        None => "set session.idle_timeout (now off) and have clients PING more often than it                  (every Redis client can, e.g. redis-py's health_check_interval)"
+        None => "set session.idle_timeout (now off) and have clients PING more often than it \
+                 (every Redis client can, e.g. redis-py's health_check_interval)"
             .to_owned(),
     };
     Some(format!(
-        "through a proxy: server.proxy_protocol = \"{}\", so keepalive probes reach only the          proxy, not the clients behind it, and a client that vanishes there is reaped only when          the proxy gives up on it; {app}; and turn on the proxy's client-side keepalive          (HAProxy: option clitcpka with clitcpka-idle, clitcpka-intvl, clitcpka-cnt, and          tcp-ut on the bind line)",
+        "through a proxy: server.proxy_protocol = \"{}\", so keepalive probes reach only the \
+         proxy, not the clients behind it, and a client that vanishes there is reaped only when \
+         the proxy gives up on it; {app}; and turn on the proxy's client-side keepalive \
+         (HAProxy: option clitcpka with clitcpka-idle, clitcpka-intvl, clitcpka-cnt, and \
+         tcp-ut on the bind line)",
         proxy.mode.name()
     ))
 }
