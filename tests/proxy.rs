@@ -1,5 +1,5 @@
-//! The PROXY protocol (issue 16): a real HAProxy (`send-proxy-v2`, `send-proxy`) in front of
-//! vigild gives sessions their clients' addresses; per-address limits apply to those; an
+//! The PROXY protocol (issue 16): a real HAProxy (`send-proxy-v2`, `send-proxy`) and nginx
+//! (`stream` with `proxy_protocol on`) in front of vigild give sessions their clients' addresses; per-address limits apply to those; an
 //! untrusted source, a late header and hostile headers (split byte by byte, oversized TLVs,
 //! bad numbers, garbage) each have a clear outcome, are counted, and leak no descriptor.
 //! `partition_behind_haproxy` (root, a private network namespace, nft) measures what vigild
@@ -222,6 +222,91 @@ fn haproxy_v1_and_v2_give_sessions_their_clients_addresses() {
     assert_eq!(stat(&d, "proxy_headers_accepted"), 2);
     let log = d.log.text();
     assert!(!log.contains("proxy protocol: refused"), "{log}");
+}
+
+/// nginx with its stream module, proxying one port with `proxy_protocol on` (v1); killed on
+/// drop.
+struct Nginx {
+    child: Child,
+    front: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Nginx {
+    fn start(backend: SocketAddr) -> Option<Nginx> {
+        let module = "/usr/lib/nginx/modules/ngx_stream_module.so";
+        if !std::path::Path::new("/usr/sbin/nginx").exists()
+            || !std::path::Path::new(module).exists()
+        {
+            skip(
+                "nginx or its stream module is not installed",
+                "scripts/test installs the Debian packages nginx and libnginx-mod-stream",
+            );
+            return None;
+        }
+        let dir = TempDir::new("nginx");
+        let port = free_port();
+        let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let d = dir.path().display();
+        let cfg = format!(
+            "load_module {module};\npid {d}/nginx.pid;\nerror_log {d}/error.log;\ndaemon off;\nmaster_process off;\nevents {{}}\nstream {{\n  server {{\n    listen {front};\n    proxy_pass {backend};\n    proxy_protocol on;\n  }}\n}}\n"
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, &cfg).unwrap();
+        let mut cmd = Command::new("/usr/sbin/nginx");
+        cmd.arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        netns::kill_with_parent(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn nginx");
+        wait_until(Duration::from_secs(10), "nginx to listen", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+                panic!("nginx exited: {status}; config:\n{cfg}\nlog:\n{log}");
+            }
+            TcpListener::bind(front).is_err()
+        });
+        Some(Nginx {
+            child,
+            front,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn nginx_stream_with_proxy_protocol_gives_the_client_address() {
+    let d = Daemon::start(&format!(
+        "[server]\nproxy_protocol = \"v1\"\nproxy_trusted = [\"127.0.0.1/32\"]\n{ADMIN}"
+    ));
+    let Some(n) = Nginx::start(d.addr) else {
+        return;
+    };
+    let mut c = connect_from(CLIENT, n.front).unwrap();
+    let me = c.local_addr().unwrap();
+    assert_eq!(ask(&mut c, "PING"), "+PONG\r\n");
+    let f = wait_until(Duration::from_secs(5), "the session listed", || {
+        listed(&d, me)
+    });
+    assert!(f["proxy"].starts_with("127.0.0.1:"), "{f:?}");
+    drop(c);
+    assert_eq!(
+        d.wait_reap_of_peer(me, Duration::from_secs(5))["reason"],
+        "closed"
+    );
+    assert_eq!(stat(&d, "proxy_headers_accepted"), 1);
+    eprintln!("nginx: addr={me} proxy={}", f["proxy"]);
 }
 
 #[test]

@@ -26,6 +26,10 @@
 //!   then publishes `joined`. `LOCAL` (v2, a proxy's health check) and `UNKNOWN` (v1) keep the
 //!   proxy's address, as the spec says.
 //!
+//! A reload applies to connections accepted after it: `proxy_trusted` and `proxy_protocol` are
+//! checked at accept, and a session accepted to send a header keeps its deadline and may still
+//! send it (in either version, if the reload turned the protocol off).
+//!
 //! Every refusal is logged within the log budget, at most one warning a second per cause with
 //! the count it stands for.
 
@@ -40,6 +44,7 @@ use mio::net::TcpStream;
 use mio::Token;
 
 use super::Server;
+use crate::config::ProxyMode;
 use crate::protocol::proxy_header::{self, Header, Origin, Parse, Refusal, MAX_HEADER_BYTES};
 use crate::session::reap::{classify, Cause, IoClass, ReapReason};
 use crate::session::ProxyStage;
@@ -226,7 +231,13 @@ impl Server {
                 return Phase::Ended;
             }
         };
-        match proxy_header::parse(&buf[..n], self.config.server.proxy.mode) {
+        // A reload that turned the protocol off meanwhile: the header this session was
+        // accepted to send is still taken, in either version.
+        let mode = match self.config.server.proxy.mode {
+            ProxyMode::Off => ProxyMode::Any,
+            m => m,
+        };
+        match proxy_header::parse(&buf[..n], mode) {
             Parse::Incomplete if hung_up => {
                 // Cut short by the peer's FIN.
                 self.refuse_header(token, ProxyRefusal::Malformed, now);
