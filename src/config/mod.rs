@@ -32,6 +32,7 @@ use log::LevelFilter;
 use crate::config::duration::format_duration;
 use crate::os::small_file;
 
+pub mod credentials;
 pub mod duration;
 mod endpoints;
 pub mod proxy_protocol;
@@ -40,6 +41,7 @@ mod secret;
 #[cfg(test)]
 mod tests;
 pub mod timers;
+pub mod tls;
 mod toml_error;
 mod validate;
 
@@ -123,6 +125,7 @@ pub struct Config {
     pub log: LogConfig,
     pub admin: OpsListenerConfig,
     pub metrics: OpsListenerConfig,
+    pub tls: tls::TlsConfig,
 }
 
 impl Default for Config {
@@ -136,6 +139,7 @@ impl Default for Config {
             log: LogConfig::default(),
             admin: OpsListenerConfig::admin(),
             metrics: OpsListenerConfig::metrics(),
+            tls: tls::TlsConfig::default(),
         }
     }
 }
@@ -398,7 +402,9 @@ impl Config {
         let check = Check { path };
         let server = ServerConfig::from_raw(raw.server, &check)?;
         let (admin, metrics) = endpoints::from_raw(raw.admin, raw.metrics, &server, &check)?;
+        let tls = tls::TlsConfig::from_raw(raw.tls, &server.listen, &check)?;
         let config = Config {
+            tls,
             server,
             keepalive: KeepaliveConfig::from_raw(raw.keepalive, &check)?,
             session: SessionConfig::from_raw(raw.session, &check)?,

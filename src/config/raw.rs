@@ -26,6 +26,8 @@ pub(super) struct RawConfig {
     pub(super) admin: endpoints::RawOpsListener,
     #[serde(default)]
     pub(super) metrics: endpoints::RawOpsListener,
+    #[serde(default)]
+    pub(super) tls: tls::RawTls,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -203,6 +205,7 @@ impl From<&Config> for RawConfig {
             },
             admin: endpoints::to_raw(&config.admin),
             metrics: endpoints::to_raw(&config.metrics),
+            tls: config.tls.to_raw(),
         }
     }
 }

@@ -335,15 +335,25 @@ fn password(
 }
 
 fn parse_listen(entries: &[String], check: &Check<'_>) -> Result<Vec<SocketAddr>, ConfigError> {
+    parse_listen_key("server.listen", entries, check)
+}
+
+/// A list of listen addresses under `key`: non-empty, each ip:port, none twice.
+pub(super) fn parse_listen_key(
+    key: &str,
+    entries: &[String],
+    check: &Check<'_>,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    let list = key;
     if entries.is_empty() {
         return Err(check.invalid(
-            "server.listen",
+            list,
             "is empty; give at least one address, such as [\"127.0.0.1:7379\"]",
         ));
     }
     let mut out: Vec<SocketAddr> = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
-        let key = format!("server.listen[{i}]");
+        let key = format!("{list}[{i}]");
         let addr: SocketAddr = entry.trim().parse().map_err(|_| {
             check.invalid(
                 &key,
@@ -357,7 +367,7 @@ fn parse_listen(entries: &[String], check: &Check<'_>) -> Result<Vec<SocketAddr>
         if let Some(first) = out.iter().position(|seen| *seen == addr) {
             return Err(check.invalid(
                 &key,
-                format!("{addr} is listed twice (also server.listen[{first}]); remove one"),
+                format!("{addr} is listed twice (also {list}[{first}]); remove one"),
             ));
         }
         out.push(addr);

@@ -45,6 +45,12 @@ pub mod names {
     pub const TAKEOVER_FLAPPING: &str = "vigild_takeover_flapping_total";
     pub const PROXY_HEADERS: &str = "vigild_proxy_headers_total";
     pub const PROXY_REFUSED: &str = "vigild_proxy_refused_total";
+    pub const TAKEOVER_IDENTITY_REFUSED: &str = "vigild_takeover_identity_refused_total";
+    pub const TLS_SESSIONS: &str = "vigild_tls_sessions";
+    pub const TLS_HANDSHAKES: &str = "vigild_tls_handshakes_total";
+    pub const TLS_FAILURES: &str = "vigild_tls_failures_total";
+    pub const TLS_RELOAD_FAILURES: &str = "vigild_tls_reload_failures_total";
+    pub const TLS_CERTIFICATE_EXPIRY: &str = "vigild_tls_certificate_expiry_seconds";
     pub const OPS_CONNECTIONS: &str = "vigild_ops_connections";
     pub const OPS_REJECTED: &str = "vigild_ops_rejected_total";
     pub const OPS_CLOSED: &str = "vigild_ops_closed_total";
@@ -202,6 +208,7 @@ pub fn render(stats: &Stats, ops: &OpsCounters, started: SystemTime, out: &mut S
     presence(stats, out);
     takeover(stats, out);
     proxy(stats, out);
+    tls(stats, out);
     operator(ops, out);
     family(
         out,
@@ -294,7 +301,7 @@ fn presence(stats: &Stats, out: &mut String) {
 /// docs/presence.md).
 fn takeover(stats: &Stats, out: &mut String) {
     let t = &stats.takeover;
-    let series: [(&str, &str, u64); 3] = [
+    let series: [(&str, &str, u64); 4] = [
         (
             names::TAKEOVER_REPLACED,
             "CLIENT SETNAMEs that took a held name, reaping its holder (reason replaced).",
@@ -309,6 +316,11 @@ fn takeover(stats: &Stats, out: &mut String) {
             names::TAKEOVER_FLAPPING,
             "Times a name was replaced more than session.flap_threshold times within a minute (once per name per minute).",
             t.flapping,
+        ),
+        (
+            names::TAKEOVER_IDENTITY_REFUSED,
+            "Names refused because they were not the session's identity, or it had none while identities are in use.",
+            t.identity_refused,
         ),
     ];
     for (name, help, value) in series {
@@ -338,6 +350,62 @@ fn proxy(stats: &Stats, out: &mut String) {
             names::PROXY_REFUSED,
             cause.name(),
             stats.proxy.refused(cause)
+        );
+    }
+}
+
+/// TLS sessions, handshakes by kind, failures by cause, refused reloads, and the served
+/// certificate's remaining validity (only while TLS is on) (docs/tls.md).
+fn tls(stats: &Stats, out: &mut String) {
+    let t = &stats.tls;
+    scalar(
+        out,
+        names::TLS_SESSIONS,
+        "gauge",
+        "TLS client sessions open now.",
+        t.live,
+    );
+    family(
+        out,
+        names::TLS_HANDSHAKES,
+        "counter",
+        "TLS handshakes completed, by kind (full, or resumed from a ticket or session id).",
+    );
+    let _ = writeln!(
+        out,
+        "{}{{kind=\"full\"}} {}",
+        names::TLS_HANDSHAKES,
+        t.full_handshakes
+    );
+    let _ = writeln!(
+        out,
+        "{}{{kind=\"resumed\"}} {}",
+        names::TLS_HANDSHAKES,
+        t.resumed_handshakes
+    );
+    family(
+        out,
+        names::TLS_FAILURES,
+        "counter",
+        "TLS sessions that failed, by cause (reaped tls-handshake or tls-error).",
+    );
+    for (cause, n) in t.failures() {
+        let _ = writeln!(out, "{}{{cause=\"{cause}\"}} {n}", names::TLS_FAILURES);
+    }
+    scalar(
+        out,
+        names::TLS_RELOAD_FAILURES,
+        "counter",
+        "Reloads whose certificate, key or CA file was refused (the previous ones stayed in use).",
+        t.reload_failures,
+    );
+    if let Some(left) = t.certificate_expires_in(SystemTime::now()) {
+        scalar(
+            out,
+            names::TLS_CERTIFICATE_EXPIRY,
+            "gauge",
+            "Seconds until the served TLS certificate expires (negative once it has).",
+            left,
         );
     }
 }

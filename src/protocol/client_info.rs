@@ -58,8 +58,12 @@ pub fn describe_with(
     } else {
         0
     };
+    let tls_mem = session.tls().map_or(0, |t| {
+        std::mem::size_of::<crate::session::tls::Tls>() + t.partial_len()
+    });
     let tot_mem = std::mem::size_of::<Session>()
         + extras
+        + tls_mem
         + qbuf_cap
         + omem
         + multi_mem
@@ -112,6 +116,12 @@ pub fn describe_with(
         // The proxy a PROXY protocol header came through; `addr=` is then the client's.
         let _ = write!(out, " proxy={hop}");
     }
+    let _ = write!(
+        out,
+        " tls={} identity={}",
+        session.tls().map_or("-", |t| t.version()),
+        session.identity().map_or("", |i| &*i.name),
+    );
     match sockopt::read_back(&session.stream) {
         Ok(a) => {
             let _ = write!(

@@ -226,6 +226,8 @@ mod tests {
         assert!(tx.is_none());
         // A session with a library keeps it across a transaction.
         let mut extras = Some(Box::new(Extras {
+            identity: None,
+            tls: None,
             lib: crate::session::LibInfo {
                 name: "redis-py".into(),
                 version: "8".into(),

@@ -38,6 +38,8 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 pub(super) struct Listener {
     pub(super) addr: SocketAddr,
     pub(super) socket: TcpListener,
+    /// A `tls.listen` listener: its sessions start with a TLS handshake.
+    pub(super) tls: bool,
 }
 
 /// Accept-side state: the client listeners, the reserve descriptor, the pause, and the rate
@@ -78,9 +80,10 @@ impl AcceptState {
         registry: &Registry,
         server: &ServerConfig,
         addr: SocketAddr,
+        tls: bool,
     ) -> io::Result<()> {
         let socket = bind::bind(addr, server.backlog, server.reuse_port)?;
-        self.register_listener(registry, addr, socket)
+        self.register_listener(registry, addr, socket, tls)
     }
 
     /// Registers a bound listener with the poller and the listener table.
@@ -89,13 +92,14 @@ impl AcceptState {
         registry: &Registry,
         addr: SocketAddr,
         mut socket: TcpListener,
+        tls: bool,
     ) -> io::Result<()> {
         let entry = self.listeners.vacant_entry();
         let token = Token(LISTENER_BASE + entry.key());
         registry.register(&mut socket, token, Interest::READABLE)?;
         let bound = socket.local_addr().unwrap_or(addr);
-        entry.insert(Listener { addr, socket });
-        info!("listening on {bound}");
+        entry.insert(Listener { addr, socket, tls });
+        info!("listening on {bound}{}", if tls { " (TLS)" } else { "" });
         Ok(())
     }
 
@@ -112,7 +116,7 @@ impl AcceptState {
                 a.name.as_deref().unwrap_or("-"),
                 a.addr
             );
-            self.register_listener(registry, a.addr, a.listener)
+            self.register_listener(registry, a.addr, a.listener, false)
                 .map_err(|source| StartError::Bind {
                     addr: a.addr,
                     source,
@@ -121,14 +125,22 @@ impl AcceptState {
         Ok(())
     }
 
-    /// Opens listeners the new config adds and closes those it dropped. A listener that cannot
-    /// be bound is logged and left out; the others keep working.
-    pub(super) fn reconcile_listeners(&mut self, registry: &Registry, server: &ServerConfig) {
-        let wanted: HashSet<SocketAddr> = server.listen.iter().copied().collect();
+    /// Opens listeners the new config adds and closes those it dropped (`plain` true for
+    /// `server.listen`, false for `tls.listen`: each reconciles its own). A listener that
+    /// cannot be bound is logged and left out; the others keep working.
+    pub(super) fn reconcile_listeners(
+        &mut self,
+        registry: &Registry,
+        server: &ServerConfig,
+        wanted: &[SocketAddr],
+        tls: bool,
+    ) {
+        let key_name = if tls { "tls.listen" } else { "server.listen" };
+        let want: HashSet<SocketAddr> = wanted.iter().copied().collect();
         let stale: Vec<usize> = self
             .listeners
             .iter()
-            .filter(|(_, l)| !wanted.contains(&l.addr))
+            .filter(|(_, l)| l.tls == tls && !want.contains(&l.addr))
             .map(|(k, _)| k)
             .collect();
         for key in stale {
@@ -136,16 +148,21 @@ impl AcceptState {
             let _ = registry.deregister(&mut l.socket);
             // A warning: a truncated or mistaken file can drop a listener clients rely on.
             warn!(
-                "reload: closed listener {} (no longer in server.listen); new clients cannot connect there",
+                "reload: closed listener {} (no longer in {key_name}); new clients cannot connect there",
                 l.addr
             );
         }
-        let have: HashSet<SocketAddr> = self.listeners.iter().map(|(_, l)| l.addr).collect();
-        for &addr in &server.listen {
+        let have: HashSet<SocketAddr> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.tls == tls)
+            .map(|(_, l)| l.addr)
+            .collect();
+        for &addr in wanted {
             if have.contains(&addr) {
                 continue;
             }
-            if let Err(e) = self.add_listener(registry, server, addr) {
+            if let Err(e) = self.add_listener(registry, server, addr, tls) {
                 error!("reload: cannot listen on {addr}: {e}; other listeners keep running");
             }
         }
@@ -202,8 +219,9 @@ impl Server {
             let Some(listener) = self.accept.listeners.get(key) else {
                 return;
             };
+            let tls = listener.tls;
             match listener.socket.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, now),
+                Ok((stream, peer)) => self.admit(stream, peer, tls, now),
                 Err(e) => match classify(&e) {
                     IoClass::WouldBlock => return,
                     IoClass::Retry => continue,
@@ -276,7 +294,7 @@ impl Server {
     }
 
     /// Takes in one accepted connection, or refuses it over a limit.
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, tls: bool, now: Instant) {
         // With the PROXY protocol, only trusted proxies connect, and the per-address limit
         // waits for the header's address (src/server/proxy_phase.rs).
         let proxied = self.config.server.proxy.mode.is_on();
@@ -322,10 +340,31 @@ impl Server {
             return;
         }
 
-        let token = self
-            .sessions
-            .insert(|id| Session::new(id, stream, peer, now));
+        // A TLS session gets its connection state now; the handshake runs on its first reads.
+        let tls_state = match tls.then(|| self.tls.session()) {
+            None => None,
+            Some(Some(state)) => Some(state),
+            Some(None) => {
+                // No usable credentials (cannot happen after a good start; a reload never
+                // drops them): refused like any other failed handshake.
+                self.stats
+                    .tls
+                    .failed(crate::session::tls::FailureCause::Protocol);
+                return;
+            }
+        };
+        let is_tls = tls_state.is_some();
+        let token = self.sessions.insert(|id| {
+            let mut session = Session::new(id, stream, peer, now);
+            if tls_state.is_some() {
+                session.extras_mut().tls = tls_state;
+            }
+            session
+        });
         self.stats.on_accept();
+        if is_tls {
+            self.stats.tls.live += 1;
+        }
         if proxied {
             // Announced once its header gave its address (proxy_phase.rs).
             if let Some(s) = self.sessions.get_mut(token) {
@@ -360,6 +399,10 @@ impl Server {
         );
         if let Some(limit) = self.config.session.idle_timeout {
             self.idle.push(now + limit, token, id);
+        }
+        if is_tls {
+            self.tls
+                .handshake_started(token, id, now, self.config.tls.handshake_timeout);
         }
         self.auth_guard.admitted(&self.config, token, id, now);
         if proxied {

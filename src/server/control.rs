@@ -102,8 +102,24 @@ impl Server {
                 warn!("reload: server.listen ignored: the listeners come from socket activation (change the socket unit)");
             }
         } else if old.server.listen != new.server.listen {
+            let server = &self.config.server;
             self.accept
-                .reconcile_listeners(self.poll.registry(), &self.config.server);
+                .reconcile_listeners(self.poll.registry(), server, &server.listen, false);
+        }
+        // Certificates are read again at every reload, changed config or not: rotation is
+        // replacing the files and sending SIGHUP.
+        self.tls.reload(
+            &self.config.tls,
+            &mut self.stats,
+            std::time::SystemTime::now(),
+        );
+        if old.tls.listen != new.tls.listen {
+            self.accept.reconcile_listeners(
+                self.poll.registry(),
+                &self.config.server,
+                &self.config.tls.listen,
+                true,
+            );
         }
         if old.server.backlog != new.server.backlog {
             warn!("reload: server.backlog applies to listeners opened from now on; restart to change it on existing ones");

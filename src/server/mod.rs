@@ -58,6 +58,7 @@ mod proxy_phase;
 mod reaper;
 mod scratch;
 mod session_io;
+mod tls_guard;
 pub(crate) mod tokens;
 
 use std::fmt;
@@ -105,6 +106,8 @@ pub enum StartError {
         endpoint: crate::config::Endpoint,
         source: io::Error,
     },
+    /// A TLS listener's certificate, key or CA file cannot be used.
+    Tls(crate::config::credentials::CredentialError),
 }
 
 impl fmt::Display for StartError {
@@ -124,6 +127,7 @@ impl fmt::Display for StartError {
                 write!(f, "cannot listen on {addr}: {source}{hint}")
             }
             StartError::Poll(e) => write!(f, "cannot create the poller: {e}"),
+            StartError::Tls(e) => write!(f, "cannot serve TLS: {e}"),
             StartError::Signals(e) => write!(f, "cannot install signal handlers: {e}"),
             StartError::Ops {
                 role,
@@ -188,6 +192,8 @@ pub struct Server {
     stopping: bool,
     /// Poll without sleeping for a while after a busy turn (`server.busy_poll_us`).
     busy_poll: BusyPoll,
+    /// TLS credentials and handshake deadlines (`tls_guard.rs`).
+    tls: tls_guard::TlsGuard,
 }
 
 impl Server {
@@ -240,8 +246,15 @@ impl Server {
             flapping: Default::default(),
             stopping: false,
             busy_poll: BusyPoll::default(),
+            tls: Default::default(),
             config,
         };
+        server.tls = tls_guard::TlsGuard::start(
+            &server.config.tls,
+            &mut server.stats,
+            std::time::SystemTime::now(),
+        )
+        .map_err(StartError::Tls)?;
         match activated {
             Some(passed) => server
                 .accept
@@ -251,10 +264,18 @@ impl Server {
                     let registry = server.poll.registry();
                     server
                         .accept
-                        .add_listener(registry, &server.config.server, addr)
+                        .add_listener(registry, &server.config.server, addr, false)
                         .map_err(|source| StartError::Bind { addr, source })?;
                 }
             }
+        }
+        // TLS listeners are always vigild's own: socket activation passes plain ones.
+        for &addr in &server.config.tls.listen {
+            let registry = server.poll.registry();
+            server
+                .accept
+                .add_listener(registry, &server.config.server, addr, true)
+                .map_err(|source| StartError::Bind { addr, source })?;
         }
         server
             .ops
@@ -335,6 +356,7 @@ impl Server {
             self.idle.deadline(),
             self.auth_guard.deadline(),
             self.proxy.deadline(),
+            self.tls.deadline(),
             self.control.next_stats,
             self.accept.retry_at(),
             self.ops.deadline(now, &self.config),
@@ -379,6 +401,7 @@ impl Server {
         self.reap_idle(now);
         self.reap_unauthenticated(now);
         self.reap_late_headers(now);
+        self.expire_handshakes(now);
         self.ops.expire(ops_cx!(self, now));
         self.log_budget.report_left_out(now);
         if self.accept.retry_at().is_some_and(|at| at <= now) {

@@ -26,6 +26,7 @@ use crate::os::sys;
 use crate::protocol::command;
 use crate::protocol::resp;
 use crate::protocol::step::{self, Rename};
+use crate::session::identity::{self, NameCheck};
 use crate::session::reap::Cause;
 use crate::session::reap::ReapReason;
 use crate::session::takeover::{self, Decision};
@@ -68,7 +69,16 @@ impl Server {
         let Some(session) = self.sessions.get(token) else {
             return;
         };
-        let id = session.id;
+        let check = identity::check_name(
+            session.identity(),
+            self.identities_in_use(),
+            name.as_deref(),
+        );
+        if check != NameCheck::Allowed {
+            self.stats.takeover.identity_refused += 1;
+            resp::write_error(&mut self.scratch.out, check.error());
+            return;
+        }
         if session.name != name {
             if let (true, Some(n)) = (self.config.session.unique_names, &name) {
                 if !self.take_name(token, n, now) {
@@ -76,10 +86,48 @@ impl Server {
                     return;
                 }
             }
+            self.apply_name(token, name, now);
+        }
+        if let Some(s) = self.sessions.get_mut(token) {
+            command::answer_renamed(s, reply, &mut self.scratch.out);
+        }
+    }
+
+    /// Whether sessions get identities (client certificates asked for; tokens with issue 16):
+    /// then only they may have names (`session/identity.rs`).
+    pub(super) fn identities_in_use(&self) -> bool {
+        self.config.tls.gives_identities()
+    }
+
+    /// A session just proved `identity`: it takes that name, under the same unique-names rule
+    /// as a `CLIENT SETNAME` (a stale holder with the same identity is replaced, a live one
+    /// keeps it and the newcomer stays unnamed until it asks again).
+    pub(super) fn name_after_identity(&mut self, token: Token, name: Box<str>, now: Instant) {
+        if self
+            .sessions
+            .get(token)
+            .is_some_and(|s| s.name.as_deref() == Some(&*name))
+        {
+            return;
+        }
+        if self.config.session.unique_names && !self.take_name(token, &name, now) {
+            return;
+        }
+        self.apply_name(token, Some(name), now);
+    }
+
+    /// Gives the session its name (indexed), logs and publishes `named`.
+    fn apply_name(&mut self, token: Token, name: Option<Box<str>>, now: Instant) {
+        let Some(id) = self.sessions.get(token).map(|s| s.id) else {
+            return;
+        };
+        {
             let Ok(previous) = self.sessions.rename(token, name) else {
                 return;
             };
-            let name = self.sessions.get(token).and_then(|s| s.name.clone());
+            let session = self.sessions.get(token);
+            let name = session.and_then(|s| s.name.clone());
+            let identity = session.and_then(|s| s.identity()).map(|i| i.name.clone());
             budgeted!(
                 self.log_budget,
                 LineKind::Rename,
@@ -94,12 +142,10 @@ impl Server {
                     id,
                     name: name.as_deref(),
                     previous: previous.as_deref(),
+                    identity: identity.as_deref(),
                 },
                 now,
             );
-        }
-        if let Some(s) = self.sessions.get_mut(token) {
-            command::answer_renamed(s, reply, &mut self.scratch.out);
         }
     }
 
@@ -117,7 +163,11 @@ impl Server {
         if holders.is_empty() {
             return true;
         }
-        let Some((id, peer)) = self.sessions.get(token).map(|s| (s.id, s.peer)) else {
+        let Some((id, peer, newcomer)) = self
+            .sessions
+            .get(token)
+            .map(|s| (s.id, s.peer, s.identity().cloned()))
+        else {
             return false;
         };
         let config = &self.config.session;
@@ -135,7 +185,13 @@ impl Server {
                 last_rx: o.last_rx,
                 tcp,
             };
-            match takeover::decide(&holder, config, now) {
+            // A proven identity outranks a holder without one (a name set before identities
+            // were in use): the name is the identity's.
+            let decision = match (&newcomer, o.identity()) {
+                (Some(_), None) => Decision::Replace(takeover::Stale::NoIdentity),
+                _ => takeover::decide(&holder, config, now),
+            };
+            match decision {
                 Decision::Replace(why) => stale.push((old, o.id, o.peer, why)),
                 Decision::Refuse { silent } => {
                     self.stats.takeover.refused += 1;

@@ -108,6 +108,24 @@ impl Server {
         let lifetime = session.age(now);
         let silent = session.idle_for(now);
         self.stats.on_reap(reason, lifetime, silent);
+        let mut tls_note = String::new();
+        let no_output = session.output.is_empty();
+        if let Some(tls) = session
+            .extras
+            .as_deref_mut()
+            .and_then(|e| e.tls.as_deref_mut())
+        {
+            self.stats.tls.live = self.stats.tls.live.saturating_sub(1);
+            if let Some(f) = &tls.failure {
+                tls_note = format!(" tls_cause={} tls_error={:?}", f.cause.name(), &*f.detail);
+            } else if tls.is_open() && no_output && errno == 0 {
+                // A clean end the peer can tell from a cut connection (best effort: one
+                // non-blocking write to a socket that is about to close).
+                let mut wire = Vec::new();
+                tls.close_notify(&mut wire);
+                let _ = std::io::Write::write(&mut session.stream, &wire);
+            }
+        }
         let i = info.unwrap_or_default();
         budgeted!(
             self.log_budget,
@@ -117,7 +135,7 @@ impl Server {
             "reap id={} peer={}{} name={} reason={} errno={} lifetime_ms={} silent_ms={} \
              tcpi_state={} tcpi_probes={} tcpi_retransmits={} tcpi_backoff={} tcpi_unacked={} \
              tcpi_rtt_us={} tcpi_total_retrans={} tcpi_last_data_recv_ms={} \
-             tcpi_last_ack_recv_ms={} tcpi_notsent_bytes={} tcpi_snd_wnd={}",
+             tcpi_last_ack_recv_ms={} tcpi_notsent_bytes={} tcpi_snd_wnd={}{}",
             session.id,
             session.peer,
             // The hop, for a session whose PROXY header gave it its address.
@@ -140,6 +158,7 @@ impl Server {
             i.last_ack_recv_ms,
             i.notsent_bytes,
             i.snd_wnd.map_or_else(|| "-".to_string(), |w| w.to_string()),
+            tls_note,
         );
         // A session still waiting for its PROXY header was never announced.
         let joined = session.proxy != ProxyStage::AwaitingHeader;
@@ -178,6 +197,7 @@ impl Server {
                 id: session.id,
                 addr: session.peer,
                 name: session.name.as_deref(),
+                identity: session.identity().map(|i| &*i.name),
                 reason,
                 errno,
                 lifetime,

@@ -29,6 +29,10 @@ pub(super) struct Scratch {
     pub(super) out: Vec<u8>,
     /// Argument ranges of the request being executed.
     pub(super) args: Vec<Range<usize>>,
+    /// TLS: a read's plaintext, before it is moved to the front of `read`.
+    pub(super) plain: Vec<u8>,
+    /// TLS: ciphertext to send (replies encrypted, handshake flights).
+    pub(super) wire: Vec<u8>,
 }
 
 impl Scratch {
@@ -37,6 +41,8 @@ impl Scratch {
             read: vec![0; READ_BUF_BYTES],
             out: Vec::with_capacity(READ_BUF_BYTES),
             args: Vec::with_capacity(16),
+            plain: Vec::new(),
+            wire: Vec::new(),
         }
     }
 
@@ -46,6 +52,9 @@ impl Scratch {
         self.out.clear();
         if self.out.capacity() > OUT_BUF_KEEP_BYTES {
             self.out = Vec::with_capacity(READ_BUF_BYTES);
+        }
+        if self.wire.capacity() > OUT_BUF_KEEP_BYTES {
+            self.wire = Vec::new();
         }
         if self.args.capacity() > ARGS_KEEP {
             self.args = Vec::with_capacity(16);

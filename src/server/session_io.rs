@@ -48,6 +48,7 @@ use crate::protocol::resp::{self, Parsed, Resume};
 use crate::protocol::step::Step;
 use crate::session::reap::Cause;
 use crate::session::reap::{classify, IoClass, ReapReason};
+use crate::session::tls::{Failure, FailureCause};
 use crate::session::{write_until_blocked, Output, ProxyStage, Session, Unfinished};
 use mio::Token;
 
@@ -81,6 +82,8 @@ enum Input {
     Closing(ReapReason),
     /// The socket failed.
     Failed(i32),
+    /// The TLS layer failed.
+    Tls(Failure),
 }
 
 /// What every request of a session is checked against: the size limits and the password.
@@ -143,27 +146,118 @@ struct Ran {
     held: bool,
 }
 
-/// One `read` of a session's socket, `Interrupted` retried.
+/// One `read` of a session's socket (`Interrupted` retried), through its TLS layer if it has
+/// one. The bytes are counted and `last_rx` set here.
 enum Received {
+    /// This many bytes of input are at the start of the read buffer (for TLS, the plaintext:
+    /// possibly none, when the read carried only handshake records).
     Bytes(usize),
+    /// The TLS handshake finished in this read; this many bytes of input followed it.
+    Established(usize),
     /// FIN.
     Closed,
     WouldBlock,
     Failed(i32),
+    /// The TLS layer failed (its alert, if any, was sent).
+    Tls(Failure),
 }
 
-fn receive(session: &mut Session, buf: &mut [u8]) -> Received {
+/// What a plaintext client on a TLS port is told, in the clear, before it is closed.
+const PLAINTEXT_ON_TLS_PORT: &[u8] =
+    b"-ERR this port speaks TLS; connect with TLS (for example redis-cli --tls)\r\n";
+
+fn read_socket(stream: &mut mio::net::TcpStream, buf: &mut [u8]) -> Result<usize, Received> {
     loop {
-        return match session.stream.read(buf) {
-            Ok(0) => Received::Closed,
-            Ok(n) => Received::Bytes(n),
+        return match stream.read(buf) {
+            Ok(0) => Err(Received::Closed),
+            Ok(n) => Ok(n),
             Err(e) => match classify(&e) {
                 IoClass::Retry => continue,
-                IoClass::WouldBlock => Received::WouldBlock,
-                IoClass::Exhausted(errno) | IoClass::Fatal(errno) => Received::Failed(errno),
+                IoClass::WouldBlock => Err(Received::WouldBlock),
+                IoClass::Exhausted(errno) | IoClass::Fatal(errno) => Err(Received::Failed(errno)),
             },
         };
     }
+}
+
+fn receive(session: &mut Session, scratch: &mut Scratch, now: Instant) -> Received {
+    let Session {
+        stream,
+        extras,
+        bytes_in,
+        bytes_out,
+        last_rx,
+        closing,
+        ..
+    } = session;
+    let Some(tls) = extras.as_deref_mut().and_then(|e| e.tls.as_deref_mut()) else {
+        return match read_socket(stream, &mut scratch.read) {
+            Ok(n) => {
+                *bytes_in += n as u64;
+                *last_rx = now;
+                Received::Bytes(n)
+            }
+            Err(r) => r,
+        };
+    };
+    // The kept part of a cut record goes in front of the new bytes; the read takes the rest
+    // of the buffer, so the plaintext (never longer than the ciphertext) fits in it too.
+    let kept = tls.partial_len();
+    let n = match read_socket(stream, &mut scratch.read[kept..]) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    *bytes_in += n as u64;
+    *last_rx = now;
+    tls.restore_partial(&mut scratch.read[..kept]);
+    let (plain, wire) = (&mut scratch.plain, &mut scratch.wire);
+    plain.clear();
+    wire.clear();
+    let fed = tls.feed(&mut scratch.read[..kept + n], plain, wire);
+    if let Err(failure) = &fed {
+        if failure.cause == FailureCause::Plaintext {
+            let _ = write_until_blocked(stream, PLAINTEXT_ON_TLS_PORT, bytes_out);
+        }
+    }
+    if let Ok(progress) = &fed {
+        if progress.peer_closed {
+            // `close_notify`: what came before it is answered, then the session ends `closed`.
+            closing.get_or_insert(ReapReason::Closed);
+        }
+    }
+    if !scratch.wire.is_empty() {
+        // Handshake flights, tickets, alerts: in order, before any reply.
+        if let Err(errno) = send(session, &scratch.wire) {
+            return Received::Failed(errno);
+        }
+    }
+    let progress = match fed {
+        Ok(progress) => progress,
+        Err(failure) => return Received::Tls(failure),
+    };
+    let m = scratch.plain.len();
+    scratch.read[..m].copy_from_slice(&scratch.plain);
+    if progress.established {
+        Received::Established(m)
+    } else {
+        Received::Bytes(m)
+    }
+}
+
+/// Sends `bytes` (wire bytes: ciphertext for TLS) after what is queued: straight to the socket
+/// when nothing waits, and whatever the kernel does not take is kept in the session.
+fn send(session: &mut Session, bytes: &[u8]) -> Result<(), i32> {
+    if session.output.is_empty() {
+        let written = write_until_blocked(&mut session.stream, bytes, &mut session.bytes_out)
+            .map_err(|e| write_errno(&e))?;
+        if written < bytes.len() {
+            session.output = Output::new();
+            session.output.push(&bytes[written..]);
+        }
+    } else {
+        session.output.push(bytes);
+    }
+    Ok(())
 }
 
 /// Parses and runs the complete requests in `input`, appending replies to `out` (which holds
@@ -285,6 +379,23 @@ fn run_unfinished(
     ran.step
 }
 
+/// Keeps `input` as the session's unfinished bytes (after any it had), unparsed, to be run
+/// with [`run_unfinished`].
+fn keep_unfinished(session: &mut Session, input: &[u8], now: Instant) {
+    match session.unfinished.as_mut() {
+        Some(pending) => pending.bytes.extend_from_slice(input),
+        None if input.is_empty() => {}
+        None => {
+            session.unfinished = Some(Box::new(Unfinished {
+                bytes: input.to_vec(),
+                resume: Resume::Fresh,
+                since: now,
+                held: false,
+            }))
+        }
+    }
+}
+
 /// Makes `queued` (an EXEC's requests) the next requests the session runs, before whatever
 /// unfinished input it had (which then parses again from its start).
 fn run_first(session: &mut Session, queued: &[u8], now: Instant) {
@@ -336,8 +447,15 @@ impl Server {
         if let Err(errno) = self.flush_pending(token) {
             return self.reap(token, Cause::Errno(errno), now);
         }
+        // TLS: a read's length says nothing about what is left in the socket (the plaintext is
+        // shorter than the records), so the edge shortcut does not apply.
+        let wake = match self.sessions.get(token) {
+            Some(s) if s.tls().is_some() => Wake::Drain,
+            _ => wake,
+        };
         match self.read_input(token, now, wake) {
             Input::Failed(errno) => return self.reap(token, Cause::Errno(errno), now),
+            Input::Tls(failure) => return self.tls_failed(token, failure, now),
             Input::Capped => self.pending.revisit.push(token),
             Input::Closing(reason) => {
                 if let Some(s) = self.sessions.get_mut(token) {
@@ -371,6 +489,7 @@ impl Server {
             let commands_before = session.commands;
             scratch.out.clear();
             let mut read = None;
+            let mut established = false;
             let mut step = if held.is_some() && !over {
                 // Resume: the output drained below the limit (a FIN received meanwhile does
                 // not cancel requests that arrived before it).
@@ -383,17 +502,25 @@ impl Server {
                     // Paused and full: `settle` reaps it as a slow consumer.
                     return Input::Drained;
                 }
-                let n = match receive(session, &mut scratch.read) {
+                let n = match receive(session, scratch, now) {
                     // FIN: answer what was already received, then close.
                     Received::Closed => return Input::Closing(ReapReason::Closed),
                     Received::Bytes(n) => n,
+                    Received::Established(n) => {
+                        // The identity comes first: the requests that followed the handshake
+                        // wait in the unfinished bytes until the loop has named the session.
+                        keep_unfinished(session, &scratch.read[..n], now);
+                        established = true;
+                        0
+                    }
                     Received::WouldBlock => return Input::Drained,
                     Received::Failed(errno) => return Input::Failed(errno),
+                    Received::Tls(failure) => return Input::Tls(failure),
                 };
-                session.bytes_in += n as u64;
-                session.last_rx = now;
                 read = Some(n);
-                if let (Some(pending), true) = (session.unfinished.as_mut(), over) {
+                if let (Some(pending), true, false) =
+                    (session.unfinished.as_mut(), over, established)
+                {
                     // Paused: kept, not run (the output is at its limit); they run first
                     // once it drains.
                     pending.bytes.extend_from_slice(&scratch.read[..n]);
@@ -403,11 +530,16 @@ impl Server {
                     }
                     continue;
                 }
-                if let Some(pending) = session.unfinished.as_mut() {
+                if established {
+                    // Run below, once the loop has bound the identity.
+                    Step::Continue
+                } else if let Some(pending) = session.unfinished.as_mut() {
                     pending.bytes.extend_from_slice(&scratch.read[..n]);
                     run_unfinished(session, &mut scratch.args, &mut scratch.out, policy, now)
                 } else {
-                    let Scratch { read, out, args } = scratch;
+                    let Scratch {
+                        read, out, args, ..
+                    } = scratch;
                     let input = &read[..n];
                     let mut resume = Resume::Fresh;
                     let ran = run_requests(input, &mut resume, session, args, out, policy, now);
@@ -422,6 +554,17 @@ impl Server {
                     ran.step
                 }
             };
+            if established {
+                if !self.tls_established(token, now) {
+                    return Input::Drained;
+                }
+                let Some(session) = self.sessions.get_mut(token) else {
+                    return Input::Drained;
+                };
+                let policy = Policy::of(&self.config).for_batch(session, built);
+                let Scratch { out, args, .. } = &mut self.scratch;
+                step = run_unfinished(session, args, out, policy, now);
+            }
             // A rename needs the whole loop (the name index, events, maybe a reap); the
             // requests after it wait in the unfinished bytes until it is done. An EXEC puts
             // its queued requests in front of them.
@@ -477,25 +620,26 @@ impl Server {
     /// Sends the replies in `out_buf`: straight to the socket when nothing is queued before
     /// them, otherwise behind the queue. What the kernel refuses is kept in the session.
     fn queue_output(&mut self, token: Token) -> Result<(), i32> {
-        let out = &self.scratch.out;
+        let Scratch { out, wire, .. } = &mut self.scratch;
         if out.is_empty() {
             return Ok(());
         }
         let Some(session) = self.sessions.get_mut(token) else {
             return Ok(());
         };
-        if session.output.is_empty() {
-            let written = write_until_blocked(&mut session.stream, out, &mut session.bytes_out)
-                .map_err(|e| write_errno(&e))?;
-            if written < out.len() {
-                session.output = Output::new();
-                session.output.push(&out[written..]);
+        let sent = match session.tls_mut() {
+            None => send(session, out),
+            Some(tls) => {
+                wire.clear();
+                match tls.encrypt(out, wire) {
+                    Ok(()) => send(session, wire),
+                    // Cannot happen on an open session; the replies cannot be delivered.
+                    Err(_) => Err(libc::EPROTO),
+                }
             }
-        } else {
-            session.output.push(out);
-        }
+        };
         self.scratch.batch_done();
-        Ok(())
+        sent
     }
 
     /// Writes queued output. Frees the queue's memory once it is empty.

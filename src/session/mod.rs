@@ -31,8 +31,10 @@ use mio::{Interest, Token};
 use slab::Slab;
 
 pub(crate) mod auth_throttle;
+pub mod identity;
 pub mod reap;
 pub(crate) mod takeover;
+pub mod tls;
 
 /// Session tokens are `SESSION_BASE + key`; everything below belongs to listeners, the
 /// operator side and signals. Defined here, where the table numbers its sessions, so this
@@ -53,6 +55,11 @@ pub struct LibInfo {
 pub struct Extras {
     pub lib: LibInfo,
     pub transaction: Option<Box<Transaction>>,
+    /// Who the peer proved to be (a client certificate), if anyone (see `identity.rs`).
+    pub identity: Option<identity::Identity>,
+    /// The TLS layer of a session from a TLS listener (`tls.rs`); `None` for plain TCP. Here
+    /// rather than in the session itself, whose entry every plain session pays for.
+    pub tls: Option<Box<tls::Tls>>,
     /// The connection's own peer when a PROXY header gave the session its address (`peer`
     /// is then the client's): `proxy=` in `CLIENT LIST` and the reap line.
     pub proxy_hop: Option<SocketAddr>,
@@ -65,6 +72,8 @@ impl Extras {
             && self.lib.version.is_empty()
             && self.transaction.is_none()
             && self.proxy_hop.is_none()
+            && self.identity.is_none()
+            && self.tls.is_none()
     }
 }
 
@@ -168,6 +177,27 @@ impl Session {
     /// The proxy this session came through, when a PROXY header replaced its address.
     pub fn proxy_hop(&self) -> Option<SocketAddr> {
         self.extras.as_deref().and_then(|e| e.proxy_hop)
+    }
+
+    /// Its TLS layer, for a session from a TLS listener.
+    pub fn tls(&self) -> Option<&tls::Tls> {
+        self.extras.as_deref().and_then(|e| e.tls.as_deref())
+    }
+
+    pub fn tls_mut(&mut self) -> Option<&mut tls::Tls> {
+        self.extras
+            .as_deref_mut()
+            .and_then(|e| e.tls.as_deref_mut())
+    }
+
+    /// Its extras, made when it has none.
+    pub fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+
+    /// Who the peer proved to be, if anyone.
+    pub fn identity(&self) -> Option<&identity::Identity> {
+        self.extras.as_deref().and_then(|e| e.identity.as_ref())
     }
 
     /// The library it announced with `CLIENT SETINFO`, if any.

@@ -60,13 +60,18 @@ pub enum ReapReason {
     Replaced,
     /// The daemon is stopping.
     Shutdown,
+    /// A TLS handshake failed or did not finish within `tls.handshake_timeout` (plaintext on a
+    /// TLS port included); the reap line says why.
+    TlsHandshake,
+    /// A TLS protocol error after the handshake (a bad record, a fatal alert).
+    TlsError,
     /// Any other socket error.
     Error,
 }
 
 impl ReapReason {
     /// Every reason, in the order statistics list them.
-    pub const ALL: [ReapReason; 17] = [
+    pub const ALL: [ReapReason; 19] = [
         ReapReason::Closed,
         ReapReason::Quit,
         ReapReason::Reset,
@@ -83,6 +88,8 @@ impl ReapReason {
         ReapReason::Killed,
         ReapReason::Replaced,
         ReapReason::Shutdown,
+        ReapReason::TlsHandshake,
+        ReapReason::TlsError,
         ReapReason::Error,
     ];
 
@@ -105,6 +112,8 @@ impl ReapReason {
             ReapReason::Killed => "killed",
             ReapReason::Replaced => "replaced",
             ReapReason::Shutdown => "shutdown",
+            ReapReason::TlsHandshake => "tls-handshake",
+            ReapReason::TlsError => "tls-error",
             ReapReason::Error => "error",
         }
     }
@@ -144,6 +153,8 @@ impl ReapReason {
             | ReapReason::AuthFailed
             | ReapReason::AuthTimeout
             | ReapReason::AuthThrottled
+            | ReapReason::TlsHandshake
+            | ReapReason::TlsError
             | ReapReason::Error => Level::Warn,
         }
     }

@@ -75,6 +75,8 @@ pub enum Stale {
     Unreadable,
     /// Nothing received, data or ACK, for this long (past `session.takeover_after`).
     Silent(Duration),
+    /// The holder has no identity and the newcomer has one (`session/identity.rs`).
+    NoIdentity,
 }
 
 impl fmt::Display for Stale {
@@ -94,6 +96,7 @@ impl fmt::Display for Stale {
             Stale::Closing(state) => write!(f, "stale=closing tcpi_state={state}"),
             Stale::Unreadable => f.write_str("stale=no-tcp-info"),
             Stale::Silent(d) => write!(f, "stale=silent silent_ms={}", d.as_millis()),
+            Stale::NoIdentity => f.write_str("holder=without-identity"),
         }
     }
 }
@@ -145,6 +148,9 @@ pub struct TakeoverCounters {
     pub refused: u64,
     /// Times a name was found flapping (at most once per name per minute).
     pub flapping: u64,
+    /// Names refused because they are not the session's identity, or it has none while
+    /// identities are in use (`session/identity.rs`).
+    pub identity_refused: u64,
 }
 
 /// One name's replacements in its current window.

@@ -5,9 +5,11 @@
 //! missed something) and the wall-clock time `at` (Unix milliseconds):
 //!
 //! - `joined`: a session was accepted (`id`, `addr`, `laddr`);
-//! - `named`: `CLIENT SETNAME` changed its name (`name`, `previous`; `null` for none);
+//! - `named`: `CLIENT SETNAME` changed its name (`name`, `previous`; `null` for none), or a
+//!   client certificate named it (then `identity` too);
 //! - `left`: it was reaped (`addr`, `name`, `reason`, `errno`, `lifetime_ms`, `silent_ms`, and
-//!   the `TCP_INFO` snapshot taken at reap under the log line's names, `tcpi_*`).
+//!   the `TCP_INFO` snapshot taken at reap under the log line's names, `tcpi_*`; `identity`
+//!   after `name` for a session that had one).
 //!
 //! Names are carried whole: they are at most `session.max_name_bytes` when set (a reload that
 //! lowers the bound leaves names already held as they are, so `left` matches `named`).
@@ -51,6 +53,8 @@ pub enum Event<'a> {
         id: u64,
         name: Option<&'a str>,
         previous: Option<&'a str>,
+        /// The identity the session proved (a client certificate), if any.
+        identity: Option<&'a str>,
     },
     Left(Left<'a>),
 }
@@ -61,6 +65,8 @@ pub struct Left<'a> {
     pub id: u64,
     pub addr: SocketAddr,
     pub name: Option<&'a str>,
+    /// The identity the session proved, if any.
+    pub identity: Option<&'a str>,
     pub reason: ReapReason,
     /// 0 when the reap had no socket error.
     pub errno: i32,
@@ -91,7 +97,12 @@ pub fn encode(seq: u64, at_ms: u64, event: &Event<'_>, out: &mut Vec<u8>) {
                 at: at_ms,
             },
         ),
-        Event::Named { id, name, previous } => serde_json::to_writer(
+        Event::Named {
+            id,
+            name,
+            previous,
+            identity,
+        } => serde_json::to_writer(
             &mut *out,
             &Named {
                 seq,
@@ -99,6 +110,7 @@ pub fn encode(seq: u64, at_ms: u64, event: &Event<'_>, out: &mut Vec<u8>) {
                 id: *id,
                 name: *name,
                 previous: *previous,
+                identity: *identity,
                 at: at_ms,
             },
         ),
@@ -133,6 +145,9 @@ struct Named<'a> {
     id: u64,
     name: Option<&'a str>,
     previous: Option<&'a str>,
+    /// Present only for a session with an identity, so other events keep their bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<&'a str>,
     at: u64,
 }
 
@@ -145,6 +160,9 @@ struct LeftJson<'a> {
     id: u64,
     addr: &'a SocketAddr,
     name: Option<&'a str>,
+    /// Present only for a session with an identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<&'a str>,
     reason: &'static str,
     /// `null` without a socket error; a code without a name of its own as its number, in text.
     errno: Option<Cow<'static, str>>,
@@ -173,6 +191,7 @@ impl<'a> LeftJson<'a> {
             id: l.id,
             addr: &l.addr,
             name: l.name,
+            identity: l.identity,
             reason: l.reason.name(),
             errno: match (l.errno, errno_name(l.errno)) {
                 (0, _) => None,
@@ -221,6 +240,7 @@ mod tests {
             ..TcpInfo::default()
         };
         let left = Left {
+            identity: None,
             id: 9,
             addr: "[fe80::1%3]:40000".parse().unwrap(),
             name: Some("sensor-\"7\"\\"),
@@ -242,6 +262,7 @@ mod tests {
                 laddr: None,
             },
             Event::Named {
+                identity: None,
                 id: 5,
                 name: Some("a\u{1}\u{7f}é😀/\t"),
                 previous: None,
@@ -295,6 +316,7 @@ mod tests {
         let v = json(
             2,
             &Event::Named {
+                identity: None,
                 id: 5,
                 name: Some("sensor-\"7\""),
                 previous: None,
@@ -315,6 +337,7 @@ mod tests {
             ..TcpInfo::default()
         };
         let left = Left {
+            identity: None,
             id: 9,
             addr: "10.0.0.2:40000".parse().unwrap(),
             name: Some("x"),

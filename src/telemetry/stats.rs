@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use crate::session::reap::ReapReason;
 use crate::session::takeover::TakeoverCounters;
+use crate::session::tls::FailureCause;
 use crate::telemetry::command_rate::CommandRate;
 use crate::telemetry::histogram::Histogram;
 use crate::telemetry::presence_events::PresenceCounters;
@@ -152,6 +153,47 @@ pub struct Stats {
     pub takeover: TakeoverCounters,
     /// PROXY protocol headers (`server.proxy_protocol`).
     pub proxy: ProxyCounters,
+    /// TLS handshakes and failures (`[tls]`).
+    pub tls: TlsCounts,
+}
+
+/// TLS sessions: handshakes done (full and resumed), failures by cause, sessions live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsCounts {
+    pub live: u64,
+    pub full_handshakes: u64,
+    pub resumed_handshakes: u64,
+    pub failures: [u64; FailureCause::ALL.len()],
+    /// Certificate, key and CA reloads that were refused (the previous files stay in use).
+    pub reload_failures: u64,
+    /// The served certificate's `notAfter` (Unix seconds), while TLS is on.
+    pub certificate_not_after: Option<i64>,
+}
+
+impl TlsCounts {
+    pub fn failed(&mut self, cause: FailureCause) {
+        self.failures[cause.index()] += 1;
+    }
+
+    /// Every failure, whatever its cause.
+    pub fn failures_total(&self) -> u64 {
+        self.failures.iter().sum()
+    }
+
+    /// Seconds until the served certificate expires at `now` (negative once it has).
+    pub fn certificate_expires_in(&self, now: std::time::SystemTime) -> Option<i64> {
+        let now = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.certificate_not_after.map(|t| t - now)
+    }
+
+    /// `(cause name, count)` for every cause.
+    pub fn failures(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        FailureCause::ALL
+            .iter()
+            .map(|c| (c.name(), self.failures[c.index()]))
+    }
 }
 
 impl Stats {

@@ -16,7 +16,7 @@ use crate::telemetry::histogram::Histogram;
 use crate::telemetry::stats::{ProxyRefusal, RejectCause};
 
 /// The sections, in order. `INFO`, `INFO all`, `INFO default` and `INFO everything` give all.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "server",
     "clients",
     "memory",
@@ -24,6 +24,7 @@ pub const SECTIONS: [&str; 8] = [
     "keepalive",
     "reaper",
     "presence",
+    "tls",
     "keyspace",
 ];
 
@@ -50,6 +51,7 @@ pub fn render(view: &View<'_>, wanted: &[&[u8]], out: &mut String) {
             "reaper" => reaper(view, out),
             "memory" => memory(out),
             "presence" => presence(view, out),
+            "tls" => tls(view, out),
             // No keys: the section is there (empty) because tools that sum `dbN:keys=` expect it.
             _ => {}
         }
@@ -247,6 +249,25 @@ fn presence(v: &View<'_>, out: &mut String) {
         u8::from(v.config.session.unique_names),
     );
     line(out, "presence_names_held", v.sessions.names());
+}
+
+/// TLS (docs/tls.md): listeners, sessions live, handshakes full and resumed, failures by
+/// cause, the certificate's remaining validity, refused reloads.
+fn tls(v: &View<'_>, out: &mut String) {
+    let t = &v.stats.tls;
+    line(out, "tls_listeners", v.config.tls.listen.len());
+    line(out, "tls_client_auth", v.config.tls.client_auth.name());
+    line(out, "tls_sessions", t.live);
+    line(out, "tls_handshakes_full", t.full_handshakes);
+    line(out, "tls_handshakes_resumed", t.resumed_handshakes);
+    line(out, "tls_handshake_failures", t.failures_total());
+    for (cause, n) in t.failures() {
+        let _ = write!(out, "tls_failures_{}:{n}\r\n", cause.replace('-', "_"));
+    }
+    if let Some(left) = t.certificate_expires_in(std::time::SystemTime::now()) {
+        line(out, "tls_certificate_expiry_seconds", left);
+    }
+    line(out, "tls_reload_failures", t.reload_failures);
 }
 
 /// `latency_keepalive-timeout:count=2,min_ms=5012,p50_ms=5030,p99_ms=5101,max_ms=5101,mean_ms=5056`

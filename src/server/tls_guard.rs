@@ -1,0 +1,264 @@
+//! The event loop's part of TLS: the credentials every new TLS session is served with, the
+//! resumption ticket key, the handshake deadlines, and what happens to a TLS session at its
+//! milestones (established: its identity and name; failed: counted and reaped).
+//!
+//! - Credentials are loaded at start (a TLS listener without usable files refuses to start,
+//!   naming the file) and again at every SIGHUP; a file that fails to load keeps the previous
+//!   credentials, and says why (a warning, counted in `tls_reload_failures`). Live sessions
+//!   keep the keys they negotiated; only new handshakes see new files.
+//! - The ticket key outlives reloads, so a client resumes across a certificate rotation.
+//! - Handshake deadlines (`tls.handshake_timeout`) are a min-heap of (accept + timeout, token,
+//!   id) like `auth_guard.rs`'s: a deadline never moves, so an entry is either due or stale.
+//!   Bounded per turn like the other reapers.
+//! - The leaf certificate's expiry is warned about at start and reload when it is less than
+//!   [`EXPIRY_WARNING`] away, and exported (`vigild_tls_certificate_expiry_seconds`).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use log::{info, warn, Level};
+use mio::Token;
+use rustls::server::ProducesTickets;
+
+use super::Server;
+use crate::config::credentials::{self, CredentialError, Credentials};
+use crate::config::tls::TlsConfig;
+use crate::session::identity::{self, Identity, IdentitySource};
+use crate::session::reap::{Cause, ReapReason};
+use crate::session::tls::{Failure, FailureCause, Tls};
+use crate::telemetry::log_throttle::{budgeted, LineKind};
+use crate::telemetry::logging::clipped;
+use crate::telemetry::stats::Stats;
+
+/// Handshakes timed out per turn at most.
+const EXPIRIES_PER_TURN: usize = 64;
+/// A certificate closer than this to its expiry is warned about at start and reload.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// The loop's TLS state (see the module docs).
+#[derive(Default)]
+pub(super) struct TlsGuard {
+    credentials: Option<Credentials>,
+    tickets: Option<Arc<dyn ProducesTickets>>,
+    deadlines: BinaryHeap<Reverse<(Instant, Token, u64)>>,
+}
+
+impl std::fmt::Debug for TlsGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsGuard")
+            .field("credentials", &self.credentials)
+            .field("deadlines", &self.deadlines.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Says how far the certificate is from expiry: info, or a warning within [`EXPIRY_WARNING`].
+fn note_expiry(c: &Credentials, now: SystemTime, when: &str) {
+    let left = c.expires_in(now);
+    let days = left / 86_400;
+    if left < EXPIRY_WARNING.as_secs() as i64 {
+        warn!(
+            "tls: {when}: the certificate ({}) expires in {days} days ({left} s); renew it and \
+             send SIGHUP",
+            c.subject
+        );
+    } else {
+        info!(
+            "tls: {when}: certificate {} ({} in chain, {} client CAs), expires in {days} days",
+            c.subject, c.chain_len, c.client_cas
+        );
+    }
+}
+
+impl TlsGuard {
+    /// Loads the credentials for `tls` (nothing when no TLS listener is configured).
+    pub(super) fn start(
+        tls: &TlsConfig,
+        stats: &mut Stats,
+        now: SystemTime,
+    ) -> Result<TlsGuard, CredentialError> {
+        let mut guard = TlsGuard::default();
+        if tls.enabled() {
+            let tickets = ticketer()?;
+            let loaded = credentials::load(tls, tickets.clone(), now)?;
+            note_expiry(&loaded, now, "loaded");
+            stats.tls.certificate_not_after = Some(loaded.not_after);
+            guard.tickets = Some(tickets);
+            guard.credentials = Some(loaded);
+        }
+        Ok(guard)
+    }
+
+    /// Reads the files again (SIGHUP). A failure keeps the credentials in use.
+    pub(super) fn reload(&mut self, tls: &TlsConfig, stats: &mut Stats, now: SystemTime) {
+        if !tls.enabled() {
+            self.credentials = None;
+            stats.tls.certificate_not_after = None;
+            return;
+        }
+        let tickets = match self.tickets.clone().map_or_else(ticketer, Ok) {
+            Ok(t) => t,
+            Err(e) => {
+                stats.tls.reload_failures += 1;
+                warn!("reload: tls: {e}; keeping the previous certificate");
+                return;
+            }
+        };
+        match credentials::load(tls, tickets.clone(), now) {
+            Ok(loaded) => {
+                note_expiry(&loaded, now, "reloaded");
+                stats.tls.certificate_not_after = Some(loaded.not_after);
+                self.tickets = Some(tickets);
+                self.credentials = Some(loaded);
+            }
+            Err(e) => {
+                stats.tls.reload_failures += 1;
+                match self.credentials {
+                    Some(_) => warn!(
+                        "reload: tls: {e}; new TLS handshakes keep using the previous certificate"
+                    ),
+                    None => warn!(
+                        "reload: tls: {e}; TLS listeners refuse clients until the files are fixed"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// A new session's TLS state, with the current credentials.
+    pub(super) fn session(&self) -> Option<Box<Tls>> {
+        let c = self.credentials.as_ref()?;
+        Tls::new(c.server.clone()).ok().map(Box::new)
+    }
+
+    pub(super) fn handshake_started(
+        &mut self,
+        token: Token,
+        id: u64,
+        now: Instant,
+        limit: Duration,
+    ) {
+        self.deadlines.push(Reverse((now + limit, token, id)));
+    }
+
+    /// The nearest handshake deadline, for the poll timeout.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<(Token, u64)> {
+        match self.deadlines.peek() {
+            Some(Reverse((at, _, _))) if *at <= now => {
+                self.deadlines.pop().map(|Reverse((_, t, id))| (t, id))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn ticketer() -> Result<Arc<dyn ProducesTickets>, CredentialError> {
+    credentials::new_ticketer().map_err(|message| CredentialError {
+        key: "tls",
+        path: "-".into(),
+        message: format!("cannot make a ticket key: {message}"),
+    })
+}
+
+impl Server {
+    /// Reaps TLS sessions whose handshake passed its deadline (`tls-handshake`, cause
+    /// `timeout`), at most [`EXPIRIES_PER_TURN`] a turn.
+    pub(super) fn expire_handshakes(&mut self, now: Instant) {
+        for _ in 0..EXPIRIES_PER_TURN {
+            let Some((token, id)) = self.tls.pop_due(now) else {
+                return;
+            };
+            let Some(session) = self.sessions.get(token) else {
+                continue;
+            };
+            if session.id != id || session.tls().is_none_or(|t| t.is_open()) {
+                continue;
+            }
+            let limit = self.config.tls.handshake_timeout;
+            self.tls_failed(
+                token,
+                Failure::new(
+                    FailureCause::Timeout,
+                    true,
+                    format!(
+                        "the handshake did not finish within tls.handshake_timeout = {}s",
+                        limit.as_secs()
+                    ),
+                ),
+                now,
+            );
+        }
+        // More due: the poll timeout is zero for a deadline in the past, so the next turn
+        // takes the rest.
+    }
+
+    /// A TLS session failed: counted by cause, reaped (`tls-handshake` before the handshake
+    /// finished, `tls-error` after), with the failure in its reap line.
+    pub(super) fn tls_failed(&mut self, token: Token, failure: Failure, now: Instant) {
+        self.stats.tls.failed(failure.cause);
+        let reason = if failure.in_handshake {
+            ReapReason::TlsHandshake
+        } else {
+            ReapReason::TlsError
+        };
+        if let Some(tls) = self.sessions.get_mut(token).and_then(|s| s.tls_mut()) {
+            tls.failure = Some(failure);
+        }
+        self.reap(token, Cause::Reason(reason), now);
+    }
+
+    /// The handshake of the session at `token` finished: counted, its identity taken from its
+    /// certificate (when it sent one) and made its name. Returns false when the session was
+    /// reaped instead (a certificate without a usable identity).
+    pub(super) fn tls_established(&mut self, token: Token, now: Instant) -> bool {
+        let field = self.config.tls.identity;
+        let max = self.config.session.max_name_bytes;
+        let Some(session) = self.sessions.get_mut(token) else {
+            return false;
+        };
+        let Some(tls) = session.tls() else {
+            return true;
+        };
+        if tls.resumed() {
+            self.stats.tls.resumed_handshakes += 1;
+        } else {
+            self.stats.tls.full_handshakes += 1;
+        }
+        let Some(der) = tls.peer_certificate() else {
+            return true;
+        };
+        let name = match identity::from_certificate(der, field, max) {
+            Ok(name) => name,
+            Err(why) => {
+                self.tls_failed(
+                    token,
+                    Failure::new(FailureCause::NoIdentity, true, why),
+                    now,
+                );
+                return false;
+            }
+        };
+        let (id, peer) = (session.id, session.peer);
+        session.extras_mut().identity = Some(Identity {
+            name: name.clone(),
+            source: IdentitySource::Certificate,
+        });
+        budgeted!(
+            self.log_budget,
+            LineKind::Connect,
+            Level::Debug,
+            now,
+            "tls id={id} peer={peer} identity={} ({})",
+            clipped(&*name),
+            field.name()
+        );
+        self.name_after_identity(token, name, now);
+        true
+    }
+}
