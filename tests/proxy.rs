@@ -673,3 +673,54 @@ fn partition_behind_haproxy() {
     // The application's own timer sees the missing PINGs.
     within(3, &["idle-timeout"], 1.5, 5.0);
 }
+
+#[test]
+fn presence_announces_the_client_address_once_the_header_is_taken_and_local_keeps_the_proxys() {
+    let d = Daemon::start(&format!(
+        "[server]\nproxy_protocol = \"v2\"\nproxy_trusted = [\"127.0.0.1/32\"]\n{ADMIN}"
+    ));
+    let mut admin = d.admin();
+    let mut ps = admin.as_pubsub();
+    ps.subscribe("presence").expect("SUBSCRIBE presence");
+    ps.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut next = || -> Option<serde_json::Value> {
+        let msg = ps.get_message().ok()?;
+        let payload: String = msg.get_payload().unwrap();
+        Some(serde_json::from_str(&payload).unwrap())
+    };
+    // A refused header: never announced, so no `left` either.
+    let mut bad = direct(&d, Ipv4Addr::LOCALHOST);
+    bad.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let _ = read_to_close(&mut bad);
+    // A proxied client: `joined` with its address, after the header, then `left`.
+    let client: SocketAddr = "192.0.2.7:40100".parse().unwrap();
+    let mut s = direct(&d, Ipv4Addr::LOCALHOST);
+    s.write_all(&v2_header(client, &[])).unwrap();
+    assert_eq!(ask(&mut s, "PING"), "+PONG\r\n");
+    drop(s);
+    let joined = next().expect("joined");
+    assert_eq!(joined["event"], "joined", "{joined}");
+    assert_eq!(joined["addr"], client.to_string(), "{joined}");
+    let left = next().expect("left");
+    assert_eq!(
+        (left["event"].as_str(), left["addr"].as_str()),
+        (Some("left"), Some("192.0.2.7:40100"))
+    );
+    assert!(
+        next().is_none(),
+        "nothing else: the refused connection was never announced"
+    );
+    drop(ps);
+    // LOCAL (a proxy's health check): the connection's own address, no proxy=.
+    let mut local = direct(&d, Ipv4Addr::LOCALHOST);
+    let me = local.local_addr().unwrap();
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend([0x20, 0x00, 0, 0]);
+    local.write_all(&h).unwrap();
+    assert_eq!(ask(&mut local, "PING"), "+PONG\r\n");
+    let f = wait_until(Duration::from_secs(5), "the LOCAL session listed", || {
+        listed(&d, me)
+    });
+    assert!(!f.contains_key("proxy"), "{f:?}");
+}
