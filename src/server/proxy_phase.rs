@@ -43,6 +43,7 @@ use log::Level;
 use mio::net::TcpStream;
 use mio::Token;
 
+use super::scratch::READ_BUF_BYTES;
 use super::Server;
 use crate::config::ProxyMode;
 use crate::protocol::proxy_header::{self, Header, Origin, Parse, Refusal, MAX_HEADER_BYTES};
@@ -51,6 +52,9 @@ use crate::session::ProxyStage;
 use crate::telemetry::log_throttle::{budgeted, LineKind, RateLimited};
 use crate::telemetry::logging::clipped;
 use crate::telemetry::stats::{ProxyRefusal, RejectCause};
+
+// The header is peeked into the loop's read buffer.
+const _: () = assert!(MAX_HEADER_BYTES <= READ_BUF_BYTES);
 
 /// Late headers reaped per turn at most (like the other deadline heaps).
 const REAPS_PER_TURN: usize = 64;
