@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     pub(super) metrics: endpoints::RawOpsListener,
     #[serde(default)]
     pub(super) tls: tls::RawTls,
+    #[serde(default)]
+    pub(super) token: token::RawToken,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -71,6 +73,7 @@ pub(super) struct RawSession {
     pub(super) flap_threshold: Option<RawInt>,
     pub(super) max_name_bytes: Option<RawInt>,
     pub(super) max_lib_bytes: Option<RawInt>,
+    pub(super) max_sessions_per_identity: Option<RawInt>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -190,6 +193,7 @@ impl From<&Config> for RawConfig {
                 flap_threshold: Some(RawInt(i64::from(config.session.flap_threshold))),
                 max_name_bytes: int(config.session.max_name_bytes),
                 max_lib_bytes: int(config.session.max_lib_bytes),
+                max_sessions_per_identity: int(config.session.max_sessions_per_identity),
             },
             stats: RawStats {
                 interval: timer(config.stats.interval),
@@ -206,6 +210,7 @@ impl From<&Config> for RawConfig {
             admin: endpoints::to_raw(&config.admin),
             metrics: endpoints::to_raw(&config.metrics),
             tls: config.tls.to_raw(),
+            token: config.token.to_raw(),
         }
     }
 }

@@ -30,7 +30,13 @@ const SECONDS_PER_DAY: u64 = 86_400;
 /// One line naming the listeners, the session limit and whether keepalive is on: what follows
 /// `vigild: FILE is valid: `.
 pub fn headline(config: &Config) -> String {
-    let listen: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
+    let listen: Vec<String> = config
+        .server
+        .listen
+        .iter()
+        .map(|a| a.to_string())
+        .chain(config.tls.listen.iter().map(|a| format!("{a} (TLS)")))
+        .collect();
     let listen = if listen.is_empty() {
         "no listener of its own (socket activation only)".to_owned()
     } else {

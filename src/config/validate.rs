@@ -512,6 +512,13 @@ impl SessionConfig {
                 "bytes, for CLIENT SETINFO LIB-NAME and LIB-VER each; they are copied into every \
                  CLIENT LIST line",
             )?,
+            max_sessions_per_identity: check.int(
+                "session.max_sessions_per_identity",
+                raw.max_sessions_per_identity,
+                DEFAULT_MAX_SESSIONS_PER_IDENTITY,
+                0..=1_000_000,
+                "sessions one certificate or token identity may hold at once; 0 = no limit",
+            )?,
         })
     }
 }

@@ -51,6 +51,9 @@ pub mod names {
     pub const TLS_FAILURES: &str = "vigild_tls_failures_total";
     pub const TLS_RELOAD_FAILURES: &str = "vigild_tls_reload_failures_total";
     pub const TLS_CERTIFICATE_EXPIRY: &str = "vigild_tls_certificate_expiry_seconds";
+    pub const TOKENS_ACCEPTED: &str = "vigild_tokens_accepted_total";
+    pub const TOKENS_REFRESHED: &str = "vigild_tokens_refreshed_total";
+    pub const TOKENS_REFUSED: &str = "vigild_tokens_refused_total";
     pub const OPS_CONNECTIONS: &str = "vigild_ops_connections";
     pub const OPS_REJECTED: &str = "vigild_ops_rejected_total";
     pub const OPS_CLOSED: &str = "vigild_ops_closed_total";
@@ -209,6 +212,7 @@ pub fn render(stats: &Stats, ops: &OpsCounters, started: SystemTime, out: &mut S
     takeover(stats, out);
     proxy(stats, out);
     tls(stats, out);
+    tokens(stats, out);
     operator(ops, out);
     family(
         out,
@@ -407,6 +411,34 @@ fn tls(stats: &Stats, out: &mut String) {
             "Seconds until the served TLS certificate expires (negative once it has).",
             left,
         );
+    }
+}
+
+/// Signed tokens (docs/tokens.md): accepted, refreshed, refused by cause.
+fn tokens(stats: &Stats, out: &mut String) {
+    let t = &stats.tokens;
+    scalar(
+        out,
+        names::TOKENS_ACCEPTED,
+        "counter",
+        "Signed tokens that authenticated a session.",
+        t.accepted,
+    );
+    scalar(
+        out,
+        names::TOKENS_REFRESHED,
+        "counter",
+        "Fresh tokens for the identity a session already had.",
+        t.refreshed,
+    );
+    family(
+        out,
+        names::TOKENS_REFUSED,
+        "counter",
+        "Signed tokens refused, by cause.",
+    );
+    for (why, n) in t.refusals() {
+        let _ = writeln!(out, "{}{{cause=\"{why}\"}} {n}", names::TOKENS_REFUSED);
     }
 }
 

@@ -228,6 +228,7 @@ mod tests {
         let mut extras = Some(Box::new(Extras {
             identity: None,
             tls: None,
+            pending_identity: None,
             lib: crate::session::LibInfo {
                 name: "redis-py".into(),
                 version: "8".into(),

@@ -378,7 +378,7 @@ impl Server {
             return;
         };
         let id = session.id;
-        session.authenticated = self.config.server.password.is_none();
+        session.authenticated = !self.config.auth_required();
         let setup = sockopt::apply(&session.stream, &self.config.keepalive).and_then(|()| {
             self.poll
                 .registry()

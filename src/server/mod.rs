@@ -354,7 +354,7 @@ impl Server {
         }
         let deadlines = [
             self.idle.deadline(),
-            self.auth_guard.deadline(),
+            self.auth_guard.next_deadline(),
             self.proxy.deadline(),
             self.tls.deadline(),
             self.control.next_stats,
@@ -401,6 +401,7 @@ impl Server {
         self.reap_idle(now);
         self.reap_unauthenticated(now);
         self.reap_late_headers(now);
+        self.reap_expired_tokens(now);
         self.expire_handshakes(now);
         self.ops.expire(ops_cx!(self, now));
         self.log_budget.report_left_out(now);

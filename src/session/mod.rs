@@ -60,6 +60,8 @@ pub struct Extras {
     /// The TLS layer of a session from a TLS listener (`tls.rs`); `None` for plain TCP. Here
     /// rather than in the session itself, whose entry every plain session pays for.
     pub tls: Option<Box<tls::Tls>>,
+    /// A token identity verified by `AUTH` and waiting for the loop (`identity::Pending`).
+    pub pending_identity: Option<identity::Pending>,
     /// The connection's own peer when a PROXY header gave the session its address (`peer`
     /// is then the client's): `proxy=` in `CLIENT LIST` and the reap line.
     pub proxy_hop: Option<SocketAddr>,
@@ -74,6 +76,7 @@ impl Extras {
             && self.proxy_hop.is_none()
             && self.identity.is_none()
             && self.tls.is_none()
+            && self.pending_identity.is_none()
     }
 }
 
@@ -190,6 +193,13 @@ impl Session {
             .and_then(|e| e.tls.as_deref_mut())
     }
 
+    /// Whether a verified token identity waits for the loop to bind it.
+    pub fn identity_pending(&self) -> bool {
+        self.extras
+            .as_deref()
+            .is_some_and(|e| e.pending_identity.is_some())
+    }
+
     /// Its extras, made when it has none.
     pub fn extras_mut(&mut self) -> &mut Extras {
         self.extras.get_or_insert_with(Default::default)
@@ -265,6 +275,8 @@ pub struct SessionTable {
     /// Name → the sessions holding it, in the order they took it (one, when names are
     /// unique).
     names: HashMap<Box<str>, Vec<Token>>,
+    /// Identity → how many live sessions have it (`session.max_sessions_per_identity`).
+    identities: HashMap<Box<str>, u32>,
     next_id: u64,
 }
 
@@ -274,6 +286,7 @@ impl SessionTable {
             slab: Slab::with_capacity(n),
             per_ip: HashMap::new(),
             names: HashMap::new(),
+            identities: HashMap::new(),
             next_id: 1,
         }
     }
@@ -294,6 +307,32 @@ impl SessionTable {
             self.names.entry(new.clone()).or_default().push(token);
         }
         Ok(std::mem::replace(&mut session.name, name))
+    }
+
+    /// Gives the session at `token` its identity (the only writer of `Extras::identity`, which
+    /// keeps the per-identity counts). Replaces one it had.
+    pub fn set_identity(
+        &mut self,
+        token: Token,
+        identity: identity::Identity,
+    ) -> Result<(), NoSuchSession> {
+        let key = token.0.checked_sub(SESSION_BASE).ok_or(NoSuchSession)?;
+        let session = self.slab.get_mut(key).ok_or(NoSuchSession)?;
+        *self.identities.entry(identity.name.clone()).or_insert(0) += 1;
+        if let Some(old) = session.extras_mut().identity.replace(identity) {
+            uncount(&mut self.identities, &old.name);
+        }
+        Ok(())
+    }
+
+    /// Distinct identities held by live sessions.
+    pub fn identities(&self) -> usize {
+        self.identities.len()
+    }
+
+    /// Live sessions with the identity `name`.
+    pub fn with_identity(&self, name: &str) -> u32 {
+        self.identities.get(name).copied().unwrap_or(0)
     }
 
     /// The sessions holding `name`, oldest holder first.
@@ -367,6 +406,9 @@ impl SessionTable {
         if let Some(name) = &session.name {
             unindex(&mut self.names, name, token);
         }
+        if let Some(identity) = session.identity() {
+            uncount(&mut self.identities, &identity.name);
+        }
         let ip = session.peer.ip();
         if let Some(n) = self.per_ip.get_mut(&ip) {
             *n -= 1;
@@ -392,6 +434,15 @@ impl SessionTable {
 /// A token that names no live session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoSuchSession;
+
+fn uncount(counts: &mut HashMap<Box<str>, u32>, name: &str) {
+    if let Some(n) = counts.get_mut(name) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(name);
+        }
+    }
+}
 
 fn unindex(names: &mut HashMap<Box<str>, Vec<Token>>, name: &str, token: Token) {
     if let Some(holders) = names.get_mut(name) {

@@ -155,6 +155,8 @@ pub struct Stats {
     pub proxy: ProxyCounters,
     /// TLS handshakes and failures (`[tls]`).
     pub tls: TlsCounts,
+    /// Signed tokens accepted, refreshed, refused by cause (`[token]`).
+    pub tokens: crate::protocol::token::TokenCounts,
 }
 
 /// TLS sessions: handshakes done (full and resumed), failures by cause, sessions live.

@@ -252,7 +252,8 @@ fn presence(v: &View<'_>, out: &mut String) {
 }
 
 /// TLS (docs/tls.md): listeners, sessions live, handshakes full and resumed, failures by
-/// cause, the certificate's remaining validity, refused reloads.
+/// cause, the certificate's remaining validity, refused reloads; then signed tokens
+/// (docs/tokens.md): accepted, refreshed, refused by cause, and distinct identities live.
 fn tls(v: &View<'_>, out: &mut String) {
     let t = &v.stats.tls;
     line(out, "tls_listeners", v.config.tls.listen.len());
@@ -268,6 +269,15 @@ fn tls(v: &View<'_>, out: &mut String) {
         line(out, "tls_certificate_expiry_seconds", left);
     }
     line(out, "tls_reload_failures", t.reload_failures);
+    let k = &v.stats.tokens;
+    line(out, "token_auth", u8::from(v.config.token.enabled()));
+    line(out, "token_keys", v.config.token.keys.keys.len());
+    line(out, "token_accepted", k.accepted);
+    line(out, "token_refreshed", k.refreshed);
+    for (why, n) in k.refusals() {
+        let _ = write!(out, "token_refused_{}:{n}\r\n", why.replace('-', "_"));
+    }
+    line(out, "identities", v.sessions.identities());
 }
 
 /// `latency_keepalive-timeout:count=2,min_ms=5012,p50_ms=5030,p99_ms=5101,max_ms=5101,mean_ms=5056`
