@@ -175,7 +175,7 @@ fn keepalive_lines(config: &Config) -> Vec<String> {
 
 /// When Linux resets an idle connection whose peer is gone, counted from the last packet
 /// received (see the module docs).
-fn idle_reap_after(ka: &KeepaliveConfig) -> Duration {
+pub fn idle_reap_after(ka: &KeepaliveConfig) -> Duration {
     match ka.user_timeout {
         UserTimeout::Fixed(ut) => {
             // The timer runs at idle + k × interval, k >= 1, and resets at the first run at

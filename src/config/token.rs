@@ -8,7 +8,7 @@
 //! What the keys are allowed to verify is fixed here, from the key, never from the token: a
 //! token whose header names another algorithm is refused. So an HS256 token "signed" with the
 //! RS256 public key as its secret (algorithm confusion) finds no HS key to check against, and
-//! `alg: none` is not an algorithm at all. Verifying is `protocol/token.rs`.
+//! `alg: none` is not an algorithm at all. Verifying is `protocol/token_check.rs`.
 
 use std::fmt;
 use std::hash::{Hash as _, Hasher as _};

@@ -618,13 +618,29 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative_and_exact() {
         let mut stats = Stats::default();
+        let now = std::time::Instant::now();
         for _ in 0..3 {
-            stats.on_accept();
+            stats.on_accept(now);
         }
         let ka = ReapReason::KeepaliveTimeout;
-        stats.on_reap(ka, Duration::from_millis(9000), Duration::from_millis(5031));
-        stats.on_reap(ka, Duration::from_millis(9000), Duration::from_millis(6399));
-        stats.on_reap(ka, Duration::from_millis(9000), Duration::from_millis(6400));
+        stats.on_reap(
+            ka,
+            Duration::from_millis(9000),
+            Duration::from_millis(5031),
+            now,
+        );
+        stats.on_reap(
+            ka,
+            Duration::from_millis(9000),
+            Duration::from_millis(6399),
+            now,
+        );
+        stats.on_reap(
+            ka,
+            Duration::from_millis(9000),
+            Duration::from_millis(6400),
+            now,
+        );
         let mut out = String::new();
         render(&stats, &OpsCounters::default(), SystemTime::now(), &mut out);
         let l = "vigild_detection_latency_seconds_bucket{reason=\"keepalive-timeout\",le=";

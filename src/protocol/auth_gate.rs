@@ -26,7 +26,7 @@ use crate::config::Password;
 use crate::protocol::args::Args;
 use crate::protocol::resp;
 use crate::protocol::step::Step;
-use crate::protocol::token::{self, TokenCounts};
+use crate::protocol::token_check::{self as token, TokenCounts};
 use crate::session::identity::{self, Identity, IdentitySource};
 use crate::session::reap::ReapReason;
 use crate::session::Session;

@@ -59,7 +59,7 @@ pub fn describe_with(
         0
     };
     let tls_mem = session.tls().map_or(0, |t| {
-        std::mem::size_of::<crate::session::tls::Tls>() + t.partial_len()
+        std::mem::size_of::<crate::session::tls_layer::Tls>() + t.partial_len()
     });
     let tot_mem = std::mem::size_of::<Session>()
         + extras

@@ -19,5 +19,5 @@ pub(crate) mod proxy_header;
 pub(crate) mod pubsub;
 pub mod resp;
 pub(crate) mod step;
-pub(crate) mod token;
+pub(crate) mod token_check;
 pub(crate) mod transaction;

@@ -349,7 +349,7 @@ impl Server {
                 // drops them): refused like any other failed handshake.
                 self.stats
                     .tls
-                    .failed(crate::session::tls::FailureCause::Protocol);
+                    .failed(crate::session::tls_layer::FailureCause::Protocol);
                 return;
             }
         };
@@ -361,7 +361,7 @@ impl Server {
             }
             session
         });
-        self.stats.on_accept();
+        self.stats.on_accept(now);
         if is_tls {
             self.stats.tls.live += 1;
         }

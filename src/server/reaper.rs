@@ -107,7 +107,7 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut session.stream);
         let lifetime = session.age(now);
         let silent = session.idle_for(now);
-        self.stats.on_reap(reason, lifetime, silent);
+        self.stats.on_reap(reason, lifetime, silent, now);
         let mut tls_note = String::new();
         let no_output = session.output.is_empty();
         if let Some(tls) = session
@@ -296,7 +296,7 @@ mod tests {
                 .registry()
                 .register(&mut s.stream, token, Interest::READABLE)
                 .unwrap();
-            server.stats.on_accept();
+            server.stats.on_accept(now);
             // SO_LINGER 0 then close: the server side sees a reset, as from a rebooted peer.
             socket2::SockRef::from(&client)
                 .set_linger(Some(std::time::Duration::ZERO))

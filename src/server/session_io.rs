@@ -45,10 +45,10 @@ use crate::protocol::auth_gate::{self, Gate};
 use crate::protocol::command;
 use crate::protocol::resp::{self, Parsed, Resume};
 use crate::protocol::step::Step;
-use crate::protocol::token::TokenCounts;
+use crate::protocol::token_check::TokenCounts;
 use crate::session::reap::Cause;
 use crate::session::reap::{classify, IoClass, ReapReason};
-use crate::session::tls::{Failure, FailureCause};
+use crate::session::tls_layer::{Failure, FailureCause};
 use crate::session::{write_until_blocked, Output, ProxyStage, Session, Unfinished};
 use mio::Token;
 

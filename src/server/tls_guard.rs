@@ -27,7 +27,7 @@ use crate::config::credentials::{self, CredentialError, Credentials};
 use crate::config::tls::TlsConfig;
 use crate::session::identity::{self, Identity, IdentitySource};
 use crate::session::reap::{Cause, ReapReason};
-use crate::session::tls::{Failure, FailureCause, Tls};
+use crate::session::tls_layer::{Failure, FailureCause, Tls};
 use crate::telemetry::log_throttle::{budgeted, LineKind};
 use crate::telemetry::logging::clipped;
 use crate::telemetry::stats::Stats;

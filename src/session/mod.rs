@@ -34,7 +34,7 @@ pub(crate) mod auth_throttle;
 pub mod identity;
 pub mod reap;
 pub(crate) mod takeover;
-pub mod tls;
+pub mod tls_layer;
 
 /// Session tokens are `SESSION_BASE + key`; everything below belongs to listeners, the
 /// operator side and signals. Defined here, where the table numbers its sessions, so this
@@ -57,9 +57,9 @@ pub struct Extras {
     pub transaction: Option<Box<Transaction>>,
     /// Who the peer proved to be (a client certificate), if anyone (see `identity.rs`).
     pub identity: Option<identity::Identity>,
-    /// The TLS layer of a session from a TLS listener (`tls.rs`); `None` for plain TCP. Here
+    /// The TLS layer of a session from a TLS listener (`tls_layer.rs`); `None` for plain TCP. Here
     /// rather than in the session itself, whose entry every plain session pays for.
-    pub tls: Option<Box<tls::Tls>>,
+    pub tls: Option<Box<tls_layer::Tls>>,
     /// A token identity verified by `AUTH` and waiting for the loop (`identity::Pending`).
     pub pending_identity: Option<identity::Pending>,
     /// The connection's own peer when a PROXY header gave the session its address (`peer`
@@ -183,11 +183,11 @@ impl Session {
     }
 
     /// Its TLS layer, for a session from a TLS listener.
-    pub fn tls(&self) -> Option<&tls::Tls> {
+    pub fn tls(&self) -> Option<&tls_layer::Tls> {
         self.extras.as_deref().and_then(|e| e.tls.as_deref())
     }
 
-    pub fn tls_mut(&mut self) -> Option<&mut tls::Tls> {
+    pub fn tls_mut(&mut self) -> Option<&mut tls_layer::Tls> {
         self.extras
             .as_deref_mut()
             .and_then(|e| e.tls.as_deref_mut())

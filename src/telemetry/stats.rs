@@ -21,13 +21,14 @@
 //! `takeover.flapping` (src/session/takeover.rs) before the presence counters.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::session::reap::ReapReason;
 use crate::session::takeover::TakeoverCounters;
-use crate::session::tls::FailureCause;
+use crate::session::tls_layer::FailureCause;
 use crate::telemetry::command_rate::CommandRate;
 use crate::telemetry::histogram::Histogram;
+use crate::telemetry::last_hour::LastHour;
 use crate::telemetry::presence_events::PresenceCounters;
 
 /// Busy-poll windows (`server.busy_poll_us`) opened and windows that caught an event, since
@@ -153,10 +154,12 @@ pub struct Stats {
     pub takeover: TakeoverCounters,
     /// PROXY protocol headers (`server.proxy_protocol`).
     pub proxy: ProxyCounters,
+    /// Accepts and reaps by reason, per minute over the last hour (the status page).
+    pub last_hour: LastHour,
     /// TLS handshakes and failures (`[tls]`).
     pub tls: TlsCounts,
     /// Signed tokens accepted, refreshed, refused by cause (`[token]`).
-    pub tokens: crate::protocol::token::TokenCounts,
+    pub tokens: crate::protocol::token_check::TokenCounts,
 }
 
 /// TLS sessions: handshakes done (full and resumed), failures by cause, sessions live.
@@ -199,7 +202,8 @@ impl TlsCounts {
 }
 
 impl Stats {
-    pub fn on_accept(&mut self) {
+    pub fn on_accept(&mut self, now: Instant) {
+        self.last_hour.on_accept(now);
         self.accepted += 1;
         self.live += 1;
         self.peak = self.peak.max(self.live);
@@ -217,8 +221,15 @@ impl Stats {
         self.on_reject(cause);
     }
 
-    /// Records one reap. `silent` is the time since the session last received data.
-    pub fn on_reap(&mut self, reason: ReapReason, lifetime: Duration, silent: Duration) {
+    /// Records one reap at `now`. `silent` is the time since the session last received data.
+    pub fn on_reap(
+        &mut self,
+        reason: ReapReason,
+        lifetime: Duration,
+        silent: Duration,
+        now: Instant,
+    ) {
+        self.last_hour.on_reap(reason, now);
         self.live = self.live.saturating_sub(1);
         let r = &mut self.reasons[reason.index()];
         r.count += 1;
@@ -370,11 +381,16 @@ mod tests {
     fn counts_add_up() {
         let mut st = Stats::default();
         for _ in 0..5 {
-            st.on_accept();
+            st.on_accept(Instant::now());
         }
         st.on_reject(RejectCause::MaxConnections);
-        st.on_reap(ReapReason::Closed, secs(1.0), secs(0.1));
-        st.on_reap(ReapReason::KeepaliveTimeout, secs(10.0), secs(5.02));
+        st.on_reap(ReapReason::Closed, secs(1.0), secs(0.1), Instant::now());
+        st.on_reap(
+            ReapReason::KeepaliveTimeout,
+            secs(10.0),
+            secs(5.02),
+            Instant::now(),
+        );
         assert_eq!(st.live, 3);
         assert_eq!(st.peak, 5);
         assert_eq!(st.accepted, st.live + st.reaped_total());
@@ -393,9 +409,14 @@ mod tests {
     #[test]
     fn line_is_logfmt_and_lists_only_seen_reasons() {
         let mut st = Stats::default();
-        st.on_accept();
-        st.on_accept();
-        st.on_reap(ReapReason::KeepaliveTimeout, secs(7.0), secs(5.02));
+        st.on_accept(Instant::now());
+        st.on_accept(Instant::now());
+        st.on_reap(
+            ReapReason::KeepaliveTimeout,
+            secs(7.0),
+            secs(5.02),
+            Instant::now(),
+        );
         let line = st.line();
         assert!(
             line.starts_with("stats live=1 peak=2 accepted=2 rejected=0 reaped=1"),
@@ -424,12 +445,13 @@ mod tests {
     #[test]
     fn status_line_counts_reaps_by_reason() {
         let mut st = Stats::default();
-        st.on_accept();
-        st.on_accept();
+        st.on_accept(Instant::now());
+        st.on_accept(Instant::now());
         st.on_reap(
             ReapReason::KeepaliveTimeout,
             Duration::from_secs(9),
             Duration::from_secs(8),
+            Instant::now(),
         );
         assert_eq!(
             status_line(&st),
