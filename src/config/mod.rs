@@ -35,6 +35,7 @@ use crate::os::small_file;
 pub mod credentials;
 pub mod duration;
 mod endpoints;
+pub mod proxy_protocol;
 mod raw;
 mod secret;
 #[cfg(test)]
@@ -50,6 +51,7 @@ pub use endpoints::{
     DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_ALLOW_REMOTE, DEFAULT_METRICS_IDLE_TIMEOUT,
     DEFAULT_METRICS_LISTEN, DEFAULT_METRICS_MAX_CONNECTIONS, MAX_OPS_LISTENER_CONNECTIONS,
 };
+pub use proxy_protocol::{Cidr, ProxyConfig, ProxyMode, DEFAULT_PROXY_HEADER_TIMEOUT};
 use raw::RawConfig;
 pub use secret::{Password, PasswordSource};
 // The keepalive settings are the socket options `os::sockopt` applies; config builds them.
@@ -170,6 +172,8 @@ pub struct ServerConfig {
     pub auth_failures_before_backoff: u32,
     /// The longest lockout; lockouts start at 1 s and double up to it.
     pub auth_backoff_max: Duration,
+    /// `proxy_protocol`, `proxy_trusted`, `proxy_header_timeout` (src/config/proxy_protocol.rs).
+    pub proxy: ProxyConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -248,6 +252,7 @@ impl Default for ServerConfig {
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             auth_failures_before_backoff: DEFAULT_AUTH_FAILURES_BEFORE_BACKOFF,
             auth_backoff_max: DEFAULT_AUTH_BACKOFF_MAX,
+            proxy: ProxyConfig::default(),
         }
     }
 }

@@ -46,6 +46,9 @@ pub(super) struct RawServer {
     pub(super) auth_timeout: Option<DurationValue>,
     pub(super) auth_failures_before_backoff: Option<RawInt>,
     pub(super) auth_backoff_max: Option<DurationValue>,
+    pub(super) proxy_protocol: Option<String>,
+    pub(super) proxy_trusted: Option<Vec<String>>,
+    pub(super) proxy_header_timeout: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -157,6 +160,17 @@ impl From<&Config> for RawConfig {
                     config.server.auth_failures_before_backoff,
                 ))),
                 auth_backoff_max: Some(config.server.auth_backoff_max.into()),
+                proxy_protocol: Some(config.server.proxy.mode.name().to_owned()),
+                proxy_trusted: Some(
+                    config
+                        .server
+                        .proxy
+                        .trusted
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect(),
+                ),
+                proxy_header_timeout: Some(config.server.proxy.header_timeout.into()),
             },
             keepalive: RawKeepalive {
                 enabled: Some(ka.enabled),

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::admin::{OpsCounters, OPS_LISTENERS};
 use crate::session::reap::ReapReason;
 use crate::telemetry::histogram::{self, Histogram};
-use crate::telemetry::stats::{RejectCause, Stats};
+use crate::telemetry::stats::{ProxyRefusal, RejectCause, Stats};
 
 /// The metric names.
 pub mod names {
@@ -43,6 +43,8 @@ pub mod names {
     pub const TAKEOVER_REPLACED: &str = "vigild_takeover_replaced_total";
     pub const TAKEOVER_REFUSED: &str = "vigild_takeover_refused_total";
     pub const TAKEOVER_FLAPPING: &str = "vigild_takeover_flapping_total";
+    pub const PROXY_HEADERS: &str = "vigild_proxy_headers_total";
+    pub const PROXY_REFUSED: &str = "vigild_proxy_refused_total";
     pub const TAKEOVER_IDENTITY_REFUSED: &str = "vigild_takeover_identity_refused_total";
     pub const TLS_SESSIONS: &str = "vigild_tls_sessions";
     pub const TLS_HANDSHAKES: &str = "vigild_tls_handshakes_total";
@@ -208,6 +210,7 @@ pub fn render(stats: &Stats, ops: &OpsCounters, started: SystemTime, out: &mut S
     );
     presence(stats, out);
     takeover(stats, out);
+    proxy(stats, out);
     tls(stats, out);
     tokens(stats, out);
     operator(ops, out);
@@ -326,6 +329,32 @@ fn takeover(stats: &Stats, out: &mut String) {
     ];
     for (name, help, value) in series {
         scalar(out, name, "counter", help, value);
+    }
+}
+
+/// PROXY protocol headers taken, and refusals by cause (`server.proxy_protocol`).
+fn proxy(stats: &Stats, out: &mut String) {
+    scalar(
+        out,
+        names::PROXY_HEADERS,
+        "counter",
+        "PROXY protocol headers taken (server.proxy_protocol).",
+        stats.proxy.accepted,
+    );
+    family(
+        out,
+        names::PROXY_REFUSED,
+        "counter",
+        "PROXY protocol connections refused: untrusted source (at accept), or a header malformed, too large or late (reaped protocol-error).",
+    );
+    for cause in ProxyRefusal::ALL {
+        let _ = writeln!(
+            out,
+            "{}{{cause=\"{}\"}} {}",
+            names::PROXY_REFUSED,
+            cause.name(),
+            stats.proxy.refused(cause)
+        );
     }
 }
 
@@ -577,6 +606,8 @@ mod tests {
             "vigild_takeover_replaced_total 0\n",
             "vigild_takeover_refused_total 0\n",
             "vigild_takeover_flapping_total 0\n",
+            "vigild_proxy_headers_total 0\n",
+            "vigild_proxy_refused_total{cause=\"too-large\"} 0\n",
         ] {
             assert!(out.contains(zero), "{zero}");
         }

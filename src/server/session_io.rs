@@ -35,6 +35,7 @@ use std::io::Read as _;
 use std::ops::Range;
 use std::time::Instant;
 
+use super::proxy_phase::Phase;
 use super::scratch::Scratch;
 use super::scratch::READ_BUF_BYTES;
 use super::Server;
@@ -48,7 +49,7 @@ use crate::protocol::token_check::TokenCounts;
 use crate::session::reap::Cause;
 use crate::session::reap::{classify, IoClass, ReapReason};
 use crate::session::tls_layer::{Failure, FailureCause};
-use crate::session::{write_until_blocked, Output, Session, Unfinished};
+use crate::session::{write_until_blocked, Output, ProxyStage, Session, Unfinished};
 use mio::Token;
 
 /// Reads per session per turn (of up to 64 KiB each): a client that keeps its socket full
@@ -438,10 +439,19 @@ fn write_errno(e: &std::io::Error) -> i32 {
 
 impl Server {
     /// Handles readiness (or a revisit) for one session: flush, read, answer, re-arm.
-    pub(super) fn service(&mut self, token: Token, now: Instant, wake: Wake) {
-        if self.sessions.get(token).is_none() {
+    pub(super) fn service(&mut self, token: Token, now: Instant, mut wake: Wake) {
+        let Some(session) = self.sessions.get(token) else {
             // A stale event for a session reaped earlier this turn.
             return;
+        };
+        if session.proxy == ProxyStage::AwaitingHeader {
+            // Before anything else: the PROXY header (proxy_phase.rs).
+            // Nothing but a deferred hang-up or error drains a session in this phase.
+            match self.proxy_phase(token, now, wake == Wake::Drain) {
+                Phase::Waiting | Phase::Ended => return,
+                // Input may have come with the header, and no new edge will say so.
+                Phase::Done => wake = Wake::Drain,
+            }
         }
         if let Some(session) = self.sessions.get_mut(token) {
             let stats = &mut self.stats;

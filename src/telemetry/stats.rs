@@ -67,6 +67,54 @@ impl RejectCause {
     }
 }
 
+/// Why a PROXY protocol connection or header was refused (`server/proxy_phase.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyRefusal {
+    /// The connection came from a source not in `server.proxy_trusted` (refused at accept).
+    Untrusted,
+    /// Not a header of an accepted version, or one that does not parse.
+    Malformed,
+    /// Not complete within `server.proxy_header_timeout`.
+    Timeout,
+    /// Past the bound (v1: 107 bytes; v2: 1 KiB of TLVs).
+    TooLarge,
+}
+
+impl ProxyRefusal {
+    pub const ALL: [ProxyRefusal; 4] = [
+        ProxyRefusal::Untrusted,
+        ProxyRefusal::Malformed,
+        ProxyRefusal::Timeout,
+        ProxyRefusal::TooLarge,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProxyRefusal::Untrusted => "untrusted",
+            ProxyRefusal::Malformed => "malformed",
+            ProxyRefusal::Timeout => "timeout",
+            ProxyRefusal::TooLarge => "too-large",
+        }
+    }
+}
+
+/// PROXY protocol headers taken, and connections or headers refused by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyCounters {
+    pub accepted: u64,
+    refused: [u64; ProxyRefusal::ALL.len()],
+}
+
+impl ProxyCounters {
+    pub fn on_refused(&mut self, cause: ProxyRefusal) {
+        self.refused[cause as usize] += 1;
+    }
+
+    pub fn refused(&self, cause: ProxyRefusal) -> u64 {
+        self.refused[cause as usize]
+    }
+}
+
 /// Counters and distributions for one reap reason.
 #[derive(Debug, Clone, Default)]
 pub struct ReasonStats {
@@ -104,6 +152,8 @@ pub struct Stats {
     pub command_rate: CommandRate,
     /// Names taken from a holder, refused, and found flapping (`session.unique_names`).
     pub takeover: TakeoverCounters,
+    /// PROXY protocol headers (`server.proxy_protocol`).
+    pub proxy: ProxyCounters,
     /// Accepts and reaps by reason, per minute over the last hour (the status page).
     pub last_hour: LastHour,
     /// TLS handshakes and failures (`[tls]`).
@@ -161,6 +211,14 @@ impl Stats {
 
     pub fn on_reject(&mut self, cause: RejectCause) {
         self.rejected[cause as usize] += 1;
+    }
+
+    /// A connection accepted and then refused once its PROXY header gave its real address
+    /// (over `max_connections_per_ip`): counted as refused, and no longer as accepted or live.
+    pub fn on_late_reject(&mut self, cause: RejectCause) {
+        self.accepted = self.accepted.saturating_sub(1);
+        self.live = self.live.saturating_sub(1);
+        self.on_reject(cause);
     }
 
     /// Records one reap at `now`. `silent` is the time since the session last received data.
@@ -275,6 +333,12 @@ impl Stats {
                 " takeover.replaced={} takeover.refused={} takeover.flapping={}",
                 t.replaced, t.refused, t.flapping
             );
+        }
+        if self.proxy != ProxyCounters::default() {
+            let _ = write!(s, " proxy.accepted={}", self.proxy.accepted);
+            for cause in ProxyRefusal::ALL {
+                let _ = write!(s, " proxy.{}={}", cause.name(), self.proxy.refused(cause));
+            }
         }
         let p = &self.presence;
         let _ = write!(

@@ -13,7 +13,7 @@ use crate::config::duration::format_duration;
 use crate::config::UserTimeout;
 use crate::session::reap::ReapReason;
 use crate::telemetry::histogram::Histogram;
-use crate::telemetry::stats::RejectCause;
+use crate::telemetry::stats::{ProxyRefusal, RejectCause};
 
 /// The sections, in order. `INFO`, `INFO all`, `INFO default` and `INFO everything` give all.
 pub const SECTIONS: [&str; 9] = [
@@ -175,6 +175,15 @@ fn stats(v: &View<'_>, out: &mut String) {
     line(out, "auth_failures", s.auth_failures);
     line(out, "auth_lockouts", s.auth_lockouts);
     line(out, "auth_tracked_addresses", s.auth_tracked);
+    // PROXY protocol headers (server.proxy_protocol): taken, and refused by cause.
+    line(out, "proxy_headers_accepted", s.proxy.accepted);
+    for cause in ProxyRefusal::ALL {
+        line(
+            out,
+            &format!("proxy_refused_{}", cause.name().replace('-', "_")),
+            s.proxy.refused(cause),
+        );
+    }
     line(out, "busy_poll_windows", s.busy_poll.opened);
     line(out, "busy_poll_windows_caught", s.busy_poll.caught);
     line(out, "config_reloads", s.reloads);
