@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
     pub(super) fleet: fleet::RawFleet,
     #[serde(default)]
     pub(super) tls: tls::RawTls,
+    #[serde(default)]
+    pub(super) token: token::RawToken,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -46,6 +48,9 @@ pub(super) struct RawServer {
     pub(super) auth_timeout: Option<DurationValue>,
     pub(super) auth_failures_before_backoff: Option<RawInt>,
     pub(super) auth_backoff_max: Option<DurationValue>,
+    pub(super) proxy_protocol: Option<String>,
+    pub(super) proxy_trusted: Option<Vec<String>>,
+    pub(super) proxy_header_timeout: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -70,6 +75,7 @@ pub(super) struct RawSession {
     pub(super) flap_threshold: Option<RawInt>,
     pub(super) max_name_bytes: Option<RawInt>,
     pub(super) max_lib_bytes: Option<RawInt>,
+    pub(super) max_sessions_per_identity: Option<RawInt>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -156,6 +162,17 @@ impl From<&Config> for RawConfig {
                     config.server.auth_failures_before_backoff,
                 ))),
                 auth_backoff_max: Some(config.server.auth_backoff_max.into()),
+                proxy_protocol: Some(config.server.proxy.mode.name().to_owned()),
+                proxy_trusted: Some(
+                    config
+                        .server
+                        .proxy
+                        .trusted
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect(),
+                ),
+                proxy_header_timeout: Some(config.server.proxy.header_timeout.into()),
             },
             keepalive: RawKeepalive {
                 enabled: Some(ka.enabled),
@@ -178,6 +195,7 @@ impl From<&Config> for RawConfig {
                 flap_threshold: Some(RawInt(i64::from(config.session.flap_threshold))),
                 max_name_bytes: int(config.session.max_name_bytes),
                 max_lib_bytes: int(config.session.max_lib_bytes),
+                max_sessions_per_identity: int(config.session.max_sessions_per_identity),
             },
             stats: RawStats {
                 interval: timer(config.stats.interval),
@@ -195,6 +213,7 @@ impl From<&Config> for RawConfig {
             metrics: endpoints::to_raw(&config.metrics),
             fleet: config.fleet.to_raw(),
             tls: config.tls.to_raw(),
+            token: config.token.to_raw(),
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::fleet::{self, Wanted};
 use crate::os::sys;
 use crate::session::reap::{Cause, ReapReason};
 use crate::session::takeover::{self, Decision};
+use crate::session::ProxyStage;
 use crate::telemetry::log_throttle::{budgeted, LineKind};
 use crate::telemetry::logging::clipped;
 use crate::telemetry::presence_events::unix_ms;
@@ -99,6 +100,9 @@ impl Server {
         let rows = self
             .sessions
             .iter()
+            // Only sessions that were announced (`joined`): not one still waiting for its
+            // PROXY header, whose `joined` comes later (or never).
+            .filter(|(_, s)| s.proxy != ProxyStage::AwaitingHeader)
             .map(|(_, s)| {
                 let age = u64::try_from(s.age(now).as_millis()).unwrap_or(0);
                 fleet::row(

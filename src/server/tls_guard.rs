@@ -27,7 +27,7 @@ use crate::config::credentials::{self, CredentialError, Credentials};
 use crate::config::tls::TlsConfig;
 use crate::session::identity::{self, Identity, IdentitySource};
 use crate::session::reap::{Cause, ReapReason};
-use crate::session::tls::{Failure, FailureCause, Tls};
+use crate::session::tls_layer::{Failure, FailureCause, Tls};
 use crate::telemetry::log_throttle::{budgeted, LineKind};
 use crate::telemetry::logging::clipped;
 use crate::telemetry::stats::Stats;
@@ -203,8 +203,9 @@ impl Server {
     }
 
     /// The handshake of the session at `token` finished: counted, its identity taken from its
-    /// certificate (when it sent one) and made its name. Returns false when the session was
-    /// reaped instead (a certificate without a usable identity).
+    /// certificate (when it sent one) and bound (`Server::bind_identity`). Returns false when
+    /// the session was reaped (a certificate without a usable identity) or refused (its
+    /// identity at `session.max_sessions_per_identity`: it is closing, an error line queued).
     pub(super) fn tls_established(&mut self, token: Token, now: Instant) -> bool {
         let field = self.config.tls.identity;
         let max = self.config.session.max_name_bytes;
@@ -234,10 +235,11 @@ impl Server {
             }
         };
         let (id, peer) = (session.id, session.peer);
-        session.extras_mut().identity = Some(Identity {
+        let identity = Identity {
             name: name.clone(),
             source: IdentitySource::Certificate,
-        });
+            expires: None,
+        };
         budgeted!(
             self.log_budget,
             LineKind::Connect,
@@ -247,7 +249,6 @@ impl Server {
             clipped(&*name),
             field.name()
         );
-        self.name_after_identity(token, name, now);
-        true
+        self.bind_identity(token, identity, now)
     }
 }
