@@ -812,3 +812,42 @@ fn partition(fence: bool) {
         assert_eq!(resynced, 3, "a re-announced its sessions");
     }
 }
+
+/// Two nodes claim a name held on a third at once: one holder in the end, the view converges
+/// (the older claim's session is reaped `replaced` by its node, as the holder is).
+#[test]
+fn two_nodes_claiming_one_name_at_once_end_with_one_holder() {
+    let redis = RedisServer::start(false);
+    let url = redis.url();
+    let unique = "\n[session]\nunique_names = true\n";
+    let nodes: Vec<Daemon> = NAMES3
+        .iter()
+        .map(|n| start_node(&url, n, "3s", unique))
+        .collect();
+    let pairs: Vec<(&str, &Daemon)> = NAMES3.iter().copied().zip(nodes.iter()).collect();
+    let mut con = redis.conn();
+    let mut holder = connect(&nodes[0]);
+    assert_eq!(request(&mut holder, &["CLIENT", "SETNAME", "dev-9"]), "+OK");
+    wait_converged(&redis, &pairs, Duration::from_secs(5));
+    let (mut b, mut c) = (connect(&nodes[1]), connect(&nodes[2]));
+    b.write_all(&util::load::multibulk(&[b"CLIENT", b"SETNAME", b"dev-9"]))
+        .unwrap();
+    c.write_all(&util::load::multibulk(&[b"CLIENT", b"SETNAME", b"dev-9"]))
+        .unwrap();
+    assert_eq!(util::load::read_line(&mut b).unwrap(), "+OK");
+    assert_eq!(util::load::read_line(&mut c).unwrap(), "+OK");
+    let took = wait_converged(&redis, &pairs, Duration::from_secs(5));
+    let truth = client_lists(&pairs);
+    let holders: Vec<_> = truth
+        .iter()
+        .filter(|(_, n)| n.as_deref() == Some("dev-9"))
+        .collect();
+    assert_eq!(holders.len(), 1, "{truth:?}");
+    let index: String = redis::cmd("HGET")
+        .arg("{vigild}:names")
+        .arg("dev-9")
+        .query(&mut con)
+        .unwrap();
+    println!("two claims at once: converged {took:?} after; holder {holders:?}; index {index}");
+    assert!(!index.contains("\"a\""), "{index}");
+}

@@ -157,6 +157,17 @@ for i = 6, #ARGV, 6 do
         end
       end
       if waiting then
+        -- One claim per name, the newest: an older claimant on another session (which its
+        -- node told `+OK`) loses, as its holder does: its node reaps it `replaced`.
+        local ck = tag .. ':claim:' .. name
+        local older = redis.call('GET', ck)
+        if older then
+          local oc = cjson.decode(older)
+          if not (oc.node == node and oc.id == tonumber(id)) then
+            redis.call('RPUSH', tag .. ':inbox:' .. oc.node,
+              cjson.encode({name = name, id = oc.id, by = node}))
+          end
+        end
         -- The row keeps its name until the claim is applied, as the stream does.
         redis.call('SET', tag .. ':claim:' .. name,
           cjson.encode({node = node, id = tonumber(id), event = ev}))
