@@ -87,10 +87,11 @@ enum Command {
 enum Report {
     /// Send a snapshot of the live sessions (after a connect, a lapse, a dropped event).
     WantSnapshot,
-    /// Another node claimed `name`: reap its holder `id` here (`replaced`).
+    /// Node `by` claimed `name`: reap its holder `id` here (`replaced`).
     Takeover {
         id: u64,
         name: String,
+        by: String,
     },
     View(View),
 }
@@ -98,8 +99,9 @@ enum Report {
 /// What the loop must do after [`Fleet::ready`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Wanted {
-    /// Reap the session with this id if it still holds this name (`replaced`).
-    Replace { id: u64, name: String },
+    /// Reap the session with this id if it still holds this name (`replaced`): node `by`
+    /// claimed it.
+    Replace { id: u64, name: String, by: String },
 }
 
 /// The fleet as the worker last read it (every second): for `FLEET NODES` and `CLIENT LOOKUP`.
@@ -377,7 +379,7 @@ impl Fleet {
         while let Ok(report) = link.rx.try_recv() {
             match report {
                 Report::WantSnapshot => self.snapshot_due = true,
-                Report::Takeover { id, name } => wanted.push(Wanted::Replace { id, name }),
+                Report::Takeover { id, name, by } => wanted.push(Wanted::Replace { id, name, by }),
                 Report::View(v) => self.view = v,
             }
         }

@@ -423,6 +423,7 @@ impl Worker {
                         self.report(Report::Takeover {
                             id,
                             name: name.clone(),
+                            by: "(resync)".to_owned(),
                         });
                     }
                 }
@@ -452,6 +453,7 @@ impl Worker {
                     self.report(Report::Takeover {
                         id,
                         name: name.to_owned(),
+                        by: v["by"].as_str().unwrap_or("?").to_owned(),
                     });
                 }
             }

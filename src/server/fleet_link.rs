@@ -22,7 +22,7 @@ impl Server {
     pub(super) fn fleet_ready(&mut self, now: Instant) {
         for wanted in self.fleet.ready() {
             match wanted {
-                Wanted::Replace { id, name } => self.replace_for_fleet(id, &name, now),
+                Wanted::Replace { id, name, by } => self.replace_for_fleet(id, &name, &by, now),
             }
         }
         self.fence_if_lapsed(now);
@@ -55,9 +55,9 @@ impl Server {
         }
     }
 
-    /// Another node's session claimed `name`: the holder `id` here is reaped `replaced`, if
-    /// it still holds it and [`takeover::decide_remote`] agrees.
-    fn replace_for_fleet(&mut self, id: u64, name: &str, now: Instant) {
+    /// A session of node `by` claimed `name`: the holder `id` here is reaped `replaced`, if it
+    /// still holds it and [`takeover::decide_remote`] agrees.
+    fn replace_for_fleet(&mut self, id: u64, name: &str, by: &str, now: Instant) {
         let holder = self
             .sessions
             .holders(name.as_bytes())
@@ -75,13 +75,14 @@ impl Server {
             tcp: sys::tcp_info(&s.stream).ok(),
         };
         let peer = s.peer;
-        if let Decision::Replace(why) = takeover::decide_remote(&h, "") {
+        if let Decision::Replace(why) = takeover::decide_remote(&h, by) {
             budgeted!(
                 self.log_budget,
                 LineKind::Takeover,
                 Level::Info,
                 now,
-                "fleet: another node takes the name {}: reaping its holder id={id} peer={peer} {why}",
+                "fleet: node {} takes the name {}: reaping its holder id={id} peer={peer} {why}",
+                clipped(by),
                 clipped(name)
             );
             self.stats.takeover.replaced += 1;
