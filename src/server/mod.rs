@@ -52,6 +52,7 @@ mod accept;
 mod auth_guard;
 pub(crate) mod busy_poll;
 mod control;
+mod deadlines;
 mod naming;
 mod pending;
 mod proxy_phase;
