@@ -724,3 +724,50 @@ fn presence_announces_the_client_address_once_the_header_is_taken_and_local_keep
     });
     assert!(!f.contains_key("proxy"), "{f:?}");
 }
+
+/// PROXY v2 before a TLS handshake: HAProxy in TCP mode passes the TLS stream through after
+/// its header; the session gets the client's address from the header and its identity from
+/// the certificate, and the handshake starts right after the header's last byte.
+#[test]
+fn haproxy_in_front_of_a_tls_listener_gives_the_client_address_and_the_certificate_identity() {
+    let Some(bin) = haproxy_bin() else { return };
+    let dir = TempDir::new("proxy-tls");
+    let setup = util::certs::Setup::new(dir.path());
+    let d = Daemon::start(&format!(
+        "[server]\nproxy_protocol = \"v2\"\nproxy_trusted = [\"127.0.0.1/32\"]\n{}{ADMIN}",
+        setup.table("client_auth = \"required\"")
+    ));
+    let tls = util::tls_client::tls_addr(&d);
+    let h = Haproxy::start(
+        &bin,
+        tls,
+        &[("send-proxy-v2", "")],
+        "  timeout client 1m\n  timeout server 1m",
+    );
+    let leaf = setup.ca.issue(&util::certs::Leaf::client("dev-1"));
+    let config = util::tls_client::config(
+        &setup.ca.pem(),
+        Some((&leaf.cert_pem(), &leaf.key_pem())),
+        util::tls_client::Versions::Both,
+    );
+    let tcp = connect_from(CLIENT, h.fronts[0]).unwrap();
+    let me = tcp.local_addr().unwrap();
+    let mut c = util::tls_client::TlsClient::over(tcp, &config).expect("TLS through HAProxy");
+    let info = c.cmd(&["CLIENT", "INFO"]).unwrap().text();
+    assert!(info.contains(&format!("addr={me} ")), "{info}");
+    assert!(
+        info.contains(" identity=dev-1 ") && info.contains(" name=dev-1 "),
+        "{info}"
+    );
+    assert!(info.contains(" proxy=127.0.0.1:"), "{info}");
+    assert!(info.contains(" tls=1.3 "), "{info}");
+    // A plaintext client through the same proxy is refused by the TLS layer, not parsed.
+    let mut plain = connect_from(CLIENT, h.fronts[0]).unwrap();
+    let refused = ask(&mut plain, "PING");
+    assert!(refused.contains("this port speaks TLS"), "{refused}");
+    c.close_notify().unwrap();
+    let reap = d.wait_reap_of_peer(me, Duration::from_secs(5));
+    assert_eq!(reap["reason"], "closed");
+    assert!(reap["proxy"].starts_with("127.0.0.1:"), "{reap:?}");
+    assert_eq!(stat(&d, "proxy_headers_accepted"), 2);
+}

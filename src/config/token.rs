@@ -303,3 +303,56 @@ impl TokenConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    /// Parses `[token]` with `file` (name, bytes) written beside the config.
+    fn load(key: &str, file: (&str, &[u8])) -> Result<Config, String> {
+        let dir =
+            std::env::temp_dir().join(format!("vigild-token-{}-{}", std::process::id(), file.0));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file.0), file.1).unwrap();
+        let text = format!("[token]\n{key} = \"{}\"\n", file.0);
+        let r = Config::parse(&text, &dir.join("vigild.toml"))
+            .map(|l| l.config)
+            .map_err(|e| e.to_string());
+        std::fs::remove_dir_all(&dir).unwrap();
+        r
+    }
+
+    #[test]
+    fn unusable_key_files_are_refused_naming_the_key_and_why() {
+        let short = load("secret_file", ("s", b"too short\n")).unwrap_err();
+        assert!(
+            short.contains("token.secret_file") && short.contains("at least 32"),
+            "{short}"
+        );
+        let ok = load("secret_file", ("s2", &[b'k'; 32])).unwrap();
+        assert!(ok.token.enabled());
+        let pem = load(
+            "public_key_file",
+            (
+                "p",
+                b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            pem.contains("token.public_key_file") && pem.contains("holds no RSA"),
+            "{pem}"
+        );
+        let json = load("jwks_file", ("j", b"{\"keys\": 7}")).unwrap_err();
+        assert!(
+            json.contains("token.jwks_file") && json.contains("not a JWKS"),
+            "{json}"
+        );
+        let oct = br#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"a","alg":"HS256"}]}"#;
+        let sym = load("jwks_file", ("o", oct)).unwrap_err();
+        assert!(sym.contains("symmetric keys do not belong"), "{sym}");
+        let nokid = br#"{"keys":[{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+        let kid = load("jwks_file", ("k", nokid)).unwrap_err();
+        assert!(kid.contains("has no \"kid\""), "{kid}");
+    }
+}

@@ -327,10 +327,13 @@ mod tests {
     fn memory_figures_are_plausible() {
         let rss = resident_bytes().expect("statm");
         assert!(rss > 100_000, "rss {rss}");
+        // The figure is the whole process's, and other tests run on other threads meanwhile:
+        // a 64 MiB block stands out from what they allocate and free (a 4 MiB one failed once
+        // in about 30 runs).
         let heap = heap_in_use().expect("glibc");
-        let big = vec![1u8; 4 << 20];
+        let big = vec![1u8; 64 << 20];
         let more = heap_in_use().expect("glibc");
-        assert!(more >= heap + (4 << 20) - 4096, "{heap} -> {more}");
+        assert!(more >= heap + (48 << 20), "{heap} -> {more}");
         drop(big);
     }
 

@@ -364,4 +364,38 @@ mod tests {
             Err(Refusal::UnknownKey)
         );
     }
+
+    #[test]
+    fn an_ed25519_public_key_file_verifies_eddsa_and_nothing_else() {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let dir = std::env::temp_dir().join(format!("vigild-ed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ed.pub"), pair.public_key_pem()).unwrap();
+        let loaded = crate::config::Config::parse(
+            "[token]\npublic_key_file = \"ed.pub\"\n",
+            &dir.join("vigild.toml"),
+        )
+        .unwrap()
+        .config;
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(loaded.token.keys.keys[0].algorithms, vec![Algorithm::EdDSA]);
+        let claims = serde_json::json!({"sub": "dev-1", "exp": now() + 60});
+        let ed = encode(
+            &Header::new(Algorithm::EdDSA),
+            &claims,
+            &EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert!(verify(&loaded.token, b"dev-1", ed.as_bytes()).is_ok());
+        let hs = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(pair.public_key_pem().as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&loaded.token, b"dev-1", hs.as_bytes()),
+            Err(Refusal::UnknownKey)
+        );
+    }
 }

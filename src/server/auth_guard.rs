@@ -12,13 +12,12 @@
 //!   [`GuessBudget`](crate::session::auth_throttle::GuessBudget) is refreshed from it before its requests run,
 //!   and its failures are recorded in it after.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::Level;
 use mio::Token;
 
+use super::deadlines::Deadlines;
 use super::Server;
 use crate::config::Config;
 use crate::session::auth_throttle::{self, Lockout, Policy, Throttle};
@@ -35,10 +34,10 @@ const REAPS_PER_TURN: usize = 64;
 /// warnings about them.
 #[derive(Debug, Default)]
 pub(super) struct AuthGuard {
-    deadlines: BinaryHeap<Reverse<(Instant, Token, u64)>>,
+    deadlines: Deadlines,
     /// Token identities' ends (`exp` + `token.expiry_grace`), as (instant, token, id); an
     /// entry whose session refreshed its token is pushed again at the new end.
-    expiries: BinaryHeap<Reverse<(Instant, Token, u64)>>,
+    expiries: Deadlines,
     throttle: Throttle,
     log: AuthLog,
 }
@@ -46,7 +45,7 @@ pub(super) struct AuthGuard {
 impl AuthGuard {
     /// The nearest `auth_timeout` deadline, for the poll timeout.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse((at, _, _))| *at)
+        self.deadlines.next()
     }
 
     /// Records `n` wrong passwords just sent by `session`: counted, warned about (at most one
@@ -127,7 +126,7 @@ impl AuthGuard {
     /// A session was admitted: with a password and `auth_timeout`, it gets its deadline.
     pub(super) fn admitted(&mut self, config: &Config, token: Token, id: u64, now: Instant) {
         if let (true, Some(limit)) = (config.auth_required(), config.server.auth_timeout) {
-            self.deadlines.push(Reverse((now + limit, token, id)));
+            self.deadlines.push(now + limit, token, id);
         }
     }
 
@@ -143,23 +142,18 @@ impl AuthGuard {
         wall: SystemTime,
     ) {
         self.expiries
-            .push(Reverse((expiry_instant(exp, grace, now, wall), token, id)));
+            .push(expiry_instant(exp, grace, now, wall), token, id);
     }
 
     /// The nearest `auth_timeout` or token expiry, for the poll timeout.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        let expiry = self.expiries.peek().map(|Reverse((at, _, _))| *at);
+        let expiry = self.expiries.next();
         [self.deadline(), expiry].into_iter().flatten().min()
     }
 
     /// Takes the next deadline due at `now`.
     fn pop_due(&mut self, now: Instant) -> Option<(Token, u64)> {
-        let Reverse((at, token, id)) = *self.deadlines.peek()?;
-        if at > now {
-            return None;
-        }
-        self.deadlines.pop();
-        Some((token, id))
+        self.deadlines.pop_due(now)
     }
 
     /// After a reload changed the password or `auth_timeout`: deadlines for the sessions that
@@ -177,8 +171,7 @@ impl AuthGuard {
         };
         for (token, s) in sessions.iter() {
             if !s.authenticated {
-                self.deadlines
-                    .push(Reverse((s.connected_at + limit, token, s.id)));
+                self.deadlines.push(s.connected_at + limit, token, s.id);
             }
         }
     }
@@ -210,13 +203,9 @@ impl Server {
         let grace = self.config.token.expiry_grace;
         let mut reaped = 0;
         while reaped < REAPS_PER_TURN {
-            let Some(&Reverse((at, token, id))) = self.auth_guard.expiries.peek() else {
+            let Some((token, id)) = self.auth_guard.expiries.pop_due(now) else {
                 break;
             };
-            if at > now {
-                break;
-            }
-            self.auth_guard.expiries.pop();
             let Some(s) = self.sessions.get(token).filter(|s| s.id == id) else {
                 continue;
             };
@@ -225,7 +214,7 @@ impl Server {
             };
             let end = expiry_instant(exp, grace, now, wall);
             if end > now {
-                self.auth_guard.expiries.push(Reverse((end, token, id)));
+                self.auth_guard.expiries.push(end, token, id);
                 continue;
             }
             self.reap(token, Cause::Reason(ReapReason::AuthExpired), now);

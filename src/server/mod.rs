@@ -53,6 +53,7 @@ mod accept;
 mod auth_guard;
 pub(crate) mod busy_poll;
 mod control;
+mod deadlines;
 mod fleet_link;
 mod naming;
 mod pending;

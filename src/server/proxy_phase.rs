@@ -33,8 +33,6 @@
 //! Every refusal is logged within the log budget, at most one warning a second per cause with
 //! the count it stands for.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -43,6 +41,7 @@ use log::Level;
 use mio::net::TcpStream;
 use mio::Token;
 
+use super::deadlines::Deadlines;
 use super::scratch::READ_BUF_BYTES;
 use super::Server;
 use crate::config::ProxyMode;
@@ -62,7 +61,7 @@ const REAPS_PER_TURN: usize = 64;
 /// The loop's PROXY protocol state: the header deadlines and the warnings' rate limits.
 #[derive(Debug, Default)]
 pub(super) struct ProxyPhase {
-    deadlines: BinaryHeap<Reverse<(Instant, Token, u64)>>,
+    deadlines: Deadlines,
     warn: [RateLimited; ProxyRefusal::ALL.len()],
 }
 
@@ -79,21 +78,16 @@ pub(super) enum Phase {
 impl ProxyPhase {
     /// The nearest header deadline, for the poll timeout.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse((at, _, _))| *at)
+        self.deadlines.next()
     }
 
     /// A session that must send its header by `at`.
     pub(super) fn push(&mut self, at: Instant, token: Token, id: u64) {
-        self.deadlines.push(Reverse((at, token, id)));
+        self.deadlines.push(at, token, id);
     }
 
     fn pop_due(&mut self, now: Instant) -> Option<(Token, u64)> {
-        let Reverse((at, token, id)) = *self.deadlines.peek()?;
-        if at > now {
-            return None;
-        }
-        self.deadlines.pop();
-        Some((token, id))
+        self.deadlines.pop_due(now)
     }
 }
 

@@ -25,12 +25,11 @@
 //! and the poll timeout is zero while the queue is not empty. Entries are `(token, id)`: a
 //! token can be given to a new session before its entry comes up, an id cannot.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
 use mio::Token;
 
+use super::deadlines::Deadlines;
 use super::session_io::Wake;
 use super::Server;
 use crate::os::sys;
@@ -43,39 +42,31 @@ use crate::telemetry::presence_events::{Event, Left};
 /// Sessions with an error or hang-up serviced per turn: about 0.4 ms of reaping.
 pub(super) const PER_TURN: usize = 64;
 
-/// The idle deadlines: a min-heap of (deadline, token, id), stale entries skipped when due.
+/// The idle deadlines (`deadlines.rs`: stale entries are skipped when due).
 #[derive(Debug, Default)]
 pub(super) struct IdleTimers {
-    heap: BinaryHeap<Reverse<(Instant, Token, u64)>>,
+    heap: Deadlines,
 }
 
 impl IdleTimers {
     /// A session's deadline (at accept, or after it received data and its entry came due).
     pub(super) fn push(&mut self, at: Instant, token: Token, id: u64) {
-        self.heap.push(Reverse((at, token, id)));
+        self.heap.push(at, token, id);
     }
 
     /// The nearest deadline, for the poll timeout.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _, _))| *at)
+        self.heap.next()
     }
 
-    /// Takes the next entry due at `now`.
     fn pop_due(&mut self, now: Instant) -> Option<(Token, u64)> {
-        let Reverse((at, token, id)) = *self.heap.peek()?;
-        if at > now {
-            return None;
-        }
-        self.heap.pop();
-        Some((token, id))
+        self.heap.pop_due(now)
     }
 
-    /// Forgets every deadline (`session.idle_timeout` is off).
     fn clear(&mut self) {
         self.heap.clear();
     }
 
-    /// Rebuilds the heap from the live sessions (after a reload changed the timeout).
     pub(super) fn rebuild(&mut self, sessions: &SessionTable, limit: Option<Duration>) {
         self.heap.clear();
         if let Some(limit) = limit {

@@ -13,8 +13,6 @@
 //! - The leaf certificate's expiry is warned about at start and reload when it is less than
 //!   `credentials::EXPIRY_WARNING` away, and exported (`vigild_tls_certificate_expiry_seconds`).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,6 +20,7 @@ use log::{info, warn, Level};
 use mio::Token;
 use rustls::server::ProducesTickets;
 
+use super::deadlines::Deadlines;
 use super::Server;
 use crate::config::credentials::{self, CredentialError, Credentials};
 use crate::config::tls::TlsConfig;
@@ -40,7 +39,7 @@ const EXPIRIES_PER_TURN: usize = 64;
 pub(super) struct TlsGuard {
     credentials: Option<Credentials>,
     tickets: Option<Arc<dyn ProducesTickets>>,
-    deadlines: BinaryHeap<Reverse<(Instant, Token, u64)>>,
+    deadlines: Deadlines,
 }
 
 impl std::fmt::Debug for TlsGuard {
@@ -129,21 +128,16 @@ impl TlsGuard {
         now: Instant,
         limit: Duration,
     ) {
-        self.deadlines.push(Reverse((now + limit, token, id)));
+        self.deadlines.push(now + limit, token, id);
     }
 
     /// The nearest handshake deadline, for the poll timeout.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse((at, _, _))| *at)
+        self.deadlines.next()
     }
 
     fn pop_due(&mut self, now: Instant) -> Option<(Token, u64)> {
-        match self.deadlines.peek() {
-            Some(Reverse((at, _, _))) if *at <= now => {
-                self.deadlines.pop().map(|Reverse((_, t, id))| (t, id))
-            }
-            _ => None,
-        }
+        self.deadlines.pop_due(now)
     }
 }
 

@@ -258,12 +258,7 @@ impl Tls {
                     }
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    append_encoded(wire, |out| {
-                        encode.encode(out).map_err(|e| match e {
-                            EncodeError::InsufficientSize(s) => Some(s.required_size),
-                            _ => None,
-                        })
-                    });
+                    encode_pending(&mut encode, wire);
                 }
                 ConnectionState::TransmitTlsData(transmit) => {
                     // `wire` is written by the caller, in order, right after this call.
@@ -346,12 +341,7 @@ impl Tls {
                     };
                 }
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    append_encoded(wire, |out| {
-                        encode.encode(out).map_err(|e| match e {
-                            EncodeError::InsufficientSize(s) => Some(s.required_size),
-                            _ => None,
-                        })
-                    });
+                    encode_pending(&mut encode, wire);
                 }
                 Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
                 Ok(_) => break,
@@ -376,18 +366,26 @@ impl Tls {
             at += discard;
             match state {
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    append_encoded(wire, |out| {
-                        encode.encode(out).map_err(|e| match e {
-                            EncodeError::InsufficientSize(s) => Some(s.required_size),
-                            _ => None,
-                        })
-                    });
+                    encode_pending(&mut encode, wire);
                 }
                 Ok(ConnectionState::TransmitTlsData(transmit)) => transmit.done(),
                 _ => return,
             }
         }
     }
+}
+
+/// Appends the TLS message rustls has ready (a handshake flight, a ticket, an alert) to `wire`.
+fn encode_pending(
+    encode: &mut rustls::unbuffered::EncodeTlsData<'_, rustls::server::ServerConnectionData>,
+    wire: &mut Vec<u8>,
+) {
+    append_encoded(wire, |out| {
+        encode.encode(out).map_err(|e| match e {
+            EncodeError::InsufficientSize(s) => Some(s.required_size),
+            _ => None,
+        })
+    });
 }
 
 fn insufficient(e: EncryptError) -> Option<usize> {
