@@ -851,3 +851,72 @@ fn two_nodes_claiming_one_name_at_once_end_with_one_holder() {
     println!("two claims at once: converged {took:?} after; holder {holders:?}; index {index}");
     assert!(!index.contains("\"a\""), "{index}");
 }
+
+/// `/metrics` gains the fleet's series when `[fleet]` is on, and they pass `promtool check
+/// metrics`.
+#[test]
+fn metrics_carry_the_fleet_series() {
+    let redis = RedisServer::start(false);
+    let d = start_node(
+        &redis.url(),
+        "a",
+        "3s",
+        "\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let mut s = connect(&d);
+    assert_eq!(request(&mut s, &["CLIENT", "SETNAME", "m-1"]), "+OK");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let url = format!("http://{}/metrics", d.ops_listener("metrics"));
+    let body = util::wait_until(Duration::from_secs(5), "2 fleet events written", || {
+        let body = agent
+            .get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        body.contains("\nvigild_fleet_events_written_total 2\n")
+            .then_some(body)
+    });
+    for series in [
+        "vigild_fleet_redis_up 1",
+        "vigild_fleet_queue_depth 0",
+        "vigild_fleet_events_dropped_total 0",
+        "vigild_fleet_write_seconds_count ",
+        "vigild_fleet_nodes_lost_total 0",
+    ] {
+        assert!(body.contains(series), "{series} missing:\n{body}");
+    }
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        util::skip(
+            "promtool check: cannot run promtool",
+            "scripts/test installs prometheus",
+        );
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool:\n{report}"
+    );
+}

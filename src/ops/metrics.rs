@@ -272,7 +272,7 @@ pub fn render_fleet(f: &crate::fleet::Status, out: &mut String) {
     if !f.on {
         return;
     }
-    let series: [(&str, &str, &str, u64); 11] = [
+    let series: [(&str, &str, &str, u64); 10] = [
         (
             "vigild_fleet_redis_up",
             "gauge",
@@ -302,12 +302,6 @@ pub fn render_fleet(f: &crate::fleet::Status, out: &mut String) {
             "counter",
             "Script calls that wrote presence events.",
             f.batches,
-        ),
-        (
-            "vigild_fleet_write_max_microseconds",
-            "gauge",
-            "Longest script call that wrote presence events, since start.",
-            f.write_us_max,
         ),
         (
             "vigild_fleet_nodes_lost_total",
@@ -343,6 +337,17 @@ pub fn render_fleet(f: &crate::fleet::Status, out: &mut String) {
     for (name, kind, help, value) in series {
         scalar(out, name, kind, help, value);
     }
+    family(
+        out,
+        "vigild_fleet_write_max_seconds",
+        "gauge",
+        "Longest script call that wrote presence events, since start.",
+    );
+    let _ = writeln!(
+        out,
+        "vigild_fleet_write_max_seconds {:.6}",
+        f.write_us_max as f64 / 1e6
+    );
     family(
         out,
         "vigild_fleet_write_seconds",
