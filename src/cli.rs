@@ -11,10 +11,11 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::SystemTime;
 
 use log::{info, warn};
 
-use crate::config::{timers, Config, ConfigError, DEFAULT_CONFIG_PATH};
+use crate::config::{credentials, timers, Config, ConfigError, DEFAULT_CONFIG_PATH};
 use crate::os::activation::{self, ActivationError};
 use crate::os::sys;
 use crate::server::{Server, StartError};
@@ -140,6 +141,8 @@ enum Failure {
     Activation(ActivationError),
     Start(StartError),
     Loop(std::io::Error),
+    /// `--check-config`: a TLS file cannot be used.
+    Tls(crate::config::credentials::CredentialError),
 }
 
 impl fmt::Display for Failure {
@@ -150,6 +153,7 @@ impl fmt::Display for Failure {
             Failure::Activation(e) => write!(f, "{e}"),
             Failure::Start(e) => write!(f, "{e}"),
             Failure::Loop(e) => write!(f, "event loop failed: {e}"),
+            Failure::Tls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -200,6 +204,28 @@ fn check(path: &std::path::Path, detail: Detail) -> Result<(), Failure> {
             &format!("vigild: warning: {w}"),
         );
     }
+    // The TLS files, as the daemon would read them at start.
+    let tls = &loaded.config.tls;
+    let credentials = if tls.enabled() {
+        let tickets = credentials::new_ticketer().map_err(|message| {
+            Failure::Tls(credentials::CredentialError {
+                key: "tls",
+                path: path.to_owned(),
+                message,
+            })
+        })?;
+        let c = credentials::load(tls, tickets, SystemTime::now()).map_err(Failure::Tls)?;
+        if let Some(w) = credentials::expiry_warning(&c, SystemTime::now()) {
+            journal::say(
+                Stream::Stderr,
+                Priority::Warning,
+                &format!("vigild: warning: {w}"),
+            );
+        }
+        Some(c)
+    } else {
+        None
+    };
     let valid = format!("vigild: {} is valid", path.display());
     match detail {
         // As before issue 14: stdout is the config alone, so it can be saved and reused.
@@ -212,6 +238,12 @@ fn check(path: &std::path::Path, detail: Detail) -> Result<(), Failure> {
             if detail == Detail::Timers {
                 for line in timers::summary(&loaded.config) {
                     text.push_str(&format!("  {line}\n"));
+                }
+                if let Some(c) = &credentials {
+                    text.push_str(&format!(
+                        "  {}\n",
+                        credentials::describe(c, tls, SystemTime::now())
+                    ));
                 }
             }
             journal::say(Stream::Stdout, Priority::Info, &text);

@@ -294,7 +294,11 @@ fn config_get_shows_the_effective_config_and_follows_a_reload() {
     let out = cli(&d.ops_listener("admin"), &["config", "get", "*listen"]);
     let lines: Vec<&str> = out.lines().collect();
     // tls.listen is empty (no TLS listener): its value is an empty line.
-    assert_eq!(lines.len(), 6, "admin.listen, server.listen, tls.listen:\n{out}");
+    assert_eq!(
+        lines.len(),
+        6,
+        "admin.listen, server.listen, tls.listen:\n{out}"
+    );
     assert!(out.contains("tls.listen\n"), "{out}");
     assert!(out.contains("admin.listen\n127.0.0.1:0\n"), "{out}");
     let none: Vec<String> = redis::cmd("CONFIG")

@@ -192,6 +192,8 @@ const FILES: &[(&str, &str)] = &[
     ("./usr/share/doc/vigild/detection.md", "-rw-r--r--"),
     ("./usr/share/doc/vigild/presence.md", "-rw-r--r--"),
     ("./usr/share/doc/vigild/robustness.md", "-rw-r--r--"),
+    ("./usr/share/doc/vigild/status.md", "-rw-r--r--"),
+    ("./usr/share/doc/vigild/status-page.png", "-rw-r--r--"),
 ];
 
 /// Builds the package with `scripts/deb` and returns its path.

@@ -65,6 +65,45 @@ impl Credentials {
     }
 }
 
+/// A certificate closer than this to its expiry is warned about (start, reload, check).
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// The warning for a certificate that expires within [`EXPIRY_WARNING`] of `now`.
+pub fn expiry_warning(c: &Credentials, now: SystemTime) -> Option<String> {
+    let left = c.expires_in(now);
+    (left < EXPIRY_WARNING.as_secs() as i64).then(|| {
+        format!(
+            "tls: the certificate ({}) expires in {} days ({left} s); renew it and send SIGHUP",
+            c.subject,
+            left / 86_400
+        )
+    })
+}
+
+/// One line about the credentials in use, for `--check-config` and the start-up log.
+pub fn describe(c: &Credentials, tls: &TlsConfig, now: SystemTime) -> String {
+    let listen: Vec<String> = tls.listen.iter().map(|a| a.to_string()).collect();
+    let clients = match tls.client_auth {
+        ClientAuth::None => "no client certificates".to_string(),
+        auth => format!(
+            "client certificates {} ({} CAs), identity from {}",
+            auth.name(),
+            c.client_cas,
+            tls.identity.name()
+        ),
+    };
+    format!(
+        "tls: {} serves {} ({} in chain, expires in {} days), TLS {}+, {clients}; handshakes \
+         must finish within {}s",
+        listen.join(", "),
+        c.subject,
+        c.chain_len,
+        c.expires_in(now) / 86_400,
+        tls.min_version.name(),
+        tls.handshake_timeout.as_secs()
+    )
+}
+
 /// A TLS file that cannot be used: which key, which file, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CredentialError {

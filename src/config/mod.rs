@@ -35,12 +35,14 @@ use crate::os::small_file;
 pub mod credentials;
 pub mod duration;
 mod endpoints;
+pub mod proxy_protocol;
 mod raw;
 mod secret;
 #[cfg(test)]
 mod tests;
 pub mod timers;
 pub mod tls;
+pub mod token;
 mod toml_error;
 mod validate;
 
@@ -49,6 +51,7 @@ pub use endpoints::{
     DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_ALLOW_REMOTE, DEFAULT_METRICS_IDLE_TIMEOUT,
     DEFAULT_METRICS_LISTEN, DEFAULT_METRICS_MAX_CONNECTIONS, MAX_OPS_LISTENER_CONNECTIONS,
 };
+pub use proxy_protocol::{Cidr, ProxyConfig, ProxyMode, DEFAULT_PROXY_HEADER_TIMEOUT};
 use raw::RawConfig;
 pub use secret::{Password, PasswordSource};
 // The keepalive settings are the socket options `os::sockopt` applies; config builds them.
@@ -91,6 +94,8 @@ pub const DEFAULT_FLAP_THRESHOLD: u32 = 5;
 pub const DEFAULT_MAX_NAME_BYTES: usize = 256;
 /// Library names and versions are a few dozen bytes (`redis-py`, `5.0.1`).
 pub const DEFAULT_MAX_LIB_BYTES: usize = 128;
+/// No limit: with `session.unique_names` an identity holds one name anyway.
+pub const DEFAULT_MAX_SESSIONS_PER_IDENTITY: usize = 0;
 pub const DEFAULT_STATS_INTERVAL: Option<Duration> = Some(Duration::from_secs(60));
 pub const DEFAULT_LOG_LEVEL: LevelFilter = LevelFilter::Info;
 pub const DEFAULT_REAP_LINES_PER_SECOND: u64 = 1000;
@@ -124,6 +129,7 @@ pub struct Config {
     pub admin: OpsListenerConfig,
     pub metrics: OpsListenerConfig,
     pub tls: tls::TlsConfig,
+    pub token: token::TokenConfig,
 }
 
 impl Default for Config {
@@ -138,6 +144,7 @@ impl Default for Config {
             admin: OpsListenerConfig::admin(),
             metrics: OpsListenerConfig::metrics(),
             tls: tls::TlsConfig::default(),
+            token: token::TokenConfig::default(),
         }
     }
 }
@@ -165,6 +172,8 @@ pub struct ServerConfig {
     pub auth_failures_before_backoff: u32,
     /// The longest lockout; lockouts start at 1 s and double up to it.
     pub auth_backoff_max: Duration,
+    /// `proxy_protocol`, `proxy_trusted`, `proxy_header_timeout` (src/config/proxy_protocol.rs).
+    pub proxy: ProxyConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -188,6 +197,9 @@ pub struct SessionConfig {
     pub max_name_bytes: usize,
     /// Longest `CLIENT SETINFO LIB-NAME` or `LIB-VER` value; longer is refused.
     pub max_lib_bytes: usize,
+    /// Sessions one identity (certificate or token) may hold at once; past it the newest is
+    /// refused (`identity-limit`). 0 = no limit.
+    pub max_sessions_per_identity: usize,
 }
 
 /// `session.takeover`: whom a newcomer's `CLIENT SETNAME` of a held name may replace, with
@@ -240,6 +252,7 @@ impl Default for ServerConfig {
             auth_timeout: DEFAULT_AUTH_TIMEOUT,
             auth_failures_before_backoff: DEFAULT_AUTH_FAILURES_BEFORE_BACKOFF,
             auth_backoff_max: DEFAULT_AUTH_BACKOFF_MAX,
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -268,6 +281,7 @@ impl Default for SessionConfig {
             flap_threshold: DEFAULT_FLAP_THRESHOLD,
             max_name_bytes: DEFAULT_MAX_NAME_BYTES,
             max_lib_bytes: DEFAULT_MAX_LIB_BYTES,
+            max_sessions_per_identity: DEFAULT_MAX_SESSIONS_PER_IDENTITY,
         }
     }
 }
@@ -341,6 +355,11 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
+    /// Whether sessions must authenticate (a password, or signed tokens) before commands run.
+    pub fn auth_required(&self) -> bool {
+        self.server.password.is_some() || self.token.enabled()
+    }
+
     /// Reads and checks the file at `path`. It must be a regular file (opened non-blocking and
     /// checked with `fstat`, so a FIFO or device cannot block a reload), at most 1 MiB, and
     /// unchanged while it was read (see `small_file.rs`).
@@ -398,8 +417,10 @@ impl Config {
         let server = ServerConfig::from_raw(raw.server, &check)?;
         let (admin, metrics) = endpoints::from_raw(raw.admin, raw.metrics, &server, &check)?;
         let tls = tls::TlsConfig::from_raw(raw.tls, &server.listen, &check)?;
+        let token = token::TokenConfig::from_raw(raw.token, &check)?;
         let config = Config {
             tls,
+            token,
             server,
             keepalive: KeepaliveConfig::from_raw(raw.keepalive, &check)?,
             session: SessionConfig::from_raw(raw.session, &check)?,

@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     pub(super) metrics: endpoints::RawOpsListener,
     #[serde(default)]
     pub(super) tls: tls::RawTls,
+    #[serde(default)]
+    pub(super) token: token::RawToken,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -44,6 +46,9 @@ pub(super) struct RawServer {
     pub(super) auth_timeout: Option<DurationValue>,
     pub(super) auth_failures_before_backoff: Option<RawInt>,
     pub(super) auth_backoff_max: Option<DurationValue>,
+    pub(super) proxy_protocol: Option<String>,
+    pub(super) proxy_trusted: Option<Vec<String>>,
+    pub(super) proxy_header_timeout: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -68,6 +73,7 @@ pub(super) struct RawSession {
     pub(super) flap_threshold: Option<RawInt>,
     pub(super) max_name_bytes: Option<RawInt>,
     pub(super) max_lib_bytes: Option<RawInt>,
+    pub(super) max_sessions_per_identity: Option<RawInt>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -154,6 +160,17 @@ impl From<&Config> for RawConfig {
                     config.server.auth_failures_before_backoff,
                 ))),
                 auth_backoff_max: Some(config.server.auth_backoff_max.into()),
+                proxy_protocol: Some(config.server.proxy.mode.name().to_owned()),
+                proxy_trusted: Some(
+                    config
+                        .server
+                        .proxy
+                        .trusted
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect(),
+                ),
+                proxy_header_timeout: Some(config.server.proxy.header_timeout.into()),
             },
             keepalive: RawKeepalive {
                 enabled: Some(ka.enabled),
@@ -176,6 +193,7 @@ impl From<&Config> for RawConfig {
                 flap_threshold: Some(RawInt(i64::from(config.session.flap_threshold))),
                 max_name_bytes: int(config.session.max_name_bytes),
                 max_lib_bytes: int(config.session.max_lib_bytes),
+                max_sessions_per_identity: int(config.session.max_sessions_per_identity),
             },
             stats: RawStats {
                 interval: timer(config.stats.interval),
@@ -192,6 +210,7 @@ impl From<&Config> for RawConfig {
             admin: endpoints::to_raw(&config.admin),
             metrics: endpoints::to_raw(&config.metrics),
             tls: config.tls.to_raw(),
+            token: config.token.to_raw(),
         }
     }
 }

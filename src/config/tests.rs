@@ -131,6 +131,9 @@ fn to_toml_round_trips_the_default() {
         "max_connections_per_ip",
         "reuse_port = false",
         "busy_poll_us = 0",
+        "proxy_protocol = \"off\"",
+        "proxy_trusted = []",
+        "proxy_header_timeout = \"3s\"",
         "[keepalive]",
         "enabled",
         "idle =",
@@ -765,5 +768,49 @@ fn takeover_policy_silence_and_flapping_keys() {
             &format!("session.{key}"),
             needle,
         );
+    }
+}
+
+#[test]
+fn proxy_protocol_keys() {
+    let d = Config::default();
+    assert_eq!(d.server.proxy.mode, ProxyMode::Off);
+    assert_eq!(d.server.proxy.header_timeout, secs(3));
+    let c = config(
+        "[server]\nproxy_protocol = \"v2\"\nproxy_trusted = [\"127.0.0.1\", \"10.0.0.0/8\"]\nproxy_header_timeout = \"500ms\"",
+    );
+    assert_eq!(c.server.proxy.mode, ProxyMode::V2);
+    assert!(c.server.proxy.trusts("10.9.8.7".parse().unwrap()));
+    assert!(!c.server.proxy.trusts("127.0.0.7".parse().unwrap()));
+    assert_eq!(c.server.proxy.header_timeout, Duration::from_millis(500));
+    assert_eq!(loaded(&c.to_toml()).config, c, "round trip");
+    for (text, key, needle) in [
+        (
+            "[server]\nproxy_protocol = \"v3\"",
+            "server.proxy_protocol",
+            "is not one of",
+        ),
+        (
+            "[server]\nproxy_protocol = \"any\"",
+            "server.proxy_trusted",
+            "every connection would be refused",
+        ),
+        (
+            "[server]\nproxy_trusted = [\"10.0.0.0/40\"]",
+            "server.proxy_trusted[0]",
+            "prefix length",
+        ),
+        (
+            "[server]\nproxy_header_timeout = \"10ms\"",
+            "server.proxy_header_timeout",
+            "out of range",
+        ),
+        (
+            "[server]\nproxy_header_timeout = \"2m\"",
+            "server.proxy_header_timeout",
+            "out of range",
+        ),
+    ] {
+        invalid(text, key, needle);
     }
 }

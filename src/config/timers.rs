@@ -30,7 +30,13 @@ const SECONDS_PER_DAY: u64 = 86_400;
 /// One line naming the listeners, the session limit and whether keepalive is on: what follows
 /// `vigild: FILE is valid: `.
 pub fn headline(config: &Config) -> String {
-    let listen: Vec<String> = config.server.listen.iter().map(|a| a.to_string()).collect();
+    let listen: Vec<String> = config
+        .server
+        .listen
+        .iter()
+        .map(|a| a.to_string())
+        .chain(config.tls.listen.iter().map(|a| format!("{a} (TLS)")))
+        .collect();
     let listen = if listen.is_empty() {
         "no listener of its own (socket activation only)".to_owned()
     } else {
@@ -47,9 +53,45 @@ pub fn headline(config: &Config) -> String {
     )
 }
 
-/// The timer summary: three lines (detection bounds, glitch tolerance, probe cost), no
-/// trailing newlines.
+/// The timer summary: three lines (detection bounds, glitch tolerance, probe cost), and with
+/// the PROXY protocol on a fourth saying what keepalive cannot see; no trailing newlines.
 pub fn summary(config: &Config) -> Vec<String> {
+    let mut lines = keepalive_lines(config);
+    lines.extend(through_a_proxy(config));
+    lines
+}
+
+/// With `server.proxy_protocol` on, the sessions come through a proxy that ends TCP: the
+/// kernel's probes reach only the proxy (HAProxy's manual: keepalive packets are not
+/// forwarded to the other side), so a client that vanishes behind it is seen only when the
+/// proxy gives up on it. What to set instead (measured in docs/detection.md).
+fn through_a_proxy(config: &Config) -> Option<String> {
+    let proxy = &config.server.proxy;
+    if !proxy.mode.is_on() {
+        return None;
+    }
+    let app = match config.session.idle_timeout {
+        Some(t) => format!(
+            "session.idle_timeout {} applies: clients must send something (a PING) more often \
+             than that",
+            format_duration(t)
+        ),
+        None => "set session.idle_timeout (now off) and have clients PING more often than it \
+                 (every Redis client can, e.g. redis-py's health_check_interval)"
+            .to_owned(),
+    };
+    Some(format!(
+        "through a proxy: server.proxy_protocol = \"{}\", so keepalive probes reach only the \
+         proxy, not the clients behind it, and a client that vanishes there is reaped only when \
+         the proxy gives up on it; {app}; and turn on the proxy's client-side keepalive \
+         (HAProxy: option clitcpka with clitcpka-idle, clitcpka-intvl, clitcpka-cnt, and \
+         tcp-ut on the bind line)",
+        proxy.mode.name()
+    ))
+}
+
+/// The three keepalive lines of [`summary`].
+fn keepalive_lines(config: &Config) -> Vec<String> {
     let ka = &config.keepalive;
     let app_idle = match config.session.idle_timeout {
         Some(t) => format!(
@@ -133,7 +175,7 @@ pub fn summary(config: &Config) -> Vec<String> {
 
 /// When Linux resets an idle connection whose peer is gone, counted from the last packet
 /// received (see the module docs).
-fn idle_reap_after(ka: &KeepaliveConfig) -> Duration {
+pub fn idle_reap_after(ka: &KeepaliveConfig) -> Duration {
     match ka.user_timeout {
         UserTimeout::Fixed(ut) => {
             // The timer runs at idle + k × interval, k >= 1, and resets at the first run at

@@ -179,7 +179,8 @@ impl TlsConfig {
             Some(entries) => super::validate::parse_listen_key("tls.listen", &entries, check)?,
         };
         for (i, addr) in listen.iter().enumerate() {
-            if plain.contains(addr) {
+            // Port 0 is a fresh port for each listener, never the same one twice.
+            if addr.port() != 0 && plain.contains(addr) {
                 return Err(check.invalid(
                     &format!("tls.listen[{i}]"),
                     format!("{addr} is also in server.listen; a port speaks TLS or plain RESP, not both"),

@@ -219,8 +219,83 @@ impl ServerConfig {
             auth_timeout,
             auth_failures_before_backoff,
             auth_backoff_max,
+            proxy: proxy_config(
+                raw.proxy_protocol,
+                raw.proxy_trusted,
+                raw.proxy_header_timeout,
+                check,
+            )?,
         })
     }
+}
+
+/// `server.proxy_protocol`, `server.proxy_trusted`, `server.proxy_header_timeout`.
+fn proxy_config(
+    mode: Option<String>,
+    trusted: Option<Vec<String>>,
+    timeout: Option<DurationValue>,
+    check: &Check<'_>,
+) -> Result<ProxyConfig, ConfigError> {
+    use super::proxy_protocol::{
+        MAX_PROXY_HEADER_TIMEOUT, MAX_PROXY_TRUSTED, MIN_PROXY_HEADER_TIMEOUT,
+    };
+    let mode = match mode {
+        None => ProxyMode::Off,
+        Some(m) => ProxyMode::parse(m.trim()).ok_or_else(|| {
+            check.invalid(
+                "server.proxy_protocol",
+                format!("{m:?} is not one of \"off\", \"v1\", \"v2\", \"any\""),
+            )
+        })?,
+    };
+    let entries = trusted.unwrap_or_default();
+    if entries.len() > MAX_PROXY_TRUSTED {
+        return Err(check.invalid(
+            "server.proxy_trusted",
+            format!(
+                "lists {} entries; use at most {MAX_PROXY_TRUSTED} (write address blocks such as \"10.0.0.0/8\")",
+                entries.len()
+            ),
+        ));
+    }
+    let mut list = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let cidr = Cidr::parse(e.trim()).map_err(|m| {
+            check.invalid(
+                &format!("server.proxy_trusted[{i}]"),
+                format!(
+                    "{m}; write an address or a block such as \"127.0.0.1/32\" or \"fd00::/8\""
+                ),
+            )
+        })?;
+        list.push(cidr);
+    }
+    if mode.is_on() && list.is_empty() {
+        return Err(check.invalid(
+            "server.proxy_trusted",
+            format!(
+                "is empty with server.proxy_protocol = \"{}\": every connection would be refused; list the proxies' addresses, such as [\"127.0.0.1/32\"]",
+                mode.name()
+            ),
+        ));
+    }
+    let header_timeout = check
+        .duration("server.proxy_header_timeout", timeout)?
+        .unwrap_or(DEFAULT_PROXY_HEADER_TIMEOUT);
+    if !(MIN_PROXY_HEADER_TIMEOUT..=MAX_PROXY_HEADER_TIMEOUT).contains(&header_timeout) {
+        return Err(check.invalid(
+            "server.proxy_header_timeout",
+            format!(
+                "{} is out of range: use \"100ms\" to \"1m\" (the spec suggests at least 3s)",
+                format_duration(header_timeout)
+            ),
+        ));
+    }
+    Ok(ProxyConfig {
+        mode,
+        trusted: list,
+        header_timeout,
+    })
 }
 
 /// `server.password` or `server.password_file` (relative to the config file's directory);
@@ -436,6 +511,13 @@ impl SessionConfig {
                 1..=MAX_FIELD_BYTES as i64,
                 "bytes, for CLIENT SETINFO LIB-NAME and LIB-VER each; they are copied into every \
                  CLIENT LIST line",
+            )?,
+            max_sessions_per_identity: check.int(
+                "session.max_sessions_per_identity",
+                raw.max_sessions_per_identity,
+                DEFAULT_MAX_SESSIONS_PER_IDENTITY,
+                0..=1_000_000,
+                "sessions one certificate or token identity may hold at once; 0 = no limit",
             )?,
         })
     }

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::admin::{OpsCounters, OPS_LISTENERS};
 use crate::session::reap::ReapReason;
 use crate::telemetry::histogram::{self, Histogram};
-use crate::telemetry::stats::{RejectCause, Stats};
+use crate::telemetry::stats::{ProxyRefusal, RejectCause, Stats};
 
 /// The metric names.
 pub mod names {
@@ -43,12 +43,17 @@ pub mod names {
     pub const TAKEOVER_REPLACED: &str = "vigild_takeover_replaced_total";
     pub const TAKEOVER_REFUSED: &str = "vigild_takeover_refused_total";
     pub const TAKEOVER_FLAPPING: &str = "vigild_takeover_flapping_total";
+    pub const PROXY_HEADERS: &str = "vigild_proxy_headers_total";
+    pub const PROXY_REFUSED: &str = "vigild_proxy_refused_total";
     pub const TAKEOVER_IDENTITY_REFUSED: &str = "vigild_takeover_identity_refused_total";
     pub const TLS_SESSIONS: &str = "vigild_tls_sessions";
     pub const TLS_HANDSHAKES: &str = "vigild_tls_handshakes_total";
     pub const TLS_FAILURES: &str = "vigild_tls_failures_total";
     pub const TLS_RELOAD_FAILURES: &str = "vigild_tls_reload_failures_total";
     pub const TLS_CERTIFICATE_EXPIRY: &str = "vigild_tls_certificate_expiry_seconds";
+    pub const TOKENS_ACCEPTED: &str = "vigild_tokens_accepted_total";
+    pub const TOKENS_REFRESHED: &str = "vigild_tokens_refreshed_total";
+    pub const TOKENS_REFUSED: &str = "vigild_tokens_refused_total";
     pub const OPS_CONNECTIONS: &str = "vigild_ops_connections";
     pub const OPS_REJECTED: &str = "vigild_ops_rejected_total";
     pub const OPS_CLOSED: &str = "vigild_ops_closed_total";
@@ -205,7 +210,9 @@ pub fn render(stats: &Stats, ops: &OpsCounters, started: SystemTime, out: &mut S
     );
     presence(stats, out);
     takeover(stats, out);
+    proxy(stats, out);
     tls(stats, out);
+    tokens(stats, out);
     operator(ops, out);
     family(
         out,
@@ -325,6 +332,32 @@ fn takeover(stats: &Stats, out: &mut String) {
     }
 }
 
+/// PROXY protocol headers taken, and refusals by cause (`server.proxy_protocol`).
+fn proxy(stats: &Stats, out: &mut String) {
+    scalar(
+        out,
+        names::PROXY_HEADERS,
+        "counter",
+        "PROXY protocol headers taken (server.proxy_protocol).",
+        stats.proxy.accepted,
+    );
+    family(
+        out,
+        names::PROXY_REFUSED,
+        "counter",
+        "PROXY protocol connections refused: untrusted source (at accept), or a header malformed, too large or late (reaped protocol-error).",
+    );
+    for cause in ProxyRefusal::ALL {
+        let _ = writeln!(
+            out,
+            "{}{{cause=\"{}\"}} {}",
+            names::PROXY_REFUSED,
+            cause.name(),
+            stats.proxy.refused(cause)
+        );
+    }
+}
+
 /// TLS sessions, handshakes by kind, failures by cause, refused reloads, and the served
 /// certificate's remaining validity (only while TLS is on) (docs/tls.md).
 fn tls(stats: &Stats, out: &mut String) {
@@ -378,6 +411,34 @@ fn tls(stats: &Stats, out: &mut String) {
             "Seconds until the served TLS certificate expires (negative once it has).",
             left,
         );
+    }
+}
+
+/// Signed tokens (docs/tokens.md): accepted, refreshed, refused by cause.
+fn tokens(stats: &Stats, out: &mut String) {
+    let t = &stats.tokens;
+    scalar(
+        out,
+        names::TOKENS_ACCEPTED,
+        "counter",
+        "Signed tokens that authenticated a session.",
+        t.accepted,
+    );
+    scalar(
+        out,
+        names::TOKENS_REFRESHED,
+        "counter",
+        "Fresh tokens for the identity a session already had.",
+        t.refreshed,
+    );
+    family(
+        out,
+        names::TOKENS_REFUSED,
+        "counter",
+        "Signed tokens refused, by cause.",
+    );
+    for (why, n) in t.refusals() {
+        let _ = writeln!(out, "{}{{cause=\"{why}\"}} {n}", names::TOKENS_REFUSED);
     }
 }
 
@@ -545,6 +606,8 @@ mod tests {
             "vigild_takeover_replaced_total 0\n",
             "vigild_takeover_refused_total 0\n",
             "vigild_takeover_flapping_total 0\n",
+            "vigild_proxy_headers_total 0\n",
+            "vigild_proxy_refused_total{cause=\"too-large\"} 0\n",
         ] {
             assert!(out.contains(zero), "{zero}");
         }
@@ -555,13 +618,29 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative_and_exact() {
         let mut stats = Stats::default();
+        let now = std::time::Instant::now();
         for _ in 0..3 {
-            stats.on_accept();
+            stats.on_accept(now);
         }
         let ka = ReapReason::KeepaliveTimeout;
-        stats.on_reap(ka, Duration::from_millis(9000), Duration::from_millis(5031));
-        stats.on_reap(ka, Duration::from_millis(9000), Duration::from_millis(6399));
-        stats.on_reap(ka, Duration::from_millis(9000), Duration::from_millis(6400));
+        stats.on_reap(
+            ka,
+            Duration::from_millis(9000),
+            Duration::from_millis(5031),
+            now,
+        );
+        stats.on_reap(
+            ka,
+            Duration::from_millis(9000),
+            Duration::from_millis(6399),
+            now,
+        );
+        stats.on_reap(
+            ka,
+            Duration::from_millis(9000),
+            Duration::from_millis(6400),
+            now,
+        );
         let mut out = String::new();
         render(&stats, &OpsCounters::default(), SystemTime::now(), &mut out);
         let l = "vigild_detection_latency_seconds_bucket{reason=\"keepalive-timeout\",le=";

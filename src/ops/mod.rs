@@ -36,7 +36,9 @@
 //!   (256) units: one per `CLIENT LIST` line rendered (about 12 µs in a debug build), one per
 //!   512 reply bytes, one per request (40 for `CONFIG GET`). That is about 3 ms in a debug
 //!   build, under 1 ms in release; one request may overrun it once (a `CLIENT LIST` snapshot
-//!   of 10,000 sessions costs 626 units, a few ms in a debug build). A connection that runs
+//!   of 10,000 sessions costs 626 units, a few ms in a debug build). The status page's sweep
+//!   of the session table (`session_watch.rs`) takes at most 128 units a turn (512 sessions,
+//!   one `TCP_INFO` each, about 1 ms) and is continued on the `WORK` revisit. A connection that runs
 //!   out waits on the work queue, served round-robin on the next turn (a readiness event for a
 //!   waiting connection only writes what is ready), so pipelined requests from many
 //!   connections can neither freeze the loop nor starve each other.
@@ -58,7 +60,8 @@
 //! This file holds [`Ops`], the listeners, accepting, timers and closing; `work.rs` the work
 //! budget and queue; `connection.rs` one connection's I/O (`connection/requests.rs` running its
 //! requests); `deliver.rs` presence delivery; `listener.rs` the sockets; `admin/` the
-//! admin commands (and `INFO`); `http.rs` and `metrics.rs` the metrics endpoint.
+//! admin commands (and `INFO`); `http.rs` and `metrics.rs` the metrics endpoint;
+//! `status_page.rs`, `status.rs` and `session_watch.rs` the status page (docs/status.md).
 
 mod admin;
 mod connection;
@@ -66,6 +69,9 @@ mod deliver;
 mod http;
 mod listener;
 mod metrics;
+mod session_watch;
+mod status;
+mod status_page;
 mod work;
 
 use std::collections::VecDeque;
@@ -264,6 +270,8 @@ pub(crate) struct Ops {
     dirty: Vec<usize>,
     /// Events waiting for the next turn's delivery budget (`deliver.rs`).
     backlog: deliver::Backlog,
+    /// The status page's sweeps of the session table (`session_watch.rs`).
+    watch: session_watch::SessionWatch,
 }
 
 fn conn_key(token: Token) -> Option<usize> {
@@ -291,6 +299,7 @@ impl Ops {
             frame_buf: Vec::new(),
             dirty: Vec::new(),
             backlog: deliver::Backlog::default(),
+            watch: session_watch::SessionWatch::default(),
         }
     }
 
@@ -339,7 +348,7 @@ impl Ops {
         let local = socket.local();
         let kind = match (&socket, role) {
             (OpsListener::Unix { .. }, _) => " (unix socket, mode 0600)",
-            (_, Role::Metrics) => " (GET /metrics)",
+            (_, Role::Metrics) => " (GET /metrics, status page at /)",
             _ => "",
         };
         info!("{} listener on {local}{kind}", role.name());
@@ -426,6 +435,14 @@ impl Ops {
             self.accept(Role::Metrics, cx);
         } else if token == WORK {
             self.work_pending = false;
+            // A status page's sweep first, within its share of the budget, then the queue.
+            if self
+                .watch
+                .advance(cx.sessions, cx.now, self.budget.left(cx.now))
+            {
+                self.work_pending = true;
+                cx.revisit.push(WORK);
+            }
             return self.run_queue(self.queue.len(), cx);
         } else if let Some(key) = conn_key(token) {
             let waits = self.conns.get(key).is_some_and(|c| c.wants_budget());

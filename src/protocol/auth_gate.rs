@@ -21,12 +21,31 @@
 //! [`gate`] decides before a command runs; it only reads the session's flags and the request.
 //! Counting failures in statistics and logging them (rate-limited) is the event loop's part.
 
+use crate::config::token::TokenConfig;
 use crate::config::Password;
 use crate::protocol::args::Args;
 use crate::protocol::resp;
 use crate::protocol::step::Step;
+use crate::protocol::token_check::{self as token, TokenCounts};
+use crate::session::identity::{self, Identity, IdentitySource};
 use crate::session::reap::ReapReason;
 use crate::session::Session;
+
+/// What a session may authenticate with: the shared password, signed tokens, both, or
+/// neither (then every session may run commands at once).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Auth<'a> {
+    pub password: Option<&'a Password>,
+    /// `Some` when tokens are on (a `[token]` key is configured).
+    pub tokens: Option<&'a TokenConfig>,
+}
+
+impl Auth<'_> {
+    /// Whether sessions must authenticate before running commands.
+    pub fn required(&self) -> bool {
+        self.password.is_some() || self.tokens.is_some()
+    }
+}
 
 /// Wrong passwords one session may send before it is closed.
 pub const MAX_FAILURES: u8 = 3;
@@ -47,8 +66,8 @@ const NO_PASSWORD: &str = "ERR AUTH <password> called without any password confi
      default user. Are you sure your configuration is correct?";
 
 /// The `max_request_bytes` that applies to this session's next request.
-pub fn request_limit(session: &Session, password: Option<&Password>, configured: usize) -> usize {
-    if password.is_some() && !session.authenticated {
+pub fn request_limit(session: &Session, auth: Auth<'_>, configured: usize) -> usize {
+    if auth.required() && !session.authenticated {
         configured.min(MAX_UNAUTHENTICATED_REQUEST)
     } else {
         configured
@@ -74,17 +93,15 @@ pub enum Gate {
 pub fn gate(
     args: Args<'_>,
     session: &mut Session,
-    password: Option<&Password>,
+    credentials: Auth<'_>,
+    counts: &mut TokenCounts,
     out: &mut Vec<u8>,
 ) -> Gate {
     if args.is(0, "AUTH") {
         session.commands += 1;
-        return Gate::Answered(auth(args, session, password, out));
+        return Gate::Answered(auth(args, session, credentials, counts, out));
     }
-    let Some(password) = password else {
-        return Gate::Run;
-    };
-    if session.authenticated || args.is(0, "QUIT") {
+    if !credentials.required() || session.authenticated || args.is(0, "QUIT") {
         return Gate::Run;
     }
     if args.is(0, "HELLO") {
@@ -93,7 +110,15 @@ pub fn gate(
             return Gate::Run;
         }
         if args.is(2, "AUTH") && args.len() >= 5 {
-            let checked = check(args.get(3), args.get(4), session, password);
+            let (user, secret) = (args.get(3), args.get(4));
+            let checked = match (credentials.tokens, credentials.password) {
+                (Some(tokens), password) if is_token(user, secret, password) => {
+                    // HELLO answers for itself; the loop binds the identity after it.
+                    check_token(user, secret, session, tokens, counts, false)
+                }
+                (_, Some(password)) => check(user, secret, session, password),
+                (_, None) => Checked::Wrong,
+            };
             if checked == Checked::Right {
                 return Gate::Run;
             }
@@ -112,7 +137,8 @@ pub fn gate(
 fn auth(
     args: Args<'_>,
     session: &mut Session,
-    password: Option<&Password>,
+    credentials: Auth<'_>,
+    counts: &mut TokenCounts,
     out: &mut Vec<u8>,
 ) -> Step {
     let (user, given) = match args.len() {
@@ -127,7 +153,24 @@ fn auth(
             return Step::Continue;
         }
     };
-    let Some(password) = password else {
+    if let Some(tokens) = credentials.tokens {
+        if is_token(user, given, credentials.password) {
+            // The loop answers `+OK` once it has bound the identity (`Step::BindIdentity`).
+            return match check_token(user, given, session, tokens, counts, true) {
+                Checked::Right => Step::Continue,
+                Checked::Refreshed => {
+                    resp::write_simple(out, "OK");
+                    Step::Continue
+                }
+                Checked::OtherIdentity => {
+                    resp::write_error(out, OTHER_IDENTITY);
+                    Step::Continue
+                }
+                checked => refused(checked, session, out),
+            };
+        }
+    }
+    let Some(password) = credentials.password else {
         resp::write_error(out, NO_PASSWORD);
         return Step::Continue;
     };
@@ -140,11 +183,73 @@ fn auth(
     }
 }
 
+const OTHER_IDENTITY: &str = "ERR this session already has another identity; a token for a \
+     different identity needs a new connection";
+
+/// Whether `AUTH <user> <secret>` is a token login: tokens are on, and either there is no
+/// password, the user is not `default`, or the secret has a JWT's shape.
+fn is_token(user: &[u8], secret: &[u8], password: Option<&Password>) -> bool {
+    password.is_none() || !user.eq_ignore_ascii_case(b"default") || token::looks_like_jwt(secret)
+}
+
+/// Checks a token for the identity `name`, if the session's budget allows it. A session
+/// without an identity gets it as pending (the loop binds it); one that has this identity
+/// already has it refreshed (a later `exp`); one with another identity is refused.
+fn check_token(
+    name: &[u8],
+    secret: &[u8],
+    session: &mut Session,
+    tokens: &TokenConfig,
+    counts: &mut TokenCounts,
+    reply_ok: bool,
+) -> Checked {
+    if let Err(retry_secs) = session.guess_budget.take() {
+        return Checked::Throttled(retry_secs);
+    }
+    let verified = match token::verify(tokens, name, secret) {
+        Ok(v) => v,
+        Err(why) => {
+            counts.refused(why);
+            return Checked::Token(why);
+        }
+    };
+    if let Some(held) = session.identity() {
+        if held.name != verified.sub {
+            return Checked::OtherIdentity;
+        }
+        counts.refreshed += 1;
+        if let Some(e) = session.extras.as_deref_mut() {
+            if let Some(identity) = e.identity.as_mut() {
+                identity.expires = Some(verified.exp);
+            }
+        }
+        session.authenticated = true;
+        return Checked::Refreshed;
+    }
+    counts.accepted += 1;
+    session.authenticated = true;
+    session.extras_mut().pending_identity = Some(identity::Pending {
+        identity: Identity {
+            name: verified.sub,
+            source: IdentitySource::Token,
+            expires: Some(verified.exp),
+        },
+        reply_ok,
+    });
+    Checked::Right
+}
+
 /// The outcome of one `AUTH` attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Checked {
     Right,
     Wrong,
+    /// A token was refused.
+    Token(token::Refusal),
+    /// A fresh token for the identity the session has.
+    Refreshed,
+    /// A valid token for another identity than the session's.
+    OtherIdentity,
     /// Not compared: the address is locked out for this many more seconds.
     Throttled(u16),
 }
@@ -172,13 +277,23 @@ fn refused(checked: Checked, session: &mut Session, out: &mut Vec<u8>) -> Step {
             resp::write_error(out, &format!("{THROTTLED}; retry in {secs}s"));
             Step::Close(ReapReason::AuthThrottled)
         }
+        Checked::Token(why) => failed(session, &why.reply(), out),
+        Checked::OtherIdentity => {
+            resp::write_error(out, OTHER_IDENTITY);
+            Step::Continue
+        }
         _ => wrong_password(session, out),
     }
 }
 
 fn wrong_password(session: &mut Session, out: &mut Vec<u8>) -> Step {
+    failed(session, WRONGPASS, out)
+}
+
+/// A failed attempt (password or token): counted on the session, closed at [`MAX_FAILURES`].
+fn failed(session: &mut Session, line: &str, out: &mut Vec<u8>) -> Step {
     session.auth_failures = session.auth_failures.saturating_add(1);
-    resp::write_error(out, WRONGPASS);
+    resp::write_error(out, line);
     if session.auth_failures >= MAX_FAILURES {
         Step::Close(ReapReason::AuthFailed)
     } else {
@@ -204,7 +319,17 @@ mod tests {
     fn run(s: &mut Session, pw: Option<&Password>, words: &[&[u8]]) -> (Gate, String) {
         let (buf, ranges) = crate::protocol::args::test_words(words);
         let mut out = Vec::new();
-        let g = gate(Args::new(&buf, &ranges), s, pw, &mut out);
+        let auth = Auth {
+            password: pw,
+            tokens: None,
+        };
+        let g = gate(
+            Args::new(&buf, &ranges),
+            s,
+            auth,
+            &mut TokenCounts::default(),
+            &mut out,
+        );
         (g, String::from_utf8_lossy(&out).into_owned())
     }
 

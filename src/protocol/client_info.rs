@@ -7,7 +7,8 @@
 //! `client_info()` reads `oll`) and tools keep working. Values are real where vigild has them
 //! (buffers, memory, the last command, the protocol) and Redis's neutral ones where it has no
 //! such thing (no databases but 0, no pub/sub on the client port, one user `default`).
-//! vigild's own fields follow: the keepalive options read back from the kernel, a few
+//! vigild's own fields follow: `proxy=` (the proxy's address, only for a session whose PROXY
+//! protocol header gave `addr=`), the keepalive options read back from the kernel, a few
 //! `TCP_INFO` fields, and `state`, which is `suspect` while keepalive probes are outstanding or
 //! data waits unacknowledged.
 
@@ -58,7 +59,7 @@ pub fn describe_with(
         0
     };
     let tls_mem = session.tls().map_or(0, |t| {
-        std::mem::size_of::<crate::session::tls::Tls>() + t.partial_len()
+        std::mem::size_of::<crate::session::tls_layer::Tls>() + t.partial_len()
     });
     let tot_mem = std::mem::size_of::<Session>()
         + extras
@@ -111,6 +112,10 @@ pub fn describe_with(
         session.bytes_out,
         session.commands,
     );
+    if let Some(hop) = session.proxy_hop() {
+        // The proxy a PROXY protocol header came through; `addr=` is then the client's.
+        let _ = write!(out, " proxy={hop}");
+    }
     let _ = write!(
         out,
         " tls={} identity={}",

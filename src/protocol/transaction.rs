@@ -114,10 +114,7 @@ fn close(extras: &mut Option<Box<Extras>>) -> Box<Transaction> {
         .as_mut()
         .and_then(|e| e.transaction.take())
         .unwrap_or_default();
-    if extras
-        .as_ref()
-        .is_some_and(|e| e.lib.name.is_empty() && e.lib.version.is_empty())
-    {
+    if extras.as_ref().is_some_and(|e| e.is_empty()) {
         *extras = None;
     }
     tx
@@ -231,11 +228,13 @@ mod tests {
         let mut extras = Some(Box::new(Extras {
             identity: None,
             tls: None,
+            pending_identity: None,
             lib: crate::session::LibInfo {
                 name: "redis-py".into(),
                 version: "8".into(),
             },
             transaction: None,
+            proxy_hop: None,
         }));
         run(&mut extras, &["MULTI"]);
         run(&mut extras, &["DISCARD"]);

@@ -27,7 +27,7 @@ use crate::os::bind::{self, MAX_ACCEPTS_PER_TURN};
 use crate::os::sockopt;
 use crate::session::reap::Cause;
 use crate::session::reap::{classify, IoClass};
-use crate::session::Session;
+use crate::session::{ProxyStage, Session};
 use crate::telemetry::log_throttle::{budgeted, LineKind, RateLimited};
 use crate::telemetry::stats::RejectCause;
 
@@ -177,6 +177,12 @@ impl AcceptState {
 
     /// A session ended, so a descriptor came free: take the reserve back if it was lost.
     /// Returns true when connections waited for lack of descriptors: accept them now.
+    /// The rate limit of the "refusing connections" warning, for a refusal decided later
+    /// (`proxy_phase.rs`, once a PROXY header gave the real address).
+    pub(super) fn limit_warn_hit(&mut self, now: Instant) -> Option<u64> {
+        self.limit_warn.hit(now)
+    }
+
     pub(super) fn descriptor_freed(&mut self) -> bool {
         if self.reserve.is_none() {
             self.reserve = File::open("/dev/null").ok();
@@ -288,11 +294,18 @@ impl Server {
     }
 
     /// Takes in one accepted connection, or refuses it over a limit.
-    fn admit(&mut self, stream: TcpStream, peer: SocketAddr, tls: bool, now: Instant) {
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, tls: bool, now: Instant) {
+        // With the PROXY protocol, only trusted proxies connect, and the per-address limit
+        // waits for the header's address (src/server/proxy_phase.rs).
+        let proxied = self.config.server.proxy.mode.is_on();
+        if proxied && !self.proxy_admits(&mut stream, peer, now) {
+            return;
+        }
         let limits = &self.config.server;
         let cause = if self.sessions.len() >= limits.max_connections {
             Some(RejectCause::MaxConnections)
-        } else if limits.max_connections_per_ip > 0
+        } else if !proxied
+            && limits.max_connections_per_ip > 0
             && self.sessions.count_for_ip(peer.ip()) as usize >= limits.max_connections_per_ip
         {
             Some(RejectCause::PerIp)
@@ -336,7 +349,7 @@ impl Server {
                 // drops them): refused like any other failed handshake.
                 self.stats
                     .tls
-                    .failed(crate::session::tls::FailureCause::Protocol);
+                    .failed(crate::session::tls_layer::FailureCause::Protocol);
                 return;
             }
         };
@@ -348,17 +361,24 @@ impl Server {
             }
             session
         });
-        self.stats.on_accept();
+        self.stats.on_accept(now);
         if is_tls {
             self.stats.tls.live += 1;
         }
-        // Announced before the socket setup: a session that fails it still gets its `left`.
-        self.publish_joined(token, now);
+        if proxied {
+            // Announced once its header gave its address (proxy_phase.rs).
+            if let Some(s) = self.sessions.get_mut(token) {
+                s.proxy = ProxyStage::AwaitingHeader;
+            }
+        } else {
+            // Announced before the socket setup: a session that fails it still gets its `left`.
+            self.publish_joined(token, now);
+        }
         let Some(session) = self.sessions.get_mut(token) else {
             return;
         };
         let id = session.id;
-        session.authenticated = self.config.server.password.is_none();
+        session.authenticated = !self.config.auth_required();
         let setup = sockopt::apply(&session.stream, &self.config.keepalive).and_then(|()| {
             self.poll
                 .registry()
@@ -385,6 +405,10 @@ impl Server {
                 .handshake_started(token, id, now, self.config.tls.handshake_timeout);
         }
         self.auth_guard.admitted(&self.config, token, id, now);
+        if proxied {
+            let at = now + self.config.server.proxy.header_timeout;
+            self.proxy.push(at, token, id);
+        }
         // Bytes that arrived before registration are not lost: adding a ready socket to
         // epoll reports it at once, so the first request is read on the next turn.
     }

@@ -14,7 +14,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::Level;
 use mio::Token;
@@ -36,6 +36,9 @@ const REAPS_PER_TURN: usize = 64;
 #[derive(Debug, Default)]
 pub(super) struct AuthGuard {
     deadlines: BinaryHeap<Reverse<(Instant, Token, u64)>>,
+    /// Token identities' ends (`exp` + `token.expiry_grace`), as (instant, token, id); an
+    /// entry whose session refreshed its token is pushed again at the new end.
+    expiries: BinaryHeap<Reverse<(Instant, Token, u64)>>,
     throttle: Throttle,
     log: AuthLog,
 }
@@ -112,7 +115,7 @@ impl AuthGuard {
         stats: &mut Stats,
         now: Instant,
     ) {
-        if config.server.password.is_none() || session.authenticated {
+        if !config.auth_required() || session.authenticated {
             return;
         }
         let policy = policy(config);
@@ -123,10 +126,30 @@ impl AuthGuard {
 
     /// A session was admitted: with a password and `auth_timeout`, it gets its deadline.
     pub(super) fn admitted(&mut self, config: &Config, token: Token, id: u64, now: Instant) {
-        let server = &config.server;
-        if let (Some(_), Some(limit)) = (&server.password, server.auth_timeout) {
+        if let (true, Some(limit)) = (config.auth_required(), config.server.auth_timeout) {
             self.deadlines.push(Reverse((now + limit, token, id)));
         }
+    }
+
+    /// A token identity was bound to the session at `token`: it is reaped `auth-expired` at
+    /// `exp` + `token.expiry_grace` unless a fresh token moves its `exp` first.
+    pub(super) fn token_bound(
+        &mut self,
+        token: Token,
+        id: u64,
+        exp: u64,
+        grace: Duration,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        self.expiries
+            .push(Reverse((expiry_instant(exp, grace, now, wall), token, id)));
+    }
+
+    /// The nearest `auth_timeout` or token expiry, for the poll timeout.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        let expiry = self.expiries.peek().map(|Reverse((at, _, _))| *at);
+        [self.deadline(), expiry].into_iter().flatten().min()
     }
 
     /// Takes the next deadline due at `now`.
@@ -145,11 +168,11 @@ impl AuthGuard {
     pub(super) fn rebuild(&mut self, config: &Config, sessions: &SessionTable, stats: &mut Stats) {
         self.deadlines.clear();
         let server = &config.server;
-        if server.password.is_none() || server.auth_failures_before_backoff == 0 {
+        if !config.auth_required() || server.auth_failures_before_backoff == 0 {
             self.throttle = Throttle::default();
             stats.auth_tracked = 0;
         }
-        let (Some(_), Some(limit)) = (&server.password, server.auth_timeout) else {
+        let (true, Some(limit)) = (config.auth_required(), server.auth_timeout) else {
             return;
         };
         for (token, s) in sessions.iter() {
@@ -159,6 +182,15 @@ impl AuthGuard {
             }
         }
     }
+}
+
+/// The loop instant at which a token with `exp` (Unix seconds) plus `grace` ends, seen from
+/// `now` / `wall` (the same moment on both clocks).
+fn expiry_instant(exp: u64, grace: Duration, now: Instant, wall: SystemTime) -> Instant {
+    let wall_secs = wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let left = Duration::from_secs(exp.saturating_sub(wall_secs)) + grace;
+    now.checked_add(left)
+        .unwrap_or(now + Duration::from_secs(86_400 * 365))
 }
 
 fn policy(config: &Config) -> Policy {
@@ -171,6 +203,36 @@ fn policy(config: &Config) -> Policy {
 impl Server {
     /// Reaps sessions that did not authenticate within `server.auth_timeout`, at most
     /// [`REAPS_PER_TURN`] a turn.
+    /// Reaps sessions whose token identity ended (`auth-expired`), at most [`REAPS_PER_TURN`]
+    /// a turn; a session that refreshed its token meanwhile is queued again at its new end.
+    pub(super) fn reap_expired_tokens(&mut self, now: Instant) {
+        let wall = SystemTime::now();
+        let grace = self.config.token.expiry_grace;
+        let mut reaped = 0;
+        while reaped < REAPS_PER_TURN {
+            let Some(&Reverse((at, token, id))) = self.auth_guard.expiries.peek() else {
+                break;
+            };
+            if at > now {
+                break;
+            }
+            self.auth_guard.expiries.pop();
+            let Some(s) = self.sessions.get(token).filter(|s| s.id == id) else {
+                continue;
+            };
+            let Some(exp) = s.identity().and_then(|i| i.expires) else {
+                continue;
+            };
+            let end = expiry_instant(exp, grace, now, wall);
+            if end > now {
+                self.auth_guard.expiries.push(Reverse((end, token, id)));
+                continue;
+            }
+            self.reap(token, Cause::Reason(ReapReason::AuthExpired), now);
+            reaped += 1;
+        }
+    }
+
     pub(super) fn reap_unauthenticated(&mut self, now: Instant) {
         let mut reaped = 0;
         while reaped < REAPS_PER_TURN {

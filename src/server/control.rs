@@ -106,6 +106,13 @@ impl Server {
             self.accept
                 .reconcile_listeners(self.poll.registry(), server, &server.listen, false);
         }
+        if old.token.keys != new.token.keys {
+            info!(
+                "reload: token keys read again: {} key(s); new AUTHs are checked against them, \
+                 live sessions keep their identities until their tokens expire",
+                new.token.keys.keys.len()
+            );
+        }
         // Certificates are read again at every reload, changed config or not: rotation is
         // replacing the files and sending SIGHUP.
         self.tls.reload(
@@ -149,7 +156,7 @@ impl Server {
                 .rebuild(&self.sessions, self.config.session.idle_timeout);
         }
         let (o, n) = (&old.server, &new.server);
-        if o.password.is_some() != n.password.is_some()
+        if old.auth_required() != new.auth_required()
             || o.auth_timeout != n.auth_timeout
             || o.auth_failures_before_backoff != n.auth_failures_before_backoff
         {

@@ -8,7 +8,8 @@
 //!   raises a new edge; see `session_io::Wake`). Every loop is capped per turn; a capped token
 //!   is revisited on the next turn with a zero poll timeout (`pending.rs`).
 //! - Time is read once per turn and passed down as `now`.
-//! - The poll timeout is the nearest deadline (idle reaps, `auth_timeout` reaps, statistics,
+//! - The poll timeout is the nearest deadline (idle reaps, `auth_timeout` reaps, PROXY header
+//!   deadlines, statistics,
 //!   accept retry, the operator side's timers, the systemd watchdog ping, the log budget's
 //!   report), or zero while work is pending; the loop never sleeps, and polls without
 //!   waiting only for `server.busy_poll_us` after a busy turn (`busy_poll.rs`, off by default).
@@ -21,7 +22,8 @@
 //! the loop's `Scratch` buffers in `scratch`), `reaper` (ending sessions, idle deadlines,
 //! deferred dead peers), `pending` (work left for the next turn), `auth_guard` (`AUTH`
 //! timeouts, the per-address failure table, their warnings), `naming` (presence events and
-//! `CLIENT SETNAME` with unique names and takeover), `control` (signals, reload, statistics,
+//! `CLIENT SETNAME` with unique names and takeover), `proxy_phase` (the PROXY protocol header
+//! before anything else on a session, its deadlines), `control` (signals, reload, statistics,
 //! shutdown: `Control`), `busy_poll`, and `ops` (the admin and metrics listeners). The
 //! behaviour that needs several parts at once (a reap touches the session table, statistics,
 //! the log budget, presence and the accept reserve) is still written as `impl Server` blocks
@@ -52,6 +54,7 @@ pub(crate) mod busy_poll;
 mod control;
 mod naming;
 mod pending;
+mod proxy_phase;
 mod reaper;
 mod scratch;
 mod session_io;
@@ -172,6 +175,8 @@ pub struct Server {
     idle: reaper::IdleTimers,
     /// `auth_timeout` deadlines and the per-address failure table (see `auth_guard.rs`); also the `auth failed` warnings.
     auth_guard: auth_guard::AuthGuard,
+    /// `server.proxy_header_timeout` deadlines and the PROXY refusal warnings (`proxy_phase.rs`).
+    proxy: proxy_phase::ProxyPhase,
     /// Work left for the next turn: revisits, accepts, deferred dead peers.
     pending: pending::Pending,
     /// The client listeners, and what accepting needs when descriptors run out.
@@ -230,6 +235,7 @@ impl Server {
             scratch: scratch::Scratch::new(),
             idle: Default::default(),
             auth_guard: Default::default(),
+            proxy: Default::default(),
             pending: Default::default(),
             accept: accept::AcceptState::new(),
             ops: Ops::new(),
@@ -348,7 +354,8 @@ impl Server {
         }
         let deadlines = [
             self.idle.deadline(),
-            self.auth_guard.deadline(),
+            self.auth_guard.next_deadline(),
+            self.proxy.deadline(),
             self.tls.deadline(),
             self.control.next_stats,
             self.accept.retry_at(),
@@ -393,6 +400,8 @@ impl Server {
         self.stats.command_rate.tick(now, self.stats.commands);
         self.reap_idle(now);
         self.reap_unauthenticated(now);
+        self.reap_late_headers(now);
+        self.reap_expired_tokens(now);
         self.expire_handshakes(now);
         self.ops.expire(ops_cx!(self, now));
         self.log_budget.report_left_out(now);

@@ -26,7 +26,7 @@ use crate::os::sys;
 use crate::protocol::command;
 use crate::protocol::resp;
 use crate::protocol::step::{self, Rename};
-use crate::session::identity::{self, NameCheck};
+use crate::session::identity::{self, Identity, NameCheck};
 use crate::session::reap::Cause;
 use crate::session::reap::ReapReason;
 use crate::session::takeover::{self, Decision};
@@ -93,10 +93,62 @@ impl Server {
         }
     }
 
-    /// Whether sessions get identities (client certificates asked for; tokens with issue 16):
-    /// then only they may have names (`session/identity.rs`).
+    /// Whether sessions get identities (client certificates asked for, or tokens on): then
+    /// only they may have names (`session/identity.rs`).
     pub(super) fn identities_in_use(&self) -> bool {
-        self.config.tls.gives_identities()
+        self.config.tls.gives_identities() || self.config.token.enabled()
+    }
+
+    /// Gives the session at `token` the identity it proved (a certificate, a token): refused
+    /// when its identity already has `session.max_sessions_per_identity` sessions (the newest
+    /// is refused: an error line, then it is closed `identity-limit`; replacing the oldest
+    /// would let a stolen credential evict the real device); otherwise it counts as
+    /// authenticated, takes the identity as its name, and a token's `exp` starts its expiry
+    /// timer. Returns false when refused.
+    pub(super) fn bind_identity(&mut self, token: Token, identity: Identity, now: Instant) -> bool {
+        let limit = self.config.session.max_sessions_per_identity;
+        let Some(session) = self.sessions.get(token) else {
+            return false;
+        };
+        let (id, peer) = (session.id, session.peer);
+        if limit > 0 && self.sessions.with_identity(&identity.name) as usize >= limit {
+            budgeted!(
+                self.log_budget,
+                LineKind::Takeover,
+                Level::Info,
+                now,
+                "session id={id} peer={peer} refused: identity {} ({}) already has \
+                 session.max_sessions_per_identity = {limit} sessions",
+                clipped(&*identity.name),
+                identity.source.name()
+            );
+            resp::write_error(
+                &mut self.scratch.out,
+                &format!(
+                    "ERR max sessions per identity reached ({limit}); close another session of \
+                     this identity first"
+                ),
+            );
+            if let Some(s) = self.sessions.get_mut(token) {
+                s.closing.get_or_insert(ReapReason::IdentityLimit);
+            }
+            return false;
+        }
+        let name = identity.name.clone();
+        let expires = identity.expires;
+        if self.sessions.set_identity(token, identity).is_err() {
+            return false;
+        }
+        if let Some(s) = self.sessions.get_mut(token) {
+            s.authenticated = true;
+        }
+        if let Some(exp) = expires {
+            let grace = self.config.token.expiry_grace;
+            self.auth_guard
+                .token_bound(token, id, exp, grace, now, std::time::SystemTime::now());
+        }
+        self.name_after_identity(token, name, now);
+        true
     }
 
     /// A session just proved `identity`: it takes that name, under the same unique-names rule

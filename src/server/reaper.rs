@@ -35,7 +35,7 @@ use super::session_io::Wake;
 use super::Server;
 use crate::os::sys;
 use crate::session::reap::{errno_name, reason_for_errno, Cause, ReapReason};
-use crate::session::SessionTable;
+use crate::session::{ProxyStage, Session, SessionTable};
 use crate::telemetry::log_throttle::{budgeted, LineKind};
 use crate::telemetry::logging::clipped;
 use crate::telemetry::presence_events::{Event, Left};
@@ -107,7 +107,7 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut session.stream);
         let lifetime = session.age(now);
         let silent = session.idle_for(now);
-        self.stats.on_reap(reason, lifetime, silent);
+        self.stats.on_reap(reason, lifetime, silent, now);
         let mut tls_note = String::new();
         let no_output = session.output.is_empty();
         if let Some(tls) = session
@@ -132,12 +132,16 @@ impl Server {
             LineKind::Reap(reason),
             reason.log_level(),
             now,
-            "reap id={} peer={} name={} reason={} errno={} lifetime_ms={} silent_ms={} \
+            "reap id={} peer={}{} name={} reason={} errno={} lifetime_ms={} silent_ms={} \
              tcpi_state={} tcpi_probes={} tcpi_retransmits={} tcpi_backoff={} tcpi_unacked={} \
              tcpi_rtt_us={} tcpi_total_retrans={} tcpi_last_data_recv_ms={} \
              tcpi_last_ack_recv_ms={} tcpi_notsent_bytes={} tcpi_snd_wnd={}{}",
             session.id,
             session.peer,
+            // The hop, for a session whose PROXY header gave it its address.
+            session
+                .proxy_hop()
+                .map_or_else(String::new, |h| format!(" proxy={h}")),
             clipped(session.name.as_deref().unwrap_or("-")),
             reason,
             errno_name(errno),
@@ -156,6 +160,38 @@ impl Server {
             i.snd_wnd.map_or_else(|| "-".to_string(), |w| w.to_string()),
             tls_note,
         );
+        // A session still waiting for its PROXY header was never announced.
+        let joined = session.proxy != ProxyStage::AwaitingHeader;
+        if joined {
+            self.publish_left(
+                &session,
+                reason,
+                errno,
+                lifetime,
+                silent,
+                info.as_ref(),
+                now,
+            );
+        }
+        drop(session);
+        // A descriptor came free: connections refused for lack of them can be taken now.
+        if self.accept.descriptor_freed() {
+            self.pending.accept_again();
+        }
+    }
+
+    /// Publishes the `left` event of a session just removed.
+    #[allow(clippy::too_many_arguments)]
+    fn publish_left(
+        &mut self,
+        session: &Session,
+        reason: ReapReason,
+        errno: i32,
+        lifetime: Duration,
+        silent: Duration,
+        info: Option<&sys::TcpInfo>,
+        now: Instant,
+    ) {
         self.publish(
             &Event::Left(Left {
                 id: session.id,
@@ -166,15 +202,10 @@ impl Server {
                 errno,
                 lifetime,
                 silent,
-                tcp_info: info.as_ref(),
+                tcp_info: info,
             }),
             now,
         );
-        drop(session);
-        // A descriptor came free: connections refused for lack of them can be taken now.
-        if self.accept.descriptor_freed() {
-            self.pending.accept_again();
-        }
     }
 
     /// Reaps sessions whose idle deadline passed; re-queues those that received data since.
@@ -265,7 +296,7 @@ mod tests {
                 .registry()
                 .register(&mut s.stream, token, Interest::READABLE)
                 .unwrap();
-            server.stats.on_accept();
+            server.stats.on_accept(now);
             // SO_LINGER 0 then close: the server side sees a reset, as from a rebooted peer.
             socket2::SockRef::from(&client)
                 .set_linger(Some(std::time::Duration::ZERO))

@@ -35,20 +35,21 @@ use std::io::Read as _;
 use std::ops::Range;
 use std::time::Instant;
 
+use super::proxy_phase::Phase;
 use super::scratch::Scratch;
 use super::scratch::READ_BUF_BYTES;
 use super::Server;
 use crate::config::Config;
-use crate::config::Password;
 use crate::protocol::args::Args;
 use crate::protocol::auth_gate::{self, Gate};
 use crate::protocol::command;
 use crate::protocol::resp::{self, Parsed, Resume};
 use crate::protocol::step::Step;
+use crate::protocol::token_check::TokenCounts;
 use crate::session::reap::Cause;
 use crate::session::reap::{classify, IoClass, ReapReason};
-use crate::session::tls::{Failure, FailureCause};
-use crate::session::{write_until_blocked, Output, Session, Unfinished};
+use crate::session::tls_layer::{Failure, FailureCause};
+use crate::session::{write_until_blocked, Output, ProxyStage, Session, Unfinished};
 use mio::Token;
 
 /// Reads per session per turn (of up to 64 KiB each): a client that keeps its socket full
@@ -94,7 +95,7 @@ struct Policy<'a> {
     /// Bytes of replies this batch may add before the rest of the input waits: what is left
     /// below `max_output_bytes`, and of the session's share of this loop turn.
     room: usize,
-    password: Option<&'a Password>,
+    auth: auth_gate::Auth<'a>,
     fields: command::FieldLimits,
 }
 
@@ -104,7 +105,10 @@ impl<'a> Policy<'a> {
             max_request_bytes: config.session.max_request_bytes,
             max_output_bytes: config.session.max_output_bytes,
             room: usize::MAX,
-            password: config.server.password.as_ref(),
+            auth: auth_gate::Auth {
+                password: config.server.password.as_ref(),
+                tokens: config.token.enabled().then_some(&config.token),
+            },
             fields: command::FieldLimits::of(&config.session),
         }
     }
@@ -266,6 +270,9 @@ fn send(session: &mut Session, bytes: &[u8]) -> Result<(), i32> {
 /// crosses the limit is answered in full. `resume` must describe `input`'s first request
 /// (`Fresh` unless `input` is an unfinished request grown by a read); it is left describing the
 /// unfinished request after the consumed bytes (`Fresh` when none is).
+// The loop's buffers, the session, its policy and the token counters are separate borrows of
+// separate parts of the loop; bundling them would only move the list into a struct.
+#[allow(clippy::too_many_arguments)]
 fn run_requests(
     input: &[u8],
     resume: &mut Resume,
@@ -273,12 +280,13 @@ fn run_requests(
     args: &mut Vec<Range<usize>>,
     out: &mut Vec<u8>,
     policy: Policy<'_>,
+    tokens: &mut TokenCounts,
     now: Instant,
 ) -> Ran {
     let Policy {
         max_request_bytes,
         room,
-        password,
+        auth,
         fields,
         ..
     } = policy;
@@ -298,7 +306,7 @@ fn run_requests(
         let rest = &input[pos..];
         // Per request: a session that authenticates mid-pipeline gets the full limit for the
         // requests after its AUTH.
-        let limit = auth_gate::request_limit(session, password, max_request_bytes);
+        let limit = auth_gate::request_limit(session, auth, max_request_bytes);
         match resp::parse_resumable(rest, limit, args, &mut state) {
             Ok(Parsed::Incomplete) => {
                 *resume = state;
@@ -310,9 +318,14 @@ fn run_requests(
                     continue;
                 }
                 let args = Args::new(rest, args);
-                let step = match auth_gate::gate(args, session, password, out) {
+                let step = match auth_gate::gate(args, session, auth, tokens, out) {
                     Gate::Run => command::execute(args, session, fields, now, out),
                     Gate::Answered(step) => step,
+                };
+                // A verified token: the loop binds it before anything else runs.
+                let step = match step {
+                    Step::Continue if session.identity_pending() => Step::BindIdentity,
+                    step => step,
                 };
                 if step != Step::Continue {
                     // Close, or a rename the loop must apply before the next request runs.
@@ -352,6 +365,7 @@ fn run_unfinished(
     args: &mut Vec<Range<usize>>,
     out: &mut Vec<u8>,
     policy: Policy<'_>,
+    tokens: &mut TokenCounts,
     now: Instant,
 ) -> Step {
     let Some(mut pending) = session.unfinished.take() else {
@@ -364,6 +378,7 @@ fn run_unfinished(
         args,
         out,
         policy,
+        tokens,
         now,
     );
     if ran.step.keeps_input() && ran.used < pending.bytes.len() {
@@ -424,10 +439,19 @@ fn write_errno(e: &std::io::Error) -> i32 {
 
 impl Server {
     /// Handles readiness (or a revisit) for one session: flush, read, answer, re-arm.
-    pub(super) fn service(&mut self, token: Token, now: Instant, wake: Wake) {
-        if self.sessions.get(token).is_none() {
+    pub(super) fn service(&mut self, token: Token, now: Instant, mut wake: Wake) {
+        let Some(session) = self.sessions.get(token) else {
             // A stale event for a session reaped earlier this turn.
             return;
+        };
+        if session.proxy == ProxyStage::AwaitingHeader {
+            // Before anything else: the PROXY header (proxy_phase.rs).
+            // Nothing but a deferred hang-up or error drains a session in this phase.
+            match self.proxy_phase(token, now, wake == Wake::Drain) {
+                Phase::Waiting | Phase::Ended => return,
+                // Input may have come with the header, and no new edge will say so.
+                Phase::Done => wake = Wake::Drain,
+            }
         }
         if let Some(session) = self.sessions.get_mut(token) {
             let stats = &mut self.stats;
@@ -483,7 +507,14 @@ impl Server {
             let mut step = if held.is_some() && !over {
                 // Resume: the output drained below the limit (a FIN received meanwhile does
                 // not cancel requests that arrived before it).
-                run_unfinished(session, &mut scratch.args, &mut scratch.out, policy, now)
+                run_unfinished(
+                    session,
+                    &mut scratch.args,
+                    &mut scratch.out,
+                    policy,
+                    &mut self.stats.tokens,
+                    now,
+                )
             } else {
                 if session.closing.is_some() {
                     return Input::Drained;
@@ -525,14 +556,23 @@ impl Server {
                     Step::Continue
                 } else if let Some(pending) = session.unfinished.as_mut() {
                     pending.bytes.extend_from_slice(&scratch.read[..n]);
-                    run_unfinished(session, &mut scratch.args, &mut scratch.out, policy, now)
+                    run_unfinished(
+                        session,
+                        &mut scratch.args,
+                        &mut scratch.out,
+                        policy,
+                        &mut self.stats.tokens,
+                        now,
+                    )
                 } else {
                     let Scratch {
                         read, out, args, ..
                     } = scratch;
                     let input = &read[..n];
                     let mut resume = Resume::Fresh;
-                    let ran = run_requests(input, &mut resume, session, args, out, policy, now);
+                    let tokens = &mut self.stats.tokens;
+                    let ran =
+                        run_requests(input, &mut resume, session, args, out, policy, tokens, now);
                     if ran.step.keeps_input() && ran.used < n {
                         session.unfinished = Some(Box::new(Unfinished {
                             bytes: input[ran.used..].to_vec(),
@@ -544,16 +584,22 @@ impl Server {
                     ran.step
                 }
             };
+            if established && !self.tls_established(token, now) {
+                // Reaped, or refused over its identity's limit (closing, its error queued).
+                let closing = self.sessions.get(token).and_then(|s| s.closing);
+                return match (closing, self.queue_output(token)) {
+                    (_, Err(errno)) => Input::Failed(errno),
+                    (Some(reason), Ok(())) => Input::Closing(reason),
+                    (None, Ok(())) => Input::Drained,
+                };
+            }
             if established {
-                if !self.tls_established(token, now) {
-                    return Input::Drained;
-                }
                 let Some(session) = self.sessions.get_mut(token) else {
                     return Input::Drained;
                 };
                 let policy = Policy::of(&self.config).for_batch(session, built);
                 let Scratch { out, args, .. } = &mut self.scratch;
-                step = run_unfinished(session, args, out, policy, now);
+                step = run_unfinished(session, args, out, policy, &mut self.stats.tokens, now);
             }
             // A rename needs the whole loop (the name index, events, maybe a reap); the
             // requests after it wait in the unfinished bytes until it is done. An EXEC puts
@@ -567,6 +613,22 @@ impl Server {
                             run_first(s, &queued, now);
                         }
                     }
+                    Step::BindIdentity => {
+                        let pending = self
+                            .sessions
+                            .get_mut(token)
+                            .and_then(|s| s.extras.as_deref_mut())
+                            .and_then(|e| e.pending_identity.take());
+                        if let Some(p) = pending {
+                            if !self.bind_identity(token, p.identity, now) {
+                                step = Step::Close(ReapReason::IdentityLimit);
+                                break;
+                            }
+                            if p.reply_ok {
+                                resp::write_simple(&mut self.scratch.out, "OK");
+                            }
+                        }
+                    }
                     _ => break,
                 }
                 let Some(session) = self.sessions.get_mut(token) else {
@@ -574,7 +636,7 @@ impl Server {
                 };
                 let policy = Policy::of(&self.config).for_batch(session, built);
                 let Scratch { out, args, .. } = &mut self.scratch;
-                step = run_unfinished(session, args, out, policy, now);
+                step = run_unfinished(session, args, out, policy, &mut self.stats.tokens, now);
             }
             let Some(session) = self.sessions.get_mut(token) else {
                 return Input::Drained;
@@ -702,7 +764,17 @@ mod tests {
         // "+PONG\r\n" is 7 bytes: after three replies (21 >= 20) the rest waits.
         let mut policy = Policy::of(&config);
         policy.room = 20;
-        let ran = run_requests(input, &mut resume, &mut s, &mut args, &mut out, policy, now);
+        let t = &mut TokenCounts::default();
+        let ran = run_requests(
+            input,
+            &mut resume,
+            &mut s,
+            &mut args,
+            &mut out,
+            policy,
+            t,
+            now,
+        );
         assert_eq!((ran.used, ran.held, &ran.step), (18, true, &Step::Continue));
         assert_eq!(out, b"+PONG\r\n".repeat(3));
         assert_eq!(resume, Resume::Fresh, "stopped at a request boundary");
@@ -716,6 +788,7 @@ mod tests {
             &mut args,
             &mut out,
             policy,
+            t,
             now,
         );
         assert_eq!((ran.used, ran.held), (6, true));
@@ -727,6 +800,7 @@ mod tests {
             &mut args,
             &mut out,
             Policy::of(&config),
+            t,
             now,
         );
         assert_eq!((ran.used, ran.held), (6, false));

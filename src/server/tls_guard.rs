@@ -11,7 +11,7 @@
 //!   id) like `auth_guard.rs`'s: a deadline never moves, so an entry is either due or stale.
 //!   Bounded per turn like the other reapers.
 //! - The leaf certificate's expiry is warned about at start and reload when it is less than
-//!   [`EXPIRY_WARNING`] away, and exported (`vigild_tls_certificate_expiry_seconds`).
+//!   `credentials::EXPIRY_WARNING` away, and exported (`vigild_tls_certificate_expiry_seconds`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -27,15 +27,13 @@ use crate::config::credentials::{self, CredentialError, Credentials};
 use crate::config::tls::TlsConfig;
 use crate::session::identity::{self, Identity, IdentitySource};
 use crate::session::reap::{Cause, ReapReason};
-use crate::session::tls::{Failure, FailureCause, Tls};
+use crate::session::tls_layer::{Failure, FailureCause, Tls};
 use crate::telemetry::log_throttle::{budgeted, LineKind};
 use crate::telemetry::logging::clipped;
 use crate::telemetry::stats::Stats;
 
 /// Handshakes timed out per turn at most.
 const EXPIRIES_PER_TURN: usize = 64;
-/// A certificate closer than this to its expiry is warned about at start and reload.
-pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// The loop's TLS state (see the module docs).
 #[derive(Default)]
@@ -54,21 +52,12 @@ impl std::fmt::Debug for TlsGuard {
     }
 }
 
-/// Says how far the certificate is from expiry: info, or a warning within [`EXPIRY_WARNING`].
-fn note_expiry(c: &Credentials, now: SystemTime, when: &str) {
-    let left = c.expires_in(now);
-    let days = left / 86_400;
-    if left < EXPIRY_WARNING.as_secs() as i64 {
-        warn!(
-            "tls: {when}: the certificate ({}) expires in {days} days ({left} s); renew it and \
-             send SIGHUP",
-            c.subject
-        );
-    } else {
-        info!(
-            "tls: {when}: certificate {} ({} in chain, {} client CAs), expires in {days} days",
-            c.subject, c.chain_len, c.client_cas
-        );
+/// Says what is served, and warns when the certificate is near its expiry
+/// (`credentials::EXPIRY_WARNING`).
+fn note_expiry(c: &Credentials, tls: &TlsConfig, now: SystemTime, when: &str) {
+    info!("{when}: {}", credentials::describe(c, tls, now));
+    if let Some(w) = credentials::expiry_warning(c, now) {
+        warn!("{w}");
     }
 }
 
@@ -83,7 +72,7 @@ impl TlsGuard {
         if tls.enabled() {
             let tickets = ticketer()?;
             let loaded = credentials::load(tls, tickets.clone(), now)?;
-            note_expiry(&loaded, now, "loaded");
+            note_expiry(&loaded, tls, now, "loaded");
             stats.tls.certificate_not_after = Some(loaded.not_after);
             guard.tickets = Some(tickets);
             guard.credentials = Some(loaded);
@@ -108,7 +97,7 @@ impl TlsGuard {
         };
         match credentials::load(tls, tickets.clone(), now) {
             Ok(loaded) => {
-                note_expiry(&loaded, now, "reloaded");
+                note_expiry(&loaded, tls, now, "reload");
                 stats.tls.certificate_not_after = Some(loaded.not_after);
                 self.tickets = Some(tickets);
                 self.credentials = Some(loaded);
@@ -214,8 +203,9 @@ impl Server {
     }
 
     /// The handshake of the session at `token` finished: counted, its identity taken from its
-    /// certificate (when it sent one) and made its name. Returns false when the session was
-    /// reaped instead (a certificate without a usable identity).
+    /// certificate (when it sent one) and bound (`Server::bind_identity`). Returns false when
+    /// the session was reaped (a certificate without a usable identity) or refused (its
+    /// identity at `session.max_sessions_per_identity`: it is closing, an error line queued).
     pub(super) fn tls_established(&mut self, token: Token, now: Instant) -> bool {
         let field = self.config.tls.identity;
         let max = self.config.session.max_name_bytes;
@@ -245,10 +235,11 @@ impl Server {
             }
         };
         let (id, peer) = (session.id, session.peer);
-        session.extras_mut().identity = Some(Identity {
+        let identity = Identity {
             name: name.clone(),
             source: IdentitySource::Certificate,
-        });
+            expires: None,
+        };
         budgeted!(
             self.log_budget,
             LineKind::Connect,
@@ -258,7 +249,6 @@ impl Server {
             clipped(&*name),
             field.name()
         );
-        self.name_after_identity(token, name, now);
-        true
+        self.bind_identity(token, identity, now)
     }
 }

@@ -11,10 +11,22 @@
 
 use crate::config::tls::IdentityField;
 
-/// Where an identity came from (signed tokens join with issue 16).
+/// Where an identity came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdentitySource {
+    /// A verified client certificate (`[tls]`).
     Certificate,
+    /// A signed token (`[token]`, `AUTH <name> <token>`).
+    Token,
+}
+
+impl IdentitySource {
+    pub const fn name(self) -> &'static str {
+        match self {
+            IdentitySource::Certificate => "certificate",
+            IdentitySource::Token => "token",
+        }
+    }
 }
 
 /// A proven identity.
@@ -22,6 +34,17 @@ pub enum IdentitySource {
 pub struct Identity {
     pub name: Box<str>,
     pub source: IdentitySource,
+    /// When a token identity ends (its `exp`, Unix seconds); refreshed by a new `AUTH`.
+    pub expires: Option<u64>,
+}
+
+/// A token identity the protocol verified and the loop has yet to bind (count, name, expiry
+/// timer): `AUTH` waits for it before it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub identity: Identity,
+    /// Whether the loop answers `+OK` once bound (`AUTH`; `HELLO` has answered itself).
+    pub reply_ok: bool,
 }
 
 /// Whether a session may take a name.
@@ -127,6 +150,7 @@ mod tests {
         Identity {
             name: n.into(),
             source: IdentitySource::Certificate,
+            expires: None,
         }
     }
 

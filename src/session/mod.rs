@@ -34,7 +34,7 @@ pub(crate) mod auth_throttle;
 pub mod identity;
 pub mod reap;
 pub(crate) mod takeover;
-pub mod tls;
+pub mod tls_layer;
 
 /// Session tokens are `SESSION_BASE + key`; everything below belongs to listeners, the
 /// operator side and signals. Defined here, where the table numbers its sessions, so this
@@ -49,16 +49,48 @@ pub struct LibInfo {
 }
 
 /// What few sessions have, boxed together so that a session with none of it pays one pointer
-/// (`Session::extras`): the library it announced, and an open `MULTI`.
+/// (`Session::extras`): the library it announced, an open `MULTI`, and the proxy it came
+/// through.
 #[derive(Debug, Default)]
 pub struct Extras {
     pub lib: LibInfo,
     pub transaction: Option<Box<Transaction>>,
     /// Who the peer proved to be (a client certificate), if anyone (see `identity.rs`).
     pub identity: Option<identity::Identity>,
-    /// The TLS layer of a session from a TLS listener (`tls.rs`); `None` for plain TCP. Here
+    /// The TLS layer of a session from a TLS listener (`tls_layer.rs`); `None` for plain TCP. Here
     /// rather than in the session itself, whose entry every plain session pays for.
-    pub tls: Option<Box<tls::Tls>>,
+    pub tls: Option<Box<tls_layer::Tls>>,
+    /// A token identity verified by `AUTH` and waiting for the loop (`identity::Pending`).
+    pub pending_identity: Option<identity::Pending>,
+    /// The connection's own peer when a PROXY header gave the session its address (`peer`
+    /// is then the client's): `proxy=` in `CLIENT LIST` and the reap line.
+    pub proxy_hop: Option<SocketAddr>,
+}
+
+impl Extras {
+    /// Nothing in it: the box can go.
+    pub fn is_empty(&self) -> bool {
+        self.lib.name.is_empty()
+            && self.lib.version.is_empty()
+            && self.transaction.is_none()
+            && self.proxy_hop.is_none()
+            && self.identity.is_none()
+            && self.tls.is_none()
+            && self.pending_identity.is_none()
+    }
+}
+
+/// Where a session is in the PROXY protocol phase (`server/proxy_phase.rs`). One byte, so it
+/// packs with the other small fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyStage {
+    /// Its listener takes no PROXY header: `peer` is the client.
+    Direct,
+    /// Waiting for the header: nothing else is read, no request runs, and no presence event
+    /// has been published (its address is not known yet).
+    AwaitingHeader,
+    /// The header was taken: `peer` is what it said (or the proxy's, for `LOCAL`/`UNKNOWN`).
+    Received,
 }
 
 /// One live client connection.
@@ -98,6 +130,8 @@ pub struct Session {
     pub guess_budget: crate::session::auth_throttle::GuessBudget,
     /// The last command run, for `CLIENT LIST`'s `cmd=` (see `command_table::id_of`).
     pub last_command: u8,
+    /// The PROXY protocol phase (`Direct` unless `server.proxy_protocol` is on).
+    pub proxy: ProxyStage,
 }
 
 /// A request that spans reads. Boxed in the session, so that the much more common session with
@@ -139,18 +173,31 @@ impl Session {
             auth_failures: 0,
             guess_budget: crate::session::auth_throttle::GuessBudget::Unlimited,
             last_command: 0,
+            proxy: ProxyStage::Direct,
         }
     }
 
+    /// The proxy this session came through, when a PROXY header replaced its address.
+    pub fn proxy_hop(&self) -> Option<SocketAddr> {
+        self.extras.as_deref().and_then(|e| e.proxy_hop)
+    }
+
     /// Its TLS layer, for a session from a TLS listener.
-    pub fn tls(&self) -> Option<&tls::Tls> {
+    pub fn tls(&self) -> Option<&tls_layer::Tls> {
         self.extras.as_deref().and_then(|e| e.tls.as_deref())
     }
 
-    pub fn tls_mut(&mut self) -> Option<&mut tls::Tls> {
+    pub fn tls_mut(&mut self) -> Option<&mut tls_layer::Tls> {
         self.extras
             .as_deref_mut()
             .and_then(|e| e.tls.as_deref_mut())
+    }
+
+    /// Whether a verified token identity waits for the loop to bind it.
+    pub fn identity_pending(&self) -> bool {
+        self.extras
+            .as_deref()
+            .is_some_and(|e| e.pending_identity.is_some())
     }
 
     /// Its extras, made when it has none.
@@ -228,6 +275,8 @@ pub struct SessionTable {
     /// Name → the sessions holding it, in the order they took it (one, when names are
     /// unique).
     names: HashMap<Box<str>, Vec<Token>>,
+    /// Identity → how many live sessions have it (`session.max_sessions_per_identity`).
+    identities: HashMap<Box<str>, u32>,
     next_id: u64,
 }
 
@@ -237,6 +286,7 @@ impl SessionTable {
             slab: Slab::with_capacity(n),
             per_ip: HashMap::new(),
             names: HashMap::new(),
+            identities: HashMap::new(),
             next_id: 1,
         }
     }
@@ -257,6 +307,32 @@ impl SessionTable {
             self.names.entry(new.clone()).or_default().push(token);
         }
         Ok(std::mem::replace(&mut session.name, name))
+    }
+
+    /// Gives the session at `token` its identity (the only writer of `Extras::identity`, which
+    /// keeps the per-identity counts). Replaces one it had.
+    pub fn set_identity(
+        &mut self,
+        token: Token,
+        identity: identity::Identity,
+    ) -> Result<(), NoSuchSession> {
+        let key = token.0.checked_sub(SESSION_BASE).ok_or(NoSuchSession)?;
+        let session = self.slab.get_mut(key).ok_or(NoSuchSession)?;
+        *self.identities.entry(identity.name.clone()).or_insert(0) += 1;
+        if let Some(old) = session.extras_mut().identity.replace(identity) {
+            uncount(&mut self.identities, &old.name);
+        }
+        Ok(())
+    }
+
+    /// Distinct identities held by live sessions.
+    pub fn identities(&self) -> usize {
+        self.identities.len()
+    }
+
+    /// Live sessions with the identity `name`.
+    pub fn with_identity(&self, name: &str) -> u32 {
+        self.identities.get(name).copied().unwrap_or(0)
     }
 
     /// The sessions holding `name`, oldest holder first.
@@ -289,6 +365,27 @@ impl SessionTable {
         Token(SESSION_BASE + self.slab.insert(session))
     }
 
+    /// Gives the session the address its PROXY header carried: the per-address counts move
+    /// with it, and the connection's own peer is kept as its proxy hop (unless it is the same
+    /// address). Returns how many sessions now have the new address's IP, this one included.
+    pub fn move_peer(&mut self, token: Token, to: SocketAddr) -> Result<u32, NoSuchSession> {
+        let key = token.0.checked_sub(SESSION_BASE).ok_or(NoSuchSession)?;
+        let session = self.slab.get_mut(key).ok_or(NoSuchSession)?;
+        let from = std::mem::replace(&mut session.peer, to);
+        if from != to {
+            session.extras.get_or_insert_with(Box::default).proxy_hop = Some(from);
+        }
+        if let Some(n) = self.per_ip.get_mut(&from.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&from.ip());
+            }
+        }
+        let n = self.per_ip.entry(to.ip()).or_insert(0);
+        *n += 1;
+        Ok(*n)
+    }
+
     pub fn get(&self, token: Token) -> Option<&Session> {
         token
             .0
@@ -308,6 +405,9 @@ impl SessionTable {
         let session = self.slab.try_remove(key)?;
         if let Some(name) = &session.name {
             unindex(&mut self.names, name, token);
+        }
+        if let Some(identity) = session.identity() {
+            uncount(&mut self.identities, &identity.name);
         }
         let ip = session.peer.ip();
         if let Some(n) = self.per_ip.get_mut(&ip) {
@@ -334,6 +434,15 @@ impl SessionTable {
 /// A token that names no live session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoSuchSession;
+
+fn uncount(counts: &mut HashMap<Box<str>, u32>, name: &str) {
+    if let Some(n) = counts.get_mut(name) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(name);
+        }
+    }
+}
 
 fn unindex(names: &mut HashMap<Box<str>, Vec<Token>>, name: &str, token: Token) {
     if let Some(holders) = names.get_mut(name) {
@@ -406,6 +515,33 @@ mod tests {
         assert!(table.names.is_empty());
         assert_eq!(table.rename(t2, Some("z".into())), Err(NoSuchSession));
         assert!(table.holders(b"\xff").is_empty());
+    }
+
+    #[test]
+    fn a_moved_peer_takes_its_count_along_and_keeps_the_hop() {
+        let now = Instant::now();
+        let mut table = SessionTable::with_capacity(4);
+        let proxy: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let client: SocketAddr = "127.0.0.7:5000".parse().unwrap();
+        let (_c1, s1) = stream();
+        let (_c2, s2) = stream();
+        let t1 = table.insert(|id| Session::new(id, s1, proxy, now));
+        let t2 = table.insert(|id| Session::new(id, s2, proxy, now));
+        assert_eq!(table.count_for_ip(proxy.ip()), 2);
+        assert_eq!(table.move_peer(t1, client), Ok(1));
+        assert_eq!(table.move_peer(t2, client), Ok(2));
+        assert_eq!(table.count_for_ip(proxy.ip()), 0);
+        assert!(!table.per_ip.contains_key(&proxy.ip()));
+        let s = table.get(t1).unwrap();
+        assert_eq!((s.peer, s.proxy_hop()), (client, Some(proxy)));
+        table.remove(t1).unwrap();
+        assert_eq!(table.count_for_ip(client.ip()), 1);
+        // LOCAL: the same address; no hop recorded.
+        let (_c3, s3) = stream();
+        let t3 = table.insert(|id| Session::new(id, s3, proxy, now));
+        assert_eq!(table.move_peer(t3, proxy), Ok(1));
+        assert_eq!(table.get(t3).unwrap().proxy_hop(), None);
+        assert_eq!(table.move_peer(Token(1), client), Err(NoSuchSession));
     }
 
     #[test]

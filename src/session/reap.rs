@@ -54,6 +54,11 @@ pub enum ReapReason {
     /// Sent `AUTH` while its address was locked out after failed passwords
     /// (`server.auth_failures_before_backoff`); refused without comparing.
     AuthThrottled,
+    /// Its signed token's `exp` (plus `token.expiry_grace`) passed without a fresh `AUTH`.
+    AuthExpired,
+    /// Its identity already had `session.max_sessions_per_identity` sessions (the newest is
+    /// refused).
+    IdentityLimit,
     /// An operator's `CLIENT KILL`.
     Killed,
     /// Another session took its name.
@@ -71,7 +76,7 @@ pub enum ReapReason {
 
 impl ReapReason {
     /// Every reason, in the order statistics list them.
-    pub const ALL: [ReapReason; 19] = [
+    pub const ALL: [ReapReason; 21] = [
         ReapReason::Closed,
         ReapReason::Quit,
         ReapReason::Reset,
@@ -85,6 +90,8 @@ impl ReapReason {
         ReapReason::AuthFailed,
         ReapReason::AuthTimeout,
         ReapReason::AuthThrottled,
+        ReapReason::AuthExpired,
+        ReapReason::IdentityLimit,
         ReapReason::Killed,
         ReapReason::Replaced,
         ReapReason::Shutdown,
@@ -109,6 +116,8 @@ impl ReapReason {
             ReapReason::AuthFailed => "auth-failed",
             ReapReason::AuthTimeout => "auth-timeout",
             ReapReason::AuthThrottled => "auth-throttled",
+            ReapReason::AuthExpired => "auth-expired",
+            ReapReason::IdentityLimit => "identity-limit",
             ReapReason::Killed => "killed",
             ReapReason::Replaced => "replaced",
             ReapReason::Shutdown => "shutdown",
@@ -142,7 +151,11 @@ impl ReapReason {
     pub const fn log_level(self) -> Level {
         match self {
             ReapReason::Closed | ReapReason::Quit | ReapReason::Shutdown => Level::Debug,
-            ReapReason::Reset | ReapReason::Killed | ReapReason::Replaced => Level::Info,
+            ReapReason::Reset
+            | ReapReason::Killed
+            | ReapReason::Replaced
+            | ReapReason::AuthExpired
+            | ReapReason::IdentityLimit => Level::Info,
             ReapReason::KeepaliveTimeout
             | ReapReason::RetransmitTimeout
             | ReapReason::Stalled

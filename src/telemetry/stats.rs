@@ -21,13 +21,14 @@
 //! `takeover.flapping` (src/session/takeover.rs) before the presence counters.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::session::reap::ReapReason;
 use crate::session::takeover::TakeoverCounters;
-use crate::session::tls::FailureCause;
+use crate::session::tls_layer::FailureCause;
 use crate::telemetry::command_rate::CommandRate;
 use crate::telemetry::histogram::Histogram;
+use crate::telemetry::last_hour::LastHour;
 use crate::telemetry::presence_events::PresenceCounters;
 
 /// Busy-poll windows (`server.busy_poll_us`) opened and windows that caught an event, since
@@ -63,6 +64,54 @@ impl RejectCause {
             RejectCause::PerIp => "per-ip",
             RejectCause::Descriptors => "descriptors",
         }
+    }
+}
+
+/// Why a PROXY protocol connection or header was refused (`server/proxy_phase.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyRefusal {
+    /// The connection came from a source not in `server.proxy_trusted` (refused at accept).
+    Untrusted,
+    /// Not a header of an accepted version, or one that does not parse.
+    Malformed,
+    /// Not complete within `server.proxy_header_timeout`.
+    Timeout,
+    /// Past the bound (v1: 107 bytes; v2: 1 KiB of TLVs).
+    TooLarge,
+}
+
+impl ProxyRefusal {
+    pub const ALL: [ProxyRefusal; 4] = [
+        ProxyRefusal::Untrusted,
+        ProxyRefusal::Malformed,
+        ProxyRefusal::Timeout,
+        ProxyRefusal::TooLarge,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProxyRefusal::Untrusted => "untrusted",
+            ProxyRefusal::Malformed => "malformed",
+            ProxyRefusal::Timeout => "timeout",
+            ProxyRefusal::TooLarge => "too-large",
+        }
+    }
+}
+
+/// PROXY protocol headers taken, and connections or headers refused by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyCounters {
+    pub accepted: u64,
+    refused: [u64; ProxyRefusal::ALL.len()],
+}
+
+impl ProxyCounters {
+    pub fn on_refused(&mut self, cause: ProxyRefusal) {
+        self.refused[cause as usize] += 1;
+    }
+
+    pub fn refused(&self, cause: ProxyRefusal) -> u64 {
+        self.refused[cause as usize]
     }
 }
 
@@ -103,8 +152,14 @@ pub struct Stats {
     pub command_rate: CommandRate,
     /// Names taken from a holder, refused, and found flapping (`session.unique_names`).
     pub takeover: TakeoverCounters,
+    /// PROXY protocol headers (`server.proxy_protocol`).
+    pub proxy: ProxyCounters,
+    /// Accepts and reaps by reason, per minute over the last hour (the status page).
+    pub last_hour: LastHour,
     /// TLS handshakes and failures (`[tls]`).
     pub tls: TlsCounts,
+    /// Signed tokens accepted, refreshed, refused by cause (`[token]`).
+    pub tokens: crate::protocol::token_check::TokenCounts,
 }
 
 /// TLS sessions: handshakes done (full and resumed), failures by cause, sessions live.
@@ -147,7 +202,8 @@ impl TlsCounts {
 }
 
 impl Stats {
-    pub fn on_accept(&mut self) {
+    pub fn on_accept(&mut self, now: Instant) {
+        self.last_hour.on_accept(now);
         self.accepted += 1;
         self.live += 1;
         self.peak = self.peak.max(self.live);
@@ -157,8 +213,23 @@ impl Stats {
         self.rejected[cause as usize] += 1;
     }
 
-    /// Records one reap. `silent` is the time since the session last received data.
-    pub fn on_reap(&mut self, reason: ReapReason, lifetime: Duration, silent: Duration) {
+    /// A connection accepted and then refused once its PROXY header gave its real address
+    /// (over `max_connections_per_ip`): counted as refused, and no longer as accepted or live.
+    pub fn on_late_reject(&mut self, cause: RejectCause) {
+        self.accepted = self.accepted.saturating_sub(1);
+        self.live = self.live.saturating_sub(1);
+        self.on_reject(cause);
+    }
+
+    /// Records one reap at `now`. `silent` is the time since the session last received data.
+    pub fn on_reap(
+        &mut self,
+        reason: ReapReason,
+        lifetime: Duration,
+        silent: Duration,
+        now: Instant,
+    ) {
+        self.last_hour.on_reap(reason, now);
         self.live = self.live.saturating_sub(1);
         let r = &mut self.reasons[reason.index()];
         r.count += 1;
@@ -263,6 +334,12 @@ impl Stats {
                 t.replaced, t.refused, t.flapping
             );
         }
+        if self.proxy != ProxyCounters::default() {
+            let _ = write!(s, " proxy.accepted={}", self.proxy.accepted);
+            for cause in ProxyRefusal::ALL {
+                let _ = write!(s, " proxy.{}={}", cause.name(), self.proxy.refused(cause));
+            }
+        }
         let p = &self.presence;
         let _ = write!(
             s,
@@ -304,11 +381,16 @@ mod tests {
     fn counts_add_up() {
         let mut st = Stats::default();
         for _ in 0..5 {
-            st.on_accept();
+            st.on_accept(Instant::now());
         }
         st.on_reject(RejectCause::MaxConnections);
-        st.on_reap(ReapReason::Closed, secs(1.0), secs(0.1));
-        st.on_reap(ReapReason::KeepaliveTimeout, secs(10.0), secs(5.02));
+        st.on_reap(ReapReason::Closed, secs(1.0), secs(0.1), Instant::now());
+        st.on_reap(
+            ReapReason::KeepaliveTimeout,
+            secs(10.0),
+            secs(5.02),
+            Instant::now(),
+        );
         assert_eq!(st.live, 3);
         assert_eq!(st.peak, 5);
         assert_eq!(st.accepted, st.live + st.reaped_total());
@@ -327,9 +409,14 @@ mod tests {
     #[test]
     fn line_is_logfmt_and_lists_only_seen_reasons() {
         let mut st = Stats::default();
-        st.on_accept();
-        st.on_accept();
-        st.on_reap(ReapReason::KeepaliveTimeout, secs(7.0), secs(5.02));
+        st.on_accept(Instant::now());
+        st.on_accept(Instant::now());
+        st.on_reap(
+            ReapReason::KeepaliveTimeout,
+            secs(7.0),
+            secs(5.02),
+            Instant::now(),
+        );
         let line = st.line();
         assert!(
             line.starts_with("stats live=1 peak=2 accepted=2 rejected=0 reaped=1"),
@@ -358,12 +445,13 @@ mod tests {
     #[test]
     fn status_line_counts_reaps_by_reason() {
         let mut st = Stats::default();
-        st.on_accept();
-        st.on_accept();
+        st.on_accept(Instant::now());
+        st.on_accept(Instant::now());
         st.on_reap(
             ReapReason::KeepaliveTimeout,
             Duration::from_secs(9),
             Duration::from_secs(8),
+            Instant::now(),
         );
         assert_eq!(
             status_line(&st),

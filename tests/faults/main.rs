@@ -24,6 +24,7 @@ mod ends;
 mod mass;
 mod presence;
 mod suspect;
+mod tls;
 mod window;
 
 use std::panic::{self, AssertUnwindSafe};
@@ -133,6 +134,31 @@ const CASES: &[Case] = &[
         "idle_timeout",
         "idle timeout (application, 3 s)",
         ends::idle_timeout,
+    ),
+    case(
+        "tls_partition_idle",
+        "TLS: partition, idle session",
+        tls::tls_partition_idle,
+    ),
+    case(
+        "tls_reply_in_flight",
+        "TLS: partition, reply unacknowledged",
+        tls::tls_reply_in_flight,
+    ),
+    case(
+        "tls_reset",
+        "TLS: abortive close (SO_LINGER 0)",
+        tls::tls_reset,
+    ),
+    case(
+        "tls_close_notify",
+        "TLS: close_notify",
+        tls::tls_close_notify,
+    ),
+    case(
+        "tls_handshake_stall",
+        "TLS: handshake cut by a partition (timeout 2 s)",
+        tls::tls_handshake_stall,
     ),
     Case {
         name: "mass_partition",

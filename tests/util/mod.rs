@@ -7,9 +7,12 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod browser;
+pub mod certs;
 pub mod container;
 pub mod load;
 pub mod netns;
+pub mod tls_client;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

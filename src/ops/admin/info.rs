@@ -13,7 +13,7 @@ use crate::config::duration::format_duration;
 use crate::config::UserTimeout;
 use crate::session::reap::ReapReason;
 use crate::telemetry::histogram::Histogram;
-use crate::telemetry::stats::RejectCause;
+use crate::telemetry::stats::{ProxyRefusal, RejectCause};
 
 /// The sections, in order. `INFO`, `INFO all`, `INFO default` and `INFO everything` give all.
 pub const SECTIONS: [&str; 9] = [
@@ -175,6 +175,15 @@ fn stats(v: &View<'_>, out: &mut String) {
     line(out, "auth_failures", s.auth_failures);
     line(out, "auth_lockouts", s.auth_lockouts);
     line(out, "auth_tracked_addresses", s.auth_tracked);
+    // PROXY protocol headers (server.proxy_protocol): taken, and refused by cause.
+    line(out, "proxy_headers_accepted", s.proxy.accepted);
+    for cause in ProxyRefusal::ALL {
+        line(
+            out,
+            &format!("proxy_refused_{}", cause.name().replace('-', "_")),
+            s.proxy.refused(cause),
+        );
+    }
     line(out, "busy_poll_windows", s.busy_poll.opened);
     line(out, "busy_poll_windows_caught", s.busy_poll.caught);
     line(out, "config_reloads", s.reloads);
@@ -243,7 +252,8 @@ fn presence(v: &View<'_>, out: &mut String) {
 }
 
 /// TLS (docs/tls.md): listeners, sessions live, handshakes full and resumed, failures by
-/// cause, the certificate's remaining validity, refused reloads.
+/// cause, the certificate's remaining validity, refused reloads; then signed tokens
+/// (docs/tokens.md): accepted, refreshed, refused by cause, and distinct identities live.
 fn tls(v: &View<'_>, out: &mut String) {
     let t = &v.stats.tls;
     line(out, "tls_listeners", v.config.tls.listen.len());
@@ -259,6 +269,15 @@ fn tls(v: &View<'_>, out: &mut String) {
         line(out, "tls_certificate_expiry_seconds", left);
     }
     line(out, "tls_reload_failures", t.reload_failures);
+    let k = &v.stats.tokens;
+    line(out, "token_auth", u8::from(v.config.token.enabled()));
+    line(out, "token_keys", v.config.token.keys.keys.len());
+    line(out, "token_accepted", k.accepted);
+    line(out, "token_refreshed", k.refreshed);
+    for (why, n) in k.refusals() {
+        let _ = write!(out, "token_refused_{}:{n}\r\n", why.replace('-', "_"));
+    }
+    line(out, "identities", v.sessions.identities());
 }
 
 /// `latency_keepalive-timeout:count=2,min_ms=5012,p50_ms=5030,p99_ms=5101,max_ms=5101,mean_ms=5056`

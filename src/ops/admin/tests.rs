@@ -28,7 +28,7 @@ impl Fixture {
             let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
             let (s, peer) = l.accept().unwrap();
             sessions.insert(|id| Session::new(id, mio::net::TcpStream::from_std(s), peer, started));
-            stats.on_accept();
+            stats.on_accept(started);
             clients.push(c);
         }
         Fixture {

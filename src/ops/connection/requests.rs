@@ -3,6 +3,7 @@
 //! turn's work budget. A `CLIENT KILL` stops the batch so the loop reaps before the next
 //! request runs.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use log::{debug, info, Level};
@@ -11,8 +12,9 @@ use mio::Token;
 use super::{OpsConn, Phase, Protocol};
 use crate::ops::admin::{self, AdminStep, OpsCounters, View};
 use crate::ops::http::{self, Method, Status};
-use crate::ops::metrics;
-use crate::ops::{Context, Ops, Role};
+use crate::ops::session_watch::SessionWatch;
+use crate::ops::{metrics, status, status_page};
+use crate::ops::{Context, Ops, Role, WORK};
 use crate::protocol::args::Args;
 use crate::protocol::resp::{self, Parsed};
 use crate::telemetry::log_throttle::{budgeted, LineKind};
@@ -158,9 +160,11 @@ impl Ops {
         let now = cx.now;
         let Ops {
             conns,
+            started,
             started_at,
             budget,
             counters,
+            watch,
             ..
         } = self;
         let Some(conn) = conns.get_mut(key) else {
@@ -169,6 +173,7 @@ impl Ops {
         let budget = budget.left(now);
         let mut pos = 0;
         let mut incomplete = false;
+        let mut sweeping = false;
         while conn.accepts_input() && *budget > 0 {
             let rest = &conn.input[pos..];
             match http::parse(rest) {
@@ -180,14 +185,19 @@ impl Ops {
                     pos += req.consumed;
                     let path = rest.get(req.path.clone()).unwrap_or_default();
                     let before = conn.output.append().len();
-                    let status = respond(
-                        &req,
-                        path,
-                        &*cx.stats,
-                        counters,
-                        *started_at,
-                        conn.output.append(),
-                    );
+                    let mut page = Page {
+                        now,
+                        sessions: cx.sessions,
+                        stats: &*cx.stats,
+                        config: cx.config,
+                        ops: counters,
+                        started: *started,
+                        started_at: *started_at,
+                        watch,
+                        budget,
+                        sweeping: &mut sweeping,
+                    };
+                    let status = respond(&req, path, &mut page, conn.output.append());
                     *budget = budget.saturating_sub(1 + cost(conn.output.append().len() - before));
                     // The path is the scraper's: clipped, and within the log budget.
                     budgeted!(
@@ -232,7 +242,27 @@ impl Ops {
         }
         conn.input.drain(..pos.min(conn.input.len()));
         conn.note_held(incomplete);
+        if sweeping && !self.work_pending {
+            // The sweep goes on in the next turns (`Ops::ready` for `WORK`).
+            self.work_pending = true;
+            cx.revisit.push(WORK);
+        }
     }
+}
+
+/// What a metrics request may read, and the status page's sweep and budget.
+struct Page<'a, 'b> {
+    now: std::time::Instant,
+    sessions: &'a crate::session::SessionTable,
+    stats: &'a crate::telemetry::stats::Stats,
+    config: &'a crate::config::Config,
+    ops: &'a OpsCounters,
+    started: std::time::Instant,
+    started_at: SystemTime,
+    watch: &'b mut SessionWatch,
+    budget: &'b mut usize,
+    /// Set when a sweep is left in progress.
+    sweeping: &'b mut bool,
 }
 
 /// Budget units for a reply of `bytes`: about one per `CLIENT LIST` line's worth.
@@ -240,40 +270,68 @@ fn cost(bytes: usize) -> usize {
     bytes / 512
 }
 
-/// Routes one HTTP request: `GET`/`HEAD /metrics`, 404 for other paths, 405 for other methods.
-fn respond(
-    req: &http::Request,
-    path: &[u8],
-    stats: &crate::telemetry::stats::Stats,
-    ops: &OpsCounters,
-    started_at: SystemTime,
-    out: &mut Vec<u8>,
-) -> Status {
+/// A response header: name and value.
+type Header<'a> = (&'a str, &'a str);
+
+/// Routes one HTTP request: `GET`/`HEAD` of `/metrics`, of the status page (`/`,
+/// `/status.js`, `/status.css`) and its data (`/status.json`); 404 for other paths, 405 for
+/// other methods.
+fn respond(req: &http::Request, path: &[u8], page: &mut Page<'_, '_>, out: &mut Vec<u8>) -> Status {
     let head_only = req.method == Method::Head;
     let text = [("Content-Type", "text/plain; charset=utf-8")];
-    let (status, headers, body): (Status, &[(&str, &str)], Vec<u8>) = match req.method {
+    let json_headers;
+    let asset_headers;
+    let (status, headers, body): (Status, &[Header], Cow<'static, [u8]>) = match req.method {
         Method::Other => (
             Status::METHOD_NOT_ALLOWED,
             &[
                 ("Allow", "GET, HEAD"),
                 ("Content-Type", "text/plain; charset=utf-8"),
             ],
-            b"405 Method Not Allowed: use GET\n".to_vec(),
+            b"405 Method Not Allowed: use GET\n".as_slice().into(),
         ),
         Method::Get | Method::Head if path == b"/metrics" => {
             let mut body = String::with_capacity(32 * 1024);
-            metrics::render(stats, ops, started_at, &mut body);
+            metrics::render(page.stats, page.ops, page.started_at, &mut body);
             (
                 Status::OK,
                 &[("Content-Type", metrics::CONTENT_TYPE)],
-                body.into_bytes(),
+                body.into_bytes().into(),
             )
         }
-        Method::Get | Method::Head => (
-            Status::NOT_FOUND,
-            &text,
-            b"404 Not Found: the metrics are at /metrics\n".to_vec(),
-        ),
+        Method::Get | Method::Head if path == b"/status.json" => {
+            *page.sweeping = page.watch.request(page.sessions, page.now, page.budget);
+            let mut body = Vec::with_capacity(16 * 1024);
+            status::render(
+                &status::Inputs {
+                    now: page.now,
+                    stats: page.stats,
+                    config: page.config,
+                    ops: page.ops,
+                    started: page.started,
+                    started_at: page.started_at,
+                    // The fleet issue (17) fills this in when `[fleet]` is on.
+                    fleet: None,
+                    swept: page.watch.last(),
+                },
+                &mut body,
+            );
+            json_headers = status_page::headers("application/json");
+            (Status::OK, &json_headers, body.into())
+        }
+        Method::Get | Method::Head => match status_page::asset(path) {
+            Some(asset) => {
+                asset_headers = status_page::headers(asset.content_type);
+                (Status::OK, &asset_headers, asset.body.into())
+            }
+            None => (
+                Status::NOT_FOUND,
+                &text,
+                b"404 Not Found: the metrics are at /metrics, the status page at /\n"
+                    .as_slice()
+                    .into(),
+            ),
+        },
     };
     http::write_response(out, status, headers, &body, head_only, req.keep_alive);
     status

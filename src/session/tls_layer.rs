@@ -230,9 +230,13 @@ impl Tls {
             let state = match state {
                 Ok(state) => state,
                 Err(e) => {
-                    let _ = discard;
                     let failure = Failure::from_rustls(&e, self.phase == Phase::Handshaking);
-                    self.send_alert(wire);
+                    // The alert is fetched with the same buffer: rustls may still hold
+                    // messages of this flight as ranges into it (a client's Certificate
+                    // refused, its CertificateVerify and Finished pending), and panics on a
+                    // buffer that does not have them.
+                    let rest = (start + discard).min(buf.len());
+                    self.send_alert(&mut buf[rest..], wire);
                     return Err(failure);
                 }
             };
@@ -361,10 +365,15 @@ impl Tls {
         ))
     }
 
-    /// After an error: the alert rustls queued for the peer, if any, into `wire`.
-    fn send_alert(&mut self, wire: &mut Vec<u8>) {
+    /// After an error: the alert rustls queued for the peer, if any, into `wire`. `buf` is
+    /// what is left of the buffer the error came from (see [`Tls::feed`]).
+    fn send_alert(&mut self, buf: &mut [u8], wire: &mut Vec<u8>) {
+        let mut at = 0;
         for _ in 0..4 {
-            let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut []);
+            let from = at.min(buf.len());
+            let UnbufferedStatus { discard, state } =
+                self.conn.process_tls_records(&mut buf[from..]);
+            at += discard;
             match state {
                 Ok(ConnectionState::EncodeTlsData(mut encode)) => {
                     append_encoded(wire, |out| {
