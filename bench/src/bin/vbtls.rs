@@ -20,6 +20,8 @@
 //!   prints `rtt n= p50_us= p99_us= p999_us= max_us=` and, with `--out`, every sample as
 //!   `send_ns rtt_ns`.
 //!
+//! `--suites aes128|aes256|chacha20` offers only that TLS 1.3 cipher suite.
+//!
 //! Each session uses its own server name (`c<i>.bench.test`, `s<slot>.bench.test`; the bench
 //! certificate is for `*.bench.test`): the client's ticket store keeps a few tickets per name,
 //! so one name shared by thousands of sessions would leave most of them nothing to resume with.
@@ -70,7 +72,20 @@ fn client_config(args: &Args, resume: bool, tickets: usize) -> Arc<ClientConfig>
             .add(cert)
             .unwrap_or_else(|e| fail(&format!("{ca}: {e}")));
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // `--suites aes128|aes256|chacha20` offers one TLS 1.3 suite only (what a server preferring
+    // it would pick), to compare what the suites cost the server.
+    let mut provider = rustls::crypto::ring::default_provider();
+    let suite = match args.get("suites", String::new()).as_str() {
+        "" => None,
+        "aes128" => Some(rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256),
+        "aes256" => Some(rustls::crypto::ring::cipher_suite::TLS13_AES_256_GCM_SHA384),
+        "chacha20" => Some(rustls::crypto::ring::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256),
+        other => fail(&format!("--suites {other}: aes128, aes256 or chacha20")),
+    };
+    if let Some(suite) = suite {
+        provider.cipher_suites = vec![suite];
+    }
+    let provider = Arc::new(provider);
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|e| fail(&format!("rustls: {e}")))
