@@ -191,7 +191,7 @@ impl Server {
             ReapReason::TlsError
         };
         if let Some(tls) = self.sessions.get_mut(token).and_then(|s| s.tls_mut()) {
-            tls.failure = Some(failure);
+            tls.failure = Some(Box::new(failure));
         }
         self.reap(token, Cause::Reason(reason), now);
     }
