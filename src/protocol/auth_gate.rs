@@ -228,14 +228,14 @@ fn check_token(
     }
     counts.accepted += 1;
     session.authenticated = true;
-    session.extras_mut().pending_identity = Some(identity::Pending {
+    session.extras_mut().pending_identity = Some(Box::new(identity::Pending {
         identity: Identity {
             name: verified.sub,
             source: IdentitySource::Token,
             expires: Some(verified.exp),
         },
         reply_ok,
-    });
+    }));
     Checked::Right
 }
 

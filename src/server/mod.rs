@@ -332,6 +332,7 @@ impl Server {
                 return Err(e);
             }
             now = Instant::now();
+            self.tls.new_turn();
             self.busy_poll.after_poll(
                 !events.is_empty(),
                 self.config.server.busy_poll,

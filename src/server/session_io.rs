@@ -453,6 +453,17 @@ impl Server {
                 Phase::Done => wake = Wake::Drain,
             }
         }
+        let handshaking = self
+            .sessions
+            .get(token)
+            .and_then(|s| s.tls())
+            .is_some_and(|t| !t.is_open());
+        if handshaking && !self.tls.take_handshake_turn() {
+            // This turn's share of handshake work is used (a reconnect storm): the rest wait
+            // for the next turn, after the established sessions' events.
+            self.pending.revisit.push(token);
+            return;
+        }
         if let Some(session) = self.sessions.get_mut(token) {
             let stats = &mut self.stats;
             self.auth_guard

@@ -61,7 +61,8 @@ pub struct Extras {
     /// rather than in the session itself, whose entry every plain session pays for.
     pub tls: Option<Box<tls_layer::Tls>>,
     /// A token identity verified by `AUTH` and waiting for the loop (`identity::Pending`).
-    pub pending_identity: Option<identity::Pending>,
+    /// Boxed: it lives for one request, and every TLS session has these extras.
+    pub pending_identity: Option<Box<identity::Pending>>,
     /// The connection's own peer when a PROXY header gave the session its address (`peer`
     /// is then the client's): `proxy=` in `CLIENT LIST` and the reap line.
     pub proxy_hop: Option<SocketAddr>,

@@ -135,7 +135,8 @@ pub struct Tls {
     /// Whether any byte was received yet (the first one tells TLS from plaintext).
     started: bool,
     /// The failure that ends the session, once known (read by the reaper for its line).
-    pub failure: Option<Failure>,
+    /// Boxed: every live TLS session carries the field, few ever fill it.
+    pub failure: Option<Box<Failure>>,
 }
 
 impl std::fmt::Debug for Tls {
