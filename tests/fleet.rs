@@ -920,3 +920,54 @@ fn metrics_carry_the_fleet_series() {
         "promtool:\n{report}"
     );
 }
+
+/// The status page's `fleet` member (issue 18): the nodes this node reads from Redis, with
+/// epoch, lease age and session count, matching `FLEET NODES`.
+#[test]
+fn the_status_page_lists_the_fleet_s_nodes() {
+    let redis = RedisServer::start(false);
+    let metrics = "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let a = start_node(&redis.url(), "a", "3s", metrics);
+    let b = start_node(&redis.url(), "b", "3s", "");
+    let _held: Vec<TcpStream> = (0..3).map(|_| connect(&b)).collect();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let url = format!("http://{}/status.json", a.ops_listener("metrics"));
+    let doc = util::wait_until(
+        Duration::from_secs(10),
+        "both nodes, b with 3 sessions",
+        || {
+            let text = agent
+                .get(&url)
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let nodes = v["fleet"]["nodes"].as_array()?.clone();
+            let b = nodes.iter().find(|n| n["node"] == "b")?;
+            (nodes.len() == 2 && b["sessions"] == 3).then_some(v)
+        },
+    );
+    for n in doc["fleet"]["nodes"].as_array().unwrap() {
+        let age = n["lease_age_ms"].as_u64().unwrap();
+        assert!(
+            age <= 3_000,
+            "a live node's lease age is within the lease: {n}"
+        );
+        assert!(n["epoch"].as_u64().unwrap() > 0, "{n}");
+    }
+    let epoch_b = epoch_of(&b);
+    let listed = doc["fleet"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "b")
+        .unwrap()["epoch"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(listed, epoch_b, "b's epoch as b itself reports it");
+}

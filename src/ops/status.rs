@@ -71,15 +71,37 @@ struct Status<'a> {
     fleet: Option<Fleet>,
 }
 
-/// The `fleet` member: filled in by the fleet issue (17) once `[fleet]` exists; its shape is
-/// documented in docs/status.md and drawn by the page's Fleet table.
+/// The `fleet` member, while `[fleet]` is on: the nodes as this node last read them from
+/// Redis (`FLEET NODES` shows the same). Its shape is documented in docs/status.md and drawn
+/// by the page's Fleet table.
 #[derive(Debug, Clone, Serialize)]
-pub(super) struct Fleet {
+pub(crate) struct Fleet {
     pub nodes: Vec<FleetNode>,
 }
 
+impl Fleet {
+    /// From the fleet's view: a node's lease age is the lease minus the time left on it
+    /// (renewed every lease/3, so a live node reads at most about a third of the lease; past
+    /// the lease it is lost).
+    pub(crate) fn of(nodes: &[crate::fleet::NodeInfo], lease: std::time::Duration) -> Fleet {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        Fleet {
+            nodes: nodes
+                .iter()
+                .map(|n| FleetNode {
+                    node: n.node.clone(),
+                    epoch: n.epoch,
+                    lease_age_ms: u64::try_from(lease_ms.saturating_sub(n.lease_left_ms))
+                        .unwrap_or(0),
+                    sessions: n.sessions,
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
-pub(super) struct FleetNode {
+pub(crate) struct FleetNode {
     pub node: String,
     pub epoch: u64,
     pub lease_age_ms: u64,

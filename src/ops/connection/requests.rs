@@ -198,6 +198,7 @@ impl Ops {
                         budget,
                         sweeping: &mut sweeping,
                         fleet: cx.fleet.status(),
+                        nodes: cx.fleet.is_on().then(|| &cx.fleet.view().nodes[..]),
                     };
                     let status = respond(&req, path, &mut page, conn.output.append());
                     *budget = budget.saturating_sub(1 + cost(conn.output.append().len() - before));
@@ -267,6 +268,8 @@ struct Page<'a, 'b> {
     sweeping: &'b mut bool,
     /// `[fleet]`'s counters, for `/metrics`.
     fleet: crate::fleet::Status,
+    /// The fleet's nodes as last read from Redis, for `/status.json` (`None`: `[fleet]` off).
+    nodes: Option<&'a [crate::fleet::NodeInfo]>,
 }
 
 /// Budget units for a reply of `bytes`: about one per `CLIENT LIST` line's worth.
@@ -315,8 +318,9 @@ fn respond(req: &http::Request, path: &[u8], page: &mut Page<'_, '_>, out: &mut 
                     ops: page.ops,
                     started: page.started,
                     started_at: page.started_at,
-                    // The fleet issue (17) fills this in when `[fleet]` is on.
-                    fleet: None,
+                    fleet: page
+                        .nodes
+                        .map(|nodes| status::Fleet::of(nodes, page.config.fleet.lease)),
                     swept: page.watch.last(),
                 },
                 &mut body,
