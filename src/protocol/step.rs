@@ -23,9 +23,10 @@ pub enum Step {
     /// multibulk, see `transaction.rs`) before anything the client sent after `EXEC`, each
     /// adding its one reply to the array.
     Exec(Box<[u8]>),
-    /// A signed token verified (`AUTH <name> <token>`, `HELLO ... AUTH`): the loop binds the
-    /// identity waiting in `Extras::pending_identity` (per-identity limit, name, expiry timer)
-    /// and answers an `AUTH`, before the requests after it run.
+    /// An identity was proved (a signed token by `AUTH <name> <token>` or `HELLO ... AUTH`, a
+    /// client certificate by the TLS handshake): the loop binds the identity waiting in
+    /// `Extras::pending_identity` (per-identity limit, name, a token's expiry timer) and
+    /// answers an `AUTH`, before the requests after it run.
     BindIdentity,
 }
 

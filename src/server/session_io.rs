@@ -38,6 +38,7 @@ use std::time::Instant;
 use super::proxy_phase::Phase;
 use super::scratch::Scratch;
 use super::scratch::READ_BUF_BYTES;
+use super::tls_guard;
 use super::Server;
 use crate::config::Config;
 use crate::protocol::args::Args;
@@ -498,7 +499,7 @@ impl Server {
     fn read_input(&mut self, token: Token, now: Instant, wake: Wake) -> Input {
         // Replies built for this session this turn (see OUTPUT_PER_TURN).
         let mut built = 0;
-        for _ in 0..MAX_READS_PER_TURN {
+        'reads: for _ in 0..MAX_READS_PER_TURN {
             let Some(session) = self.sessions.get_mut(token) else {
                 return Input::Drained;
             };
@@ -514,7 +515,6 @@ impl Server {
             let commands_before = session.commands;
             scratch.out.clear();
             let mut read = None;
-            let mut established = false;
             let mut step = if held.is_some() && !over {
                 // Resume: the output drained below the limit (a FIN received meanwhile does
                 // not cancel requests that arrived before it).
@@ -527,91 +527,85 @@ impl Server {
                     now,
                 )
             } else {
-                if session.closing.is_some() {
-                    return Input::Drained;
-                }
-                if held.is_some_and(|n| n >= held_input_limit(policy.max_request_bytes)) {
-                    // Paused and full: `settle` reaps it as a slow consumer.
-                    return Input::Drained;
-                }
-                let n = match receive(session, scratch, now) {
-                    // FIN: answer what was already received, then close.
-                    Received::Closed => return Input::Closing(ReapReason::Closed),
-                    Received::Bytes(n) => n,
-                    Received::Established(n) => {
-                        // The identity comes first: the requests that followed the handshake
-                        // wait in the unfinished bytes until the loop has named the session.
-                        keep_unfinished(session, &scratch.read[..n], now);
-                        established = true;
-                        0
-                    }
-                    Received::WouldBlock => return Input::Drained,
-                    Received::Failed(errno) => return Input::Failed(errno),
-                    Received::Tls(failure) => return Input::Tls(failure),
-                };
-                read = Some(n);
-                if let (Some(pending), true, false) =
-                    (session.unfinished.as_mut(), over, established)
-                {
-                    // Paused: kept, not run (the output is at its limit); they run first
-                    // once it drains.
-                    pending.bytes.extend_from_slice(&scratch.read[..n]);
-                    pending.held = true;
-                    if wake == Wake::Edge && n < READ_BUF_BYTES {
+                'read: {
+                    if session.closing.is_some() {
                         return Input::Drained;
                     }
-                    continue;
-                }
-                if established {
-                    // Run below, once the loop has bound the identity.
-                    Step::Continue
-                } else if let Some(pending) = session.unfinished.as_mut() {
-                    pending.bytes.extend_from_slice(&scratch.read[..n]);
-                    run_unfinished(
-                        session,
-                        &mut scratch.args,
-                        &mut scratch.out,
-                        policy,
-                        &mut self.stats.tokens,
-                        now,
-                    )
-                } else {
-                    let Scratch {
-                        read, out, args, ..
-                    } = scratch;
-                    let input = &read[..n];
-                    let mut resume = Resume::Fresh;
-                    let tokens = &mut self.stats.tokens;
-                    let ran =
-                        run_requests(input, &mut resume, session, args, out, policy, tokens, now);
-                    if ran.step.keeps_input() && ran.used < n {
-                        session.unfinished = Some(Box::new(Unfinished {
-                            bytes: input[ran.used..].to_vec(),
-                            resume,
-                            since: now,
-                            held: ran.held,
-                        }));
+                    if held.is_some_and(|n| n >= held_input_limit(policy.max_request_bytes)) {
+                        // Paused and full: `settle` reaps it as a slow consumer.
+                        return Input::Drained;
                     }
-                    ran.step
+                    let n = match receive(session, scratch, now) {
+                        // FIN: answer what was already received, then close.
+                        Received::Closed => return Input::Closing(ReapReason::Closed),
+                        Received::Bytes(n) => n,
+                        Received::Established(n) => {
+                            // The identity comes first: the requests that followed the handshake
+                            // wait in the unfinished bytes until the loop has bound it.
+                            keep_unfinished(session, &scratch.read[..n], now);
+                            let (config, stats) = (&self.config, &mut self.stats);
+                            let log = &mut self.log_budget;
+                            if let Err(failure) =
+                                tls_guard::established(session, config, stats, log, now)
+                            {
+                                return Input::Tls(failure);
+                            }
+                            break 'read Step::BindIdentity;
+                        }
+                        Received::WouldBlock => return Input::Drained,
+                        Received::Failed(errno) => return Input::Failed(errno),
+                        Received::Tls(failure) => return Input::Tls(failure),
+                    };
+                    read = Some(n);
+                    if let (Some(pending), true) = (session.unfinished.as_mut(), over) {
+                        // Paused: kept, not run (the output is at its limit); they run first
+                        // once it drains.
+                        pending.bytes.extend_from_slice(&scratch.read[..n]);
+                        pending.held = true;
+                        if wake == Wake::Edge && n < READ_BUF_BYTES {
+                            return Input::Drained;
+                        }
+                        continue 'reads;
+                    }
+                    if let Some(pending) = session.unfinished.as_mut() {
+                        pending.bytes.extend_from_slice(&scratch.read[..n]);
+                        run_unfinished(
+                            session,
+                            &mut scratch.args,
+                            &mut scratch.out,
+                            policy,
+                            &mut self.stats.tokens,
+                            now,
+                        )
+                    } else {
+                        let Scratch {
+                            read, out, args, ..
+                        } = scratch;
+                        let input = &read[..n];
+                        let mut resume = Resume::Fresh;
+                        let tokens = &mut self.stats.tokens;
+                        let ran = run_requests(
+                            input,
+                            &mut resume,
+                            session,
+                            args,
+                            out,
+                            policy,
+                            tokens,
+                            now,
+                        );
+                        if ran.step.keeps_input() && ran.used < n {
+                            session.unfinished = Some(Box::new(Unfinished {
+                                bytes: input[ran.used..].to_vec(),
+                                resume,
+                                since: now,
+                                held: ran.held,
+                            }));
+                        }
+                        ran.step
+                    }
                 }
             };
-            if established && !self.tls_established(token, now) {
-                // Reaped, or refused over its identity's limit (closing, its error queued).
-                let closing = self.sessions.get(token).and_then(|s| s.closing);
-                return match (closing, self.queue_output(token)) {
-                    (_, Err(errno)) => Input::Failed(errno),
-                    (Some(reason), Ok(())) => Input::Closing(reason),
-                    (None, Ok(())) => Input::Drained,
-                };
-            }
-            if established {
-                let Some(session) = self.sessions.get_mut(token) else {
-                    return Input::Drained;
-                };
-                let policy = Policy::of(&self.config).for_batch(session, built);
-                let Scratch { out, args, .. } = &mut self.scratch;
-                step = run_unfinished(session, args, out, policy, &mut self.stats.tokens, now);
-            }
             // A rename needs the whole loop (the name index, events, maybe a reap); the
             // requests after it wait in the unfinished bytes until it is done. An EXEC puts
             // its queued requests in front of them.

@@ -27,10 +27,12 @@ use super::deadlines::Deadlines;
 use super::Server;
 use crate::config::credentials::{self, CredentialError, Credentials};
 use crate::config::tls::TlsConfig;
+use crate::config::Config;
 use crate::session::identity::{self, Identity, IdentitySource};
 use crate::session::reap::{Cause, ReapReason};
 use crate::session::tls_layer::{Failure, FailureCause, Tls};
-use crate::telemetry::log_throttle::{budgeted, LineKind};
+use crate::session::Session;
+use crate::telemetry::log_throttle::{budgeted, LineKind, LogBudget};
 use crate::telemetry::logging::clipped;
 use crate::telemetry::stats::Stats;
 
@@ -219,54 +221,50 @@ impl Server {
         }
         self.reap(token, Cause::Reason(reason), now);
     }
+}
 
-    /// The handshake of the session at `token` finished: counted, its identity taken from its
-    /// certificate (when it sent one) and bound (`Server::bind_identity`). Returns false when
-    /// the session was reaped (a certificate without a usable identity) or refused (its
-    /// identity at `session.max_sessions_per_identity`: it is closing, an error line queued).
-    pub(super) fn tls_established(&mut self, token: Token, now: Instant) -> bool {
-        let field = self.config.tls.identity;
-        let max = self.config.session.max_name_bytes;
-        let Some(session) = self.sessions.get_mut(token) else {
-            return false;
-        };
-        let Some(tls) = session.tls() else {
-            return true;
-        };
-        if tls.resumed() {
-            self.stats.tls.resumed_handshakes += 1;
-        } else {
-            self.stats.tls.full_handshakes += 1;
-        }
-        let Some(der) = tls.peer_certificate() else {
-            return true;
-        };
-        let name = match identity::from_certificate(der, field, max) {
-            Ok(name) => name,
-            Err(why) => {
-                self.tls_failed(
-                    token,
-                    Failure::new(FailureCause::NoIdentity, true, why),
-                    now,
-                );
-                return false;
-            }
-        };
-        let (id, peer) = (session.id, session.peer);
-        let identity = Identity {
-            name: name.clone(),
+/// The handshake of `session` finished: counted (full or resumed), and the identity of its
+/// client certificate, when it sent one, left pending for the loop to bind before any request
+/// runs (`Step::BindIdentity`, the same path as a signed token's: per-identity limit, name).
+/// A certificate without a usable identity is a failure (`no-identity`).
+pub(super) fn established(
+    session: &mut Session,
+    config: &Config,
+    stats: &mut Stats,
+    log_budget: &mut LogBudget,
+    now: Instant,
+) -> Result<(), Failure> {
+    let Some(tls) = session.tls() else {
+        return Ok(());
+    };
+    if tls.resumed() {
+        stats.tls.resumed_handshakes += 1;
+    } else {
+        stats.tls.full_handshakes += 1;
+    }
+    let Some(der) = tls.peer_certificate() else {
+        return Ok(());
+    };
+    let field = config.tls.identity;
+    let name = identity::from_certificate(der, field, config.session.max_name_bytes)
+        .map_err(|why| Failure::new(FailureCause::NoIdentity, true, why))?;
+    let (id, peer) = (session.id, session.peer);
+    budgeted!(
+        log_budget,
+        LineKind::Connect,
+        Level::Debug,
+        now,
+        "tls id={id} peer={peer} identity={} ({})",
+        clipped(&*name),
+        field.name()
+    );
+    session.extras_mut().pending_identity = Some(Box::new(identity::Pending {
+        identity: Identity {
+            name,
             source: IdentitySource::Certificate,
             expires: None,
-        };
-        budgeted!(
-            self.log_budget,
-            LineKind::Connect,
-            Level::Debug,
-            now,
-            "tls id={id} peer={peer} identity={} ({})",
-            clipped(&*name),
-            field.name()
-        );
-        self.bind_identity(token, identity, now)
-    }
+        },
+        reply_ok: false,
+    }));
+    Ok(())
 }

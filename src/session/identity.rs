@@ -38,8 +38,8 @@ pub struct Identity {
     pub expires: Option<u64>,
 }
 
-/// A token identity the protocol verified and the loop has yet to bind (count, name, expiry
-/// timer): `AUTH` waits for it before it answers.
+/// An identity verified (a token by `AUTH`, a certificate by the handshake) that the loop has
+/// yet to bind (count, name, a token's expiry timer): `AUTH` waits for it before it answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     pub identity: Identity,
