@@ -71,6 +71,33 @@ impl Args {
     }
 }
 
+/// Writes one line to stdout at once (bench/run reads the tools' stdout line by line).
+pub fn say(line: &str) {
+    use std::io::Write as _;
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Forwards stdin lines to an event loop (a thread, so the loop never blocks on a pipe),
+/// waking it through `waker`; `eof` when stdin closes.
+pub fn stdin_lines(waker: mio::Waker) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line.trim().to_owned()).is_err() {
+                return;
+            }
+            let _ = waker.wake();
+        }
+        let _ = tx.send("eof".to_owned());
+        let _ = waker.wake();
+    });
+    rx
+}
+
 pub fn fail(msg: &str) -> ! {
     eprintln!("error: {msg}");
     std::process::exit(2)

@@ -454,12 +454,13 @@ impl Server {
                 Phase::Done => wake = Wake::Drain,
             }
         }
-        let handshaking = self
+        // For a TLS session: whether its handshake is done.
+        let tls_open = self
             .sessions
             .get(token)
             .and_then(|s| s.tls())
-            .is_some_and(|t| !t.is_open());
-        if handshaking && !self.tls.take_handshake_turn() {
+            .map(|t| t.is_open());
+        if tls_open == Some(false) && !self.tls.take_handshake_turn() {
             // This turn's share of handshake work is used (a reconnect storm): the rest wait
             // for the next turn, after the established sessions' events.
             self.pending.revisit.push(token);
@@ -475,10 +476,9 @@ impl Server {
         }
         // TLS: a read's length says nothing about what is left in the socket (the plaintext is
         // shorter than the records), so the edge shortcut does not apply.
-        let wake = match self.sessions.get(token) {
-            Some(s) if s.tls().is_some() => Wake::Drain,
-            _ => wake,
-        };
+        if tls_open.is_some() {
+            wake = Wake::Drain;
+        }
         match self.read_input(token, now, wake) {
             Input::Failed(errno) => return self.reap(token, Cause::Errno(errno), now),
             Input::Tls(failure) => return self.tls_failed(token, failure, now),

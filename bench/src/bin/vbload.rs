@@ -21,14 +21,13 @@
 //! Memory per session here is a few dozen bytes; the descriptor limit (20,000 on these
 //! machines) bounds one process, so the driver splits large runs over several processes.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
-use vigild_bench::{client_socket, fail, mono_ns, quantile, source_addr, Args};
+use vigild_bench::{client_socket, fail, mono_ns, quantile, say, source_addr, stdin_lines, Args};
 
 const STDIN: Token = Token(usize::MAX);
 
@@ -138,29 +137,6 @@ fn main() {
         "rtt" => rtt(&args),
         _ => fail("usage: vbload hold|rtt --target IP:PORT ... (see the source header)"),
     }
-}
-
-fn say(line: &str) {
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
-}
-
-/// Forwards stdin lines to the event loop (a thread, so the loop never blocks on a pipe).
-fn stdin_lines(waker: Waker) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line.trim().to_owned()).is_err() {
-                return;
-            }
-            let _ = waker.wake();
-        }
-        let _ = tx.send("eof".to_owned());
-        let _ = waker.wake();
-    });
-    rx
 }
 
 struct Holder {

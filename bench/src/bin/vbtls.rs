@@ -37,7 +37,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, RootCertStore};
 use slab::Slab;
-use vigild_bench::{client_socket, fail, mono_ns, quantile, source_addr, Args};
+use vigild_bench::{client_socket, fail, mono_ns, quantile, say, source_addr, stdin_lines, Args};
 
 const STDIN: Token = Token(usize::MAX);
 const PONG: &[u8] = b"+PONG\r\n";
@@ -52,12 +52,6 @@ fn main() {
         "rtt" => rtt(&args),
         _ => fail("usage: vbtls hold|churn|rtt --target IP:PORT --ca FILE ... (see the source)"),
     }
-}
-
-fn say(line: &str) {
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 /// The client configuration: trusts `--ca`, presents `--cert`/`--key` if given, and keeps
@@ -319,23 +313,6 @@ fn flush(c: &mut Conn) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Forwards stdin lines to the event loop (a thread, so the loop never blocks on a pipe).
-fn stdin_lines(waker: Waker) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line.trim().to_owned()).is_err() {
-                return;
-            }
-            let _ = waker.wake();
-        }
-        let _ = tx.send("eof".to_owned());
-        let _ = waker.wake();
-    });
-    rx
 }
 
 fn clean(e: &Option<String>) -> String {
