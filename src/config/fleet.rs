@@ -7,7 +7,6 @@
 //! tag (`{...}`) that every other fleet key shares, so the scripts run on Redis Cluster too,
 //! the node name is 1 to 255 bytes of printable ASCII, and the lease is 1 s to 1 h.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -100,9 +99,7 @@ impl FleetConfig {
         let password = match raw.password_file.filter(|p| !p.is_empty()) {
             None => None,
             Some(f) => {
-                let dir = check.path.parent().unwrap_or(Path::new(""));
-                let joined = dir.join(f);
-                let path = std::path::absolute(&joined).unwrap_or(joined);
+                let path = check.file(&f);
                 let secret = secret::read_password_file(&path)
                     .map_err(|m| check.invalid("fleet.password_file", m))?;
                 Some(Password::new(secret, PasswordSource::File(path)))
@@ -237,6 +234,7 @@ fn redis_url(url: &str, check: &Check<'_>) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use std::path::Path;
 
     #[test]
     fn off_by_default_checked_when_on_and_round_trips() {

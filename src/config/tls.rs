@@ -8,7 +8,7 @@
 //! the config text did not change) and by `--check-config`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -138,14 +138,6 @@ pub(super) struct RawTls {
     pub(super) handshake_timeout: Option<DurationValue>,
 }
 
-/// A path key: empty means unset; relative paths are taken from the config file's directory.
-fn path_key(raw: Option<String>, check: &Check<'_>) -> Option<PathBuf> {
-    let raw = raw.filter(|p| !p.trim().is_empty())?;
-    let dir = check.path.parent().unwrap_or(Path::new(""));
-    let joined = dir.join(raw);
-    Some(std::path::absolute(&joined).unwrap_or(joined))
-}
-
 fn one_of<T: Copy>(
     key: &str,
     raw: Option<&str>,
@@ -228,9 +220,9 @@ impl TlsConfig {
         }
         let config = TlsConfig {
             listen,
-            cert_file: path_key(raw.cert_file, check),
-            key_file: path_key(raw.key_file, check),
-            client_ca_file: path_key(raw.client_ca_file, check),
+            cert_file: check.optional_file(raw.cert_file),
+            key_file: check.optional_file(raw.key_file),
+            client_ca_file: check.optional_file(raw.client_ca_file),
             client_auth,
             identity,
             min_version,

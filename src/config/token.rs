@@ -123,13 +123,6 @@ pub(super) struct RawToken {
     pub(super) expiry_grace: Option<DurationValue>,
 }
 
-fn path_key(raw: Option<String>, check: &Check<'_>) -> Option<PathBuf> {
-    let raw = raw.filter(|p| !p.trim().is_empty())?;
-    let dir = check.path.parent().unwrap_or(Path::new(""));
-    let joined = dir.join(raw);
-    Some(std::path::absolute(&joined).unwrap_or(joined))
-}
-
 fn read(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
     small_file::read_regular(path, cap).map_err(|e| match e {
         small_file::ReadError::TooLarge => {
@@ -215,9 +208,9 @@ fn jwks(text: &[u8]) -> Result<Vec<Key>, String> {
 
 impl TokenConfig {
     pub(super) fn from_raw(raw: RawToken, check: &Check<'_>) -> Result<Self, ConfigError> {
-        let secret_file = path_key(raw.secret_file, check);
-        let public_key_file = path_key(raw.public_key_file, check);
-        let jwks_file = path_key(raw.jwks_file, check);
+        let secret_file = check.optional_file(raw.secret_file);
+        let public_key_file = check.optional_file(raw.public_key_file);
+        let jwks_file = check.optional_file(raw.jwks_file);
         let slack = |key: &str, v: Option<DurationValue>, default: Duration| {
             let d = check.duration(key, v)?.unwrap_or(default);
             if d > MAX_SLACK {

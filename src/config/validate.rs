@@ -24,6 +24,22 @@ pub(super) struct Check<'a> {
 }
 
 impl Check<'_> {
+    /// The file a path key names: relative paths are taken from the config file's directory,
+    /// and made absolute, so a reload or `to_toml` output read from elsewhere finds the same
+    /// file.
+    pub(super) fn file(&self, given: &str) -> PathBuf {
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        let joined = dir.join(given);
+        std::path::absolute(&joined).unwrap_or(joined)
+    }
+
+    /// An optional path key: empty (or blank) means unset.
+    pub(super) fn optional_file(&self, given: Option<String>) -> Option<PathBuf> {
+        given
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| self.file(&p))
+    }
+
     pub(super) fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_owned(),
@@ -323,10 +339,7 @@ fn password(
         )),
         (Some(p), None) => Ok(Some(Password::new(p.into_bytes(), PasswordSource::Inline))),
         (None, Some(f)) => {
-            let dir = check.path.parent().unwrap_or(Path::new(""));
-            // Absolute, so a reload or `to_toml` output read from elsewhere finds the same file.
-            let joined = dir.join(f);
-            let path = std::path::absolute(&joined).unwrap_or(joined);
+            let path = check.file(&f);
             let secret = secret::read_password_file(&path)
                 .map_err(|message| check.invalid("server.password_file", message))?;
             Ok(Some(Password::new(secret, PasswordSource::File(path))))
