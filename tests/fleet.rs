@@ -16,72 +16,10 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use util::redis_server::{
-    apply, client_lists, fleet_info, read_stream, snapshot, start_node, wait_converged, Entry,
-    RedisServer,
+    apply, churn, client_lists, connect, docs_watcher, epoch_of, fleet_info, own_seqs,
+    presence_seq, read_stream, request, snapshot, start_node, wait_converged, Entry, RedisServer,
 };
 use util::Daemon;
-
-/// One RESP request on a raw socket, and its one-line reply.
-fn request(s: &mut TcpStream, words: &[&str]) -> String {
-    s.write_all(&util::load::multibulk(
-        &words.iter().map(|w| w.as_bytes()).collect::<Vec<_>>(),
-    ))
-    .unwrap();
-    util::load::read_line(s).unwrap()
-}
-
-fn connect(d: &Daemon) -> TcpStream {
-    let s = TcpStream::connect(d.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-/// Events of `node` under `epoch` that the node itself wrote (not resyncs, not node-lost).
-fn own_seqs(stream: &[Entry], node: &str, epoch: u64) -> Vec<u64> {
-    stream
-        .iter()
-        .filter(|(_, e)| e["node"] == node && e["epoch"] == epoch && e["seq"].is_u64())
-        .map(|(_, e)| e["seq"].as_u64().unwrap())
-        .collect()
-}
-
-fn epoch_of(d: &Daemon) -> u64 {
-    fleet_info(d)["fleet_epoch"].parse().unwrap()
-}
-
-fn presence_seq(d: &Daemon) -> u64 {
-    util::info(&mut d.admin(), "presence")["presence_seq"]
-        .parse()
-        .unwrap()
-}
-
-/// Churn on one node: sessions that join, take a name (some rename), and leave by QUIT, FIN
-/// or reset; every fourth stays. Returns the sessions kept open.
-fn churn(d: &Daemon, node: &str, n: usize) -> Vec<TcpStream> {
-    let mut kept = Vec::new();
-    for i in 0..n {
-        let mut s = connect(d);
-        assert_eq!(
-            request(&mut s, &["CLIENT", "SETNAME", &format!("{node}-{i}")]),
-            "+OK"
-        );
-        if i % 3 == 0 {
-            assert_eq!(
-                request(&mut s, &["CLIENT", "SETNAME", &format!("{node}-{i}-b")]),
-                "+OK"
-            );
-        }
-        match i % 4 {
-            0 => kept.push(s),
-            1 => assert_eq!(request(&mut s, &["QUIT"]), "+OK"),
-            2 => util::load::reset(s),
-            _ => drop(s),
-        }
-        // Spread over about half a second, so a watcher can arrive in the middle.
-        std::thread::sleep(Duration::from_millis(8));
-    }
-    kept
-}
 
 #[test]
 fn every_event_once_in_order_and_snapshot_plus_stream_equals_the_client_lists() {
@@ -648,22 +586,8 @@ fn the_docs_redis_py_watcher_ends_equal_to_the_client_lists() {
     let Some(python) = util::installed("VIGILD_TEST_PYTHON", "redis-py") else {
         return;
     };
-    let doc =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fleet.md")).unwrap();
-    let from = doc
-        .find("### In Python (redis-py)")
-        .expect("the redis-py section");
-    let block = &doc[from..];
-    let start = block.find("```python\n").unwrap() + "```python\n".len();
-    let code = &block[start..start + block[start..].find("```").unwrap()];
     let redis = RedisServer::start(false);
-    let code = code.replace("port=6379", &format!("port={}", redis.port));
-    assert_ne!(code.len(), 0);
-    let harness = format!(
-        "{code}\nimport sys, time\ndeadline = time.time() + float(sys.argv[1])\n\
-         live = watch(stop=lambda: time.time() > deadline)\n\
-         print(json.dumps(sorted([[n, i, name] for (n, i), name in live.items()])))\n"
-    );
+    let harness = docs_watcher(redis.port, false);
     let url = redis.url();
     let nodes: Vec<Daemon> = NAMES3
         .iter()

@@ -12,7 +12,9 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use util::redis_server::{fleet_info, read_stream, start_node, wait_converged, RedisServer};
+use util::redis_server::{
+    fleet_info, pinger, read_stream, start_node, wait_converged, RedisServer,
+};
 use util::Daemon;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -40,22 +42,6 @@ fn churn(d: &Daemon, node: &str, stop: &AtomicBool) -> (Vec<TcpStream>, u64) {
         std::thread::sleep(Duration::from_millis(5));
     }
     (kept, n)
-}
-
-/// PINGs every 10 ms on one connection; returns the slowest round trip.
-fn pinger(d: &Daemon, stop: &AtomicBool) -> Duration {
-    let mut s = TcpStream::connect(d.addr).unwrap();
-    s.set_nodelay(true).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut worst = Duration::ZERO;
-    while !stop.load(Ordering::Relaxed) {
-        let t = Instant::now();
-        s.write_all(b"PING\r\n").unwrap();
-        assert_eq!(util::load::read_line(&mut s).unwrap(), "+PONG");
-        worst = worst.max(t.elapsed());
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    worst
 }
 
 fn outage(aof: bool) {

@@ -14,6 +14,7 @@
 //! - The event JSON written to the stream is the admin channel's JSON (the same bytes, so the
 //!   same `seq`, `epoch` and `at`) with `"node"` added at the end.
 
+mod cluster;
 mod scripts;
 mod worker;
 
@@ -152,6 +153,8 @@ pub(crate) struct Shared {
     pub lapses: AtomicU64,
     pub takeovers: AtomicU64,
     pub errors: AtomicU64,
+    /// `MOVED` replies followed (Redis Cluster).
+    pub redirects: AtomicU64,
 }
 
 impl Shared {
@@ -174,6 +177,7 @@ impl Shared {
             lapses: AtomicU64::new(0),
             takeovers: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            redirects: AtomicU64::new(0),
         }
     }
 
@@ -211,6 +215,7 @@ pub(crate) struct Status {
     pub lapses: u64,
     pub takeovers: u64,
     pub errors: u64,
+    pub redirects: u64,
     pub fenced: u64,
 }
 
@@ -503,6 +508,7 @@ impl Fleet {
             lapses: get(&s.lapses),
             takeovers: get(&s.takeovers),
             errors: get(&s.errors),
+            redirects: get(&s.redirects),
             fenced: self.fenced,
         }
     }

@@ -11,6 +11,10 @@
 //!
 //! States: disconnected → connected, waiting for the snapshot (events are dropped and
 //! counted: the snapshot covers them) → live (events are written, the lease renewed).
+//!
+//! On Redis Cluster every call goes through [`Worker::query`]: a `MOVED` reply reconnects to
+//! the slot's owner and sends the call again (`cluster.rs` keeps the route), within the same
+//! state, since the fleet's data is the same wherever the slot lives.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +27,7 @@ use mio::Waker;
 use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
 use redis::{IntoConnectionInfo, Value};
 
+use super::cluster::Route;
 use super::{scripts, Command, Entry, NodeInfo, Op, Report, Row, Shared, View, TICK};
 
 /// Events per script call.
@@ -35,6 +40,10 @@ const VIEW_MAX_NAMES: usize = 100_000;
 const RECONNECT_AFTER: Duration = Duration::from_millis(250);
 /// Warnings about Redis at most this often (the rest are counted in `fleet_errors`).
 const WARN_EVERY: Duration = Duration::from_secs(10);
+/// `MOVED` replies followed within one call at most (a slot moves once; during a failover
+/// the nodes may disagree for a moment: the call then fails and is retried after
+/// [`RECONNECT_AFTER`]).
+const MAX_HOPS: usize = 3;
 
 /// What the worker needs from the config.
 pub(super) struct Setup {
@@ -57,6 +66,8 @@ pub(super) struct Worker {
     shared: Arc<Shared>,
     done: Sender<()>,
     conn: Option<redis::Connection>,
+    /// Which Redis node the next connect dials (Redis Cluster: the tag's slot owner).
+    route: Route,
     /// The scripts' SHA1s, in [`scripts::ALL`]'s order, as Redis answered `SCRIPT LOAD`.
     shas: Vec<String>,
     /// Connected and resynchronised: events are written and the lease renewed.
@@ -72,8 +83,12 @@ pub(super) struct Worker {
     /// declares them lost.
     sweep_from: Instant,
     warned_at: Option<Instant>,
+    /// When "connected" was last logged (on a cluster at most every [`WARN_EVERY`]: while
+    /// the tag's master fails over, connects to the survivors succeed every few hundred ms).
+    connected_logged: Option<Instant>,
 }
 
+#[derive(Clone, Copy)]
 enum Script {
     Publish = 0,
     Resync = 1,
@@ -93,7 +108,13 @@ impl Worker {
         done: Sender<()>,
     ) -> Worker {
         let now = Instant::now();
+        let route = match setup.url.as_str().into_connection_info() {
+            Ok(info) => Route::new(info.addr()),
+            // Refused again, and logged, at the first connect.
+            Err(_) => Route::default(),
+        };
         Worker {
+            route,
             setup,
             commands,
             reports,
@@ -110,6 +131,7 @@ impl Worker {
             next_connect: now,
             sweep_from: now,
             warned_at: None,
+            connected_logged: None,
         }
     }
 
@@ -193,6 +215,9 @@ impl Worker {
     fn connect(&mut self) -> Result<(), redis::RedisError> {
         let lease = self.setup.lease;
         let mut info = self.setup.url.as_str().into_connection_info()?;
+        if let Some(addr) = self.route.aim(info.addr()) {
+            info = info.set_addr(addr);
+        }
         let tcp = TcpSettings::default()
             .set_nodelay(true)
             .set_keepalive(
@@ -219,12 +244,26 @@ impl Worker {
                 .query(&mut conn)?;
             shas.push(sha);
         }
+        self.route.learn(&mut conn);
         self.shas = shas;
         self.conn = Some(conn);
         self.shared.up.store(true, Ordering::Relaxed);
         self.sweep_from = Instant::now() + lease;
-        info!("fleet: connected to Redis as node {}", self.setup.node);
+        self.log_connected(Instant::now());
         Ok(())
+    }
+
+    /// "connected", on a cluster at most every [`WARN_EVERY`].
+    fn log_connected(&mut self, now: Instant) {
+        if self.route.is_cluster()
+            && self
+                .connected_logged
+                .is_some_and(|at| now < at + WARN_EVERY)
+        {
+            return;
+        }
+        self.connected_logged = Some(now);
+        info!("fleet: connected to Redis as node {}", self.setup.node);
     }
 
     /// `EVALSHA` of one script with the common arguments, then `extra`.
@@ -233,11 +272,9 @@ impl Worker {
         script: Script,
         extra: impl FnOnce(&mut redis::Cmd),
     ) -> Result<T, redis::RedisError> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(redis::RedisError::from(std::io::Error::from(
-                std::io::ErrorKind::NotConnected,
-            )));
-        };
+        if self.shas.len() <= script as usize {
+            return Err(not_connected());
+        }
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.shas[script as usize])
             .arg(1)
@@ -247,14 +284,57 @@ impl Worker {
             .arg(self.setup.epoch)
             .arg(self.setup.maxlen);
         extra(&mut cmd);
-        cmd.query(conn)
+        self.query(&cmd)
+    }
+
+    /// Sends `cmd`; a `MOVED` reply (Redis Cluster: the tag's slot lives elsewhere)
+    /// reconnects to the node it names and sends `cmd` again, at most [`MAX_HOPS`] times.
+    /// MOVED means the command did not run, so a retried batch is written once.
+    fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let mut hops = 0;
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Err(not_connected());
+            };
+            match cmd.query(conn) {
+                Err(e) if hops < MAX_HOPS && self.follow(&e) => hops += 1,
+                result => return result,
+            }
+        }
+    }
+
+    /// A `MOVED` reply: counted, and the connection moved to the node it names. False when
+    /// `e` is no MOVED or that node cannot be reached (the caller fails as for any error;
+    /// the next connect tries the other nodes).
+    fn follow(&mut self, e: &redis::RedisError) -> bool {
+        let Some((to, slot)) = e.redirect_node() else {
+            return false;
+        };
+        if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::Moved) {
+            return false;
+        }
+        let n = self.shared.redirects.fetch_add(1, Ordering::Relaxed) + 1;
+        if !self.route.moved(to, slot, n, Instant::now()) {
+            return false;
+        }
+        self.conn = None;
+        match self.connect() {
+            Ok(()) => true,
+            Err(_) => {
+                self.route.unreachable();
+                false
+            }
+        }
     }
 
     fn timers(&mut self, now: Instant) {
         if self.conn.is_none() && now >= self.next_connect {
             match self.connect() {
                 Ok(()) => self.report(Report::WantSnapshot),
-                Err(e) => self.fail("connect", &e),
+                Err(e) => {
+                    self.route.unreachable();
+                    self.fail("connect", &e);
+                }
             }
         }
         let lease = self.setup.lease;
@@ -435,11 +515,11 @@ impl Worker {
     /// Takeover requests from other nodes: their sessions claimed names held here.
     fn inbox(&mut self) {
         let key = format!("{}:inbox:{}", self.setup.tag, self.setup.node);
-        let Some(conn) = self.conn.as_mut() else {
+        if self.conn.is_none() {
             return;
-        };
+        }
         let items: Result<Option<Vec<String>>, _> =
-            redis::cmd("LPOP").arg(&key).arg(256).query(conn);
+            self.query(redis::cmd("LPOP").arg(&key).arg(256));
         match items {
             Ok(items) => {
                 for item in items.unwrap_or_default() {
@@ -507,6 +587,10 @@ impl Worker {
             }
         }
     }
+}
+
+fn not_connected() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::NotConnected))
 }
 
 fn max(a: &AtomicU64, v: u64) {

@@ -272,7 +272,7 @@ pub fn render_fleet(f: &crate::fleet::Status, out: &mut String) {
     if !f.on {
         return;
     }
-    let series: [(&str, &str, &str, u64); 10] = [
+    let series: [(&str, &str, &str, u64); 11] = [
         (
             "vigild_fleet_redis_up",
             "gauge",
@@ -332,6 +332,12 @@ pub fn render_fleet(f: &crate::fleet::Status, out: &mut String) {
             "counter",
             "Failed Redis calls (each drops the connection).",
             f.errors,
+        ),
+        (
+            "vigild_fleet_redirects_total",
+            "counter",
+            "Redis Cluster MOVED replies followed to the owner of the fleet's slot.",
+            f.redirects,
         ),
     ];
     for (name, kind, help, value) in series {

@@ -1,9 +1,12 @@
 //! A real `redis-server` for the fleet tests (tests/fleet.rs, tests/fleet_outage.rs), started
-//! by the test on a loopback port in its own temporary directory, killed on drop; and the
-//! fleet's nodes: vigild daemons sharing it, plus readers of the stream and live tables the
-//! way a watcher reads them (docs/fleet.md).
+//! by the test on a loopback port in its own temporary directory, killed on drop; a real
+//! Redis Cluster of such servers (tests/fleet_cluster.rs); and the fleet's nodes: vigild
+//! daemons sharing it, clients churning on them, plus readers of the stream and live tables
+//! the way a watcher reads them (docs/fleet.md, its redis-py watcher included).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -192,13 +195,17 @@ return out
 
 /// The snapshot: the view and the stream position it reflects.
 pub fn snapshot(con: &mut redis::Connection) -> (FleetView, String) {
+    try_snapshot(con).unwrap()
+}
+
+/// [`snapshot`], or Redis's error (a cluster in the middle of a failover).
+pub fn try_snapshot(con: &mut redis::Connection) -> redis::RedisResult<(FleetView, String)> {
     let flat: Vec<String> = redis::cmd("EVAL")
         .arg(SNAPSHOT)
         .arg(1)
         .arg("{vigild}:presence")
         .arg("{vigild}")
-        .query(con)
-        .unwrap();
+        .query(con)?;
     let pos = flat[0].clone();
     let mut view = FleetView::new();
     for pair in flat[1..].chunks(2) {
@@ -208,7 +215,7 @@ pub fn snapshot(con: &mut redis::Connection) -> (FleetView, String) {
             row["name"].as_str().map(str::to_owned),
         );
     }
-    (view, pos)
+    Ok((view, pos))
 }
 
 /// Applies stream events to a view, as a watcher does.
@@ -252,13 +259,26 @@ pub fn client_lists(nodes: &[(&str, &Daemon)]) -> FleetView {
 /// Waits until the table in Redis (a snapshot) equals the nodes' `CLIENT LIST`s; returns how
 /// long that took.
 pub fn wait_converged(redis: &RedisServer, nodes: &[(&str, &Daemon)], limit: Duration) -> Duration {
+    wait_table_equals(|| Some(redis.conn()), nodes, limit)
+}
+
+/// [`wait_converged`] with the connection `con` opens for each look (`None`: no Redis to
+/// ask yet, as a cluster without an owner for the tag's slot; a Redis error is waited out
+/// the same way).
+pub fn wait_table_equals(
+    mut con: impl FnMut() -> Option<redis::Connection>,
+    nodes: &[(&str, &Daemon)],
+    limit: Duration,
+) -> Duration {
     let t0 = Instant::now();
-    let mut con = redis.conn();
     wait_until(
         limit,
         "the fleet table to equal the nodes' CLIENT LISTs",
         || {
-            let (table, _) = snapshot(&mut con);
+            let Some(mut con) = con() else {
+                return Err("no Redis to read the table from".to_owned());
+            };
+            let (table, _) = try_snapshot(&mut con).map_err(|e| format!("snapshot: {e}"))?;
             let truth = client_lists(nodes);
             if table == truth {
                 return Ok(());
@@ -294,4 +314,305 @@ pub fn ids_on(view: &FleetView, node: &str) -> BTreeSet<u64> {
         .filter(|(n, _)| n == node)
         .map(|(_, id)| *id)
         .collect()
+}
+
+/// One RESP request on a raw socket, and its one-line reply.
+pub fn request(s: &mut TcpStream, words: &[&str]) -> String {
+    s.write_all(&super::load::multibulk(
+        &words.iter().map(|w| w.as_bytes()).collect::<Vec<_>>(),
+    ))
+    .unwrap();
+    super::load::read_line(s).unwrap()
+}
+
+/// A client socket to a node, reads bounded.
+pub fn connect(d: &Daemon) -> TcpStream {
+    let s = TcpStream::connect(d.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Events of `node` under `epoch` that the node itself wrote (not resyncs, not node-lost).
+pub fn own_seqs(stream: &[Entry], node: &str, epoch: u64) -> Vec<u64> {
+    stream
+        .iter()
+        .filter(|(_, e)| e["node"] == node && e["epoch"] == epoch && e["seq"].is_u64())
+        .map(|(_, e)| e["seq"].as_u64().unwrap())
+        .collect()
+}
+
+/// The node's process epoch.
+pub fn epoch_of(d: &Daemon) -> u64 {
+    fleet_info(d)["fleet_epoch"].parse().unwrap()
+}
+
+/// The node's last presence `seq`.
+pub fn presence_seq(d: &Daemon) -> u64 {
+    super::info(&mut d.admin(), "presence")["presence_seq"]
+        .parse()
+        .unwrap()
+}
+
+/// Churn on one node: sessions that join, take a name (some rename), and leave by QUIT, FIN
+/// or reset; every fourth stays. Returns the sessions kept open.
+pub fn churn(d: &Daemon, node: &str, n: usize) -> Vec<TcpStream> {
+    let mut kept = Vec::new();
+    for i in 0..n {
+        let mut s = connect(d);
+        assert_eq!(
+            request(&mut s, &["CLIENT", "SETNAME", &format!("{node}-{i}")]),
+            "+OK"
+        );
+        if i % 3 == 0 {
+            assert_eq!(
+                request(&mut s, &["CLIENT", "SETNAME", &format!("{node}-{i}-b")]),
+                "+OK"
+            );
+        }
+        match i % 4 {
+            0 => kept.push(s),
+            1 => assert_eq!(request(&mut s, &["QUIT"]), "+OK"),
+            2 => super::load::reset(s),
+            _ => drop(s),
+        }
+        // Spread over about half a second, so a watcher can arrive in the middle.
+        std::thread::sleep(Duration::from_millis(8));
+    }
+    kept
+}
+
+/// The redis-py watcher of docs/fleet.md as written, with only its Redis changed: port
+/// `port`, and with `cluster` redis-py's `RedisCluster` (seeded with that node) for
+/// `redis.Redis`. Run as `python -c <this> <seconds>`: it watches that long and prints the
+/// live sessions as JSON `[[node, id, name], ...]` on its last line.
+pub fn docs_watcher(port: u16, cluster: bool) -> String {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/fleet.md")).unwrap();
+    let from = doc
+        .find("### In Python (redis-py)")
+        .expect("the redis-py section");
+    let block = &doc[from..];
+    let start = block.find("```python\n").unwrap() + "```python\n".len();
+    let code = &block[start..start + block[start..].find("```").unwrap()];
+    let client = "r = redis.Redis(host=\"127.0.0.1\", port=6379,";
+    assert!(code.contains(client), "the watcher's client line: {code}");
+    let class = if cluster { "RedisCluster" } else { "Redis" };
+    let code = code.replace(
+        client,
+        &format!("r = redis.{class}(host=\"127.0.0.1\", port={port},"),
+    );
+    format!(
+        "{code}\nimport sys, time\ndeadline = time.time() + float(sys.argv[1])\n\
+         live = watch(stop=lambda: time.time() > deadline)\n\
+         print(json.dumps(sorted([[n, i, name] for (n, i), name in live.items()])))\n"
+    )
+}
+
+/// PINGs every 10 ms on one connection; returns the slowest round trip.
+pub fn pinger(d: &Daemon, stop: &std::sync::atomic::AtomicBool) -> Duration {
+    let mut s = TcpStream::connect(d.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut worst = Duration::ZERO;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = Instant::now();
+        s.write_all(b"PING\r\n").unwrap();
+        assert_eq!(super::load::read_line(&mut s).unwrap(), "+PONG");
+        worst = worst.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    worst
+}
+
+/// The hash slot of the fleet's keys (`CLUSTER KEYSLOT {vigild}`).
+pub const TAG_SLOT: u16 = 5821;
+
+/// One redis-server of a [`RedisCluster`].
+pub struct ClusterNode {
+    child: Option<Child>,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl ClusterNode {
+    fn spawn() -> ClusterNode {
+        let port = free_port();
+        let dir = TempDir::new("redis-cluster");
+        let child = Command::new("redis-server")
+            .arg("--port")
+            .arg(port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--cluster-enabled", "yes"])
+            .args(["--cluster-node-timeout", "1000"])
+            // A replica takes over however long it was cut from its master.
+            .args(["--cluster-replica-validity-factor", "0"])
+            .arg("--cluster-config-file")
+            .arg(dir.path().join("nodes.conf"))
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test installs it)");
+        ClusterNode {
+            child: Some(child),
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A connection, or none (the node is dead or not up yet).
+    pub fn try_conn(&self) -> Option<redis::Connection> {
+        self.child.as_ref()?;
+        redis::Client::open(self.url().as_str())
+            .ok()?
+            .get_connection_with_timeout(Duration::from_millis(500))
+            .ok()
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        self.try_conn().expect("a live cluster node")
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {
+        cmd.query(&mut self.conn())
+            .unwrap_or_else(|e| panic!("{cmd:?} on port {}: {e}", self.port))
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real Redis Cluster on loopback: three masters holding the slots as `redis-cli --cluster
+/// create` splits them (so master 1 holds [`TAG_SLOT`]), and with `replica` a fourth server,
+/// `nodes[3]`, replicating master 1. Node timeout 1 s. Every server is killed on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<ClusterNode>,
+}
+
+impl RedisCluster {
+    pub fn start(replica: bool) -> RedisCluster {
+        let n = if replica { 4 } else { 3 };
+        let nodes: Vec<ClusterNode> = (0..n).map(|_| ClusterNode::spawn()).collect();
+        let c = RedisCluster { nodes };
+        for node in &c.nodes {
+            wait_until(Duration::from_secs(10), "a cluster node answers", || {
+                node.try_conn().is_some()
+            });
+        }
+        let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
+        for (i, (node, (from, to))) in c.nodes.iter().zip(ranges).enumerate() {
+            let _: () = node.query(redis::cmd("CLUSTER").arg("ADDSLOTSRANGE").arg(from).arg(to));
+            let _: () = node.query(
+                redis::cmd("CLUSTER")
+                    .arg("SET-CONFIG-EPOCH")
+                    .arg(i as u64 + 1),
+            );
+        }
+        for node in &c.nodes[1..] {
+            let _: () = c.nodes[0].query(
+                redis::cmd("CLUSTER")
+                    .arg("MEET")
+                    .arg("127.0.0.1")
+                    .arg(node.port),
+            );
+        }
+        c.wait_state_ok(n);
+        if replica {
+            let owner: String = c.nodes[1].query(redis::cmd("CLUSTER").arg("MYID"));
+            wait_until(
+                Duration::from_secs(10),
+                "the replica to follow master 1",
+                || {
+                    c.nodes[3]
+                        .try_conn()
+                        .and_then(|mut con| {
+                            redis::cmd("CLUSTER")
+                                .arg("REPLICATE")
+                                .arg(&owner)
+                                .query::<()>(&mut con)
+                                .ok()
+                        })
+                        .is_some()
+                },
+            );
+            wait_until(Duration::from_secs(10), "the replica in sync", || {
+                let info: String = c.nodes[3].query(redis::cmd("INFO").arg("replication"));
+                info.contains("master_link_status:up")
+            });
+        }
+        c
+    }
+
+    /// Waits until every node says `cluster_state:ok` and knows all `n` nodes.
+    fn wait_state_ok(&self, n: usize) {
+        for node in &self.nodes {
+            wait_until(Duration::from_secs(15), "the cluster to form", || {
+                let info: String = node.query(redis::cmd("CLUSTER").arg("INFO"));
+                let ok = info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{n}\r"));
+                if ok {
+                    Ok(())
+                } else {
+                    Err(info)
+                }
+            });
+        }
+    }
+
+    /// A connection to the master that owns [`TAG_SLOT`] now, as the live nodes say (`None`
+    /// while none does, as during a failover).
+    pub fn owner_conn(&self) -> Option<redis::Connection> {
+        let owner = self.owner()?;
+        self.nodes[owner].try_conn()
+    }
+
+    /// Which node owns [`TAG_SLOT`] now, as the first live node answers `CLUSTER SLOTS`.
+    pub fn owner(&self) -> Option<usize> {
+        for node in &self.nodes {
+            let Some(mut con) = node.try_conn() else {
+                continue;
+            };
+            let Ok(redis::Value::Array(ranges)) = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query::<redis::Value>(&mut con)
+            else {
+                continue;
+            };
+            let int = |v: Option<&redis::Value>| match v {
+                Some(redis::Value::Int(i)) => *i,
+                _ => -1,
+            };
+            let port = ranges.iter().find_map(|r| {
+                let redis::Value::Array(r) = r else {
+                    return None;
+                };
+                let slot = i64::from(TAG_SLOT);
+                if !(int(r.first())..=int(r.get(1))).contains(&slot) {
+                    return None;
+                }
+                let Some(redis::Value::Array(master)) = r.get(2) else {
+                    return None;
+                };
+                u16::try_from(int(master.get(1))).ok()
+            })?;
+            return self.nodes.iter().position(|n| n.port == port);
+        }
+        None
+    }
 }

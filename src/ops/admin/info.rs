@@ -307,6 +307,7 @@ fn fleet(v: &View<'_>, out: &mut String) {
     line(out, "fleet_takeovers", f.takeovers);
     line(out, "fleet_sessions_fenced", f.fenced);
     line(out, "fleet_errors", f.errors);
+    line(out, "fleet_redirects", f.redirects);
     line(out, "fleet_nodes", v.fleet.view().nodes.len());
 }
 
