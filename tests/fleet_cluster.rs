@@ -169,6 +169,18 @@ fn three_nodes_seeded_on_different_cluster_nodes_share_one_view_and_a_killed_nod
         ids.len()
     );
     c_sockets.clear();
+
+    // A clean stop of a: its last script takes it out of the fleet.
+    let mut a = nodes.remove(0);
+    a.signal(libc::SIGTERM);
+    assert!(a
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    let fleet: Vec<String> = redis::cmd("HKEYS")
+        .arg("{vigild}:nodes")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(fleet, ["b"], "a left the fleet");
     drop(kept);
 }
 
@@ -244,6 +256,18 @@ fn the_tag_s_master_killed_its_replica_takes_over_and_the_view_converges() {
         worst = pingers.into_iter().map(|p| p.join().unwrap()).collect();
     });
     let converged = killed_at.elapsed();
+    // When each node had resynchronised with the new master, after the kill.
+    let resynced: Vec<Duration> = nodes
+        .iter()
+        .map(|d| {
+            d.log
+                .lines_at()
+                .into_iter()
+                .find(|(l, at)| *at > killed_at && l.contains("live sessions (resync)"))
+                .map(|(_, at)| at - killed_at)
+                .expect("a resync after the failover")
+        })
+        .collect();
     let mut new = cluster.owner_conn().unwrap();
     let after = read_stream(&mut new, &pos);
     let lost = after
@@ -255,8 +279,9 @@ fn the_tag_s_master_killed_its_replica_takes_over_and_the_view_converges() {
     assert_eq!(view, truth, "the watcher's snapshot + the stream after it");
     let moved: Vec<u64> = nodes.iter().map(redirects).collect();
     println!(
-        "failover: replica promoted {promoted:?} after the kill, view converged {converged:?} \
-         after it (bound {FAILOVER_BOUND:?}); {} sessions; redirects per node {before:?} → \
+        "failover: replica promoted {promoted:?} after the kill, the nodes resynchronised with \
+         it {resynced:?} after the kill, the view (churn stopped 1 s after the promotion) \
+         converged {converged:?} after it (bound {FAILOVER_BOUND:?}); {} sessions; redirects per node {before:?} → \
          {moved:?}; {} entries after the snapshot ({lost} node-lost); slowest PING per node \
          {worst:?}",
         truth.len(),
