@@ -273,6 +273,7 @@ impl Fleet {
             return Ok(fleet);
         };
         let node = config.fleet.node_name(port);
+        let url_is_tls = url.starts_with("rediss://");
         let waker = Arc::new(Waker::new(registry, FLEET)?);
         let (tx, commands) = mpsc::sync_channel(QUEUE_BOUND);
         let (reports, rx) = mpsc::channel();
@@ -295,6 +296,7 @@ impl Fleet {
             maxlen: config.fleet.stream_maxlen,
             lease: config.fleet.lease,
             fence: config.fleet.fence,
+            tls: url_is_tls.then(|| config.fleet.tls.clone()),
         };
         let w = worker::Worker::new(setup, commands, reports, waker, shared.clone(), done_tx);
         std::thread::Builder::new()

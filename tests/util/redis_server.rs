@@ -252,13 +252,21 @@ pub fn client_lists(nodes: &[(&str, &Daemon)]) -> FleetView {
 /// Waits until the table in Redis (a snapshot) equals the nodes' `CLIENT LIST`s; returns how
 /// long that took.
 pub fn wait_converged(redis: &RedisServer, nodes: &[(&str, &Daemon)], limit: Duration) -> Duration {
+    wait_converged_on(&mut redis.conn(), nodes, limit)
+}
+
+/// [`wait_converged`] reading Redis through `con` (a TLS connection, say).
+pub fn wait_converged_on(
+    con: &mut redis::Connection,
+    nodes: &[(&str, &Daemon)],
+    limit: Duration,
+) -> Duration {
     let t0 = Instant::now();
-    let mut con = redis.conn();
     wait_until(
         limit,
         "the fleet table to equal the nodes' CLIENT LISTs",
         || {
-            let (table, _) = snapshot(&mut con);
+            let (table, _) = snapshot(con);
             let truth = client_lists(nodes);
             if table == truth {
                 return Ok(());
