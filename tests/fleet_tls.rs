@@ -3,7 +3,8 @@
 //! CA the test makes, and `tls-auth-clients yes` so the nodes must present a client
 //! certificate. Two nodes share the view through it and one's `kill -9` is published
 //! `node-lost`; a node with the wrong CA or no client certificate is refused by the handshake,
-//! says so, counts it and keeps serving its clients, and picks up a fixed file at its next
+//! (or a certificate for another host) says so, counts it and keeps serving its clients, and
+//! picks up a fixed file at its next
 //! connect; `--check-config` names every bad `fleet.tls_*` file.
 //!
 //! `scripts/test` installs `redis-server` (Debian's is built with TLS).
@@ -37,7 +38,9 @@ impl TlsRedis {
         };
         let child = Command::new("redis-server")
             .args(["--port", "0", "--tls-port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // 127.0.0.2 too: a name its certificate (127.0.0.1, localhost) does not carry.
+            .args(["--bind", "127.0.0.1", "127.0.0.2"])
+            .args(["--save", "", "--appendonly", "no"])
             .arg("--tls-cert-file")
             .arg(&files.cert_file)
             .arg("--tls-key-file")
@@ -211,7 +214,17 @@ fn a_node_refused_by_the_handshake_says_why_keeps_serving_and_uses_a_fixed_file(
     let a = node(&redis.url(), "a", &tls_keys(&wrong_ca, Some(&node_cert)));
     // The right CA but no client certificate: Redis (tls-auth-clients yes) refuses it.
     let b = node(&redis.url(), "b", &tls_keys(&files.ca_file, None));
-    for (d, why) in [(&a, "invalid peer certificate"), (&b, "alert")] {
+    // Everything right but the host: Redis's certificate does not name 127.0.0.2.
+    let c = node(
+        &redis.url().replace("127.0.0.1", "127.0.0.2"),
+        "c",
+        &tls_keys(&files.ca_file, Some(&node_cert)),
+    );
+    for (d, why) in [
+        (&a, "invalid peer certificate: UnknownIssuer"),
+        (&b, "alert"),
+        (&c, "not valid for name"),
+    ] {
         let warned = d.log.wait_for(Duration::from_secs(10), |l| {
             l.contains("WARN") && l.contains("fleet: Redis connect failed") && l.contains(why)
         });
@@ -226,7 +239,7 @@ fn a_node_refused_by_the_handshake_says_why_keeps_serving_and_uses_a_fixed_file(
         );
     }
     std::thread::sleep(Duration::from_millis(1000));
-    for d in [&a, &b] {
+    for d in [&a, &b, &c] {
         // Retried every 250 ms; warned at most once per 10 s.
         assert_eq!(
             d.log.count(|l| l.contains("fleet: Redis connect failed")),
