@@ -2,10 +2,10 @@
 //! the test starts with a TLS port only (no plain port to fall back to), its certificate from a
 //! CA the test makes, and `tls-auth-clients yes` so the nodes must present a client
 //! certificate. Two nodes share the view through it and one's `kill -9` is published
-//! `node-lost`; a node with the wrong CA or no client certificate is refused by the handshake,
-//! (or a certificate for another host) says so, counts it and keeps serving its clients, and
-//! picks up a fixed file at its next
-//! connect; `--check-config` names every bad `fleet.tls_*` file.
+//! `node-lost`. A node with the wrong CA, no client certificate or a URL host the certificate
+//! does not name is refused by the handshake, says why, counts it and keeps serving its
+//! clients, and picks up a fixed file at its next connect; `--check-config` names every bad
+//! `fleet.tls_*` file.
 //!
 //! `scripts/test` installs `redis-server` (Debian's is built with TLS).
 
