@@ -29,7 +29,7 @@ use redis::{ClientTlsConfig, IntoConnectionInfo, TlsCertificates, Value};
 use crate::config::credentials::{self, RedisTlsPem};
 use crate::config::RedisTlsFiles;
 
-use super::{scripts, Command, Entry, NodeInfo, Op, Report, Row, Shared, View, TICK};
+use super::{scripts, Command, Entry, Holder, NodeInfo, Op, Report, Row, Shared, View, TICK};
 
 /// Events per script call.
 const BATCH: usize = 512;
@@ -398,16 +398,20 @@ impl Worker {
             }
             let unique = self.unique();
             let started = Instant::now();
-            let result = self.eval::<String>(Script::Publish, |c| {
+            let result = self.eval::<(String, Vec<String>)>(Script::Publish, |c| {
                 c.arg(unique);
                 for e in chunk {
                     let (op, name, prev, row) = match &e.op {
                         Op::Joined { row } => ("j", "", "", row.as_str()),
-                        Op::Named { name, previous } => (
+                        Op::Named {
+                            name,
+                            previous,
+                            identity,
+                        } => (
                             "n",
                             name.as_deref().unwrap_or(""),
                             previous.as_deref().unwrap_or(""),
-                            "",
+                            identity.as_deref().unwrap_or(""),
                         ),
                         Op::Left { name } => ("l", name.as_deref().unwrap_or(""), "", ""),
                     };
@@ -421,6 +425,19 @@ impl Worker {
             });
             let us = started.elapsed().as_micros() as u64;
             let n = chunk.len() as u64;
+            let (result, refused) = match result {
+                Ok((status, refused)) => (Ok(status), refused),
+                Err(e) => (Err(e), Vec::new()),
+            };
+            for r in refused.chunks(3) {
+                if let [id, name, by] = r {
+                    self.report(Report::Refused {
+                        id: id.parse().unwrap_or(0),
+                        name: name.clone(),
+                        by: by.clone(),
+                    });
+                }
+            }
             match result.as_deref() {
                 Ok("ok") | Ok("resync") => {
                     let s = &self.shared;
@@ -540,9 +557,7 @@ impl Worker {
             let mut map = HashMap::new();
             for kv in flat.chunks(2) {
                 if let [name, list] = kv {
-                    let holders: Vec<(String, u64, String)> =
-                        serde_json::from_str(list).unwrap_or_default();
-                    map.insert(name.clone(), holders);
+                    map.insert(name.clone(), Holder::list(list));
                 }
             }
             map
