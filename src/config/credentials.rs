@@ -1,5 +1,6 @@
 //! The TLS files (`tls.cert_file`, `tls.key_file`, `tls.client_ca_file`) read and checked, and
-//! the rustls server configuration built from them. Done at start, at every reload (a rotated
+//! the rustls server configuration built from them; and the fleet's files for its TLS link to
+//! Redis (`fleet.tls_*`, [`load_redis_tls`]), checked the same way. Done at start, at every reload (a rotated
 //! file is picked up even when the config text is the same; a bad one keeps the previous
 //! credentials, see `server/control.rs`) and by `--check-config`.
 //!
@@ -26,6 +27,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 
 use crate::config::tls::{ClientAuth, MinVersion, TlsConfig};
+use crate::config::RedisTlsFiles;
 use crate::os::small_file;
 
 /// Largest certificate, key or CA file read: a bundle of hundreds of CAs is a few hundred KB.
@@ -227,64 +229,9 @@ pub fn load(
         path: cert_path.clone(),
         message,
     };
-    let key_fail = |message: String| CredentialError {
-        key: "tls.key_file",
-        path: key_path.clone(),
-        message,
-    };
-    let chain = certificates("tls.cert_file", cert_path)?;
-    let parsed = chain
-        .iter()
-        .map(facts)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(cert_fail)?;
-    for (i, pair) in parsed.windows(2).enumerate() {
-        if pair[0].issuer_raw != pair[1].subject_raw {
-            return Err(cert_fail(format!(
-                "certificate {} ({}) did not issue certificate {} ({}): the chain must be the \
-                 leaf first, each certificate followed by its issuer",
-                i + 2,
-                pair[1].subject,
-                i + 1,
-                pair[0].subject
-            )));
-        }
-    }
-    let leaf = &parsed[0];
-    let now_secs = unix_secs(now);
-    if leaf.not_after < now_secs {
-        return Err(cert_fail(format!(
-            "the certificate ({}) expired {} ago; clients will refuse it",
-            leaf.subject,
-            crate::config::duration::format_duration(Duration::from_secs(
-                (now_secs - leaf.not_after).unsigned_abs()
-            ))
-        )));
-    }
-    if leaf.not_before > now_secs {
-        return Err(cert_fail(format!(
-            "the certificate ({}) is not valid yet (notBefore is in {} s); check the clock",
-            leaf.subject,
-            leaf.not_before - now_secs
-        )));
-    }
-    let key_bytes = read("tls.key_file", key_path)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
-        key_fail(format!(
-            "holds no usable private key ({e}); expected a PEM \"PRIVATE KEY\", \"RSA PRIVATE \
-             KEY\" or \"EC PRIVATE KEY\" block"
-        ))
-    })?;
+    let (chain, leaf) = checked_chain("tls.cert_file", cert_path, now)?;
     let provider = provider();
-    let certified = CertifiedKey::from_der(chain.clone(), key, &provider).map_err(|e| {
-        key_fail(match e {
-            rustls::Error::InconsistentKeys(_) => format!(
-                "does not match the certificate in {} (a different key pair)",
-                cert_path.display()
-            ),
-            e => format!("cannot be used: {e}"),
-        })
-    })?;
+    let certified = matching_key("tls.key_file", key_path, cert_path, &chain, &provider)?;
     let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.min_version {
         MinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         MinVersion::Tls13 => &[&rustls::version::TLS13],
@@ -300,14 +247,7 @@ pub fn load(
                 path: ca_path.clone(),
                 message,
             };
-            let cas = certificates("tls.client_ca_file", ca_path)?;
-            let mut roots = RootCertStore::empty();
-            let (added, ignored) = roots.add_parsable_certificates(cas);
-            if added == 0 {
-                return Err(ca_fail(format!(
-                    "none of its {ignored} certificate(s) can be used as a trust anchor"
-                )));
-            }
+            let (roots, added) = trust_anchors("tls.client_ca_file", ca_path)?;
             let verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let verifier = match auth {
@@ -331,4 +271,159 @@ pub fn load(
         chain_len: chain.len(),
         client_cas,
     })
+}
+
+/// The certificate chain in `path` (`key` names its setting), checked: in order, each
+/// certificate issued by the next, and the leaf valid at `now`. Returns the chain and the
+/// leaf's facts.
+fn checked_chain(
+    key: &'static str,
+    path: &Path,
+    now: SystemTime,
+) -> Result<(Vec<CertificateDer<'static>>, CertFacts), CredentialError> {
+    let fail = |message: String| CredentialError {
+        key,
+        path: path.to_owned(),
+        message,
+    };
+    let chain = certificates(key, path)?;
+    let mut parsed = chain
+        .iter()
+        .map(facts)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(fail)?;
+    for (i, pair) in parsed.windows(2).enumerate() {
+        if pair[0].issuer_raw != pair[1].subject_raw {
+            return Err(fail(format!(
+                "certificate {} ({}) did not issue certificate {} ({}): the chain must be the \
+                 leaf first, each certificate followed by its issuer",
+                i + 2,
+                pair[1].subject,
+                i + 1,
+                pair[0].subject
+            )));
+        }
+    }
+    let leaf = parsed.swap_remove(0);
+    let now_secs = unix_secs(now);
+    if leaf.not_after < now_secs {
+        return Err(fail(format!(
+            "the certificate ({}) expired {} ago; its peers will refuse it",
+            leaf.subject,
+            crate::config::duration::format_duration(Duration::from_secs(
+                (now_secs - leaf.not_after).unsigned_abs()
+            ))
+        )));
+    }
+    if leaf.not_before > now_secs {
+        return Err(fail(format!(
+            "the certificate ({}) is not valid yet (notBefore is in {} s); check the clock",
+            leaf.subject,
+            leaf.not_before - now_secs
+        )));
+    }
+    Ok((chain, leaf))
+}
+
+/// The private key in `key_path` (setting `key`), which must be the key of `chain`'s leaf
+/// (read from `cert_path`).
+fn matching_key(
+    key: &'static str,
+    key_path: &Path,
+    cert_path: &Path,
+    chain: &[CertificateDer<'static>],
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, CredentialError> {
+    let fail = |message: String| CredentialError {
+        key,
+        path: key_path.to_owned(),
+        message,
+    };
+    let key_bytes = read(key, key_path)?;
+    let private = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
+        fail(format!(
+            "holds no usable private key ({e}); expected a PEM \"PRIVATE KEY\", \"RSA PRIVATE \
+             KEY\" or \"EC PRIVATE KEY\" block"
+        ))
+    })?;
+    CertifiedKey::from_der(chain.to_vec(), private, provider).map_err(|e| {
+        fail(match e {
+            rustls::Error::InconsistentKeys(_) => format!(
+                "does not match the certificate in {} (a different key pair)",
+                cert_path.display()
+            ),
+            e => format!("cannot be used: {e}"),
+        })
+    })
+}
+
+/// The CA bundle in `path` (setting `key`) as trust anchors, and how many it holds.
+fn trust_anchors(
+    key: &'static str,
+    path: &Path,
+) -> Result<(RootCertStore, usize), CredentialError> {
+    let cas = certificates(key, path)?;
+    let mut roots = RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(cas);
+    if added == 0 {
+        return Err(CredentialError {
+            key,
+            path: path.to_owned(),
+            message: format!("none of its {ignored} certificate(s) can be used as a trust anchor"),
+        });
+    }
+    Ok((roots, added))
+}
+
+/// The fleet's TLS files for its link to Redis, read and checked, as the PEM text the `redis`
+/// crate takes. Read at start and by `--check-config` (the config check), and again by the
+/// fleet's thread at every connect, so a rotated file is used by the next connection.
+#[derive(Clone, Default)]
+pub struct RedisTlsPem {
+    /// The CAs Redis's certificate must chain to; `None`: the system's trust store.
+    pub roots: Option<Vec<u8>>,
+    /// A client certificate chain and its key, for a Redis with `tls-auth-clients yes`.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for RedisTlsPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTlsPem")
+            .field("roots", &self.roots.as_ref().map(|r| r.len()))
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+/// Reads and checks `fleet.tls_ca_file` and the `fleet.tls_cert_file` / `fleet.tls_key_file`
+/// pair of `files` at `now`.
+pub fn load_redis_tls(
+    files: &RedisTlsFiles,
+    now: SystemTime,
+) -> Result<RedisTlsPem, CredentialError> {
+    let roots = match &files.ca_file {
+        None => None,
+        Some(path) => {
+            trust_anchors("fleet.tls_ca_file", path)?;
+            Some(read("fleet.tls_ca_file", path)?)
+        }
+    };
+    let client = match (&files.cert_file, &files.key_file) {
+        (Some(cert_path), Some(key_path)) => {
+            let (chain, _) = checked_chain("fleet.tls_cert_file", cert_path, now)?;
+            matching_key(
+                "fleet.tls_key_file",
+                key_path,
+                cert_path,
+                &chain,
+                &provider(),
+            )?;
+            Some((
+                read("fleet.tls_cert_file", cert_path)?,
+                read("fleet.tls_key_file", key_path)?,
+            ))
+        }
+        _ => None,
+    };
+    Ok(RedisTlsPem { roots, client })
 }

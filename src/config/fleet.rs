@@ -2,12 +2,14 @@
 //! (docs/fleet.md). Off unless `redis` is set, so a single host works exactly as without it.
 //!
 //! Invariants of a [`FleetConfig`] that passed [`FleetConfig::from_raw`]: the URL is
-//! `redis://` or `unix://` and carries no password (that goes in `password_file`, so the URL
+//! `redis://`, `rediss://` (TLS; its files readable and checked, `fleet.tls_*`) or `unix://`
+//! and carries no password (that goes in `password_file`, so the URL
 //! can be shown by `--check-config`, `CONFIG GET` and logs), the stream key carries a hash
 //! tag (`{...}`) that every other fleet key shares, so the scripts run on Redis Cluster too,
 //! the node name is 1 to 255 bytes of printable ASCII, and the lease is 1 s to 1 h.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +17,7 @@ use super::raw::RawInt;
 use super::secret::{self, Password, PasswordSource};
 use super::validate::Check;
 use super::ConfigError;
+use crate::config::credentials;
 use crate::config::duration::DurationValue;
 
 pub const DEFAULT_FLEET_REDIS: &str = "";
@@ -39,6 +42,18 @@ pub(super) struct RawFleet {
     pub(super) stream: Option<String>,
     pub(super) stream_maxlen: Option<RawInt>,
     pub(super) fence: Option<bool>,
+    pub(super) tls_ca_file: Option<String>,
+    pub(super) tls_cert_file: Option<String>,
+    pub(super) tls_key_file: Option<String>,
+}
+
+/// The files of a `rediss://` link: the CAs that sign Redis's certificate (unset: the system's
+/// trust store) and a client certificate for a Redis with `tls-auth-clients` (both or neither).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisTlsFiles {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 /// The checked `[fleet]` table.
@@ -56,6 +71,8 @@ pub struct FleetConfig {
     pub stream_maxlen: u64,
     /// A node whose lease lapsed reaps its own sessions as `fenced`.
     pub fence: bool,
+    /// With a `rediss://` URL: its files (checked when the config was read).
+    pub tls: RedisTlsFiles,
 }
 
 impl Default for FleetConfig {
@@ -68,6 +85,7 @@ impl Default for FleetConfig {
             stream: DEFAULT_FLEET_STREAM.to_owned(),
             stream_maxlen: DEFAULT_FLEET_STREAM_MAXLEN,
             fence: DEFAULT_FLEET_FENCE,
+            tls: RedisTlsFiles::default(),
         }
     }
 }
@@ -149,6 +167,12 @@ impl FleetConfig {
             1000..=i64::MAX,
             "entries kept in the stream; a watcher further behind than this must resynchronise",
         )?;
+        let tls = RedisTlsFiles {
+            ca_file: check.optional_file(raw.tls_ca_file),
+            cert_file: check.optional_file(raw.tls_cert_file),
+            key_file: check.optional_file(raw.tls_key_file),
+        };
+        redis_tls(redis.as_deref(), &tls, check)?;
         Ok(FleetConfig {
             redis,
             password,
@@ -157,6 +181,7 @@ impl FleetConfig {
             stream,
             stream_maxlen,
             fence: raw.fence.unwrap_or(DEFAULT_FLEET_FENCE),
+            tls,
         })
     }
 
@@ -174,6 +199,9 @@ impl FleetConfig {
                 i64::try_from(self.stream_maxlen).unwrap_or(i64::MAX),
             )),
             fence: Some(self.fence),
+            tls_ca_file: Some(path_text(&self.tls.ca_file)),
+            tls_cert_file: Some(path_text(&self.tls.cert_file)),
+            tls_key_file: Some(path_text(&self.tls.key_file)),
         }
     }
 
@@ -201,20 +229,32 @@ fn hash_tag(key: &str) -> Option<&str> {
     (close > open + 1).then(|| &key[open..=close])
 }
 
+fn path_text(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
 fn redis_url(url: &str, check: &Check<'_>) -> Result<(), ConfigError> {
     let invalid = |m: &str| Err(check.invalid("fleet.redis", m.to_owned()));
-    let rest = if let Some(r) = url.strip_prefix("redis://") {
+    let rest = if let Some(r) = url
+        .strip_prefix("redis://")
+        .or_else(|| url.strip_prefix("rediss://"))
+    {
         r
-    } else if url.starts_with("rediss://") {
-        return invalid(
-            "rediss:// (TLS) is not supported by this build yet; use redis:// on a trusted \
-             network or a unix:// socket",
-        );
     } else if url.starts_with("unix://") || url.starts_with("redis+unix://") {
         return Ok(());
     } else {
-        return invalid("must start with redis:// or unix://, e.g. \"redis://127.0.0.1:6379/0\"");
+        return invalid(
+            "must start with redis://, rediss:// (TLS) or unix://, e.g. \"redis://127.0.0.1:6379/0\"",
+        );
     };
+    if rest.contains('#') {
+        return invalid(
+            "carries a #fragment; \"#insecure\" (no certificate check) is not offered: give \
+             the CA that signs Redis's certificate in fleet.tls_ca_file instead",
+        );
+    }
     let authority = rest.split('/').next().unwrap_or("");
     if let Some((userinfo, _)) = authority.rsplit_once('@') {
         if userinfo.contains(':') {
@@ -226,6 +266,48 @@ fn redis_url(url: &str, check: &Check<'_>) -> Result<(), ConfigError> {
     }
     if authority.is_empty() {
         return invalid("names no host, e.g. \"redis://127.0.0.1:6379/0\"");
+    }
+    Ok(())
+}
+
+/// The `fleet.tls_*` files: only with a `rediss://` URL, the certificate and key together, and
+/// each readable and checked now (so a start or `--check-config` names a bad file at once).
+fn redis_tls(url: Option<&str>, tls: &RedisTlsFiles, check: &Check<'_>) -> Result<(), ConfigError> {
+    let set = [
+        ("fleet.tls_ca_file", &tls.ca_file),
+        ("fleet.tls_cert_file", &tls.cert_file),
+        ("fleet.tls_key_file", &tls.key_file),
+    ];
+    let tls_url = url.is_some_and(|u| u.starts_with("rediss://"));
+    if let Some((key, _)) = set.iter().find(|(_, p)| p.is_some()) {
+        if !tls_url {
+            return Err(check.invalid(
+                key,
+                "is set but fleet.redis is not a rediss:// URL; the file would not be used",
+            ));
+        }
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(_), None) => {
+            return Err(check.invalid(
+                "fleet.tls_key_file",
+                "must be set with fleet.tls_cert_file (the client certificate's private key)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(check.invalid(
+                "fleet.tls_cert_file",
+                "must be set with fleet.tls_key_file (the certificate of that key)",
+            ))
+        }
+        _ => {}
+    }
+    if tls_url {
+        credentials::load_redis_tls(tls, SystemTime::now()).map_err(|e| ConfigError::Invalid {
+            path: e.path.clone(),
+            key: e.key.to_owned(),
+            message: e.message.clone(),
+        })?;
     }
     Ok(())
 }
@@ -256,7 +338,8 @@ mod tests {
         for (text, key) in [
             ("redis = \"http://x\"", "fleet.redis"),
             ("redis = \"redis://u:secret@h:1\"", "fleet.redis"),
-            ("redis = \"rediss://h:1\"", "fleet.redis"),
+            ("redis = \"rediss://h:1/#insecure\"", "fleet.redis"),
+            ("tls_ca_file = \"/etc/hosts\"", "fleet.tls_ca_file"),
             ("lease = \"500ms\"", "fleet.lease"),
             ("stream = \"presence\"", "fleet.stream"),
             ("node = \"a b\"", "fleet.node"),

@@ -61,6 +61,8 @@ enum Op {
     Named {
         name: Option<String>,
         previous: Option<String>,
+        /// The session's identity, for the identity rule across nodes.
+        identity: Option<String>,
     },
     Left {
         name: Option<String>,
@@ -94,6 +96,13 @@ enum Report {
         name: String,
         by: String,
     },
+    /// This node's session `id` took `name`, but a holder on node `by` proved another
+    /// identity: the claim was refused in Redis; reap the claimant (`replaced`).
+    Refused {
+        id: u64,
+        name: String,
+        by: String,
+    },
     View(View),
 }
 
@@ -103,6 +112,9 @@ pub(crate) enum Wanted {
     /// Reap the session with this id if it still holds this name (`replaced`): node `by`
     /// claimed it.
     Replace { id: u64, name: String, by: String },
+    /// Reap the session with this id if it still holds this name (`replaced`): its claim lost
+    /// to a holder on node `by` with another identity.
+    Refused { id: u64, name: String, by: String },
 }
 
 /// The fleet as the worker last read it (every second): for `FLEET NODES` and `CLIENT LOOKUP`.
@@ -116,8 +128,40 @@ pub(crate) struct View {
     pub at: Option<Instant>,
 }
 
-/// A name's holder somewhere in the fleet: node, session id, address.
-pub(crate) type Holder = (String, u64, String);
+/// A name's holder somewhere in the fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Holder {
+    pub node: String,
+    pub id: u64,
+    pub addr: String,
+    /// The identity it proved (a certificate, a token), if any.
+    pub identity: Option<String>,
+}
+
+impl Holder {
+    /// One entry of a `T:names` list: `[node, id, addr, identity]`, the identity `""` when
+    /// none (nodes before the identity rule wrote three elements).
+    fn from_json(v: &serde_json::Value) -> Option<Holder> {
+        let a = v.as_array()?;
+        Some(Holder {
+            node: a.first()?.as_str()?.to_owned(),
+            id: a.get(1)?.as_u64()?,
+            addr: a.get(2)?.as_str()?.to_owned(),
+            identity: a
+                .get(3)
+                .and_then(|i| i.as_str())
+                .filter(|i| !i.is_empty())
+                .map(str::to_owned),
+        })
+    }
+
+    /// The holders in one `T:names` value (unparsable entries are left out).
+    pub(crate) fn list(json: &str) -> Vec<Holder> {
+        serde_json::from_str::<Vec<serde_json::Value>>(json)
+            .map(|l| l.iter().filter_map(Holder::from_json).collect())
+            .unwrap_or_default()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NodeInfo {
@@ -278,6 +322,7 @@ impl Fleet {
             return Ok(fleet);
         };
         let node = config.fleet.node_name(port);
+        let url_is_tls = url.starts_with("rediss://");
         let waker = Arc::new(Waker::new(registry, FLEET)?);
         let (tx, commands) = mpsc::sync_channel(QUEUE_BOUND);
         let (reports, rx) = mpsc::channel();
@@ -300,6 +345,7 @@ impl Fleet {
             maxlen: config.fleet.stream_maxlen,
             lease: config.fleet.lease,
             fence: config.fleet.fence,
+            tls: url_is_tls.then(|| config.fleet.tls.clone()),
         };
         let w = worker::Worker::new(setup, commands, reports, waker, shared.clone(), done_tx);
         std::thread::Builder::new()
@@ -344,16 +390,20 @@ impl Fleet {
             Event::Joined { id, addr, laddr } => (
                 id,
                 Op::Joined {
-                    row: row_json(id, addr, laddr, None, at_ms, self.epoch),
+                    row: row_json(id, addr, laddr, None, None, at_ms, self.epoch),
                 },
             ),
             Event::Named {
-                id, name, previous, ..
+                id,
+                name,
+                previous,
+                identity,
             } => (
                 id,
                 Op::Named {
                     name: name.map(str::to_owned),
                     previous: previous.map(str::to_owned),
+                    identity: identity.map(str::to_owned),
                 },
             ),
             Event::Left(l) => (
@@ -385,6 +435,7 @@ impl Fleet {
             match report {
                 Report::WantSnapshot => self.snapshot_due = true,
                 Report::Takeover { id, name, by } => wanted.push(Wanted::Replace { id, name, by }),
+                Report::Refused { id, name, by } => wanted.push(Wanted::Refused { id, name, by }),
                 Report::View(v) => self.view = v,
             }
         }
@@ -477,6 +528,20 @@ impl Fleet {
         &self.view
     }
 
+    /// The identity rule across nodes, as far as the view (at most about a second old) knows:
+    /// the node of a holder elsewhere that proved an identity other than `identity`, which a
+    /// claim of `name` cannot take the name from. Redis makes the final check atomically
+    /// (a claim the view let through may still be refused there: [`Wanted::Refused`]).
+    pub(crate) fn outranked_by(&self, name: &str, identity: Option<&str>) -> Option<&Holder> {
+        let names = self.view.names.as_ref()?;
+        names.get(name)?.iter().find(|h| {
+            h.node != self.node
+                && h.identity
+                    .as_deref()
+                    .is_some_and(|held| Some(held) != identity)
+        })
+    }
+
     /// This node's name and epoch.
     pub(crate) fn node(&self) -> (&str, u64) {
         (&self.node, self.epoch)
@@ -553,6 +618,8 @@ struct RowJson<'a> {
     name: Option<&'a str>,
     at: u64,
     epoch: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identity: Option<&'a str>,
 }
 
 /// A session's row in the live table.
@@ -561,6 +628,7 @@ pub(crate) fn row_json(
     addr: SocketAddr,
     laddr: Option<SocketAddr>,
     name: Option<&str>,
+    identity: Option<&str>,
     at: u64,
     epoch: u64,
 ) -> String {
@@ -571,6 +639,7 @@ pub(crate) fn row_json(
         name,
         at,
         epoch,
+        identity,
     })
     .unwrap_or_default()
 }
@@ -581,12 +650,13 @@ pub(crate) fn row(
     addr: SocketAddr,
     laddr: Option<SocketAddr>,
     name: Option<&str>,
+    identity: Option<&str>,
     at: u64,
     epoch: u64,
 ) -> Row {
     Row {
         id,
-        json: row_json(id, addr, laddr, name, at, epoch),
+        json: row_json(id, addr, laddr, name, identity, at, epoch),
         name: name.map(str::to_owned),
     }
 }

@@ -11,10 +11,10 @@
 //! | `fleet.stream` | stream | every `joined`/`named`/`left` of every node, field `event` |
 //! | `T:nodes` | hash | node → its epoch (the nodes the fleet knows) |
 //! | `T:lease:<node>` | string, PX lease | the node's lease, its epoch as value |
-//! | `T:live:<node>` | hash | session id → row JSON (`id`, `addr`, `laddr`, `name`, `at`, `epoch`) |
-//! | `T:names` | hash | name → JSON list of holders `[node, id, addr]` |
-//! | `T:claim:<name>` | string | a claim waiting for a remote holder to let go (the claimant's `named`) |
-//! | `T:inbox:<node>` | list | takeover requests for the node: `{"name", "id", "by"}` |
+//! | `T:live:<node>` | hash | session id → row JSON (`id`, `addr`, `laddr`, `name`, `at`, `epoch`, and `identity` once it has one) |
+//! | `T:names` | hash | name → JSON list of holders `[node, id, addr, identity]` (`""`: none; older nodes wrote three) |
+//! | `T:claim:<name>` | string | a claim waiting for a remote holder to let go (the claimant's `named`, `identity`) |
+//! | `T:inbox:<node>` | list | takeover requests for the node: `{"name", "id", "by", "identity"}` |
 //!
 //! Every script gets `KEYS[1]` = the stream and `ARGV[1..4]` = tag, node, epoch, stream
 //! maxlen (the tag names the other keys, all in the same slot as the stream).
@@ -37,10 +37,31 @@ local function set_holders(name, list)
   if #list == 0 then redis.call('HDEL', tag .. ':names', name)
   else redis.call('HSET', tag .. ':names', name, cjson.encode(list)) end
 end
-local function add_holder(name, n, id, addr)
+local function text(v)
+  if type(v) == 'string' then return v end
+  return ''
+end
+local function add_holder(name, n, id, addr, ident)
   local list = holders(name)
-  table.insert(list, {n, tonumber(id), addr})
+  table.insert(list, {n, tonumber(id), addr, text(ident)})
   set_holders(name, list)
+end
+-- The identity rule across nodes (docs/fleet.md): a claimant with identity `ident` ('' =
+-- none) may not take `name` from a holder on another node, or from a waiting claim of
+-- another session, that proved a different identity. Returns that holder's node, or nil.
+local function outranked(name, ident, id)
+  for _, h in ipairs(holders(name)) do
+    if h[1] ~= node and text(h[4]) ~= '' and h[4] ~= ident then return h[1] end
+  end
+  local c = redis.call('GET', tag .. ':claim:' .. name)
+  if c then
+    local cl = cjson.decode(c)
+    if not (cl.node == node and cl.id == tonumber(id)) and text(cl.identity) ~= ''
+        and cl.identity ~= ident then
+      return cl.node
+    end
+  end
+  return nil
 end
 -- A waiting claim on `name` is applied once no holder on another node than the claimant
 -- is left: its `named` goes into the stream right after the `left` that freed the name.
@@ -58,8 +79,9 @@ local function apply_claim(name)
   if not row then return end
   local r = cjson.decode(row)
   r.name = name
+  if text(cl.identity) ~= '' then r.identity = cl.identity end
   redis.call('HSET', lk, tostring(cl.id), cjson.encode(r))
-  add_holder(name, cl.node, cl.id, r.addr)
+  add_holder(name, cl.node, cl.id, r.addr, cl.identity)
   xadd(cl.event)
 end
 local function release(name, n, id)
@@ -107,15 +129,19 @@ end
 
 /// A batch of the node's own events. `ARGV[5]` = unique names (`1`/`0`), then six arguments
 /// per event: op (`j`, `n`, `l`), session id, name, previous name (`""` = none), the event's
-/// JSON, the row (joined only). Returns `{status, conflicts}`: status `ok`, or `lost` when the
-/// node's lease had lapsed (its sessions were published `node-lost`; nothing was written: the
-/// node resynchronises); `resync` when an event found no row (an earlier one was dropped).
+/// JSON, and the row (joined) or the session's identity (named; `""` = none). Returns
+/// `{status, refused}`: status `ok`, or `lost` when the node's lease had lapsed (its sessions
+/// were published `node-lost`; nothing was written: the node resynchronises); `resync` when
+/// an event found no row (an earlier one was dropped). `refused`, flat `[id, name, node]`:
+/// renames the identity rule refused (a holder on `node` proved another identity); nothing of
+/// theirs was written, and the node reaps those sessions `replaced`.
 pub(super) const PUBLISH: &str = r#"
 if not ours() then
   if redis.call('HGET', tag .. ':nodes', node) == epoch then node_lost(node, node) end
-  return 'lost'
+  return {'lost', {}}
 end
 local unique = ARGV[5] == '1'
+local refused = {}
 local lk = tag .. ':live:' .. node
 local status = 'ok'
 for i = 6, #ARGV, 6 do
@@ -138,8 +164,18 @@ for i = 6, #ARGV, 6 do
     if name ~= '' then release(name, node, id) end
   else
     local had = redis.call('HGET', lk, id)
+    local by = nil
+    if had and name ~= '' and unique then by = outranked(name, row, id) end
     if not had then
       status = 'resync'
+    elseif by then
+      -- Refused whole: the row keeps its old name, as the stream does, until its `left`;
+      -- a claim it was still waiting for is dropped.
+      local old = cjson.decode(had).name
+      if prev ~= '' and prev ~= old then release(prev, node, id) end
+      table.insert(refused, id)
+      table.insert(refused, name)
+      table.insert(refused, by)
     else
       local r = cjson.decode(had)
       local old = r.name
@@ -152,7 +188,7 @@ for i = 6, #ARGV, 6 do
           if h[1] ~= node then
             waiting = true
             redis.call('RPUSH', tag .. ':inbox:' .. h[1],
-              cjson.encode({name = name, id = h[2], by = node}))
+              cjson.encode({name = name, id = h[2], by = node, identity = row}))
           end
         end
       end
@@ -165,17 +201,18 @@ for i = 6, #ARGV, 6 do
           local oc = cjson.decode(older)
           if not (oc.node == node and oc.id == tonumber(id)) then
             redis.call('RPUSH', tag .. ':inbox:' .. oc.node,
-              cjson.encode({name = name, id = oc.id, by = node}))
+              cjson.encode({name = name, id = oc.id, by = node, identity = row}))
           end
         end
         -- The row keeps its name until the claim is applied, as the stream does.
         redis.call('SET', tag .. ':claim:' .. name,
-          cjson.encode({node = node, id = tonumber(id), event = ev}))
+          cjson.encode({node = node, id = tonumber(id), event = ev, identity = row}))
       else
         r.name = cjson.null
+        if row ~= '' then r.identity = row end
         if name ~= '' then
           r.name = name
-          add_holder(name, node, id, r.addr)
+          add_holder(name, node, id, r.addr, row)
         end
         redis.call('HSET', lk, id, cjson.encode(r))
         xadd(ev)
@@ -183,7 +220,7 @@ for i = 6, #ARGV, 6 do
     end
   end
 end
-return status
+return {status, refused}
 "#;
 
 /// The node's whole live table, after a start, a reconnect, a dropped event or a lapsed
@@ -230,7 +267,7 @@ for id, w in pairs(want) do
     redis.call('HSET', lk, id, cjson.encode(r))
     xadd(cjson.encode({seq = cjson.null, event = 'joined', id = r.id, addr = r.addr,
       laddr = r.laddr, name = r.name, at = now, epoch = r.epoch, node = node, resync = true}))
-    if name ~= '' then add_holder(name, node, id, r.addr) end
+    if name ~= '' then add_holder(name, node, id, r.addr, r.identity) end
   else
     local o = cjson.decode(had)
     if o.name ~= r.name then
@@ -238,7 +275,7 @@ for id, w in pairs(want) do
       if o.name ~= cjson.null then release(o.name, node, id) end
       xadd(cjson.encode({seq = cjson.null, event = 'named', id = r.id, name = r.name,
         previous = o.name, at = now, epoch = r.epoch, node = node, resync = true}))
-      if name ~= '' then add_holder(name, node, id, r.addr) end
+      if name ~= '' then add_holder(name, node, id, r.addr, r.identity) end
     end
   end
 end

@@ -2,7 +2,10 @@
 //! so the event loop never waits for it.
 //!
 //! One connection, keepalive and `TCP_USER_TIMEOUT` on its socket and read/write timeouts of
-//! one lease, so a dead Redis is noticed about as fast as a dead client. The thread loops:
+//! one lease, so a dead Redis is noticed about as fast as a dead client. With `rediss://` it is
+//! TLS (rustls, through the `redis` crate), its files read again at every connect so a rotated
+//! certificate is used by the next connection (a file that became unreadable or bad is warned
+//! about and the last good one used). The thread loops:
 //! take what the loop queued (waiting at most [`TICK`]), write the events in one script call
 //! per batch, then its timers: the lease (every lease/3) with a sweep for lost nodes, the
 //! takeover inbox (every tick), the fleet view (every second). Any Redis error drops the
@@ -20,15 +23,18 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{info, warn};
 use mio::Waker;
 use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
-use redis::{IntoConnectionInfo, Value};
+use redis::{ClientTlsConfig, IntoConnectionInfo, TlsCertificates, Value};
+
+use crate::config::credentials::{self, RedisTlsPem};
+use crate::config::RedisTlsFiles;
 
 use super::cluster::Route;
-use super::{scripts, Command, Entry, NodeInfo, Op, Report, Row, Shared, View, TICK};
+use super::{scripts, Command, Entry, Holder, NodeInfo, Op, Report, Row, Shared, View, TICK};
 
 /// Events per script call.
 const BATCH: usize = 512;
@@ -56,6 +62,8 @@ pub(super) struct Setup {
     pub maxlen: u64,
     pub lease: Duration,
     pub fence: bool,
+    /// With a `rediss://` URL: the files to read at every connect.
+    pub tls: Option<RedisTlsFiles>,
 }
 
 pub(super) struct Worker {
@@ -86,6 +94,9 @@ pub(super) struct Worker {
     /// When "connected" was last logged (on a cluster at most every [`WARN_EVERY`]: while
     /// the tag's master fails over, connects to the survivors succeed every few hundred ms).
     connected_logged: Option<Instant>,
+    /// The TLS files as last read without fault.
+    tls_pem: Option<RedisTlsPem>,
+    tls_warned_at: Option<Instant>,
 }
 
 #[derive(Clone, Copy)]
@@ -132,6 +143,8 @@ impl Worker {
             sweep_from: now,
             warned_at: None,
             connected_logged: None,
+            tls_pem: None,
+            tls_warned_at: None,
         }
     }
 
@@ -232,7 +245,10 @@ impl Worker {
             let redis = info.redis_settings().clone().set_password(pw);
             info = info.set_redis_settings(redis);
         }
-        let client = redis::Client::open(info)?;
+        let client = match self.setup.tls.clone() {
+            None => redis::Client::open(info)?,
+            Some(files) => redis::Client::build_with_tls(info, self.tls_certificates(&files)?)?,
+        };
         let mut conn = client.get_connection_with_timeout(lease)?;
         conn.set_read_timeout(Some(lease))?;
         conn.set_write_timeout(Some(lease))?;
@@ -263,7 +279,46 @@ impl Worker {
             return;
         }
         self.connected_logged = Some(now);
-        info!("fleet: connected to Redis as node {}", self.setup.node);
+        info!(
+            "fleet: connected to Redis{} as node {}",
+            if self.setup.tls.is_some() {
+                " over TLS"
+            } else {
+                ""
+            },
+            self.setup.node
+        );
+    }
+
+    /// The `rediss://` files, read again now; when they cannot be used, the last good ones
+    /// (warned about at most every [`WARN_EVERY`]), or the error when there are none.
+    fn tls_certificates(
+        &mut self,
+        files: &RedisTlsFiles,
+    ) -> Result<TlsCertificates, redis::RedisError> {
+        match credentials::load_redis_tls(files, SystemTime::now()) {
+            Ok(pem) => self.tls_pem = Some(pem),
+            Err(e) => {
+                if self.tls_pem.is_none() {
+                    return Err(redis::RedisError::from(std::io::Error::other(
+                        e.to_string(),
+                    )));
+                }
+                let now = Instant::now();
+                if self.tls_warned_at.is_none_or(|at| now >= at + WARN_EVERY) {
+                    self.tls_warned_at = Some(now);
+                    warn!("fleet: {e}; connecting with the TLS files as last read");
+                }
+            }
+        }
+        let pem = self.tls_pem.clone().unwrap_or_default();
+        Ok(TlsCertificates {
+            client_tls: pem.client.map(|(client_cert, client_key)| ClientTlsConfig {
+                client_cert,
+                client_key,
+            }),
+            root_cert: pem.roots,
+        })
     }
 
     /// `EVALSHA` of one script with the common arguments, then `extra`.
@@ -423,16 +478,20 @@ impl Worker {
             }
             let unique = self.unique();
             let started = Instant::now();
-            let result = self.eval::<String>(Script::Publish, |c| {
+            let result = self.eval::<(String, Vec<String>)>(Script::Publish, |c| {
                 c.arg(unique);
                 for e in chunk {
                     let (op, name, prev, row) = match &e.op {
                         Op::Joined { row } => ("j", "", "", row.as_str()),
-                        Op::Named { name, previous } => (
+                        Op::Named {
+                            name,
+                            previous,
+                            identity,
+                        } => (
                             "n",
                             name.as_deref().unwrap_or(""),
                             previous.as_deref().unwrap_or(""),
-                            "",
+                            identity.as_deref().unwrap_or(""),
                         ),
                         Op::Left { name } => ("l", name.as_deref().unwrap_or(""), "", ""),
                     };
@@ -446,6 +505,19 @@ impl Worker {
             });
             let us = started.elapsed().as_micros() as u64;
             let n = chunk.len() as u64;
+            let (result, refused) = match result {
+                Ok((status, refused)) => (Ok(status), refused),
+                Err(e) => (Err(e), Vec::new()),
+            };
+            for r in refused.chunks(3) {
+                if let [id, name, by] = r {
+                    self.report(Report::Refused {
+                        id: id.parse().unwrap_or(0),
+                        name: name.clone(),
+                        by: by.clone(),
+                    });
+                }
+            }
             match result.as_deref() {
                 Ok("ok") | Ok("resync") => {
                     let s = &self.shared;
@@ -565,9 +637,7 @@ impl Worker {
             let mut map = HashMap::new();
             for kv in flat.chunks(2) {
                 if let [name, list] = kv {
-                    let holders: Vec<(String, u64, String)> =
-                        serde_json::from_str(list).unwrap_or_default();
-                    map.insert(name.clone(), holders);
+                    map.insert(name.clone(), Holder::list(list));
                 }
             }
             map

@@ -23,6 +23,7 @@ impl Server {
         for wanted in self.fleet.ready() {
             match wanted {
                 Wanted::Replace { id, name, by } => self.replace_for_fleet(id, &name, &by, now),
+                Wanted::Refused { id, name, by } => self.refused_by_fleet(id, &name, &by, now),
             }
         }
         self.fence_if_lapsed(now);
@@ -90,6 +91,35 @@ impl Server {
         }
     }
 
+    /// This node's session `id` took `name` (told `+OK`), and Redis refused the claim: a
+    /// holder on node `by` proved another identity (docs/fleet.md). The claimant is reaped
+    /// `replaced`, if it still holds the name, as a claimant that loses a race is.
+    fn refused_by_fleet(&mut self, id: u64, name: &str, by: &str, now: Instant) {
+        let claimant = self
+            .sessions
+            .holders(name.as_bytes())
+            .iter()
+            .copied()
+            .find(|t| self.sessions.get(*t).is_some_and(|s| s.id == id));
+        let Some(token) = claimant else {
+            return;
+        };
+        let peer = self.sessions.get(token).map(|s| s.peer);
+        self.stats.takeover.identity_refused += 1;
+        budgeted!(
+            self.log_budget,
+            LineKind::Takeover,
+            Level::Info,
+            now,
+            "fleet: session id={id} peer={} may not hold the name {}: a session on node {} holds \
+             it with another identity; reaping it",
+            peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            clipped(name),
+            clipped(by)
+        );
+        self.reap(token, Cause::Reason(ReapReason::Replaced), now);
+    }
+
     /// At the end of each turn: the snapshot the worker waits for, if any (retried next
     /// tick while the queue is full).
     pub(super) fn fleet_end_turn(&mut self, now: Instant) {
@@ -111,6 +141,7 @@ impl Server {
                     s.peer,
                     s.stream.local_addr().ok(),
                     s.name.as_deref(),
+                    s.identity().map(|i| &*i.name),
                     now_ms.saturating_sub(age),
                     epoch,
                 )

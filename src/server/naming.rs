@@ -92,6 +92,17 @@ impl Server {
         }
         if session.name != name {
             if let (true, Some(n)) = (self.config.session.unique_names, &name) {
+                let identity = session.identity().map(|i| &*i.name);
+                if let Some(h) = self.fleet.outranked_by(n, identity) {
+                    self.stats.takeover.identity_refused += 1;
+                    let e = format!(
+                        "ERR name held by identity {} on node {}; only that identity can take it",
+                        clipped(h.identity.as_deref().unwrap_or("")),
+                        clipped(&h.node)
+                    );
+                    resp::write_error(&mut self.scratch.out, &e);
+                    return;
+                }
                 if !self.take_name(token, n, now) {
                     resp::write_error(&mut self.scratch.out, step::NAME_IN_USE);
                     return;

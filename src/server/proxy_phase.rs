@@ -303,7 +303,7 @@ impl Server {
         };
         let _ = (&session.stream).write(b"-ERR max connections per address reached\r\n");
         let _ = self.poll.registry().deregister(&mut session.stream);
-        self.stats.on_late_reject(cause);
+        self.stats.on_late_reject(cause, session.connected_at);
         if session.tls().is_some() {
             self.stats.tls.live = self.stats.tls.live.saturating_sub(1);
         }

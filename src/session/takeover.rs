@@ -144,10 +144,11 @@ pub fn decide(holder: &Holder, config: &SessionConfig, now: Instant) -> Decision
 
 /// Decides whether a claim of the holder's name from another node of the fleet
 /// (`[fleet]` with unique names, docs/fleet.md) replaces the holder. The claimant's node
-/// already told its client `+OK` (the loop never waits for Redis), so today the claim always
-/// wins, as `takeover = "newest"` would: one name, one holder, fleet-wide, the newest. This is
-/// the one place a rule about the claimant goes (identities: a claimant that cannot prove the
-/// holder's identity would be refused here, and its node told to take the name back).
+/// already told its client `+OK` (the loop never waits for Redis), so the claim wins, as
+/// `takeover = "newest"` would: one name, one holder, fleet-wide, the newest. The identity rule
+/// was applied before the request was sent: the script that queued it refuses a claimant whose
+/// identity differs from an identified holder's (src/fleet/scripts.rs, `outranked`), and the
+/// claimant's node refuses one at `CLIENT SETNAME` when its view already shows that holder.
 pub fn decide_remote(_holder: &Holder, _by_node: &str) -> Decision {
     Decision::Replace(Stale::Remote)
 }

@@ -83,6 +83,19 @@ impl LastHour {
         slot.accepts = slot.accepts.saturating_add(1);
     }
 
+    /// Takes back an accept counted at `at` (a connection refused once its PROXY header gave
+    /// its real address), if that minute is still in the ring.
+    pub fn undo_accept(&mut self, at: Instant) {
+        let Some(start) = self.start else {
+            return;
+        };
+        let minute = at.saturating_duration_since(start).as_secs() / MINUTE.as_secs();
+        let slot = &mut self.slots[(minute % MINUTES as u64) as usize];
+        if slot.minute == minute {
+            slot.accepts = slot.accepts.saturating_sub(1);
+        }
+    }
+
     pub fn on_reap(&mut self, reason: ReapReason, now: Instant) {
         let slot = self.slot(now);
         let n = &mut slot.reaps[reason.index()];
@@ -191,6 +204,26 @@ mod tests {
         h.on_accept(t0 + Duration::from_secs(3 * 3600));
         let m = h.minutes(t0 + Duration::from_secs(3 * 3600));
         assert_eq!(m.accepts.iter().sum::<u32>(), 1);
+    }
+
+    #[test]
+    fn an_accept_taken_back_leaves_its_minute_and_no_other() {
+        let t0 = Instant::now();
+        let mut h = LastHour::default();
+        h.undo_accept(t0);
+        h.on_accept(t0);
+        h.on_accept(t0 + Duration::from_secs(61));
+        h.on_accept(t0 + Duration::from_secs(62));
+        h.undo_accept(t0 + Duration::from_secs(61));
+        let m = h.minutes(t0 + Duration::from_secs(63));
+        assert_eq!(m.accepts[MINUTES - 2..], [1, 1]);
+        // An hour on, that minute's slot holds another minute: nothing is taken from it.
+        h.on_accept(t0 + Duration::from_secs(3600));
+        h.undo_accept(t0);
+        assert_eq!(
+            h.minutes(t0 + Duration::from_secs(3600)).accepts[MINUTES - 1],
+            1
+        );
     }
 
     #[test]

@@ -214,8 +214,10 @@ impl Stats {
     }
 
     /// A connection accepted and then refused once its PROXY header gave its real address
-    /// (over `max_connections_per_ip`): counted as refused, and no longer as accepted or live.
-    pub fn on_late_reject(&mut self, cause: RejectCause) {
+    /// (over `max_connections_per_ip`): counted as refused, and no longer as accepted (in the
+    /// last hour's minute of `accepted_at` too) or live.
+    pub fn on_late_reject(&mut self, cause: RejectCause, accepted_at: Instant) {
+        self.last_hour.undo_accept(accepted_at);
         self.accepted = self.accepted.saturating_sub(1);
         self.live = self.live.saturating_sub(1);
         self.on_reject(cause);

@@ -259,7 +259,16 @@ pub fn client_lists(nodes: &[(&str, &Daemon)]) -> FleetView {
 /// Waits until the table in Redis (a snapshot) equals the nodes' `CLIENT LIST`s; returns how
 /// long that took.
 pub fn wait_converged(redis: &RedisServer, nodes: &[(&str, &Daemon)], limit: Duration) -> Duration {
-    wait_table_equals(|| Some(redis.conn()), nodes, limit)
+    wait_converged_on(&mut redis.conn(), nodes, limit)
+}
+
+/// [`wait_converged`] reading Redis through `con` (a TLS connection, say).
+pub fn wait_converged_on(
+    con: &mut redis::Connection,
+    nodes: &[(&str, &Daemon)],
+    limit: Duration,
+) -> Duration {
+    table_equals(|| try_snapshot(con), nodes, limit)
 }
 
 /// [`wait_converged`] with the connection `con` opens for each look (`None`: no Redis to
@@ -270,15 +279,30 @@ pub fn wait_table_equals(
     nodes: &[(&str, &Daemon)],
     limit: Duration,
 ) -> Duration {
+    table_equals(
+        || match con() {
+            Some(mut con) => try_snapshot(&mut con),
+            None => Err(redis::RedisError::from(std::io::Error::other(
+                "no Redis to read the table from",
+            ))),
+        },
+        nodes,
+        limit,
+    )
+}
+
+/// Waits until the table `look` reads equals the nodes' `CLIENT LIST`s.
+fn table_equals(
+    mut look: impl FnMut() -> redis::RedisResult<(FleetView, String)>,
+    nodes: &[(&str, &Daemon)],
+    limit: Duration,
+) -> Duration {
     let t0 = Instant::now();
     wait_until(
         limit,
         "the fleet table to equal the nodes' CLIENT LISTs",
         || {
-            let Some(mut con) = con() else {
-                return Err("no Redis to read the table from".to_owned());
-            };
-            let (table, _) = try_snapshot(&mut con).map_err(|e| format!("snapshot: {e}"))?;
+            let (table, _) = look().map_err(|e| format!("snapshot: {e}"))?;
             let truth = client_lists(nodes);
             if table == truth {
                 return Ok(());

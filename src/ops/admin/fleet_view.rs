@@ -46,7 +46,7 @@ pub(super) fn fleet_command(args: Args<'_>, view: &View<'_>, _proto: Proto, out:
 }
 
 /// `CLIENT LOOKUP name` for a name no local session holds: the holders on other nodes, one
-/// line each, `node=N id=I addr=A name=NAME view-age-ms=V`; `None` when the fleet is off or
+/// line each, `node=N id=I addr=A name=NAME [identity=ID] view-age-ms=V`; `None` when the fleet is off or
 /// knows no holder either.
 pub(super) fn lookup(name: &[u8], view: &View<'_>) -> Option<String> {
     let names = view.fleet.view().names.as_ref()?;
@@ -57,11 +57,16 @@ pub(super) fn lookup(name: &[u8], view: &View<'_>) -> Option<String> {
         i64::try_from(view.now.saturating_duration_since(at).as_millis()).unwrap_or(i64::MAX)
     });
     let mut text = String::new();
-    for (node, id, addr) in holders.iter().filter(|h| h.0 != me) {
-        let _ = writeln!(
+    for h in holders.iter().filter(|h| h.node != me) {
+        let _ = write!(
             text,
-            "node={node} id={id} addr={addr} name={name} view-age-ms={age}"
+            "node={} id={} addr={} name={name}",
+            h.node, h.id, h.addr
         );
+        if let Some(identity) = &h.identity {
+            let _ = write!(text, " identity={identity}");
+        }
+        let _ = writeln!(text, " view-age-ms={age}");
     }
     (!text.is_empty()).then_some(text)
 }

@@ -282,7 +282,6 @@ fn tls(v: &View<'_>, out: &mut String) {
     line(out, "identities", v.sessions.identities());
 }
 
-/// `latency_keepalive-timeout:count=2,min_ms=5012,p50_ms=5030,p99_ms=5101,max_ms=5101,mean_ms=5056`
 /// `[fleet]` (docs/fleet.md): the link to Redis and what went through it.
 fn fleet(v: &View<'_>, out: &mut String) {
     let f = v.fleet.status();
@@ -311,6 +310,7 @@ fn fleet(v: &View<'_>, out: &mut String) {
     line(out, "fleet_nodes", v.fleet.view().nodes.len());
 }
 
+/// `latency_keepalive-timeout:count=2,min_ms=5012,p50_ms=5030,p99_ms=5101,max_ms=5101,mean_ms=5056`
 fn distribution(out: &mut String, what: &str, reason: ReapReason, h: &Histogram) {
     let Some(q) = h.summary() else {
         return;
