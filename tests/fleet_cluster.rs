@@ -6,7 +6,9 @@
 //! each within lease + 2 s; master 1 `kill -9`ed, its replica promoted, the nodes (one of them
 //! seeded with the dead master) find it, answer PING within 50 ms meanwhile (so this binary
 //! is in the serial timing set of scripts/test) and the view converges within the stated
-//! bound; and the docs' redis-py watcher run with redis-py's `RedisCluster`.
+//! bound; a cluster on TLS ports only, where a redirect keeps the link's certificates; the
+//! docs' redis-py watcher run with redis-py's `RedisCluster`; and a single Redis not taken
+//! for a cluster.
 //!
 //! `scripts/test` installs `redis-server` (7) and redis-py.
 
@@ -17,12 +19,13 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use util::certs::{Leaf, Setup};
 use util::redis_server::{
     apply, churn, client_lists, connect, docs_watcher, epoch_of, fleet_info, ids_on, own_seqs,
-    pinger, presence_seq, read_stream, request, snapshot, start_node, wait_table_equals, Entry,
-    FleetView, RedisCluster, RedisServer,
+    pinger, presence_seq, read_stream, request, snapshot, start_node, wait_table_equals,
+    ClusterTls, Entry, FleetView, RedisCluster, RedisServer,
 };
-use util::Daemon;
+use util::{Daemon, TempDir};
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 
@@ -299,6 +302,52 @@ fn the_tag_s_master_killed_its_replica_takes_over_and_the_view_converges() {
         assert!(*w < Duration::from_millis(50), "a PING took {w:?}");
     }
     kept.clear();
+}
+
+/// Over TLS (`rediss://`, the cluster on TLS ports only with `tls-cluster yes` and client
+/// certificates required): nodes seeded with nodes that do not own the tag's slot follow
+/// `MOVED` to the owner's TLS port with the link's CA and client certificate.
+#[test]
+fn over_tls_a_redirect_keeps_the_link_s_certificates() {
+    let dir = TempDir::new("fleet-cluster-tls");
+    let files = Setup::new(dir.path());
+    let client = files.client(dir.path(), "client", &Leaf::client("vigild-node"));
+    let tls = ClusterTls {
+        cert_file: files.cert_file.clone(),
+        key_file: files.key_file.clone(),
+        ca_file: files.ca_file.clone(),
+        client: client.clone(),
+    };
+    let cluster = RedisCluster::start_with(false, Some(tls));
+    assert_eq!(cluster.owner(), Some(1));
+    let keys = format!(
+        "tls_ca_file = {:?}\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        files.ca_file.display().to_string(),
+        client.0.display().to_string(),
+        client.1.display().to_string()
+    );
+    let seeds = [("a", 0), ("c", 2)];
+    let nodes: Vec<Daemon> = seeds
+        .iter()
+        .map(|(n, i)| start_node(&cluster.nodes[*i].url(), n, "3s", &keys))
+        .collect();
+    let mut kept = Vec::new();
+    for (d, (n, _)) in nodes.iter().zip(seeds) {
+        assert!(redirects(d) >= 1, "{}", d.log.text());
+        let text = d.log.text();
+        assert!(
+            text.contains("connected to Redis over TLS as node"),
+            "{text}"
+        );
+        kept.extend(sessions(d, n, 10));
+    }
+    let pairs: Vec<(&str, &Daemon)> = vec![("a", &nodes[0]), ("c", &nodes[1])];
+    let took = wait_table_equals(|| cluster.owner_conn(), &pairs, Duration::from_secs(10));
+    println!(
+        "over TLS: redirects {:?}; table converged {took:?} after the sessions",
+        nodes.iter().map(redirects).collect::<Vec<_>>()
+    );
+    drop(kept);
 }
 
 /// The redis-py watcher of docs/fleet.md with `RedisCluster` for `Redis`, seeded with a node

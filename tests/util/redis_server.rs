@@ -451,20 +451,54 @@ pub fn pinger(d: &Daemon, stop: &std::sync::atomic::AtomicBool) -> Duration {
 /// The hash slot of the fleet's keys (`CLUSTER KEYSLOT {vigild}`).
 pub const TAG_SLOT: u16 = 5821;
 
+/// TLS for a [`RedisCluster`]: the servers' certificate, the CA, and a client certificate
+/// the servers present to each other (cluster bus, replication) and the test presents to
+/// them (`tls-auth-clients yes`).
+#[derive(Clone)]
+pub struct ClusterTls {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
+    pub ca_file: std::path::PathBuf,
+    pub client: (std::path::PathBuf, std::path::PathBuf),
+}
+
 /// One redis-server of a [`RedisCluster`].
 pub struct ClusterNode {
     child: Option<Child>,
     pub port: u16,
+    /// Its cluster bus port (`CLUSTER MEET` must be told).
+    bus_port: u16,
+    tls: Option<ClusterTls>,
     _dir: TempDir,
 }
 
 impl ClusterNode {
-    fn spawn() -> ClusterNode {
-        let port = free_port();
+    fn spawn(tls: Option<&ClusterTls>) -> ClusterNode {
+        let (port, bus_port) = (free_port(), free_port());
         let dir = TempDir::new("redis-cluster");
-        let child = Command::new("redis-server")
-            .arg("--port")
-            .arg(port.to_string())
+        let mut cmd = Command::new("redis-server");
+        match tls {
+            None => cmd.arg("--port").arg(port.to_string()),
+            Some(t) => cmd
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .args(["--tls-auth-clients", "yes"])
+                .arg("--tls-cert-file")
+                .arg(&t.cert_file)
+                .arg("--tls-key-file")
+                .arg(&t.key_file)
+                .arg("--tls-ca-cert-file")
+                .arg(&t.ca_file)
+                .arg("--tls-client-cert-file")
+                .arg(&t.client.0)
+                .arg("--tls-client-key-file")
+                .arg(&t.client.1),
+        };
+        let child = cmd
+            // A port of its own for the cluster bus (the default, port + 10000, may be taken
+            // or past 65535 for a port the kernel handed out).
+            .arg("--cluster-port")
+            .arg(bus_port.to_string())
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--cluster-enabled", "yes"])
             .args(["--cluster-node-timeout", "1000"])
@@ -481,19 +515,38 @@ impl ClusterNode {
         ClusterNode {
             child: Some(child),
             port,
+            bus_port,
+            tls: tls.cloned(),
             _dir: dir,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
 
     /// A connection, or none (the node is dead or not up yet).
     pub fn try_conn(&self) -> Option<redis::Connection> {
         self.child.as_ref()?;
-        redis::Client::open(self.url().as_str())
-            .ok()?
+        let client = match &self.tls {
+            None => redis::Client::open(self.url().as_str()).ok()?,
+            Some(t) => {
+                let certs = redis::TlsCertificates {
+                    client_tls: Some(redis::ClientTlsConfig {
+                        client_cert: std::fs::read(&t.client.0).ok()?,
+                        client_key: std::fs::read(&t.client.1).ok()?,
+                    }),
+                    root_cert: Some(std::fs::read(&t.ca_file).ok()?),
+                };
+                redis::Client::build_with_tls(self.url(), certs).ok()?
+            }
+        };
+        client
             .get_connection_with_timeout(Duration::from_millis(500))
             .ok()
     }
@@ -524,15 +577,22 @@ impl Drop for ClusterNode {
 
 /// A real Redis Cluster on loopback: three masters holding the slots as `redis-cli --cluster
 /// create` splits them (so master 1 holds [`TAG_SLOT`]), and with `replica` a fourth server,
-/// `nodes[3]`, replicating master 1. Node timeout 1 s. Every server is killed on drop.
+/// `nodes[3]`, replicating master 1. Node timeout 1 s. Every server is killed on drop (each
+/// is a [`ClusterNode`]), whatever the test's outcome.
 pub struct RedisCluster {
     pub nodes: Vec<ClusterNode>,
 }
 
 impl RedisCluster {
     pub fn start(replica: bool) -> RedisCluster {
+        RedisCluster::start_with(replica, None)
+    }
+
+    /// [`RedisCluster::start`], with `tls` on TLS ports only (`tls-cluster yes`: the nodes
+    /// speak TLS to each other too, and `MOVED` names TLS ports).
+    pub fn start_with(replica: bool, tls: Option<ClusterTls>) -> RedisCluster {
         let n = if replica { 4 } else { 3 };
-        let nodes: Vec<ClusterNode> = (0..n).map(|_| ClusterNode::spawn()).collect();
+        let nodes: Vec<ClusterNode> = (0..n).map(|_| ClusterNode::spawn(tls.as_ref())).collect();
         let c = RedisCluster { nodes };
         for node in &c.nodes {
             wait_until(Duration::from_secs(10), "a cluster node answers", || {
@@ -553,7 +613,8 @@ impl RedisCluster {
                 redis::cmd("CLUSTER")
                     .arg("MEET")
                     .arg("127.0.0.1")
-                    .arg(node.port),
+                    .arg(node.port)
+                    .arg(node.bus_port),
             );
         }
         c.wait_state_ok(n);
