@@ -15,6 +15,7 @@
 mod util;
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +29,9 @@ use util::redis_server::{
 use util::{Daemon, TempDir};
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
+
+/// Names are unique across the fleet.
+const UNIQUE: &str = "\n[session]\nunique_names = true\n";
 
 /// The view converges within this long after the tag's master is killed: the cluster marks
 /// it failed after its node timeout (1 s) and promotes the replica within about a second
@@ -80,7 +84,7 @@ fn three_nodes_seeded_on_different_cluster_nodes_share_one_view_and_a_killed_nod
     let nodes: Vec<Daemon> = NAMES
         .iter()
         .zip(&cluster.nodes)
-        .map(|(n, seed)| start_node(&seed.url(), n, "3s", ""))
+        .map(|(n, seed)| start_node(&seed.url(), n, "3s", UNIQUE))
         .collect();
     let moved: Vec<u64> = nodes.iter().map(redirects).collect();
     assert!(moved[0] >= 1 && moved[2] >= 1 && moved[1] == 0, "{moved:?}");
@@ -118,6 +122,47 @@ fn three_nodes_seeded_on_different_cluster_nodes_share_one_view_and_a_killed_nod
         "redirects per node {moved:?}; {} stream entries; table converged {took:?} after the churn",
         all.len()
     );
+
+    // A name taken across nodes (the claim, inbox and release steps on the cluster): a's
+    // holder is reaped `replaced`, its `left` before c's `named`.
+    let mut holder = connect(&nodes[0]);
+    assert_eq!(request(&mut holder, &["CLIENT", "SETNAME", "dev-x"]), "+OK");
+    util::wait_until(Duration::from_secs(5), "dev-x held on a", || {
+        snapshot(&mut con)
+            .0
+            .values()
+            .any(|n| n.as_deref() == Some("dev-x"))
+    });
+    let (_, before_claim) = snapshot(&mut con);
+    let mut claimant = connect(&nodes[2]);
+    assert_eq!(
+        request(&mut claimant, &["CLIENT", "SETNAME", "dev-x"]),
+        "+OK"
+    );
+    holder
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(holder.read(&mut buf), Ok(0) | Err(_)),
+        "a closed its holder"
+    );
+    let events = util::wait_until(Duration::from_secs(5), "c's named dev-x", || {
+        let events = read_stream(&mut con, &before_claim);
+        events
+            .iter()
+            .any(|(_, e)| e["event"] == "named" && e["node"] == "c" && e["name"] == "dev-x")
+            .then_some(events)
+    });
+    let at = |what: &str, node: &str| {
+        events
+            .iter()
+            .position(|(_, e)| e["event"] == what && e["node"] == node && e["name"] == "dev-x")
+    };
+    let left = at("left", "a").expect("a's left");
+    assert_eq!(events[left].1["reason"], "replaced");
+    assert!(left < at("named", "c").unwrap(), "{events:?}");
+    kept.push(claimant);
 
     // kill -9 of c with some hundreds of sessions.
     let mut c_sockets = sessions(&nodes[2], "c-many", 300);

@@ -4,9 +4,11 @@
 //! fleet in the middle of a rolling config change). Refused at `CLIENT SETNAME` when the
 //! claimant's node already sees the holder in its fleet view, and otherwise by the Redis script
 //! that would queue the takeover, after which the claimant's node reaps its claimant
-//! `replaced`; the holder is never touched and the stream never shows the claim. The same
-//! identity on a third node still takes the name, and an identified claimant still takes a
-//! name from a holder without one.
+//! `name-refused`; the holder is never touched and the stream never shows the claim. The same
+//! identity on a third node takes the name only from a stale holder (`session.takeover =
+//! "stale"`, here silent past `takeover_after`): against a live one its claimant is reaped
+//! `name-refused`, as a stolen token's would be. An identified claimant still takes a name
+//! from a holder without one.
 //!
 //! `scripts/test` installs `redis-server`.
 
@@ -89,7 +91,7 @@ fn an_identified_name_is_kept_from_other_identities_across_nodes() {
     std::fs::write(&secret, SECRET).unwrap();
     let unique = "\n[session]\nunique_names = true\n";
     let tokens = format!(
-        "{unique}\n[token]\nsecret_file = {:?}\n",
+        "{unique}takeover_after = \"2s\"\n\n[token]\nsecret_file = {:?}\n",
         secret.display().to_string()
     );
     // a and c take tokens; b has identities off.
@@ -173,12 +175,47 @@ fn an_identified_name_is_kept_from_other_identities_across_nodes() {
     }
     assert!(raced >= 1, "the Redis-side check was never reached");
     let refused_line = b.log.wait_for(Duration::from_secs(2), |l| {
-        l.contains("may not hold the name dev-race-")
-            && l.contains("node a holds it with another identity")
+        l.contains("lost the name dev-race-")
+            && l.contains("to node a: a session there holds it with another identity")
     });
     assert!(refused_line.is_some(), "{}", b.log.text());
+    let reaps = b.log.count(|l| {
+        l.contains("reap id=") && l.contains("name=dev-race-") && l.contains("reason=name-refused")
+    });
+    assert_eq!(reaps, raced, "{}", b.log.text());
 
-    // 3. The same identity on c takes dev-1 (a's holder reaped `replaced`).
+    // 3. The same identity on c: against a live holder it loses (a keeps dev-1 under
+    //    session.takeover = "stale", and c reaps its claimant `name-refused`, as a stolen
+    //    token would be); once the holder is silent past takeover_after (2 s), it takes it.
+    assert_eq!(request(&mut holder, &["PING"]), "+PONG");
+    let mut thief = connect(&c);
+    assert_eq!(
+        request(&mut thief, &["AUTH", "dev-1", &token("dev-1")]),
+        "+OK"
+    );
+    assert!(
+        closed_within(&mut thief, Duration::from_secs(3)),
+        "c's claimant of a live holder's name was not reaped"
+    );
+    let kept = a.log.wait_for(Duration::from_secs(2), |l| {
+        l.contains("fleet: node c claimed the name dev-1: kept by its live holder")
+    });
+    assert!(kept.is_some(), "{}", a.log.text());
+    assert!(
+        c.log
+            .wait_for(Duration::from_secs(2), |l| l
+                .contains("reason=name-refused")
+                && l.contains("name=dev-1 "))
+            .is_some(),
+        "{}",
+        c.log.text()
+    );
+    assert_eq!(
+        request(&mut holder, &["PING"]),
+        "+PONG",
+        "the live holder keeps dev-1"
+    );
+    std::thread::sleep(Duration::from_millis(2500));
     let mut same = connect(&c);
     assert_eq!(
         request(&mut same, &["AUTH", "dev-1", &token("dev-1")]),
@@ -186,7 +223,7 @@ fn an_identified_name_is_kept_from_other_identities_across_nodes() {
     );
     assert!(
         closed_within(&mut holder, Duration::from_secs(3)),
-        "a's holder was not replaced by the same identity on c"
+        "a's silent holder was not replaced by the same identity on c"
     );
     util::wait_until(Duration::from_secs(5), "dev-1 held on c", || {
         holders(&mut con, "dev-1").is_some_and(|h| h.contains(r#""c""#) && !h.contains(r#""a""#))

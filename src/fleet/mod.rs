@@ -82,7 +82,44 @@ pub(crate) struct Row {
 enum Command {
     Event(Entry),
     Snapshot(Vec<Row>),
+    /// A holder here kept `name` against another node's claim: drop the claim and tell the
+    /// claimant's node it lost.
+    RefuseClaim(String),
     Shutdown,
+}
+
+/// Why a claim of a name made on this node lost to another node's session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lost {
+    /// The holder on the other node proved another identity.
+    Identity,
+    /// The holder on the other node is live and keeps it (`session.takeover = "stale"`).
+    LiveHolder,
+    /// A newer claim of the name, from another session, took it first.
+    Superseded,
+    /// Another node's session took the name while this node could not write (a resync).
+    TakenMeanwhile,
+}
+
+impl Lost {
+    /// The word an inbox entry carries (`lost`), as the scripts write it.
+    fn from_word(w: &str) -> Lost {
+        match w {
+            "live-holder" => Lost::LiveHolder,
+            "identity" => Lost::Identity,
+            _ => Lost::Superseded,
+        }
+    }
+
+    /// For the log line.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            Lost::Identity => "a session there holds it with another identity",
+            Lost::LiveHolder => "its live holder there keeps it (session.takeover = \"stale\")",
+            Lost::Superseded => "a newer claim from there took it",
+            Lost::TakenMeanwhile => "a session there took it while this node was cut off",
+        }
+    }
 }
 
 /// What the worker hands back.
@@ -96,12 +133,12 @@ enum Report {
         name: String,
         by: String,
     },
-    /// This node's session `id` took `name`, but a holder on node `by` proved another
-    /// identity: the claim was refused in Redis; reap the claimant (`replaced`).
-    Refused {
+    /// This node's session `id` took `name`, and lost it to node `by`: reap the claimant.
+    Lost {
         id: u64,
         name: String,
         by: String,
+        why: Lost,
     },
     View(View),
 }
@@ -112,9 +149,14 @@ pub(crate) enum Wanted {
     /// Reap the session with this id if it still holds this name (`replaced`): node `by`
     /// claimed it.
     Replace { id: u64, name: String, by: String },
-    /// Reap the session with this id if it still holds this name (`replaced`): its claim lost
-    /// to a holder on node `by` with another identity.
-    Refused { id: u64, name: String, by: String },
+    /// Reap the session with this id if it still holds this name: its claim lost to node `by`
+    /// (`name-refused`, or `replaced` when another session took the name).
+    Lost {
+        id: u64,
+        name: String,
+        by: String,
+        why: Lost,
+    },
 }
 
 /// The fleet as the worker last read it (every second): for `FLEET NODES` and `CLIENT LOOKUP`.
@@ -435,11 +477,28 @@ impl Fleet {
             match report {
                 Report::WantSnapshot => self.snapshot_due = true,
                 Report::Takeover { id, name, by } => wanted.push(Wanted::Replace { id, name, by }),
-                Report::Refused { id, name, by } => wanted.push(Wanted::Refused { id, name, by }),
+                Report::Lost { id, name, by, why } => {
+                    wanted.push(Wanted::Lost { id, name, by, why })
+                }
                 Report::View(v) => self.view = v,
             }
         }
         wanted
+    }
+
+    /// A holder here kept `name` against another node's claim: the worker drops the claim
+    /// and tells the claimant's node. Not queued (the queue is full or the fleet off): the
+    /// claimant's node keeps the name until the next takeover request (counted as dropped).
+    pub(crate) fn refuse_claim(&mut self, name: &str) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        match link.tx.try_send(Command::RefuseClaim(name.to_owned())) {
+            Ok(()) => {
+                link.shared.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => self.dropped_here += 1,
+        }
     }
 
     /// Whether the worker waits for a snapshot of the live sessions and the loop should build

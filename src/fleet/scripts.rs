@@ -14,7 +14,7 @@
 //! | `T:live:<node>` | hash | session id → row JSON (`id`, `addr`, `laddr`, `name`, `at`, `epoch`, and `identity` once it has one) |
 //! | `T:names` | hash | name → JSON list of holders `[node, id, addr, identity]` (`""`: none; older nodes wrote three) |
 //! | `T:claim:<name>` | string | a claim waiting for a remote holder to let go (the claimant's `named`, `identity`) |
-//! | `T:inbox:<node>` | list | takeover requests for the node: `{"name", "id", "by", "identity"}` |
+//! | `T:inbox:<node>` | list | for the node: takeover requests `{"name", "id", "by", "identity"}` (reap holder `id` if the rule agrees), and claims it lost, `{"name", "id", "by", "lost"}` (reap claimant `id`) |
 //!
 //! Every script gets `KEYS[1]` = the stream and `ARGV[1..4]` = tag, node, epoch, stream
 //! maxlen (the tag names the other keys, all in the same slot as the stream).
@@ -201,7 +201,7 @@ for i = 6, #ARGV, 6 do
           local oc = cjson.decode(older)
           if not (oc.node == node and oc.id == tonumber(id)) then
             redis.call('RPUSH', tag .. ':inbox:' .. oc.node,
-              cjson.encode({name = name, id = oc.id, by = node, identity = row}))
+              cjson.encode({name = name, id = oc.id, by = node, lost = 'superseded'}))
           end
         end
         -- The row keeps its name until the claim is applied, as the stream does.
@@ -318,6 +318,23 @@ end
 return 1
 "#;
 
+/// A holder here kept its name against a claim from another node (`session.takeover =
+/// "stale"` and the holder is live, docs/fleet.md). `ARGV[5]` = the name. The waiting claim
+/// is dropped and its node told that it lost (`lost = 'live-holder'`: it reaps its claimant);
+/// nothing goes into the stream, where the claim's `named` never went. Returns 1 when a claim
+/// was dropped, 0 when none was waiting (a newer claim already lost, or the claimant left).
+pub(super) const REFUSE: &str = r#"
+local name = ARGV[5]
+local ck = tag .. ':claim:' .. name
+local c = redis.call('GET', ck)
+if not c then return 0 end
+local cl = cjson.decode(c)
+redis.call('DEL', ck)
+redis.call('RPUSH', tag .. ':inbox:' .. cl.node,
+  cjson.encode({name = name, id = cl.id, by = node, lost = 'live-holder'}))
+return 1
+"#;
+
 /// The fleet as `FLEET NODES` and `CLIENT LOOKUP` show it: `{nodes, names}`, nodes as flat
 /// `[node, epoch, lease ms left, sessions]`, names the `T:names` hash unless it holds more
 /// than `ARGV[5]` names (then `false`: lookups answer from the node alone).
@@ -337,7 +354,7 @@ return {out, names}
 "#;
 
 /// The scripts in the order [`super::worker`] loads them.
-pub(super) const ALL: [&str; 6] = [PUBLISH, RESYNC, RENEW, SWEEP, BYE, VIEW];
+pub(super) const ALL: [&str; 7] = [PUBLISH, RESYNC, RENEW, SWEEP, BYE, VIEW, REFUSE];
 
 /// A script's full text: the prelude, then its body.
 pub(super) fn source(body: &str) -> String {

@@ -34,7 +34,7 @@ use crate::config::credentials::{self, RedisTlsPem};
 use crate::config::RedisTlsFiles;
 
 use super::cluster::Route;
-use super::{scripts, Command, Entry, Holder, NodeInfo, Op, Report, Row, Shared, View, TICK};
+use super::{scripts, Command, Entry, Holder, Lost, NodeInfo, Op, Report, Row, Shared, View, TICK};
 
 /// Events per script call.
 const BATCH: usize = 512;
@@ -107,6 +107,7 @@ enum Script {
     Sweep = 3,
     Bye = 4,
     View = 5,
+    Refuse = 6,
 }
 
 impl Worker {
@@ -178,6 +179,13 @@ impl Worker {
                         events.clear();
                         if self.conn.is_some() {
                             self.resync(rows);
+                        }
+                    }
+                    Command::RefuseClaim(name) => {
+                        // After the events queued before it, so the claim it drops is there.
+                        self.flush(std::mem::take(&mut events));
+                        if self.live {
+                            self.refuse(&name);
                         }
                     }
                     Command::Shutdown => {
@@ -511,10 +519,11 @@ impl Worker {
             };
             for r in refused.chunks(3) {
                 if let [id, name, by] = r {
-                    self.report(Report::Refused {
+                    self.report(Report::Lost {
                         id: id.parse().unwrap_or(0),
                         name: name.clone(),
                         by: by.clone(),
+                        why: Lost::Identity,
                     });
                 }
             }
@@ -572,10 +581,11 @@ impl Worker {
                 );
                 for id in conflicts {
                     if let Some(name) = names.get(&id) {
-                        self.report(Report::Takeover {
+                        self.report(Report::Lost {
                             id,
                             name: name.clone(),
                             by: "(resync)".to_owned(),
+                            why: Lost::TakenMeanwhile,
                         });
                     }
                 }
@@ -584,7 +594,17 @@ impl Worker {
         }
     }
 
-    /// Takeover requests from other nodes: their sessions claimed names held here.
+    /// A holder here kept `name`: the claim waiting for it is dropped and its node told.
+    fn refuse(&mut self, name: &str) {
+        if let Err(e) = self.eval::<i64>(Script::Refuse, |c| {
+            c.arg(name);
+        }) {
+            self.fail("refuse", &e);
+        }
+    }
+
+    /// Takeover requests from other nodes (their sessions claimed names held here), and
+    /// claims made here that lost.
     fn inbox(&mut self) {
         let key = format!("{}:inbox:{}", self.setup.tag, self.setup.node);
         if self.conn.is_none() {
@@ -601,12 +621,19 @@ impl Worker {
                     let (Some(id), Some(name)) = (v["id"].as_u64(), v["name"].as_str()) else {
                         continue;
                     };
+                    let by = v["by"].as_str().unwrap_or("?").to_owned();
+                    let name = name.to_owned();
+                    if let Some(word) = v["lost"].as_str() {
+                        self.report(Report::Lost {
+                            id,
+                            name,
+                            by,
+                            why: Lost::from_word(word),
+                        });
+                        continue;
+                    }
                     self.shared.takeovers.fetch_add(1, Ordering::Relaxed);
-                    self.report(Report::Takeover {
-                        id,
-                        name: name.to_owned(),
-                        by: v["by"].as_str().unwrap_or("?").to_owned(),
-                    });
+                    self.report(Report::Takeover { id, name, by });
                 }
             }
             Err(e) => self.fail("inbox", &e),

@@ -1,6 +1,6 @@
 //! The loop's side of `[fleet]` (src/fleet/, docs/fleet.md): what it does when the fleet's
-//! worker wakes it (a remote node takes a name held here, the lease lapsed with
-//! `fleet.fence`), and the snapshot of the live sessions the worker asks for after a
+//! worker wakes it (a remote node claims a name held here, a claim made here lost, the lease
+//! lapsed with `fleet.fence`), and the snapshot of the live sessions the worker asks for after a
 //! connect, a lapse or a dropped event.
 
 use std::time::{Instant, SystemTime};
@@ -8,7 +8,8 @@ use std::time::{Instant, SystemTime};
 use log::{warn, Level};
 
 use super::Server;
-use crate::fleet::{self, Wanted};
+use crate::config::TakeoverPolicy;
+use crate::fleet::{self, Lost, Wanted};
 use crate::os::sys;
 use crate::session::reap::{Cause, ReapReason};
 use crate::session::takeover::{self, Decision};
@@ -23,7 +24,7 @@ impl Server {
         for wanted in self.fleet.ready() {
             match wanted {
                 Wanted::Replace { id, name, by } => self.replace_for_fleet(id, &name, &by, now),
-                Wanted::Refused { id, name, by } => self.refused_by_fleet(id, &name, &by, now),
+                Wanted::Lost { id, name, by, why } => self.lost_to_fleet(id, &name, &by, why, now),
             }
         }
         self.fence_if_lapsed(now);
@@ -56,68 +57,98 @@ impl Server {
         }
     }
 
-    /// A session of node `by` claimed `name`: the holder `id` here is reaped `replaced`, if it
-    /// still holds it and [`takeover::decide_remote`] agrees.
+    /// A session of node `by` claimed `name`: the holder `id` here is reaped `replaced` if it
+    /// still holds it and [`takeover::decide_remote`] agrees; otherwise it keeps the name and
+    /// the claim is refused (the claimant's node reaps its claimant `name-refused`).
     fn replace_for_fleet(&mut self, id: u64, name: &str, by: &str, now: Instant) {
-        let holder = self
-            .sessions
-            .holders(name.as_bytes())
-            .iter()
-            .copied()
-            .find(|t| self.sessions.get(*t).is_some_and(|s| s.id == id));
-        let Some(token) = holder else {
+        let Some(token) = self.fleet_holder(id, name) else {
             return;
         };
         let Some(s) = self.sessions.get(token) else {
             return;
         };
+        let identified = s.identity().is_some();
+        let tcp = match (identified, self.config.session.takeover) {
+            (true, TakeoverPolicy::Stale) => sys::tcp_info(&s.stream).ok(),
+            _ => None,
+        };
         let h = takeover::Holder {
             last_rx: s.last_rx,
-            tcp: sys::tcp_info(&s.stream).ok(),
+            tcp,
         };
         let peer = s.peer;
-        if let Decision::Replace(why) = takeover::decide_remote(&h, by) {
-            budgeted!(
-                self.log_budget,
-                LineKind::Takeover,
-                Level::Info,
-                now,
-                "fleet: node {} takes the name {}: reaping its holder id={id} peer={peer} {why}",
-                clipped(by),
-                clipped(name)
-            );
-            self.stats.takeover.replaced += 1;
-            self.reap(token, Cause::Reason(ReapReason::Replaced), now);
+        match takeover::decide_remote(&h, identified, &self.config.session, now) {
+            Decision::Replace(why) => {
+                budgeted!(
+                    self.log_budget,
+                    LineKind::Takeover,
+                    Level::Info,
+                    now,
+                    "fleet: node {} takes the name {}: reaping its holder id={id} peer={peer} {why}",
+                    clipped(by),
+                    clipped(name)
+                );
+                self.stats.takeover.replaced += 1;
+                self.reap(token, Cause::Reason(ReapReason::Replaced), now);
+            }
+            Decision::Refuse { silent } => {
+                self.stats.takeover.refused += 1;
+                budgeted!(
+                    self.log_budget,
+                    LineKind::Takeover,
+                    Level::Info,
+                    now,
+                    "fleet: node {} claimed the name {}: kept by its live holder id={id} \
+                     peer={peer} silent_ms={} (an identity, session.takeover = \"stale\")",
+                    clipped(by),
+                    clipped(name),
+                    silent.as_millis()
+                );
+                self.fleet.refuse_claim(name);
+            }
         }
     }
 
-    /// This node's session `id` took `name` (told `+OK`), and Redis refused the claim: a
-    /// holder on node `by` proved another identity (docs/fleet.md). The claimant is reaped
-    /// `replaced`, if it still holds the name, as a claimant that loses a race is.
-    fn refused_by_fleet(&mut self, id: u64, name: &str, by: &str, now: Instant) {
-        let claimant = self
-            .sessions
+    /// The session with `id` if it holds `name` here.
+    fn fleet_holder(&self, id: u64, name: &str) -> Option<mio::Token> {
+        self.sessions
             .holders(name.as_bytes())
             .iter()
             .copied()
-            .find(|t| self.sessions.get(*t).is_some_and(|s| s.id == id));
-        let Some(token) = claimant else {
+            .find(|t| self.sessions.get(*t).is_some_and(|s| s.id == id))
+    }
+
+    /// This node's session `id` took `name` (told `+OK`), and the claim lost to node `by`:
+    /// the claimant is reaped, if it still holds the name: `replaced` when another session
+    /// took the name, `name-refused` when the holder there keeps it.
+    fn lost_to_fleet(&mut self, id: u64, name: &str, by: &str, why: Lost, now: Instant) {
+        let Some(token) = self.fleet_holder(id, name) else {
             return;
         };
         let peer = self.sessions.get(token).map(|s| s.peer);
-        self.stats.takeover.identity_refused += 1;
+        let reason = match why {
+            Lost::Identity => {
+                self.stats.takeover.identity_refused += 1;
+                ReapReason::NameRefused
+            }
+            Lost::LiveHolder => {
+                self.stats.takeover.refused += 1;
+                ReapReason::NameRefused
+            }
+            Lost::Superseded | Lost::TakenMeanwhile => ReapReason::Replaced,
+        };
         budgeted!(
             self.log_budget,
             LineKind::Takeover,
             Level::Info,
             now,
-            "fleet: session id={id} peer={} may not hold the name {}: a session on node {} holds \
-             it with another identity; reaping it",
+            "fleet: session id={id} peer={} lost the name {} to node {}: {}; reaping it",
             peer.map_or_else(|| "-".to_owned(), |p| p.to_string()),
             clipped(name),
-            clipped(by)
+            clipped(by),
+            why.describe()
         );
-        self.reap(token, Cause::Reason(ReapReason::Replaced), now);
+        self.reap(token, Cause::Reason(reason), now);
     }
 
     /// At the end of each turn: the snapshot the worker waits for, if any (retried next

@@ -63,6 +63,10 @@ pub enum ReapReason {
     Killed,
     /// Another session took its name.
     Replaced,
+    /// `[fleet]` with unique names: it took a name that a session on another node keeps (a
+    /// live holder under `session.takeover = "stale"`, or one that proved another identity).
+    /// Its node had answered `+OK` before Redis could tell (docs/fleet.md).
+    NameRefused,
     /// `fleet.fence`: the node lost its fleet lease, so the fleet already counts its sessions
     /// as gone (docs/fleet.md).
     Fenced,
@@ -79,7 +83,7 @@ pub enum ReapReason {
 
 impl ReapReason {
     /// Every reason, in the order statistics list them.
-    pub const ALL: [ReapReason; 22] = [
+    pub const ALL: [ReapReason; 23] = [
         ReapReason::Closed,
         ReapReason::Quit,
         ReapReason::Reset,
@@ -97,6 +101,7 @@ impl ReapReason {
         ReapReason::IdentityLimit,
         ReapReason::Killed,
         ReapReason::Replaced,
+        ReapReason::NameRefused,
         ReapReason::Fenced,
         ReapReason::Shutdown,
         ReapReason::TlsHandshake,
@@ -124,6 +129,7 @@ impl ReapReason {
             ReapReason::IdentityLimit => "identity-limit",
             ReapReason::Killed => "killed",
             ReapReason::Replaced => "replaced",
+            ReapReason::NameRefused => "name-refused",
             ReapReason::Fenced => "fenced",
             ReapReason::Shutdown => "shutdown",
             ReapReason::TlsHandshake => "tls-handshake",
@@ -159,6 +165,7 @@ impl ReapReason {
             ReapReason::Reset
             | ReapReason::Killed
             | ReapReason::Replaced
+            | ReapReason::NameRefused
             | ReapReason::Fenced
             | ReapReason::AuthExpired
             | ReapReason::IdentityLimit => Level::Info,

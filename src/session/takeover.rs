@@ -143,14 +143,29 @@ pub fn decide(holder: &Holder, config: &SessionConfig, now: Instant) -> Decision
 }
 
 /// Decides whether a claim of the holder's name from another node of the fleet
-/// (`[fleet]` with unique names, docs/fleet.md) replaces the holder. The claimant's node
-/// already told its client `+OK` (the loop never waits for Redis), so the claim wins, as
-/// `takeover = "newest"` would: one name, one holder, fleet-wide, the newest. The identity rule
-/// was applied before the request was sent: the script that queued it refuses a claimant whose
-/// identity differs from an identified holder's (src/fleet/scripts.rs, `outranked`), and the
-/// claimant's node refuses one at `CLIENT SETNAME` when its view already shows that holder.
-pub fn decide_remote(_holder: &Holder, _by_node: &str) -> Decision {
-    Decision::Replace(Stale::Remote)
+/// (`[fleet]` with unique names, docs/fleet.md) replaces the holder. A holder that proved an
+/// identity (a certificate, a token) follows the local rule, [`decide`], so a stolen
+/// credential used on another node cannot evict a live device; any other holder yields to
+/// the newest claim, as the fleet issue asks (one name, one holder, fleet-wide, the newest).
+/// The claimant's node already told its client `+OK` (the loop never waits for Redis): when
+/// the holder keeps the name, the claimant is reaped there (`name-refused`). The identity
+/// match itself was checked before the request was sent: the script that queued it refuses a
+/// claimant whose identity differs from an identified holder's (src/fleet/scripts.rs,
+/// `outranked`), and the claimant's node refuses one at `CLIENT SETNAME` when its view
+/// already shows that holder.
+pub fn decide_remote(
+    holder: &Holder,
+    identified: bool,
+    config: &SessionConfig,
+    now: Instant,
+) -> Decision {
+    if !identified {
+        return Decision::Replace(Stale::Remote);
+    }
+    match decide(holder, config, now) {
+        Decision::Replace(Stale::Newest) => Decision::Replace(Stale::Remote),
+        d => d,
+    }
 }
 
 /// Takeover counters (statistics line, `INFO`, metrics).
@@ -279,6 +294,43 @@ mod tests {
             takeover_after: after,
             ..SessionConfig::default()
         }
+    }
+
+    #[test]
+    fn across_nodes_only_an_identified_holder_follows_the_local_rule() {
+        let now = Instant::now() + Duration::from_secs(3600);
+        let live = Holder {
+            last_rx: now,
+            tcp: Some(established()),
+        };
+        let stale = config(TakeoverPolicy::Stale, None);
+        let newest = config(TakeoverPolicy::Newest, None);
+        // A plain name goes to the newest claim, whatever the policy.
+        for c in [&stale, &newest] {
+            assert_eq!(
+                decide_remote(&live, false, c, now),
+                Decision::Replace(Stale::Remote)
+            );
+        }
+        // An identity's name: a live holder keeps it under "stale"; "newest" gives it up.
+        assert_eq!(
+            decide_remote(&live, true, &stale, now),
+            Decision::Refuse { silent: ms(0) }
+        );
+        assert_eq!(
+            decide_remote(&live, true, &newest, now),
+            Decision::Replace(Stale::Remote)
+        );
+        let mut probed = established();
+        probed.probes = 2;
+        let troubled = Holder {
+            last_rx: now,
+            tcp: Some(probed),
+        };
+        assert!(matches!(
+            decide_remote(&troubled, true, &stale, now),
+            Decision::Replace(Stale::Suspect { probes: 2, .. })
+        ));
     }
 
     #[test]
