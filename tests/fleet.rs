@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use util::redis_server::{
     apply, churn, client_lists, connect, docs_watcher, epoch_of, fleet_info, own_seqs,
-    presence_seq, read_stream, request, snapshot, start_node, wait_converged, Entry, RedisServer,
+    presence_seq, read_stream, request, snapshot, start_node, wait_converged, watch_under_churn,
+    watcher_view, Entry, RedisServer,
 };
 use util::Daemon;
 
@@ -593,52 +594,11 @@ fn the_docs_redis_py_watcher_ends_equal_to_the_client_lists() {
         .iter()
         .map(|n| start_node(&url, n, "3s", ""))
         .collect();
-    let mut kept = Vec::new();
-    let watcher = std::thread::scope(|scope| {
-        let churners: Vec<_> = nodes
-            .iter()
-            .zip(NAMES3)
-            .map(|(d, n)| {
-                scope.spawn(move || {
-                    let mut kept = Vec::new();
-                    for round in 0..4 {
-                        kept.extend(churn(d, &format!("{n}{round}"), 20));
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                    kept
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(300));
-        let watcher = scope.spawn(|| {
-            std::process::Command::new(&python)
-                .arg("-c")
-                .arg(&harness)
-                .arg("4")
-                .output()
-                .unwrap()
-        });
-        for c in churners {
-            kept.extend(c.join().unwrap());
-        }
-        watcher.join().unwrap()
-    });
-    let stdout = String::from_utf8_lossy(&watcher.stdout);
-    assert!(
-        watcher.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&watcher.stderr)
-    );
     let pairs: Vec<(&str, &Daemon)> = NAMES3.iter().copied().zip(nodes.iter()).collect();
+    let (stdout, kept) = watch_under_churn(&python, &harness, &pairs, 4);
     wait_converged(&redis, &pairs, Duration::from_secs(5));
-    let last = stdout.lines().last().unwrap_or("[]");
-    let seen: Vec<(String, u64, Option<String>)> = serde_json::from_str(last).unwrap();
-    let seen: util::redis_server::FleetView = seen
-        .into_iter()
-        .map(|(n, i, name)| ((n, i), name))
-        .collect();
+    let (seen, lefts) = watcher_view(&stdout);
     assert_eq!(seen, client_lists(&pairs));
-    let lefts = stdout.lines().filter(|l| l.contains(" left: ")).count();
     println!(
         "the redis-py watcher printed {lefts} leaves and ended with {} sessions, as the nodes",
         seen.len()

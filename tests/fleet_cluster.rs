@@ -24,7 +24,7 @@ use util::certs::{Leaf, Setup};
 use util::redis_server::{
     apply, churn, client_lists, connect, docs_watcher, epoch_of, fleet_info, ids_on, own_seqs,
     pinger, presence_seq, read_stream, request, snapshot, start_node, wait_table_equals,
-    ClusterTls, Entry, FleetView, RedisCluster, RedisServer,
+    watch_under_churn, watcher_view, ClusterTls, Entry, FleetView, RedisCluster, RedisServer,
 };
 use util::{Daemon, TempDir};
 
@@ -410,52 +410,11 @@ fn the_docs_redis_py_watcher_on_redis_cluster_ends_equal_to_the_client_lists() {
         .zip(&cluster.nodes)
         .map(|(n, seed)| start_node(&seed.url(), n, "3s", ""))
         .collect();
-    let mut kept = Vec::new();
-    let watcher = std::thread::scope(|scope| {
-        let churners: Vec<_> = nodes
-            .iter()
-            .zip(NAMES)
-            .map(|(d, n)| {
-                scope.spawn(move || {
-                    let mut kept = Vec::new();
-                    for round in 0..3 {
-                        kept.extend(churn(d, &format!("{n}{round}"), 20));
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                    kept
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(300));
-        let watcher = scope.spawn(|| {
-            std::process::Command::new(&python)
-                .arg("-c")
-                .arg(&harness)
-                .arg("3")
-                .output()
-                .unwrap()
-        });
-        for c in churners {
-            kept.extend(c.join().unwrap());
-        }
-        watcher.join().unwrap()
-    });
-    let stdout = String::from_utf8_lossy(&watcher.stdout);
-    assert!(
-        watcher.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&watcher.stderr)
-    );
     let pairs: Vec<(&str, &Daemon)> = NAMES.iter().copied().zip(nodes.iter()).collect();
+    let (stdout, kept) = watch_under_churn(&python, &harness, &pairs, 3);
     wait_table_equals(|| cluster.owner_conn(), &pairs, Duration::from_secs(5));
-    let last = stdout.lines().last().unwrap_or("[]");
-    let seen: Vec<(String, u64, Option<String>)> = serde_json::from_str(last).unwrap();
-    let seen: FleetView = seen
-        .into_iter()
-        .map(|(n, i, name)| ((n, i), name))
-        .collect();
+    let (seen, lefts) = watcher_view(&stdout);
     assert_eq!(seen, client_lists(&pairs));
-    let lefts = stdout.lines().filter(|l| l.contains(" left: ")).count();
     println!(
         "the redis-py RedisCluster watcher printed {lefts} leaves and ended with {} sessions, \
          as the nodes",

@@ -405,6 +405,67 @@ pub fn churn(d: &Daemon, node: &str, n: usize) -> Vec<TcpStream> {
     kept
 }
 
+/// Runs the docs' redis-py watcher `harness` ([`docs_watcher`]) with `python`, arriving while
+/// every node of `nodes` churns `rounds` rounds of 20 sessions ([`churn`]). Returns what it
+/// printed (it must exit 0) and the sessions kept open; [`watcher_view`] reads its verdict.
+pub fn watch_under_churn(
+    python: &str,
+    harness: &str,
+    nodes: &[(&str, &Daemon)],
+    rounds: usize,
+) -> (String, Vec<TcpStream>) {
+    let mut kept = Vec::new();
+    let watcher = std::thread::scope(|scope| {
+        let churners: Vec<_> = nodes
+            .iter()
+            .map(|&(n, d)| {
+                scope.spawn(move || {
+                    let mut kept = Vec::new();
+                    for round in 0..rounds {
+                        kept.extend(churn(d, &format!("{n}{round}"), 20));
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    kept
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let watcher = scope.spawn(|| {
+            Command::new(python)
+                .arg("-c")
+                .arg(harness)
+                .arg(rounds.to_string())
+                .output()
+                .unwrap()
+        });
+        for c in churners {
+            kept.extend(c.join().unwrap());
+        }
+        watcher.join().unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&watcher.stdout).into_owned();
+    assert!(
+        watcher.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&watcher.stderr)
+    );
+    (stdout, kept)
+}
+
+/// The fleet view the watcher ended with (its last line), and how many leaves it printed.
+pub fn watcher_view(stdout: &str) -> (FleetView, usize) {
+    let last = stdout.lines().last().unwrap_or("[]");
+    let seen: Vec<(String, u64, Option<String>)> = serde_json::from_str(last).unwrap();
+    let view = seen
+        .into_iter()
+        .map(|(n, i, name)| ((n, i), name))
+        .collect();
+    (
+        view,
+        stdout.lines().filter(|l| l.contains(" left: ")).count(),
+    )
+}
+
 /// The redis-py watcher of docs/fleet.md as written, with only its Redis changed: port
 /// `port`, and with `cluster` redis-py's `RedisCluster` (seeded with that node) for
 /// `redis.Redis`. Run as `python -c <this> <seconds>`: it watches that long and prints the
