@@ -244,6 +244,10 @@ fn an_identified_name_is_kept_from_other_identities_across_nodes() {
         closed_within(&mut bare, Duration::from_secs(3)),
         "b's holder without an identity kept dev-2"
     );
+    // Its `left` reaches Redis after the close; the parked claim is applied with it.
+    util::wait_until(Duration::from_secs(5), "dev-2 held on a", || {
+        holders(&mut con, "dev-2").is_some_and(|h| h.contains(r#""a""#) && !h.contains(r#""b""#))
+    });
 
     // The stream never showed b naming an identified name, and every claim refused left
     // nothing behind but its `left`.
