@@ -229,6 +229,35 @@ pub fn set_thread_realtime(priority: Option<i32>) -> io::Result<()> {
     Ok(())
 }
 
+/// Pins the calling thread (and what it spawns from now on, threads and processes alike) to
+/// `cpu`, or lets it run on every CPU again (`None`).
+pub fn set_thread_cpu(cpu: Option<usize>) -> io::Result<()> {
+    // SAFETY: `set` is a plain bit mask, zeroed and then filled with CPU_SET below its size;
+    // pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        match cpu {
+            Some(c) => libc::CPU_SET(c, &mut set),
+            None => {
+                for c in 0..cpus() {
+                    libc::CPU_SET(c, &mut set);
+                }
+            }
+        }
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The CPUs this machine has online (not the calling thread's mask, which pinning narrows).
+pub fn cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
 /// Has the child sent SIGTERM when the thread that started it exits: for `systemd-nspawn`,
 /// which powers its container off on SIGTERM (a SIGKILL would orphan the container's systemd).
 pub fn terminate_with_parent(cmd: &mut Command) {
