@@ -78,13 +78,15 @@ impl Haproxy {
         }
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, &cfg).unwrap();
+        let log_path = dir.path().join("haproxy.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = Command::new(bin);
         cmd.arg("-db")
             .arg("-f")
             .arg(&path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(log);
         netns::kill_with_parent(&mut cmd);
         let child = cmd.spawn().expect("spawn haproxy");
         let mut h = Haproxy {
@@ -92,13 +94,15 @@ impl Haproxy {
             fronts: addrs,
             _dir: dir,
         };
-        // Listening once the port cannot be bound; a probe connection would reach vigild.
+        // Listening once the kernel shows the listener (a probe connection would reach vigild;
+        // binding the port to probe it raced HAProxy's own bind and made it exit).
         for &a in &h.fronts.clone() {
             wait_until(Duration::from_secs(10), "haproxy to listen", || {
                 if let Ok(Some(status)) = h.child.try_wait() {
-                    panic!("haproxy exited: {status}; config:\n{cfg}");
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    panic!("haproxy exited: {status}; config:\n{cfg}\nstderr:\n{log}");
                 }
-                TcpListener::bind(a).is_err()
+                listening(a)
             });
         }
         h
@@ -109,6 +113,14 @@ impl Drop for Haproxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Whether something listens on `addr` (an IPv4 loopback address the test picked).
+fn listening(addr: SocketAddr) -> bool {
+    match addr {
+        SocketAddr::V4(a) => netns::listening(a),
+        SocketAddr::V6(_) => false,
     }
 }
 
@@ -268,7 +280,7 @@ impl Nginx {
                 let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
                 panic!("nginx exited: {status}; config:\n{cfg}\nlog:\n{log}");
             }
-            TcpListener::bind(front).is_err()
+            listening(front)
         });
         Some(Nginx {
             child,

@@ -110,6 +110,24 @@ pub fn wait_acked(port: u16, peer: Option<&str>) {
     )
 }
 
+/// Whether a socket of the calling thread's namespace listens on the IPv4 `addr`
+/// (`/proc/thread-self/net/tcp`). For waiting until a server started by a test listens without
+/// binding the port to find out, which would race the server's own bind and make it fail.
+pub fn listening(addr: std::net::SocketAddrV4) -> bool {
+    let want = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(addr.ip().octets()),
+        addr.port()
+    );
+    std::fs::read_to_string("/proc/thread-self/net/tcp").is_ok_and(|table| {
+        table.lines().skip(1).any(|l| {
+            let mut f = l.split_whitespace();
+            let (local, state) = (f.nth(1), f.nth(1));
+            local == Some(want.as_str()) && state == Some("0A")
+        })
+    })
+}
+
 /// A `TcpExt` counter of the calling thread's namespace (`/proc/thread-self/net/netstat`;
 /// `/proc/self/net` would show the main thread's namespace instead).
 pub fn tcp_ext(name: &str) -> io::Result<u64> {
