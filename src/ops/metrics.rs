@@ -117,36 +117,20 @@ pub fn render(stats: &Stats, ops: &OpsCounters, started: SystemTime, out: &mut S
         "Client sessions accepted (accepted = reaped + live).",
         stats.accepted,
     );
-    family(
+    counters_by(
         out,
         names::REJECTED,
-        "counter",
         "Client connections refused at accept, by cause.",
+        "cause",
+        RejectCause::ALL.map(|c| (c.name(), stats.rejected(c))),
     );
-    for cause in RejectCause::ALL {
-        let _ = writeln!(
-            out,
-            "{}{{cause=\"{}\"}} {}",
-            names::REJECTED,
-            cause.name(),
-            stats.rejected(cause)
-        );
-    }
-    family(
+    counters_by(
         out,
         names::REAPED,
-        "counter",
         "Client sessions ended, by reap reason.",
+        "reason",
+        ReapReason::ALL.map(|r| (r.name(), stats.reason(r).count)),
     );
-    for reason in ReapReason::ALL {
-        let _ = writeln!(
-            out,
-            "{}{{reason=\"{}\"}} {}",
-            names::REAPED,
-            reason.name(),
-            stats.reason(reason).count
-        );
-    }
     family(
         out,
         names::DETECTION_LATENCY,
@@ -439,21 +423,13 @@ fn proxy(stats: &Stats, out: &mut String) {
         "PROXY protocol headers taken (server.proxy_protocol).",
         stats.proxy.accepted,
     );
-    family(
+    counters_by(
         out,
         names::PROXY_REFUSED,
-        "counter",
         "PROXY protocol connections refused: untrusted source (at accept), or a header malformed, too large or late (reaped protocol-error).",
+        "cause",
+        ProxyRefusal::ALL.map(|c| (c.name(), stats.proxy.refused(c))),
     );
-    for cause in ProxyRefusal::ALL {
-        let _ = writeln!(
-            out,
-            "{}{{cause=\"{}\"}} {}",
-            names::PROXY_REFUSED,
-            cause.name(),
-            stats.proxy.refused(cause)
-        );
-    }
 }
 
 /// TLS sessions, handshakes by kind, failures by cause, refused reloads, and the served
@@ -485,15 +461,13 @@ fn tls(stats: &Stats, out: &mut String) {
         names::TLS_HANDSHAKES,
         t.resumed_handshakes
     );
-    family(
+    counters_by(
         out,
         names::TLS_FAILURES,
-        "counter",
         "TLS sessions that failed, by cause (reaped tls-handshake or tls-error).",
+        "cause",
+        t.failures(),
     );
-    for (cause, n) in t.failures() {
-        let _ = writeln!(out, "{}{{cause=\"{cause}\"}} {n}", names::TLS_FAILURES);
-    }
     scalar(
         out,
         names::TLS_RELOAD_FAILURES,
@@ -529,15 +503,13 @@ fn tokens(stats: &Stats, out: &mut String) {
         "Fresh tokens for the identity a session already had.",
         t.refreshed,
     );
-    family(
+    counters_by(
         out,
         names::TOKENS_REFUSED,
-        "counter",
         "Signed tokens refused, by cause.",
+        "cause",
+        t.refusals(),
     );
-    for (why, n) in t.refusals() {
-        let _ = writeln!(out, "{}{{cause=\"{why}\"}} {n}", names::TOKENS_REFUSED);
-    }
 }
 
 /// The operator listeners' connections (docs/admin.md), by `listener`.
@@ -592,6 +564,20 @@ fn operator(ops: &OpsCounters, out: &mut String) {
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A counter family with one sample per `label` value, in `values`' order.
+fn counters_by<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    family(out, name, "counter", help);
+    for (value, n) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+    }
 }
 
 /// A family with one unlabelled sample.
