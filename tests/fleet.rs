@@ -774,35 +774,7 @@ fn metrics_carry_the_fleet_series() {
     ] {
         assert!(body.contains(series), "{series} missing:\n{body}");
     }
-    let child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else {
-        util::skip(
-            "promtool check: cannot run promtool",
-            "scripts/test installs prometheus",
-        );
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool:\n{report}"
-    );
+    util::promtool_check(&body);
 }
 
 /// The status page's `fleet` member (issue 18): the nodes this node reads from Redis, with

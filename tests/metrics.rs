@@ -7,10 +7,9 @@ mod util;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::{client_id, Daemon};
+use util::{client_id, promtool_check, Daemon};
 
 const METRICS: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
 
@@ -52,44 +51,6 @@ fn samples(body: &str) -> HashMap<String, f64> {
 fn sample(s: &HashMap<String, f64>, key: &str) -> f64 {
     *s.get(key)
         .unwrap_or_else(|| panic!("{key} missing from {:?}", s.keys()))
-}
-
-/// Validates `body` with `promtool check metrics`.
-fn promtool_check(body: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            util::skip(
-                &format!("promtool check: cannot run promtool: {e}"),
-                "Debian package prometheus; scripts/test installs it",
-            );
-            return;
-        }
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{report}"
-    );
-    // promtool exits 0 on lint problems too; they are printed, and there must be none.
-    assert!(report.trim().is_empty(), "promtool lint:\n{report}");
 }
 
 /// One raw HTTP exchange: sends `request`, reads until the server closes (or 5 s).

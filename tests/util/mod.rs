@@ -633,3 +633,37 @@ pub fn installed(var: &str, what: &str) -> Option<String> {
         }
     }
 }
+
+/// Validates `body` with `promtool check metrics`: it must pass with nothing to report (a
+/// skip when promtool cannot run: scripts/test installs it).
+pub fn promtool_check(body: &str) {
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            skip(
+                &format!("promtool check: cannot run promtool: {e}"),
+                "Debian package prometheus; scripts/test installs it",
+            );
+            return;
+        }
+    };
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{report}"
+    );
+    // promtool exits 0 on lint problems too; they are printed, and there must be none.
+    assert!(report.trim().is_empty(), "promtool lint:\n{report}");
+}
