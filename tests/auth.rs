@@ -5,23 +5,11 @@
 mod util;
 
 use std::io::Write;
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use util::load::{connect_from, read_line, read_to_close, source_ip, Control};
+use util::load::{connect_from, read_line, read_to_close, say, source_ip, Control};
 use util::Daemon;
-
-fn raw(d: &Daemon) -> TcpStream {
-    let s = TcpStream::connect(d.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-fn say(s: &mut TcpStream, line: &str) -> String {
-    s.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-    read_line(s).unwrap()
-}
 
 #[test]
 fn redis_clients_authenticate_and_others_get_noauth() {
@@ -42,7 +30,7 @@ fn redis_clients_authenticate_and_others_get_noauth() {
         .expect("a wrong password is refused");
     assert_eq!(err.kind(), redis::ErrorKind::AuthenticationFailed, "{err}");
 
-    let mut s = raw(&d);
+    let mut s = d.raw();
     assert_eq!(say(&mut s, "PING"), "-NOAUTH Authentication required.");
     assert_eq!(say(&mut s, "CLIENT ID"), "-NOAUTH Authentication required.");
     assert!(say(&mut s, "HELLO 2").starts_with("-NOAUTH HELLO must be called"));
@@ -54,15 +42,15 @@ fn redis_clients_authenticate_and_others_get_noauth() {
     assert_eq!(say(&mut s, "AUTH \"s3cret pw\""), "+OK");
     assert_eq!(say(&mut s, "PING"), "+PONG");
     // HELLO with AUTH authenticates in one step, as redis clients on RESP2 may do.
-    let mut h = raw(&d);
+    let mut h = d.raw();
     assert_eq!(say(&mut h, "HELLO 2 AUTH default \"s3cret pw\""), "*14");
     drop(h);
     // And on RESP3, which is how redis-py 8 opens a connection with a password.
-    let mut h3 = raw(&d);
+    let mut h3 = d.raw();
     assert_eq!(say(&mut h3, "HELLO 3 AUTH default \"s3cret pw\""), "%7");
     drop(h3);
     // QUIT works before AUTH.
-    let mut q = raw(&d);
+    let mut q = d.raw();
     assert_eq!(say(&mut q, "QUIT"), "+OK");
     let st = d.stats();
     assert_eq!(st["auth.failed"], "1", "{st:?}");
@@ -132,7 +120,7 @@ fn password_file_and_reload() {
     std::fs::set_permissions(&pw_path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let config = format!("[server]\npassword_file = \"{}\"", pw_path.display());
     let d = Daemon::start(&config);
-    let mut old = raw(&d);
+    let mut old = d.raw();
     assert_eq!(say(&mut old, "AUTH first"), "+OK");
 
     std::fs::write(&pw_path, "second\n").unwrap();
@@ -140,7 +128,7 @@ fn password_file_and_reload() {
     d.log
         .wait_for(Duration::from_secs(5), |l| l.contains("reloaded "))
         .expect("reloaded");
-    let mut s = raw(&d);
+    let mut s = d.raw();
     assert!(say(&mut s, "AUTH first").starts_with("-WRONGPASS"));
     assert_eq!(say(&mut s, "AUTH second"), "+OK");
     // The session that authenticated before the change keeps its access.
@@ -151,7 +139,7 @@ fn password_file_and_reload() {
     d.signal(libc::SIGHUP);
     d.log
         .wait_for_n(2, Duration::from_secs(5), |l| l.contains("reloaded "));
-    let mut free = raw(&d);
+    let mut free = d.raw();
     assert_eq!(say(&mut free, "PING"), "+PONG");
     assert!(say(&mut free, "AUTH x").starts_with("-ERR AUTH <password> called without"));
 }
@@ -160,7 +148,7 @@ fn password_file_and_reload() {
 fn before_auth_requests_are_limited_to_4_kib() {
     let d = Daemon::start("[server]\npassword = \"pw\"");
     let big = "x".repeat(10_000);
-    let mut s = raw(&d);
+    let mut s = d.raw();
     let peer = s.local_addr().unwrap();
     s.write_all(format!("ECHO {big}\r\n").as_bytes()).unwrap();
     let (reply, _) = read_to_close(&mut s, Duration::from_secs(5));
@@ -173,7 +161,7 @@ fn before_auth_requests_are_limited_to_4_kib() {
         "protocol-error"
     );
     // Authenticated, in the same write even, the configured limit applies.
-    let mut s = raw(&d);
+    let mut s = d.raw();
     s.write_all(format!("AUTH pw\r\nECHO {big}\r\n").as_bytes())
         .unwrap();
     assert_eq!(read_line(&mut s).unwrap(), "+OK");

@@ -14,12 +14,12 @@
 
 mod util;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use util::redis_server::{read_stream, snapshot, start_node, RedisServer};
+use util::redis_server::{connect, read_stream, request, snapshot, start_node, RedisServer};
 use util::{Daemon, TempDir};
 
 const SECRET: &[u8] = b"a fleet-wide secret of at least 32 bytes";
@@ -36,20 +36,6 @@ fn token(sub: &str) -> String {
         &EncodingKey::from_secret(SECRET),
     )
     .unwrap()
-}
-
-fn request(s: &mut TcpStream, words: &[&str]) -> String {
-    s.write_all(&util::load::multibulk(
-        &words.iter().map(|w| w.as_bytes()).collect::<Vec<_>>(),
-    ))
-    .unwrap();
-    util::load::read_line(s).unwrap()
-}
-
-fn connect(d: &Daemon) -> TcpStream {
-    let s = TcpStream::connect(d.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
 }
 
 /// Whether the peer closes `s` within `limit`.

@@ -13,21 +13,12 @@ use util::{client_id, promtool_check, Daemon};
 
 const METRICS: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into()
-}
-
-fn url(d: &Daemon, path: &str) -> String {
-    format!("http://{}{path}", d.ops_listener("metrics"))
-}
-
 /// Scrapes `/metrics`: checks status and content type, returns the body.
 fn scrape(d: &Daemon) -> String {
-    let mut resp = agent().get(&url(d, "/metrics")).call().expect("scrape");
+    let mut resp = util::http_agent()
+        .get(&d.metrics_url("/metrics"))
+        .call()
+        .expect("scrape");
     assert_eq!(resp.status().as_u16(), 200);
     let ctype = resp
         .headers()
@@ -280,17 +271,29 @@ fn wrong_paths_methods_and_malformed_or_huge_requests_do_not_harm_the_loop() {
     let mut con = d.redis();
 
     // `/` is the status page since issue 18 (tests/status_page.rs); other paths are 404.
-    let resp = agent().get(&url(&d, "/nope")).call().unwrap();
+    let resp = util::http_agent()
+        .get(&d.metrics_url("/nope"))
+        .call()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
-    let resp = agent().get(&url(&d, "/metrics/extra")).call().unwrap();
+    let resp = util::http_agent()
+        .get(&d.metrics_url("/metrics/extra"))
+        .call()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
-    let resp = agent().post(&url(&d, "/metrics")).send("x=1").unwrap();
+    let resp = util::http_agent()
+        .post(&d.metrics_url("/metrics"))
+        .send("x=1")
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 405);
     assert_eq!(
         resp.headers().get("allow").and_then(|v| v.to_str().ok()),
         Some("GET, HEAD")
     );
-    let resp = agent().delete(&url(&d, "/metrics")).call().unwrap();
+    let resp = util::http_agent()
+        .delete(&d.metrics_url("/metrics"))
+        .call()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 405);
 
     // Junk, a TLS hello and a Redis command: 400, then the connection is closed.

@@ -24,21 +24,12 @@ const HOSTILE: [&str; 4] = [
     "a&b<c>d",
 ];
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into()
-}
-
-fn url(d: &Daemon, path: &str) -> String {
-    format!("http://{}{path}", d.ops_listener("metrics"))
-}
-
 /// `GET path`: status, headers (lower-case names) and body.
 fn get(d: &Daemon, path: &str) -> (u16, HashMap<String, String>, Vec<u8>) {
-    let mut resp = agent().get(&url(d, path)).call().expect("GET");
+    let mut resp = util::http_agent()
+        .get(&d.metrics_url(path))
+        .call()
+        .expect("GET");
     let headers = resp
         .headers()
         .iter()
@@ -432,7 +423,7 @@ fn the_page_in_a_real_browser() {
         },
     );
 
-    browser.open(&url(&d, "/"));
+    browser.open(&d.metrics_url("/"));
     let refreshes = |b: &mut Browser| -> u64 {
         b.eval("Number(document.body.dataset.refreshes)")
             .as_u64()

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use util::load::read_line;
+use util::load::{read_line, say};
 use util::{info_map, Daemon, TempDir};
 
 const SECRET: &[u8] = b"a shared secret of at least 32 bytes!!";
@@ -59,17 +59,6 @@ fn hs_setup(extra: &str) -> (TempDir, String) {
     std::fs::write(&secret, [SECRET, b"\n"].concat()).unwrap();
     let config = format!("[token]\nsecret_file = \"{}\"\n{extra}", secret.display());
     (dir, config)
-}
-
-fn raw(d: &Daemon) -> TcpStream {
-    let s = TcpStream::connect(d.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s
-}
-
-fn say(s: &mut TcpStream, line: &str) -> String {
-    s.write_all(format!("{line}\r\n").as_bytes()).unwrap();
-    read_line(s).unwrap()
 }
 
 /// What arrives until the peer closes, as text (a close within 5 s is required).
@@ -134,7 +123,7 @@ fn stock_clients_authenticate_with_a_token_and_are_named_after_it() {
     );
 
     // Without a token: nothing runs, and no name can be taken (names are identities here).
-    let mut s = raw(&d);
+    let mut s = d.raw();
     assert_eq!(say(&mut s, "PING"), "-NOAUTH Authentication required.");
     assert_eq!(
         say(&mut s, "CLIENT SETNAME dev-1"),
@@ -272,7 +261,7 @@ fn every_bad_token_is_refused_with_its_counted_cause() {
         ),
     ];
     for (what, token, want) in &cases {
-        let mut s = raw(&d);
+        let mut s = d.raw();
         let reply = say(&mut s, &format!("AUTH dev-1 {token}"));
         assert!(reply.contains(want), "{what}: {reply}");
         if *want != "+OK" {
@@ -288,7 +277,7 @@ fn every_bad_token_is_refused_with_its_counted_cause() {
         }
     }
     // A huge token is over what an unauthenticated session may send: refused and closed.
-    let mut s = raw(&d);
+    let mut s = d.raw();
     s.write_all(format!("AUTH dev-1 {}\r\n", "e".repeat(64 * 1024)).as_bytes())
         .unwrap();
     let rest = read_to_close(&mut s);
@@ -319,8 +308,8 @@ fn every_bad_token_is_refused_with_its_counted_cause() {
 fn an_expired_token_reaps_its_session_unless_refreshed() {
     let (_dir, config) = hs_setup("expiry_grace = \"0s\"\nleeway = \"0s\"\n");
     let d = Daemon::start(&config);
-    let mut stays = raw(&d);
-    let mut goes = raw(&d);
+    let mut stays = d.raw();
+    let mut goes = d.raw();
     let started = Instant::now();
     assert_eq!(
         say(&mut stays, &format!("AUTH a {}", hs256(claims("a", 2)))),
@@ -390,7 +379,7 @@ fn jwks_keys_rotate_on_sighup_and_live_sessions_carry_on() {
     let path = dir.path().join("keys.jwks");
     replace(&path, &jwks(&k1, "k1"));
     let d = Daemon::start(&format!("[token]\njwks_file = \"{}\"\n", path.display()));
-    let mut live = raw(&d);
+    let mut live = d.raw();
     assert_eq!(
         say(
             &mut live,
@@ -402,7 +391,7 @@ fn jwks_keys_rotate_on_sighup_and_live_sessions_carry_on() {
         "+OK"
     );
     // Without a kid a JWKS key is not chosen.
-    let mut s = raw(&d);
+    let mut s = d.raw();
     let r = say(
         &mut s,
         &format!("AUTH dev-2 {}", es256(&k1, None, claims("dev-2", 300))),
@@ -416,7 +405,7 @@ fn jwks_keys_rotate_on_sighup_and_live_sessions_carry_on() {
             l.contains("reload: token keys read again")
         })
         .expect("the reload read the new JWKS");
-    let mut s = raw(&d);
+    let mut s = d.raw();
     let r = say(
         &mut s,
         &format!(
@@ -452,7 +441,7 @@ fn jwks_keys_rotate_on_sighup_and_live_sessions_carry_on() {
             l.contains("reload failed") && l.contains("jwks")
         })
         .expect("the broken JWKS is refused");
-    let mut s = raw(&d);
+    let mut s = d.raw();
     assert_eq!(
         say(
             &mut s,
@@ -472,11 +461,11 @@ fn one_identity_holds_at_most_its_sessions_and_the_newest_is_refused() {
     let token = hs256(claims("dev-1", 300));
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut s = raw(&d);
+        let mut s = d.raw();
         assert_eq!(say(&mut s, &format!("AUTH dev-1 {token}")), "+OK");
         held.push(s);
     }
-    let mut third = raw(&d);
+    let mut third = d.raw();
     let r = say(&mut third, &format!("AUTH dev-1 {token}"));
     assert!(
         r.starts_with("-ERR max sessions per identity reached (2)"),
@@ -489,7 +478,7 @@ fn one_identity_holds_at_most_its_sessions_and_the_newest_is_refused() {
         })
         .expect("the newest is reaped identity-limit");
     // Another identity is not affected, and the first two still work.
-    let mut other = raw(&d);
+    let mut other = d.raw();
     assert_eq!(
         say(
             &mut other,
@@ -502,9 +491,9 @@ fn one_identity_holds_at_most_its_sessions_and_the_newest_is_refused() {
     }
     // A slot frees when one of them ends.
     drop(held.pop());
-    let mut again = raw(&d);
+    let mut again = d.raw();
     let ok = util::wait_until(Duration::from_secs(5), "a freed slot", || {
-        let mut s = raw(&d);
+        let mut s = d.raw();
         (say(&mut s, &format!("AUTH dev-1 {token}")) == "+OK").then_some(s)
     });
     drop(ok);
@@ -516,11 +505,11 @@ fn one_identity_holds_at_most_its_sessions_and_the_newest_is_refused() {
 fn the_password_works_beside_tokens_but_gives_no_identity() {
     let (_dir, config) = hs_setup("[server]\npassword = \"pw\"\n");
     let d = Daemon::start(&config);
-    let mut s = raw(&d);
+    let mut s = d.raw();
     assert_eq!(say(&mut s, "AUTH pw"), "+OK");
     let r = say(&mut s, "CLIENT SETNAME dev-1");
     assert!(r.starts_with("-ERR names are bound to identities"), "{r}");
-    let mut t = raw(&d);
+    let mut t = d.raw();
     assert_eq!(
         say(
             &mut t,

@@ -117,6 +117,12 @@ impl Control {
     }
 }
 
+/// Sends one inline command and reads its one-line reply.
+pub fn say(s: &mut TcpStream, line: &str) -> String {
+    s.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+    read_line(s).unwrap()
+}
+
 /// Reads one `\r\n`-terminated line (without it), byte by byte: replies are short.
 pub fn read_line(s: &mut TcpStream) -> io::Result<String> {
     let mut line = Vec::new();

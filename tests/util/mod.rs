@@ -491,6 +491,18 @@ impl Daemon {
         fields(&line.unwrap_or_else(|| panic!("no stats line within 5 s:\n{}", self.log.text())))
     }
 
+    /// A plain socket to the client port, its reads bounded to 5 s.
+    pub fn raw(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
+
+    /// `http://<metrics listener><path>`.
+    pub fn metrics_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.ops_listener("metrics"))
+    }
+
     /// Where the `admin` or `metrics` listener listens (`ip:port` or a socket path), from its
     /// start-up line.
     pub fn ops_listener(&self, role: &str) -> String {
@@ -666,4 +678,14 @@ pub fn promtool_check(body: &str) {
     );
     // promtool exits 0 on lint problems too; they are printed, and there must be none.
     assert!(report.trim().is_empty(), "promtool lint:\n{report}");
+}
+
+/// An HTTP client for the metrics listener: a status is an answer to look at, not an error;
+/// 5 s at most per request.
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into()
 }
