@@ -194,8 +194,6 @@ fn policy(config: &Config) -> Policy {
 }
 
 impl Server {
-    /// Reaps sessions that did not authenticate within `server.auth_timeout`, at most
-    /// [`REAPS_PER_TURN`] a turn.
     /// Reaps sessions whose token identity ended (`auth-expired`), at most [`REAPS_PER_TURN`]
     /// a turn; a session that refreshed its token meanwhile is queued again at its new end.
     pub(super) fn reap_expired_tokens(&mut self, now: Instant) {
@@ -222,6 +220,8 @@ impl Server {
         }
     }
 
+    /// Reaps sessions that did not authenticate within `server.auth_timeout`, at most
+    /// [`REAPS_PER_TURN`] a turn.
     pub(super) fn reap_unauthenticated(&mut self, now: Instant) {
         let mut reaped = 0;
         while reaped < REAPS_PER_TURN {
